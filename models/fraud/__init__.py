@@ -1,0 +1,1 @@
+"""Fraud model: training over the engine's online features, and ONNX export."""

@@ -1,0 +1,1 @@
+"""The demo: embedded services, the worker and live traffic on screen."""

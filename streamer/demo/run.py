@@ -1,0 +1,188 @@
+"""``streamer demo``: everything on one machine, live on screen, until Ctrl-C.
+
+Starts what is missing — the embedded broker when no Kafka answers at the configured
+address, an embedded Valkey when no Redis answers — then the worker as its own
+process (``streamer worker``, exactly as in production), plays traffic at ``--rate``
+events per second and shows throughput, the latest alerts and recommendations. On
+exit it stops everything it started, and only that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streamer.datasets import SHARED_DATA
+from streamer.demo.traffic import demo_traffic
+from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.settings import Settings
+from streamer.worker.topics import ensure_topics
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    host, _, port = address.partition(":")
+    return host or "localhost", int(port or default_port)
+
+
+class Screen:
+    """What the demo shows: counters, rates and the latest outputs."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=5)
+        self.recommendations: deque[dict[str, Any]] = deque(maxlen=3)
+        self.dead_letters: deque[str] = deque(maxlen=3)
+        self.started = time.monotonic()
+        self.last: tuple[float, Counter[str]] = (self.started, Counter())
+
+    def render(self) -> str:
+        now = time.monotonic()
+        then, before = self.last
+        rate = {k: (self.counts[k] - before[k]) / max(now - then, 1e-6) for k in self.counts}
+        self.last = (now, Counter(self.counts))
+        lines = [f"Streamer demo — {now - self.started:.0f} s — Ctrl-C to stop", ""]
+        for name in ("sent", "fraud-scores", "fraud-alerts", "recommendations", "dead-letter"):
+            lines.append(f"  {name:<16} {self.counts[name]:>9,}  {rate.get(name, 0.0):8.1f}/s")
+        lines += ["", "Latest fraud alerts:"]
+        for alert in self.alerts:
+            reasons = "; ".join(r["text"] for r in alert.get("reasons", []))
+            lines.append(f"  tx {alert['transaction_id']:>8} card {alert['card_id']:>5} score {alert['score']:.3f}  {reasons}")
+        lines += ["", "Latest recommendations:"]
+        for rec in self.recommendations:
+            items = ", ".join(i["item_id"] for i in rec["items"][:10])
+            lines.append(f"  user {rec['user_id']:>6} ({rec['source']}): {items}")
+        lines += ["", "Latest dead letters:"]
+        lines += [f"  {d}" for d in self.dead_letters]
+        return "\n".join(lines)
+
+
+async def _watch(settings: Settings, screen: Screen, stop: asyncio.Event) -> None:
+    topics = settings.topics
+    consumer = AIOKafkaConsumer(
+        topics.fraud_scores, topics.fraud_alerts, topics.recommendations, topics.dead_letter,
+        bootstrap_servers=settings.kafka.bootstrap_servers, auto_offset_reset="earliest",
+        enable_auto_commit=False, fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                screen.counts[tp.topic] += len(records)
+                last = records[-1]
+                if tp.topic == topics.fraud_alerts:
+                    screen.alerts.extend(orjson.loads(r.value) for r in records[-5:])
+                elif tp.topic == topics.recommendations:
+                    screen.recommendations.append(orjson.loads(last.value))
+                elif tp.topic == topics.dead_letter:
+                    headers = dict(last.headers)
+                    screen.dead_letters.append(f"{headers.get('dlq.reason', b'').decode()}: {last.value[:40]!r}")
+    finally:
+        await consumer.stop()
+
+
+async def _play(settings: Settings, data_dir: Path | None, rate: float, screen: Screen, stop: asyncio.Event) -> None:
+    from streamer.inference.next_item import NextItemRanker
+
+    catalogue = NextItemRanker(settings.models.recommend).items[1:]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        for n, (topic, key, value) in enumerate(demo_traffic(data_dir, catalogue, settings.topics)):
+            if stop.is_set():
+                break
+            await producer.send(topic, value=value, key=key)
+            screen.counts["sent"] += 1
+            ahead = n / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _show(screen: Screen, stop: asyncio.Event, worker: subprocess.Popen[bytes], log: Path) -> None:
+    tty = sys.stdout.isatty()
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if worker.poll() is not None:
+            print(f"the worker exited with {worker.returncode}; see {log}", file=sys.stderr)
+            stop.set()
+            return
+        text = screen.render()
+        print(("\033[2J\033[H" + text) if tty else text + "\n", flush=True)
+
+
+async def _demo(settings: Settings, duration_s: float | None, rate: float, data_dir: Path | None, worker: subprocess.Popen[bytes], log: Path) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration_s:
+        loop.call_later(duration_s, stop.set)
+    screen = Screen()
+    tasks = [
+        asyncio.create_task(_watch(settings, screen, stop)),
+        asyncio.create_task(_play(settings, data_dir, rate, screen, stop)),
+        asyncio.create_task(_show(screen, stop, worker, log)),
+    ]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    print(screen.render(), flush=True)
+
+
+def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float = 200.0, data_dir: Path | None = None) -> int:
+    data_dir = data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
+    with contextlib.ExitStack() as started:
+        host, port = _host_port(settings.kafka.bootstrap_servers.split(",")[0], 9092)
+        if not port_open(host, port):
+            broker = started.enter_context(EmbeddedBroker(port=None if port_open("127.0.0.1", 9092) else 9092))
+            print(f"started the embedded Kafka broker (Tansu) on {broker.bootstrap_servers}")
+            settings = settings.replace(kafka={"bootstrap_servers": broker.bootstrap_servers})
+        redis_url = urlparse(str(settings.redis.url))
+        if not port_open(redis_url.hostname or "localhost", redis_url.port or 6379):
+            valkey = started.enter_context(EmbeddedRedis())
+            print(f"started an embedded Redis (Valkey) at {valkey.url}")
+            settings = settings.replace(redis={"url": valkey.url})
+        namespace = f"demo-{int(time.time())}"
+        kafka = settings.kafka
+        asyncio.run(ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor))
+        log = Path("streamer-demo-worker.log").resolve()
+        env = {
+            **os.environ,
+            "STREAMER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "STREAMER_REDIS_URL": str(settings.redis.url),
+            "STREAMER_REDIS_NAMESPACE": namespace,
+            "STREAMER_KAFKA_GROUP_ID": f"streamer-{namespace}",
+        }
+        with open(log, "ab") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=env, stdout=out, stderr=out)
+        started.callback(_stop_process, worker)
+        print(f"started the worker (pid {worker.pid}, log {log}); playing {'real data from ' + str(data_dir) if data_dir else 'generated events'}")
+        asyncio.run(_demo(settings, duration_s, rate, data_dir, worker, log))
+    return 0
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

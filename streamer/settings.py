@@ -1,0 +1,173 @@
+"""One frozen settings object, read from ``STREAMER_*`` environment variables.
+
+Every field has a type, a default and an environment variable; ``Settings.from_env``
+is the only place that reads the environment. Sections follow the flow: Kafka in and
+out, Redis state, the models, micro-batching, fraud alerting and recommendations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from streamer.errors import ConfigurationError
+
+PREFIX = "STREAMER_"
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models" / "shipped"
+
+
+class Secret(str):
+    """A string that never shows itself in ``repr`` (passwords in URLs, tokens)."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = "localhost:9092"
+    """STREAMER_KAFKA_BOOTSTRAP_SERVERS: comma-separated host:port list."""
+    partitions: int = 4
+    """STREAMER_KAFKA_PARTITIONS: partitions of each topic the worker creates."""
+    replication_factor: int = 1
+    """STREAMER_KAFKA_REPLICATION_FACTOR: replicas of each topic the worker creates."""
+    group_id: str = "streamer"
+    """STREAMER_KAFKA_GROUP_ID: consumer group (and Faust app id) of the workers."""
+    fetch_max_wait_ms: int = 5
+    """STREAMER_KAFKA_FETCH_MAX_WAIT_MS: longest a fetch waits at the broker."""
+    rebalance_timeout_s: float = 4.0
+    """STREAMER_KAFKA_REBALANCE_TIMEOUT_S: how long a rebalance may take."""
+    session_timeout_s: float = 10.0
+    """STREAMER_KAFKA_SESSION_TIMEOUT_S: a silent worker is dropped after this."""
+    commit_interval_s: float = 1.0
+    """STREAMER_KAFKA_COMMIT_INTERVAL_S: how often processed offsets are committed."""
+    max_message_bytes: int = 65536
+    """STREAMER_KAFKA_MAX_MESSAGE_BYTES: larger input messages go to dead-letter."""
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    transactions: str = "transactions"
+    """STREAMER_TOPICS_TRANSACTIONS"""
+    fraud_labels: str = "fraud-labels"
+    """STREAMER_TOPICS_FRAUD_LABELS"""
+    clickstream: str = "clickstream"
+    """STREAMER_TOPICS_CLICKSTREAM"""
+    fraud_scores: str = "fraud-scores"
+    """STREAMER_TOPICS_FRAUD_SCORES"""
+    fraud_alerts: str = "fraud-alerts"
+    """STREAMER_TOPICS_FRAUD_ALERTS"""
+    recommendations: str = "recommendations"
+    """STREAMER_TOPICS_RECOMMENDATIONS"""
+    dead_letter: str = "dead-letter"
+    """STREAMER_TOPICS_DEAD_LETTER"""
+
+    def all(self) -> tuple[str, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: Secret = Secret("redis://localhost:6379/0")
+    """STREAMER_REDIS_URL: may carry a password, so it is kept secret in logs."""
+    namespace: str = "streamer"
+    """STREAMER_REDIS_NAMESPACE: first part of every key."""
+    ttl_days: float = 45.0
+    """STREAMER_REDIS_TTL_DAYS: idle keys expire after this (wall clock housekeeping)."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    fraud: Path = SHIPPED_MODELS / "fraud"
+    """STREAMER_FRAUD_MODEL: directory of an exported fraud model."""
+    recommend: Path = SHIPPED_MODELS / "recommend"
+    """STREAMER_RECOMMEND_MODEL: directory of an exported next-item model."""
+    provider: str = "auto"
+    """STREAMER_MODELS_PROVIDER: auto (CUDA when present), cuda or cpu."""
+    threads: int = 1
+    """STREAMER_MODELS_THREADS: ONNX Runtime intra-op threads per session."""
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_size: int = 512
+    """STREAMER_BATCH_MAX_SIZE: a micro-batch closes at this many events..."""
+    max_wait_ms: int = 20
+    """STREAMER_BATCH_MAX_WAIT_MS: ...or after this long, whichever comes first."""
+
+
+@dataclass(frozen=True)
+class FraudSettings:
+    alert_threshold: float = 0.5
+    """STREAMER_FRAUD_ALERT_THRESHOLD: scores at or above it raise an alert."""
+    max_reasons: int = 3
+    """STREAMER_FRAUD_MAX_REASONS: reasons attached to an alert."""
+
+
+@dataclass(frozen=True)
+class RecommendSettings:
+    top_k: int = 10
+    """STREAMER_RECOMMEND_TOP_K: items per recommendation."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    fraud: FraudSettings = field(default_factory=FraudSettings)
+    recommend: RecommendSettings = field(default_factory=RecommendSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``STREAMER_<SECTION>_<FIELD>`` variables."""
+        env = os.environ if environ is None else environ
+        sections: dict[str, Any] = {}
+        for section in dataclasses.fields(cls):
+            section_type = get_type_hints(cls)[section.name]
+            values: dict[str, Any] = {}
+            hints = get_type_hints(section_type)
+            for f in dataclasses.fields(section_type):
+                name = env_name(section.name, f.name)
+                if name in env:
+                    values[f.name] = _parse(name, env[name], hints[f.name])
+            sections[section.name] = section_type(**values)
+        return cls(**sections)
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some fields changed: ``replace(kafka={"partitions": 8})``."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **fields)
+            for name, fields in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+
+_SHORT_NAMES = {
+    ("models", "fraud"): "STREAMER_FRAUD_MODEL",
+    ("models", "recommend"): "STREAMER_RECOMMEND_MODEL",
+}
+
+
+def env_name(section: str, field_name: str) -> str:
+    """The environment variable of one field, e.g. ``STREAMER_KAFKA_PARTITIONS``."""
+    return _SHORT_NAMES.get((section, field_name), f"{PREFIX}{section}_{field_name}".upper())
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
+        if kind in (int, float, str, Path, Secret):
+            return kind(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+    raise ConfigurationError(f"{name}: unsupported setting type {kind!r}")

@@ -1,0 +1,98 @@
+"""The in-memory twin of ``RedisStateStore``: same contract, plain dicts.
+
+Used by unit tests, by the offline (broker-less) replay and by training, which runs
+the very features the stream computes over a whole data file. No TTLs: nothing idles.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from streamer.events import FraudLabel, Transaction
+from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
+from streamer.state.store import PRUNE_GRACE, SEQUENCE_CAP, CachedEmbedding, TimeRange, UserState, UserUpdate
+
+
+def _in(ts: float, window: TimeRange) -> bool:
+    return window[0] < ts <= window[1]
+
+
+class InMemoryStateStore:
+    def __init__(self) -> None:
+        self.cards: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
+        self.terminal_tx: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        self.terminal_fraud: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
+        self.sequences: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
+        self.seen: dict[str, dict[str, float]] = defaultdict(dict)
+        self.embeddings: dict[str, CachedEmbedding] = {}
+
+    async def read_fraud(
+        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange]
+    ) -> tuple[dict[str, CardHistory], dict[str, TerminalHistory]]:
+        card_state: dict[str, CardHistory] = {}
+        for card_id, window in cards.items():
+            history = card_state[card_id] = CardHistory()
+            for entry in self.cards.get(card_id, ()):
+                if _in(entry[0], window):
+                    history.add(*entry)
+        terminal_state: dict[str, TerminalHistory] = {}
+        for terminal_id, window in terminals.items():
+            terminal = terminal_state[terminal_id] = TerminalHistory()
+            for ts, transaction_id in self.terminal_tx.get(terminal_id, ()):
+                if _in(ts, window):
+                    terminal.add_transaction(ts, transaction_id)
+            for fraud in self.terminal_fraud.get(terminal_id, ()):
+                if _in(fraud[0], window):
+                    terminal.add_fraud(*fraud)
+        return card_state, terminal_state
+
+    async def write_transactions(self, transactions: Sequence[Transaction]) -> None:
+        for tx in transactions:
+            _insert_unique(self.cards[tx.card_id], (tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
+            _insert_unique(self.terminal_tx[tx.terminal_id], (tx.ts, tx.transaction_id), TERMINAL_HORIZON)
+
+    async def write_labels(self, labels: Sequence[FraudLabel]) -> None:
+        for label in labels:
+            if label.is_fraud:
+                entry = (label.ts, label.transaction_id, label.labelled_ts)
+                _insert_unique(self.terminal_fraud[label.terminal_id], entry, TERMINAL_HORIZON)
+
+    async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        return {
+            user_id: UserState(
+                sequence=sorted((ts, event_id, item) for event_id, (ts, item) in self.sequences.get(user_id, {}).items()),
+                seen=dict(self.seen.get(user_id, {})),
+                embedding=self.embeddings.get(user_id),
+            )
+            for user_id in user_ids
+        }
+
+    async def write_users(self, updates: Sequence[UserUpdate]) -> None:
+        for update in updates:
+            sequence = self.sequences[update.user_id]
+            seen = self.seen[update.user_id]
+            for click in update.clicks:
+                sequence[click.event_id] = (click.ts, click.item_id)
+                seen[click.item_id] = min(seen.get(click.item_id, click.ts), click.ts)
+            if len(sequence) > SEQUENCE_CAP:
+                ordered = sorted(sequence.items(), key=lambda kv: (kv[1][0], kv[0]))
+                self.sequences[update.user_id] = dict(ordered[-SEQUENCE_CAP:])
+            new = update.embedding
+            old = self.embeddings.get(update.user_id)
+            if new is not None and (old is None or (old.ts, old.event_id) <= (new.ts, new.event_id)):
+                self.embeddings[update.user_id] = new
+
+    async def close(self) -> None:
+        return None
+
+
+def _insert_unique(entries: list, entry: tuple, horizon: float) -> None:  # type: ignore[type-arg]
+    """Insert keeping order, skip an id already there, prune past horizon + grace."""
+    if any(existing[1] == entry[1] for existing in entries):
+        return
+    bisect.insort(entries, entry)
+    cutoff = entries[-1][0] - horizon - PRUNE_GRACE
+    if entries[0][0] < cutoff:
+        del entries[: bisect.bisect_left(entries, (cutoff,))]

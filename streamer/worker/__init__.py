@@ -1,0 +1,1 @@
+"""The Faust worker: thin agents that feed Kafka batches to the pipelines."""

@@ -1,0 +1,141 @@
+"""The Faust app: three thin agents over the input topics.
+
+Each agent takes micro-batches (``take_events``: closes on size or on maximum wait,
+partition order kept), hands them to a pipeline and publishes the outputs. The loop
+only asks for the next batch once the broker acknowledged every output of this one;
+Faust acknowledges the batch's offsets after that, and commits only acknowledged
+offsets, so a crash loses nothing (at-least-once; reprocessing is harmless).
+
+A batch whose processing fails on an outside system is retried with back-off until it
+succeeds. A batch that fails for any other reason is split and retried record by
+record; a record that still fails goes to dead-letter, so the stream always moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import faust
+
+import streamer.worker.transport as streamer_transport
+from streamer.errors import DependencyError, InvalidEvent
+from streamer.output.dead_letter import dead_letter
+from streamer.output.sink import Sink
+from streamer.records import OutputRecord, SourceRecord
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline(Protocol):
+    async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]: ...
+
+
+@dataclass
+class Runtime:
+    """What the agents need, built once per worker process."""
+
+    settings: Settings
+    sink: Sink
+    transactions: Pipeline
+    labels: Pipeline
+    clicks: Pipeline
+
+
+async def run_batch(pipeline: Pipeline, sink: Sink, records: Sequence[SourceRecord], dead_letter_topic: str) -> None:
+    """Process and publish one batch; returns only when its outputs are acknowledged."""
+    delay = 0.1
+    while True:
+        try:
+            try:
+                outputs = await pipeline.process(records)
+            except DependencyError:
+                raise
+            except Exception:
+                log.exception("batch of %d failed; retrying record by record", len(records))
+                outputs = await _one_by_one(pipeline, records, dead_letter_topic)
+            await sink.publish(outputs)
+            return
+        except DependencyError as exc:
+            log.warning("%s; retrying the batch in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _one_by_one(pipeline: Pipeline, records: Sequence[SourceRecord], topic: str) -> list[OutputRecord]:
+    outputs: list[OutputRecord] = []
+    for record in records:
+        try:
+            outputs.extend(await pipeline.process([record]))
+        except DependencyError:
+            raise
+        except Exception as exc:  # a bug or a poisoned record: never stall the partition
+            log.exception("record %s[%d]@%d failed", record.topic, record.partition, record.offset)
+            error = InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}")
+            outputs.append(dead_letter(record, error, topic))
+    return outputs
+
+
+def source_record(event: Any) -> SourceRecord:
+    message = event.message
+    return SourceRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        headers=tuple((k, v) for k, v in (message.headers or ())),
+    )
+
+
+def broker_url(bootstrap_servers: str) -> str:
+    hosts = [h.strip() for h in bootstrap_servers.split(",") if h.strip()]
+    return ";".join(f"{streamer_transport.SCHEME}://{h}" for h in hosts)
+
+
+def build_app(runtime: Runtime) -> faust.App:
+    settings = runtime.settings
+    kafka = settings.kafka
+    app = faust.App(
+        kafka.group_id,
+        broker=broker_url(kafka.bootstrap_servers),
+        store="memory://",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_rebalance_timeout=kafka.rebalance_timeout_s,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, kafka.session_timeout_s / 5),
+        broker_request_timeout=max(40.0, kafka.session_timeout_s * 2),
+        broker_commit_interval=kafka.commit_interval_s,
+        broker_max_poll_records=max(500, settings.batch.max_size * 2),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    app.streamer_fetch_max_wait_ms = kafka.fetch_max_wait_ms  # type: ignore[attr-defined]
+    within = settings.batch.max_wait_ms / 1000.0
+    dead_letters = settings.topics.dead_letter
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def make_agent(topic_name: str, pipeline: Pipeline, name: str) -> None:
+        async def agent(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch.max_size, within=within):
+                await run_batch(pipeline, runtime.sink, [source_record(e) for e in events], dead_letters)
+
+        agent.__name__ = name
+        agent.__qualname__ = name
+        app.agent(raw_topic(topic_name), name=name)(agent)
+
+    make_agent(settings.topics.transactions, runtime.transactions, "score_transactions")
+    make_agent(settings.topics.fraud_labels, runtime.labels, "store_labels")
+    make_agent(settings.topics.clickstream, runtime.clicks, "recommend_next_items")
+    return app

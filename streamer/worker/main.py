@@ -1,0 +1,45 @@
+"""``streamer worker``: create the topics, load the models, run the Faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faust import Worker
+
+from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.next_item import NextItemRanker
+from streamer.output.sink import KafkaSink
+from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
+from streamer.pipeline.recommend import RecommendPipeline
+from streamer.settings import Settings
+from streamer.state.store import RedisStateStore
+from streamer.worker.app import Runtime, build_app
+from streamer.worker.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    store = RedisStateStore(str(settings.redis.url), settings.redis.namespace, settings.redis.ttl_days)
+    models = settings.models
+    scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads)
+    ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads)
+    return Runtime(
+        settings=settings,
+        sink=KafkaSink(settings.kafka.bootstrap_servers),
+        transactions=FraudPipeline(scorer, store, settings),
+        labels=LabelPipeline(store, settings),
+        clicks=RecommendPipeline(ranker, store, settings),
+    )
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    kafka = settings.kafka
+    loop.run_until_complete(
+        ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor)
+    )
+    app = build_app(build_runtime(settings))
+    Worker(app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()

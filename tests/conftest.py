@@ -1,0 +1,70 @@
+"""Shared fixtures: the embedded broker, the real Redis, settings isolated per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from streamer.embedded import EmbeddedBroker
+from streamer.settings import Settings
+from tests.support import unique_topics
+
+REDIS_URL = os.environ.get("STREAMER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_file=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:  # the tests need the real thing
+        raise RuntimeError(f"integration tests need Redis at {REDIS_URL}: {exc}") from exc
+    return REDIS_URL
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A Redis namespace of this test alone, deleted afterwards."""
+    ns = f"test-{uuid.uuid4().hex[:10]}"
+    yield ns
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{ns}:*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, redis_url: str, namespace: str) -> Iterator[Settings]:
+    """Settings of one test: its own topics, consumer group and Redis namespace."""
+    topics = unique_topics()
+    configured = Settings().replace(
+        kafka={"bootstrap_servers": broker.bootstrap_servers, "group_id": f"g-{namespace}", "partitions": 2},
+        redis={"url": redis_url, "namespace": namespace},
+    )
+    import dataclasses
+
+    configured = dataclasses.replace(configured, topics=topics)
+    yield configured
+    from streamer.worker.topics import delete_topics
+
+    try:
+        asyncio.run(delete_topics(broker.bootstrap_servers, topics.all()))
+    except Exception:  # noqa: BLE001 - cleanup must not hide the test's own result
+        pass
+
+
+@pytest.fixture
+def worker_log(tmp_path: Path) -> Path:
+    return tmp_path / "worker.log"

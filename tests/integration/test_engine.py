@@ -1,0 +1,163 @@
+"""End to end through the embedded broker, a real Redis and ``streamer worker`` processes.
+
+Producers here are librdkafka (confluent-kafka) and aiokafka; the worker is started by
+its documented command with settings from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import time
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from streamer.events import format_time
+from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.next_item import NextItemRanker
+from streamer.output.sink import ListSink
+from streamer.pipeline.fraud import FraudPipeline
+from streamer.records import SourceRecord
+from streamer.settings import Settings
+from streamer.state.memory import InMemoryStateStore
+from tests.support import DATA, WorkerProcess, load_jsonl, produce, read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+BAD = [
+    (b"k1", b"this is not json"),
+    (b"k2", b'{"transaction_id": "x1", "card_id": "c", "terminal_id": "t", "amount": "12.5", "timestamp": "2018-08-01T00:00:00Z"}'),
+    (b"k3", b'{"transaction_id": "x2", "card_id": "c", "terminal_id": "t", "timestamp": "2018-08-01T00:00:00Z"}'),
+    (None, b'{"transaction_id": "x3", "card_id": "c", "terminal_id": "t", "amount": 1, "timestamp": "yesterday"}'),
+    (b"k5", b'{"transaction_id": "x4", "card_id": "c", "terminal_id": "t", "amount": 1, "timestamp": "2018-08-01T00:00:00Z", "pad": "' + b"x" * 70000 + b'"}'),
+]
+
+
+def offline_scores(settings: Settings, values: list[bytes]) -> dict[str, float]:
+    """The same events through the same pipeline, in memory, in one process."""
+    pipeline = FraudPipeline(FraudScorer(settings.models.fraud), InMemoryStateStore(), settings)
+    records = [SourceRecord("transactions", 0, i, None, v) for i, v in enumerate(values)]
+    sink = ListSink()
+
+    async def run() -> None:
+        for start in range(0, len(records), 100):
+            await sink.publish(await pipeline.process(records[start : start + 100]))
+
+    asyncio.run(run())
+    scored = [orjson.loads(r.value) for r in sink.records if r.topic == settings.topics.fraud_scores]
+    return {s["transaction_id"]: s["score"] for s in scored}
+
+
+def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")
+    values = [orjson.dumps(tx) for tx in sample]
+    worker = WorkerProcess(settings, worker_log).start()
+    try:
+        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
+        for tx, value in zip(sample, values):
+            producer.produce(settings.topics.transactions, key=tx["card_id"].encode(), value=value)
+        for key, value in BAD:
+            producer.produce(settings.topics.transactions, key=key, value=value)
+        assert producer.flush(30) == 0
+
+        bootstrap = settings.kafka.bootstrap_servers
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, len(sample), timeout_s=90))
+        alerts = asyncio.run(read_topic(bootstrap, settings.topics.fraud_alerts, 1, timeout_s=10, settle_s=1))
+        dead = asyncio.run(read_topic(bootstrap, settings.topics.dead_letter, len(BAD), timeout_s=30))
+        assert worker.alive()
+    finally:
+        worker.stop()
+
+    streamed = {orjson.loads(r.value)["transaction_id"]: orjson.loads(r.value) for r in scores}
+    assert set(streamed) == {tx["transaction_id"] for tx in sample}
+    for record in scores:
+        assert record.key == orjson.loads(record.value)["card_id"].encode()
+    expected = offline_scores(settings, values)
+    for transaction_id, score in expected.items():
+        assert streamed[transaction_id]["score"] == pytest.approx(score, abs=1e-6)
+        assert 0.0 <= score <= 1.0
+
+    alerted = {orjson.loads(r.value)["transaction_id"] for r in alerts}
+    large = {tx["transaction_id"] for tx in sample if tx["amount"] > 220}
+    assert len(large) >= 20 and large <= alerted
+    one_alert = orjson.loads(alerts[0].value)
+    assert one_alert["score"] >= settings.fraud.alert_threshold and one_alert["reasons"]
+
+    assert sorted(r.value for r in dead) == sorted(v for _, v in BAD)
+    reasons = {dict(r.headers)["dlq.reason"] for r in dead}
+    assert reasons == {b"not_json", b"wrong_type", b"missing_field", b"invalid_timestamp", b"oversized"}
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["dlq.topic"] == settings.topics.transactions.encode()
+        assert int(headers["dlq.offset"]) >= len(sample)
+
+
+def clicks_for(users: int) -> list[tuple[bytes, bytes]]:
+    """The sample's first users, each click 60 s after the previous one."""
+    lines = (DATA / "beauty_sample.txt").read_text().splitlines()[:users]
+    messages = []
+    serial = itertools.count()
+    for line in lines:
+        user, *items = line.split()
+        for item in items:
+            n = next(serial)
+            value = {"event_id": f"e{n}", "user_id": user, "item_id": item,
+                     "timestamp": format_time(1533081600 + 60 * n), "event_type": "click"}
+            messages.append((user.encode(), orjson.dumps(value)))
+    return messages
+
+
+def test_every_click_gets_unseen_recommendations(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    messages = clicks_for(60)
+    worker = WorkerProcess(settings, worker_log).start()
+    try:
+        asyncio.run(produce(settings.kafka.bootstrap_servers, settings.topics.clickstream, messages))
+        recs = asyncio.run(read_topic(settings.kafka.bootstrap_servers, settings.topics.recommendations, len(messages), timeout_s=90))
+        assert worker.alive()
+    finally:
+        worker.stop()
+    clicks = [orjson.loads(v) for _, v in messages]
+    by_event = {orjson.loads(r.value)["event_id"]: orjson.loads(r.value) for r in recs}
+    assert set(by_event) == {c["event_id"] for c in clicks}
+    catalogue = set(NextItemRanker(settings.models.recommend).items[1:])
+    seen: dict[str, set[str]] = {}
+    for click in clicks:
+        seen.setdefault(click["user_id"], set()).add(click["item_id"])
+        rec = by_event[click["event_id"]]
+        items = [i["item_id"] for i in rec["items"]]
+        assert len(items) == settings.recommend.top_k
+        assert not set(items) & seen[click["user_id"]], f"seen item recommended to {click['user_id']}"
+        assert set(items) <= catalogue
+        scores = [i["score"] for i in rec["items"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_worker_killed_midstream_loses_nothing(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")
+    settings = settings.replace(batch={"max_size": 50, "max_wait_ms": 20})
+    worker = WorkerProcess(settings, worker_log).start()
+    bootstrap = settings.kafka.bootstrap_servers
+    messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample]
+    try:
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[:700]))
+        partial = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 100, timeout_s=60))
+        assert partial, "the worker produced nothing before the kill"
+        worker.kill()
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[700:]))
+        time.sleep(1)
+        worker = dataclasses.replace(worker, process=None).start()
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, len(sample), timeout_s=120))
+        assert worker.alive()
+    finally:
+        worker.stop()
+    ids = [orjson.loads(r.value)["transaction_id"] for r in scores]
+    assert set(ids) == {tx["transaction_id"] for tx in sample}
+    # Duplicates after the kill are allowed (at-least-once) and must carry equal scores.
+    by_id: dict[str, set[float]] = {}
+    for r in scores:
+        value = orjson.loads(r.value)
+        by_id.setdefault(value["transaction_id"], set()).add(value["score"])
+    assert all(len(s) == 1 for s in by_id.values())

@@ -1,0 +1,127 @@
+"""Helpers for the integration tests: a worker process, producing and reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamer.settings import Settings, TopicSettings, env_name
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def load_jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def unique_topics() -> TopicSettings:
+    tag = uuid.uuid4().hex[:8]
+    return TopicSettings(**{name: f"{value}-{tag}" for name, value in vars(TopicSettings()).items()})
+
+
+@dataclass
+class WorkerProcess:
+    """``streamer worker`` as a child process, configured through the environment."""
+
+    settings: Settings
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.env = {
+            **os.environ,
+            "STREAMER_KAFKA_BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "STREAMER_KAFKA_GROUP_ID": s.kafka.group_id,
+            "STREAMER_KAFKA_PARTITIONS": str(s.kafka.partitions),
+            "STREAMER_REDIS_URL": str(s.redis.url),
+            "STREAMER_REDIS_NAMESPACE": s.redis.namespace,
+            "STREAMER_BATCH_MAX_SIZE": str(s.batch.max_size),
+            "STREAMER_BATCH_MAX_WAIT_MS": str(s.batch.max_wait_ms),
+        }
+        for name, value in vars(s.topics).items():
+            self.env[env_name("topics", name)] = value
+
+    def start(self) -> WorkerProcess:
+        out = open(self.log, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "worker"], env=self.env, stdout=out, stderr=out, cwd=REPO
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        count = 0
+        for key, value in messages:
+            await producer.send(topic, value=value, key=key)
+            count += 1
+        await producer.flush()
+        return count
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, settle_s: float = 0.0) -> list:  # type: ignore[type-arg]
+    """Every record of ``topic`` from the start, until ``expected`` arrived (then ``settle_s`` more) or time ran out."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                await asyncio.sleep(0.2)
+        assert partitions, f"topic {topic} does not exist"
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list = []  # type: ignore[type-arg]
+        settle_until = None
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for batch in batches.values():
+                records.extend(batch)
+            if len(records) >= expected:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+        return records
+    finally:
+        await consumer.stop()

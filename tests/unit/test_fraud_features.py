@@ -1,0 +1,104 @@
+"""The 15 handbook features, computed the way the stream computes them."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+
+import pytest
+
+from streamer.datasets import FRAUD_CSV, SHARED_DATA, label_for, read_fraud_csv
+from streamer.events import Transaction, format_time
+from streamer.features.fraud import DAY, FEATURE_NAMES, CardHistory, TerminalHistory, transaction_features
+from streamer.pipeline.fraud import TransactionFeatures
+from streamer.state.memory import InMemoryStateStore
+
+T0 = 1533081600.0  # 2018-08-01T00:00:00Z, a Wednesday
+
+
+def tx(n: int, ts: float, amount: float, card: str = "c", terminal: str = "t") -> Transaction:
+    return Transaction(str(n), card, terminal, amount, ts, format_time(ts))
+
+
+def test_card_windows_include_the_current_transaction_and_respect_boundaries() -> None:
+    card = CardHistory()
+    card.add(T0 - 30 * DAY, "0", 1000.0)  # exactly 30 days before: outside (t - 30 d, t]
+    card.add(T0 - 2 * DAY, "1", 10.0)
+    card.add(T0 - 3600, "2", 20.0)
+    card.add(T0, "3", 30.0)
+    card.add(T0 + 10, "4", 999.0)  # later: never visible
+    features = transaction_features(T0, "3", 30.0, card, TerminalHistory())
+    named = dict(zip(FEATURE_NAMES, features))
+    assert named["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2
+    assert named["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == pytest.approx(25.0)
+    assert named["CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 3
+    assert named["CUSTOMER_ID_NB_TX_30DAY_WINDOW"] == 3
+    assert named["TX_DURING_NIGHT"] == 1.0 and named["TX_DURING_WEEKEND"] == 0.0
+
+
+def test_terminal_risk_uses_only_labels_known_at_event_time() -> None:
+    terminal = TerminalHistory()
+    terminal.add_transaction(T0 - 8 * DAY, "a")
+    terminal.add_transaction(T0 - 7.5 * DAY, "b")
+    terminal.add_transaction(T0 - 1 * DAY, "c")  # inside the 7-day delay: not counted
+    terminal.add_fraud(T0 - 8 * DAY, "a", labelled_ts=T0 - 1 * DAY)
+    terminal.add_fraud(T0 - 7.5 * DAY, "b", labelled_ts=T0 + 1)  # not known yet at T0
+    named = dict(zip(FEATURE_NAMES, transaction_features(T0, "x", 5.0, _card_with("x", 5.0), terminal)))
+    assert named["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert named["TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.0
+    assert named["TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 2
+    assert named["TERMINAL_ID_RISK_7DAY_WINDOW"] == pytest.approx(0.5)
+
+
+def _card_with(transaction_id: str, amount: float) -> CardHistory:
+    card = CardHistory()
+    card.add(T0, transaction_id, amount)
+    return card
+
+
+async def test_features_do_not_depend_on_batch_boundaries() -> None:
+    events = [tx(i, T0 + 3600 * i, 10.0 + i, card=f"c{i % 3}", terminal=f"t{i % 2}") for i in range(60)]
+
+    async def run(batch: int) -> list[list[float]]:
+        features = TransactionFeatures(InMemoryStateStore())
+        rows: list[list[float]] = []
+        for start in range(0, len(events), batch):
+            rows.extend(await features.compute(events[start : start + batch]))
+        return rows
+
+    assert await run(1) == await run(7) == await run(60)
+
+
+async def test_reprocessing_an_event_gives_the_same_features() -> None:
+    store = InMemoryStateStore()
+    features = TransactionFeatures(store)
+    events = [tx(i, T0 + 60 * i, 5.0 * i) for i in range(10)]
+    first = await features.compute(events)
+    again = await features.compute(events[3:6])
+    assert again == first[3:6]
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not FRAUD_CSV.is_file(), reason="needs ../shared/data")
+async def test_matches_the_handbook_feature_file_on_the_first_rows() -> None:
+    rows = 30_000
+    store = InMemoryStateStore()
+    features = TransactionFeatures(store)
+    computed: list[list[float]] = []
+    pending = []
+    batch = []
+    for transaction, is_fraud in read_fraud_csv(FRAUD_CSV, rows):
+        batch.append(transaction)
+        if is_fraud:
+            pending.append(label_for(transaction, True))
+        if len(batch) == 1000:
+            await store.write_labels([p for p in pending if p.labelled_ts <= batch[-1].ts])
+            pending = [p for p in pending if p.labelled_ts > batch[-1].ts]
+            computed.extend(await features.compute(batch))
+            batch = []
+    path = SHARED_DATA / "fraud" / "features_2018-04-01_2018-07-31.csv.gz"
+    with gzip.open(path, "rt") as handle:
+        for got, row in zip(computed, itertools.islice(csv.DictReader(handle), rows)):
+            expected = [float(row[name]) for name in FEATURE_NAMES]
+            assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), row["TRANSACTION_ID"]

@@ -1,0 +1,40 @@
+"""Settings from STREAMER_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamer.errors import ConfigurationError
+from streamer.settings import Settings
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.kafka.bootstrap_servers == "localhost:9092"
+    assert str(s.redis.url) == "redis://localhost:6379/0"
+    assert (s.models.fraud / "manifest.json").is_file()
+    assert (s.models.recommend / "manifest.json").is_file()
+
+
+def test_environment_overrides() -> None:
+    s = Settings.from_env({
+        "STREAMER_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+        "STREAMER_REDIS_URL": "redis://:hunter2@r:6379/1",
+        "STREAMER_FRAUD_MODEL": "/models/fraud",
+        "STREAMER_BATCH_MAX_SIZE": "64",
+        "STREAMER_BATCH_MAX_WAIT_MS": "5",
+        "STREAMER_FRAUD_ALERT_THRESHOLD": "0.8",
+        "STREAMER_TOPICS_TRANSACTIONS": "tx-eu",
+    })
+    assert s.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert s.models.fraud == Path("/models/fraud")
+    assert (s.batch.max_size, s.batch.max_wait_ms, s.fraud.alert_threshold) == (64, 5, 0.8)
+    assert s.topics.transactions == "tx-eu"
+    assert "hunter2" not in repr(s)
+
+
+def test_bad_values_are_reported_by_name() -> None:
+    with pytest.raises(ConfigurationError, match="STREAMER_BATCH_MAX_SIZE"):
+        Settings.from_env({"STREAMER_BATCH_MAX_SIZE": "many"})
