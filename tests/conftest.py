@@ -49,7 +49,7 @@ def namespace(redis_url: str) -> Iterator[str]:
 def settings(broker: EmbeddedBroker, redis_url: str, namespace: str) -> Iterator[Settings]:
     """Settings of one test: its own topics, consumer group and Redis namespace."""
     topics = unique_topics()
-    configured = Settings().replace(
+    configured = Settings.from_env().replace(
         kafka={"bootstrap_servers": broker.bootstrap_servers, "group_id": f"g-{namespace}", "partitions": 2},
         redis={"url": redis_url, "namespace": namespace},
     )

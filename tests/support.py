@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,8 +96,12 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | N
         await producer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, settle_s: float = 0.0) -> list:  # type: ignore[type-arg]
-    """Every record of ``topic`` from the start, until ``expected`` arrived (then ``settle_s`` more) or time ran out."""
+async def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, settle_s: float = 0.0,
+    done: Callable[[list], bool] | None = None,  # type: ignore[type-arg]
+) -> list:  # type: ignore[type-arg]
+    """Every record of ``topic`` from the start, until ``expected`` arrived (or ``done``
+    says so), then ``settle_s`` more, or until time ran out."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     try:
@@ -118,7 +122,7 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float
             batches = await consumer.getmany(timeout_ms=200)
             for batch in batches.values():
                 records.extend(batch)
-            if len(records) >= expected:
+            if (done(records) if done else len(records) >= expected):
                 settle_until = settle_until or time.monotonic() + settle_s
                 if time.monotonic() >= settle_until:
                     break

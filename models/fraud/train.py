@@ -93,32 +93,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models/shipped/fraud"))
     parser.add_argument("--valid-start", default="2018-07-04", help="first day of the validation period")
     parser.add_argument("--label-delay-days", type=float, default=7.0)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--model", choices=["gbt", "mlp"], default="gbt", help="gradient-boosted trees or an MLP")
+    parser.add_argument("--epochs", type=int, default=None, help="boosting rounds (gbt, 300) or epochs (mlp, 6)")
+    parser.add_argument("--cache", type=Path, default=Path("runs"), help="folder for the computed features")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N transactions")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from models.fraud.net import export_onnx, fit  # torch only when training
+    if args.model == "gbt":
+        from models.fraud.gbt import export_onnx, fit
+    else:
+        from models.fraud.net import export_onnx, fit  # type: ignore[assignment]
+    epochs = args.epochs or (300 if args.model == "gbt" else 6)
 
     started = time.monotonic()
-    print(f"computing online features over {args.data} ...", flush=True)
-    data = asyncio.run(online_features(args.data, args.label_delay_days, args.limit))
+    sha = file_sha256(args.data)
+    cached = args.cache / f"fraud-features-{sha[:12]}-{args.label_delay_days:g}-{args.limit}.npz"
+    if cached.is_file():
+        print(f"reading online features from {cached}", flush=True)
+        data = dict(np.load(cached))
+    else:
+        print(f"computing online features over {args.data} ...", flush=True)
+        data = asyncio.run(online_features(args.data, args.label_delay_days, args.limit))
+        args.cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, **data)
     valid_start = datetime.fromisoformat(args.valid_start).replace(tzinfo=timezone.utc).timestamp()
     train_mask = data["ts"] < valid_start - args.label_delay_days * DAY
     valid_mask = data["ts"] >= valid_start
     print(f"train {train_mask.sum():,} rows, validation {valid_mask.sum():,} rows", flush=True)
 
-    net, stats = fit(data["x"][train_mask], data["y"][train_mask], epochs=args.epochs, seed=args.seed)
+    net, stats = fit(data["x"][train_mask], data["y"][train_mask], epochs=epochs, seed=args.seed)
     scores = net.predict(data["x"][valid_mask])
     metrics = evaluate_scores(data["y"][valid_mask], scores, data["ts"][valid_mask], data["card"][valid_mask])
     print(f"validation from {args.valid_start}: {metrics}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     export_onnx(net, args.out / "model.onnx", len(FEATURE_NAMES))
-    sha = file_sha256(args.data)
     manifest = {
         "name": "fraud",
-        "version": f"fraud-mlp-{datetime.now(timezone.utc):%Y%m%d}-{sha[:8]}",
+        "version": f"fraud-{args.model}-{datetime.now(timezone.utc):%Y%m%d}-{sha[:8]}",
         "file": "model.onnx",
         "features": list(FEATURE_NAMES),
         "feature_schema_hash": FEATURE_SCHEMA_HASH,
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {"validation": {"from": args.valid_start, **metrics}},
         "data": {"file": args.data.name, "sha256": sha, "rows": int(len(data["y"]))},
         "train": {
-            "until": args.valid_start, "label_delay_days": args.label_delay_days, "epochs": args.epochs,
+            "until": args.valid_start, "label_delay_days": args.label_delay_days, "model": args.model, "epochs": epochs,
             "seed": args.seed, "seconds": round(time.monotonic() - started, 1),
         },
     }

@@ -29,27 +29,30 @@ class Sink(Protocol):
 
 class KafkaSink:
     def __init__(self, bootstrap_servers: str, *, linger_ms: int = 2, max_request_size: int = 2 * 1024 * 1024) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            acks="all",
-            linger_ms=linger_ms,
-            max_request_size=max_request_size,
-            max_batch_size=1024 * 1024,
-        )
-        self._started = False
+        self.options = {
+            "bootstrap_servers": bootstrap_servers,
+            "acks": "all",
+            "linger_ms": linger_ms,
+            "max_request_size": max_request_size,
+            "max_batch_size": 1024 * 1024,
+        }
+        self.producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
+        """Connect on first use: aiokafka clients belong to the loop that made them."""
         async with self._lock:
-            if not self._started:
-                await self.producer.start()
-                self._started = True
+            if self.producer is None:
+                producer = AIOKafkaProducer(**self.options)
+                await producer.start()
+                self.producer = producer
 
     async def publish(self, records: Sequence[OutputRecord]) -> None:
         """Send every record, then wait until the broker acknowledged all of them."""
         if not records:
             return
         await self.start()
+        assert self.producer is not None
         try:
             futures = [
                 await self.producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers) or None)
@@ -61,9 +64,9 @@ class KafkaSink:
 
     async def stop(self) -> None:
         async with self._lock:
-            if self._started:
+            if self.producer is not None:
                 await self.producer.stop()
-                self._started = False
+                self.producer = None
 
 
 class ListSink:
