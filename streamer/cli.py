@@ -49,6 +49,66 @@ def _evaluate(args: argparse.Namespace, rest: list[str]) -> int:
     return 2
 
 
+def _time_ms(text: str | None) -> int | None:
+    from streamer.events import parse_time
+
+    return None if text is None else int(parse_time(text) * 1000)
+
+
+def _capture(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streamer.replay.capture import CaptureBounds, capture
+
+    bounds = CaptureBounds(args.from_offset, _time_ms(args.from_time), _time_ms(args.to_time), args.count, args.follow)
+    partitions = [int(p) for p in args.partitions.split(",")] if args.partitions else None
+    topics = [t for t in args.topics.split(",") if t]
+    servers = args.bootstrap_servers or Settings.from_env().kafka.bootstrap_servers
+    asyncio.run(capture(servers, topics, args.out, partitions=partitions, bounds=bounds, progress=print))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    settings = Settings.from_env()
+    if args.offline:
+        from streamer.replay.offline import Outputs, run_offline
+
+        records = asyncio.run(run_offline(args.captures, settings, batch_size=args.batch_size))
+        outputs = Outputs.collect(((r.topic, r.key, r.value, r.headers) for r in records), settings)
+        summary = {k: len(v) for k, v in vars(outputs).items()}
+        print(f"offline replay: {summary}")
+        if args.expected_out:
+            args.expected_out.write_text(json.dumps(outputs.to_json(), indent=1, sort_keys=True) + "\n")
+            print(f"wrote {args.expected_out}")
+        return 0
+    from streamer.replay.replay import replay
+
+    rename = dict(pair.split("=", 1) for pair in args.rename)
+    servers = args.bootstrap_servers or settings.kafka.bootstrap_servers
+    asyncio.run(replay(servers, args.captures, rename=rename, speed=args.speed, progress=print))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from streamer.replay.importers import import_fraud, import_sequences
+
+    topics = Settings.from_env().topics
+    if args.kind == "fraud":
+        start = _time_ms(args.start)
+        end = _time_ms(args.end)
+        count = import_fraud(args.data, args.out, topics=topics, delay_days=args.label_delay_days,
+                             start_ts=start / 1000 if start else None, end_ts=end / 1000 if end else None, limit=args.limit)
+    else:
+        start = _time_ms(args.start) or 1533081600000
+        count = import_sequences(args.data, args.out, topics=topics, start_ts=start / 1000, step_s=args.step_s,
+                                 hold_out=args.hold_out, limit_users=args.limit)
+    print(f"wrote {count:,} records to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description="Real-time fraud scoring and next-item ranking.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +123,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=200.0, help="events per second to play")
     demo.add_argument("--data", type=Path, default=None, help="benchmark data folder (default ../shared/data)")
     demo.set_defaults(handler=_demo)
+
+    cap = commands.add_parser("capture", help="read topics between bounds into a capture file")
+    cap.add_argument("--topics", required=True, help="comma-separated topic names")
+    cap.add_argument("--out", type=Path, required=True, help="capture file (.jsonl.gz)")
+    cap.add_argument("--partitions", default=None, help="comma-separated partitions (default: all)")
+    cap.add_argument("--from-offset", type=int, default=None, help="start offset in every partition")
+    cap.add_argument("--from-time", default=None, help="skip records before this RFC 3339 time")
+    cap.add_argument("--to-time", default=None, help="stop each partition at this RFC 3339 time")
+    cap.add_argument("--count", type=int, default=None, help="stop after this many records")
+    cap.add_argument("--follow", action="store_true", help="keep reading past the end seen at the start")
+    cap.add_argument("--bootstrap-servers", default=None, help="default: STREAMER_KAFKA_BOOTSTRAP_SERVERS")
+    cap.set_defaults(handler=_capture)
+
+    rep = commands.add_parser("replay", help="write captures back into topics (or run them offline)")
+    rep.add_argument("captures", type=Path, nargs="+")
+    rep.add_argument("--speed", type=float, default=0.0, help="pace by timestamps times this factor (0: as fast as possible)")
+    rep.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="write topic OLD into NEW")
+    rep.add_argument("--bootstrap-servers", default=None, help="default: STREAMER_KAFKA_BOOTSTRAP_SERVERS")
+    rep.add_argument("--offline", action="store_true", help="run the pipeline over the captures, no broker")
+    rep.add_argument("--batch-size", type=int, default=256, help="offline micro-batch size")
+    rep.add_argument("--expected-out", type=Path, default=None, help="offline: write the outputs as JSON (golden file)")
+    rep.set_defaults(handler=_replay)
+
+    imp = commands.add_parser("import", help="turn benchmark data into a capture file")
+    imp.add_argument("kind", choices=["fraud", "sequences"])
+    imp.add_argument("--data", type=Path, required=True, help="handbook CSV(.gz) or a sequence file")
+    imp.add_argument("--out", type=Path, required=True)
+    imp.add_argument("--label-delay-days", type=float, default=7.0, help="fraud: label release delay")
+    imp.add_argument("--start", default=None, help="fraud: first transaction time; sequences: first click time")
+    imp.add_argument("--end", default=None, help="fraud: transactions before this time only")
+    imp.add_argument("--limit", type=int, default=None, help="fraud: transactions; sequences: users")
+    imp.add_argument("--step-s", type=float, default=60.0, help="sequences: seconds between clicks")
+    imp.add_argument("--hold-out", type=int, default=0, help="sequences: drop each user's last N items")
+    imp.set_defaults(handler=_import)
 
     train = commands.add_parser("train", help="train a model: streamer train {fraud,recommend} [options]")
     train.add_argument("model", choices=["fraud", "recommend"])

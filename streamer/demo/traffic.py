@@ -46,12 +46,13 @@ def synthetic_transactions(start_ts: float, topics: TopicSettings, seed: int = 7
 
 
 def clicks_from_sequences(users: Iterator[tuple[str, list[str]]], start_ts: float, topics: TopicSettings) -> Iterator[tuple[float, Message]]:
-    """Users take turns; each click is 5 s of event time after the previous one."""
+    """Users take turns; each click is 9 s of event time after the previous one
+    (about the pace of the transactions, so the screen shows both)."""
     ts = start_ts
     serial = itertools.count()
     for user_id, items in users:
         for item_id in items:
-            ts += 5.0
+            ts += 9.0
             click = Click(f"c{next(serial)}", user_id, item_id, ts, format_time(ts), "click")
             yield ts, (topics.clickstream, user_id.encode(), encode(click_to_json(click)))
 

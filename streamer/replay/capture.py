@@ -1,0 +1,117 @@
+"""``streamer capture``: read topics between bounds into a capture file.
+
+Works while producers write. The end of each partition is the high watermark of the
+first fetch response for it (the embedded broker answers ListOffsets "latest" wrongly,
+fetch responses rightly), unless ``follow`` is set; time bounds filter on the records'
+own timestamps (``offsets_for_times`` is not trusted either), so a ``to_ms`` bound
+ends a partition at its first record at or past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamer.errors import ConfigurationError
+from streamer.replay.capture_file import CapturedRecord, CaptureWriter
+
+
+@dataclass(frozen=True)
+class CaptureBounds:
+    from_offset: int | None = None
+    """Start each partition at this offset (default: the beginning)."""
+    from_ms: int | None = None
+    """Skip records with an earlier timestamp."""
+    to_ms: int | None = None
+    """Stop a partition at its first record with this timestamp or later."""
+    count: int | None = None
+    """Stop after this many records in all."""
+    follow: bool = False
+    """Keep reading past the high watermark seen at the start (until Ctrl-C or count)."""
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str], only: Sequence[int] | None) -> list[TopicPartition]:
+    chosen: list[TopicPartition] = []
+    for topic in topics:
+        found = None
+        for _ in range(50):
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                break
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka offers no public refresh
+            await asyncio.sleep(0.1)
+        if not found:
+            raise ConfigurationError(f"topic {topic!r} does not exist")
+        chosen += [TopicPartition(topic, p) for p in sorted(found) if only is None or p in only]
+    return chosen
+
+
+async def capture(
+    bootstrap_servers: str,
+    topics: Sequence[str],
+    out: Path,
+    *,
+    partitions: Sequence[int] | None = None,
+    bounds: CaptureBounds = CaptureBounds(),
+    progress: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Capture the records; returns how many were written."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=5,
+        auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    source = {"bootstrap_servers": bootstrap_servers, "topics": list(topics), "partitions": partitions,
+              "bounds": vars(bounds)}
+    try:
+        tps = await _partitions(consumer, topics, partitions)
+        consumer.assign(tps)
+        for tp in tps:
+            if bounds.from_offset is not None:
+                consumer.seek(tp, bounds.from_offset)
+            else:
+                await consumer.seek_to_beginning(tp)
+        end: dict[TopicPartition, int] = {}
+        done: set[TopicPartition] = set()
+        last_report = time.monotonic()
+        with CaptureWriter(out, source, time.time()) as writer:
+            while len(done) < len(tps) and not (stop and stop.is_set()):
+                batches = await consumer.getmany(*[tp for tp in tps if tp not in done], timeout_ms=200, max_records=5000)
+                for tp in tps:
+                    high = consumer.highwater(tp)
+                    if tp not in end and high is not None and not bounds.follow:
+                        end[tp] = high
+                for tp, records in batches.items():
+                    for r in records:
+                        if tp in done or (tp in end and r.offset >= end[tp]):
+                            done.add(tp)
+                            break
+                        if bounds.to_ms is not None and r.timestamp >= bounds.to_ms:
+                            done.add(tp)
+                            break
+                        if bounds.from_ms is not None and r.timestamp < bounds.from_ms:
+                            continue
+                        writer.write(CapturedRecord(
+                            r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
+                            tuple((k, bytes(v)) for k, v in (r.headers or ())),
+                        ))
+                        if bounds.count is not None and writer.count >= bounds.count:
+                            done.update(tps)
+                            break
+                for tp in tps:
+                    if tp in end and await consumer.position(tp) >= end[tp]:
+                        done.add(tp)
+                if progress and time.monotonic() - last_report > 1.0:
+                    last_report = time.monotonic()
+                    progress(f"captured {writer.count:,} records; {len(done)}/{len(tps)} partitions done")
+            if progress:
+                progress(f"captured {writer.count:,} records into {out}")
+            return writer.count
+    finally:
+        await consumer.stop()
