@@ -106,6 +106,8 @@ class FraudSettings:
     """STREAMER_FRAUD_ALERT_THRESHOLD: scores at or above it raise an alert."""
     max_reasons: int = 3
     """STREAMER_FRAUD_MAX_REASONS: reasons attached to an alert."""
+    label_wait_ms: int = 2000
+    """STREAMER_FRAUD_LABEL_WAIT_MS: longest a batch waits for the label stream to catch up."""
 
 
 @dataclass(frozen=True)

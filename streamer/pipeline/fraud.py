@@ -20,6 +20,7 @@ from streamer.features.explain import alert_reasons
 from streamer.features.fraud import CARD_HORIZON, DAY, DELAY_DAYS, TERMINAL_HORIZON, TimeWindows, transaction_features
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.output.dead_letter import dead_letter
+from streamer.pipeline.label_clock import LabelClock, progress_of
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.state.store import StateStore
@@ -56,6 +57,7 @@ class FraudPipeline:
         store: StateStore,
         settings: Settings,
         clock: Callable[[], float] = time.time,
+        label_clock: LabelClock | None = None,
     ) -> None:
         self.scorer = scorer
         self.features = TransactionFeatures(store)
@@ -64,6 +66,7 @@ class FraudPipeline:
         self.max_reasons = settings.fraud.max_reasons
         self.max_bytes = settings.kafka.max_message_bytes
         self.clock = clock
+        self.label_clock = label_clock
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         good, bad = decode_all([r.value for r in records], decode_transaction, self.max_bytes)
@@ -71,6 +74,8 @@ class FraudPipeline:
         if not good:
             return outputs
         transactions = [tx for _, tx in good]
+        if self.label_clock is not None:
+            await self.label_clock.wait_until(max(tx.ts for tx in transactions))
         rows = await self.features.compute(transactions)
         scores = self.scorer.score(np.asarray(rows, dtype=np.float32))
 
@@ -104,5 +109,6 @@ class LabelPipeline:
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         good, bad = decode_all([r.value for r in records], decode_label, self.max_bytes)
-        await self.store.write_labels([label for _, label in good])
+        progress = progress_of(records, good, records[0].topic) if records else None
+        await self.store.write_labels([label for _, label in good], progress)
         return [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]

@@ -41,3 +41,8 @@ def user_seen(namespace: str, user_id: str) -> str:
 def user_embedding(namespace: str, user_id: str) -> str:
     """Hash: ``vector`` (float32 bytes), ``ts``, ``event_id``, ``model``."""
     return _key(namespace, "user", user_id, "emb")
+
+
+def label_progress(namespace: str, topic: str) -> str:
+    """Hash: partition -> ``<next offset>|<latest labelled_at>`` of the label stream."""
+    return f"{namespace}:v{SCHEMA_VERSION}:labels:{{{topic}}}:progress"

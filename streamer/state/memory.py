@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 
 from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
-from streamer.state.store import PRUNE_GRACE, SEQUENCE_CAP, CachedEmbedding, TimeRange, UserState, UserUpdate
+from streamer.state.store import (
+    PRUNE_GRACE, SEQUENCE_CAP, CachedEmbedding, LabelProgress, TimeRange, UserState, UserUpdate,
+)
 
 
 def _in(ts: float, window: TimeRange) -> bool:
@@ -27,6 +29,7 @@ class InMemoryStateStore:
         self.sequences: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
         self.seen: dict[str, dict[str, float]] = defaultdict(dict)
         self.embeddings: dict[str, CachedEmbedding] = {}
+        self.label_progress: dict[str, dict[int, tuple[int, float]]] = {}
 
     async def read_fraud(
         self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange]
@@ -53,11 +56,16 @@ class InMemoryStateStore:
             _insert_unique(self.cards[tx.card_id], (tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
             _insert_unique(self.terminal_tx[tx.terminal_id], (tx.ts, tx.transaction_id), TERMINAL_HORIZON)
 
-    async def write_labels(self, labels: Sequence[FraudLabel]) -> None:
+    async def write_labels(self, labels: Sequence[FraudLabel], progress: LabelProgress | None = None) -> None:
+        if progress is not None:
+            self.label_progress.setdefault(progress.topic, {}).update(progress.partitions)
         for label in labels:
             if label.is_fraud:
                 entry = (label.ts, label.transaction_id, label.labelled_ts)
                 _insert_unique(self.terminal_fraud[label.terminal_id], entry, TERMINAL_HORIZON)
+
+    async def read_label_progress(self, topic: str) -> dict[int, tuple[int, float]]:
+        return dict(self.label_progress.get(topic, {}))
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         return {

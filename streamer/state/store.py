@@ -35,6 +35,15 @@ TimeRange = tuple[float, float]
 
 
 @dataclass(frozen=True)
+class LabelProgress:
+    """How far the label stream has been stored: per partition, the next offset and the
+    latest ``labelled_at`` (event time) seen. Written in the same round trip as the labels."""
+
+    topic: str
+    partitions: dict[int, tuple[int, float]]
+
+
+@dataclass(frozen=True)
 class CachedEmbedding:
     vector: np.ndarray
     ts: float
@@ -65,7 +74,9 @@ class StateStore(Protocol):
 
     async def write_transactions(self, transactions: Sequence[Transaction]) -> None: ...
 
-    async def write_labels(self, labels: Sequence[FraudLabel]) -> None: ...
+    async def write_labels(self, labels: Sequence[FraudLabel], progress: LabelProgress | None = None) -> None: ...
+
+    async def read_label_progress(self, topic: str) -> dict[int, tuple[int, float]]: ...
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
 
@@ -156,17 +167,31 @@ class RedisStateStore:
             pipe.expire(key, self.ttl)
         await self._execute(pipe)
 
-    async def write_labels(self, labels: Sequence[FraudLabel]) -> None:
+    async def write_labels(self, labels: Sequence[FraudLabel], progress: LabelProgress | None = None) -> None:
         frauds = [label for label in labels if label.is_fraud]
-        if not frauds:
+        if not frauds and progress is None:
             return
         pipe = self.client.pipeline(transaction=False)
+        if progress is not None:
+            mapping = {str(p): f"{offset}|{ts!r}" for p, (offset, ts) in progress.partitions.items()}
+            pipe.hset(keys.label_progress(self.ns, progress.topic), mapping=mapping)  # type: ignore[arg-type]
         for label in frauds:
             key = keys.terminal_frauds(self.ns, label.terminal_id)
             pipe.zadd(key, {f"{label.transaction_id}|{label.labelled_ts!r}": label.ts})
             pipe.zremrangebyscore(key, "-inf", f"({label.ts - TERMINAL_HORIZON - PRUNE_GRACE!r}")
             pipe.expire(key, self.ttl)
         await self._execute(pipe)
+
+    async def read_label_progress(self, topic: str) -> dict[int, tuple[int, float]]:
+        try:
+            raw = await self.client.hgetall(keys.label_progress(self.ns, topic))
+        except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+            raise DependencyError(f"redis: {exc}") from exc
+        progress = {}
+        for partition, value in raw.items():
+            offset, ts = value.decode().split("|")
+            progress[int(partition)] = (int(offset), float(ts))
+        return progress
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         pipe = self.client.pipeline(transaction=False)

@@ -11,10 +11,12 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import KafkaSink
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
+from streamer.pipeline.label_clock import LabelClock
 from streamer.pipeline.recommend import RecommendPipeline
 from streamer.settings import Settings
 from streamer.state.store import RedisStateStore
 from streamer.worker.app import Runtime, build_app
+from streamer.worker.highwater import FetchedHighWatermarks
 from streamer.worker.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -25,10 +27,15 @@ def build_runtime(settings: Settings) -> Runtime:
     models = settings.models
     scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads)
     ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads)
+    label_clock = LabelClock(
+        store, settings.topics.fraud_labels,
+        FetchedHighWatermarks(settings.kafka.bootstrap_servers, settings.kafka.fetch_max_wait_ms),
+        settings.fraud.label_wait_ms,
+    )
     return Runtime(
         settings=settings,
         sink=KafkaSink(settings.kafka.bootstrap_servers),
-        transactions=FraudPipeline(scorer, store, settings),
+        transactions=FraudPipeline(scorer, store, settings, label_clock=label_clock),
         labels=LabelPipeline(store, settings),
         clicks=RecommendPipeline(ranker, store, settings),
     )

@@ -48,7 +48,7 @@ def test_capture_replay_capture_round_trips_byte_for_byte(broker: EmbeddedBroker
         assert asyncio.run(capture(bootstrap, [target], second)) == 300
 
         def essence(path: Path) -> list[tuple]:  # type: ignore[type-arg]
-            return sorted((r.key, r.value, r.headers, r.timestamp) for r in read_capture(path))
+            return sorted((r.key is None, r.key or b"", r.value, r.headers, r.timestamp) for r in read_capture(path))
 
         assert essence(first) == essence(second)
         per_key = {}

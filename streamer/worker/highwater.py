@@ -1,0 +1,57 @@
+"""High watermarks of a topic's partitions, as fetch responses report them.
+
+ListOffsets("latest") is not trusted (the embedded broker answers it wrongly), so a
+small group-less consumer sits at the end of every partition of the topic: its
+background fetches keep the high watermarks fresh (every few milliseconds), and the
+few records they bring are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+class FetchedHighWatermarks:
+    def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 5) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.consumers: dict[str, tuple[AIOKafkaConsumer, list[TopicPartition]]] = {}
+        self._lock = asyncio.Lock()
+
+    async def _consumer(self, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+        async with self._lock:
+            if topic not in self.consumers:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                    fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=1,
+                    auto_offset_reset="earliest",
+                )
+                await consumer.start()
+                partitions = None
+                while not partitions:
+                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    partitions = consumer.partitions_for_topic(topic)
+                tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+                consumer.assign(tps)
+                self.consumers[topic] = (consumer, tps)
+            return self.consumers[topic]
+
+    async def highwaters(self, topic: str) -> dict[int, int]:
+        consumer, tps = await self._consumer(topic)
+        while True:
+            await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought
+            highs = {tp: consumer.highwater(tp) for tp in tps}
+            if all(h is not None for h in highs.values()):
+                break
+            await asyncio.sleep(self.fetch_max_wait_ms / 1000.0)
+        for tp, high in highs.items():
+            if await consumer.position(tp) < high:  # type: ignore[operator]
+                consumer.seek(tp, high)  # type: ignore[arg-type]
+        return {tp.partition: int(high) for tp, high in highs.items()}  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        for consumer, _ in self.consumers.values():
+            await consumer.stop()
+        self.consumers.clear()
