@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _evaluate(args: argparse.Namespace, rest: list[str]) -> int:
     if args.model == "recommend":
-        from models.recommend.evaluate import main as evaluate_recommend
+        from models.recommend.stream_eval import main as evaluate_recommend
 
         return evaluate_recommend(rest)
     print("streamer evaluate fraud: not implemented yet (see issue 4)", file=sys.stderr)

@@ -1,0 +1,142 @@
+"""Replaying captures through a real ``streamer worker`` process and collecting its outputs.
+
+Used by the pytest plugin (``streamer.testing``), by ``streamer evaluate`` and by the
+benchmarks: fresh topics, a fresh consumer group and a fresh Redis namespace per run,
+so runs never see each other's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streamer.errors import InvalidEvent
+from streamer.events import decode_label
+from streamer.replay.capture_file import read_capture
+from streamer.replay.offline import Outputs
+from streamer.settings import Settings, TopicSettings, env_name
+
+
+def expected_output_count(captures: Sequence[Path], topics: TopicSettings) -> int:
+    """Every transaction and click yields one output; a label only when it is bad."""
+    count = 0
+    for path in captures:
+        for record in read_capture(path):
+            if record.topic in (topics.transactions, topics.clickstream):
+                count += 1
+            elif record.topic == topics.fraud_labels:
+                try:
+                    decode_label(record.value)
+                except InvalidEvent:
+                    count += 1
+    return count
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for section in dataclasses.fields(settings):
+        values = getattr(settings, section.name)
+        for f in dataclasses.fields(values):
+            env[env_name(section.name, f.name)] = str(getattr(values, f.name))
+    return env
+
+
+def _input_of(topic: str, value: bytes, headers: Sequence[tuple[str, bytes]], topics: TopicSettings) -> tuple[str, str] | None:
+    """Which input an output answers (scores and recommendations by id, dead letters by offset)."""
+    import orjson
+
+    if topic == topics.dead_letter:
+        h = dict(headers)
+        return topic, f"{h['dlq.topic'].decode()}/{h['dlq.partition'].decode()}/{h['dlq.offset'].decode()}"
+    if topic == topics.fraud_scores:
+        return topic, str(orjson.loads(value)["transaction_id"])
+    if topic == topics.recommendations:
+        return topic, str(orjson.loads(value)["event_id"])
+    return None
+
+
+async def read_outputs(settings: Settings, expected: int, timeout_s: float) -> list[tuple[str, bytes | None, bytes, Any]]:
+    """Read the output topics from the start until ``expected`` distinct inputs were answered."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topics = settings.topics
+    names = [topics.fraud_scores, topics.recommendations, topics.dead_letter, topics.fraud_alerts]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka offers no public refresh
+        tps = [TopicPartition(t, p) for t in names for p in (consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        answered: set[tuple[str, str]] = set()
+        records: list[tuple[str, bytes | None, bytes, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        settle_until = None
+        while time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                for r in batch:
+                    headers = tuple(r.headers)
+                    records.append((r.topic, r.key, r.value, headers))
+                    answer = _input_of(r.topic, r.value, headers, topics)
+                    if answer:
+                        answered.add(answer)
+            if len(answered) >= expected:
+                settle_until = settle_until or time.monotonic() + 0.5  # the last batch's alerts
+                if time.monotonic() >= settle_until:
+                    return records
+        raise TimeoutError(f"only {len(answered)} of {expected} inputs answered within {timeout_s} s")
+    finally:
+        await consumer.stop()
+
+
+class Replayer:
+    """Replays captures through a worker process; see ``streamer_replay``."""
+
+    def __init__(self, bootstrap: str, redis_url: str, log_dir: Path) -> None:
+        self.bootstrap = bootstrap
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+
+    def settings(self, **changes: dict[str, Any]) -> Settings:
+        tag = uuid.uuid4().hex[:8]
+        topics = TopicSettings(**{f.name: f"{getattr(TopicSettings(), f.name)}-{tag}" for f in dataclasses.fields(TopicSettings)})
+        base = Settings.from_env().replace(
+            kafka={"bootstrap_servers": self.bootstrap, "group_id": f"replay-{tag}", "partitions": 2},
+            redis={"url": self.redis_url, "namespace": f"replay-{tag}"},
+        )
+        return dataclasses.replace(base, topics=topics).replace(**changes)
+
+    def __call__(self, captures: Sequence[Path], *, speed: float = 0.0, timeout_s: float = 180.0, **changes: dict[str, Any]) -> Outputs:
+        from streamer.replay.replay import replay
+        from streamer.worker.topics import delete_topics, ensure_topics
+
+        settings = self.settings(**changes)
+        topics = settings.topics
+        asyncio.run(ensure_topics(self.bootstrap, topics.all(), settings.kafka.partitions))
+        log = self.log_dir / f"worker-{settings.kafka.group_id}.log"
+        with open(log, "ab") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=worker_environment(settings), stdout=out, stderr=out)
+        try:
+            rename = {default: getattr(topics, f.name) for f in dataclasses.fields(TopicSettings)
+                      for default in [getattr(TopicSettings(), f.name)]}
+            asyncio.run(replay(self.bootstrap, captures, rename=rename, speed=speed))
+            expected = expected_output_count(captures, TopicSettings())
+            records = asyncio.run(read_outputs(settings, expected, timeout_s))
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker died; see {log}")
+            return Outputs.collect(records, settings)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            asyncio.run(delete_topics(self.bootstrap, topics.all()))
