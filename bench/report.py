@@ -1,0 +1,73 @@
+"""Turns a benchmark result (``bench/results/latest.json``) into docs/benchmarks.md and a plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _row(name: str, stats: dict[str, float], ceiling: float | None = None) -> str:
+    share = f"{stats['median'] / ceiling:.0%}" if ceiling else ""
+    return f"| {name} | {stats['median']:,.0f} | {stats['min']:,.0f} – {stats['max']:,.0f} | {share} |"
+
+
+def write_docs(results: dict[str, Any], docs: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs.mkdir(exist_ok=True)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, kind in zip(axes, ("transactions", "clicks")):
+        points = results[f"{kind}_latency"]
+        rates = [p["offered"] for p in points]
+        for key, style in (("p50_ms", "o-"), ("p99_ms", "s-"), ("max_ms", "^:")):
+            ax.plot(rates, [p[key] for p in points], style, label=key.replace("_ms", ""))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"offered {kind}/s")
+        ax.set_ylabel("latency, ms (input → output record)")
+        ax.axhline(100, color="grey", linewidth=0.8)
+        ax.legend()
+        ax.set_title(kind)
+    figure.tight_layout()
+    figure.savefig(docs / "latency.png", dpi=110)
+
+    model = results["model_alone"]
+    bare = results["bare_loop_per_s"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {results['machine']}. Date: {results['date']}. Command: `{results['command']}` "
+        f"(embedded Tansu broker, Redis and the worker on the same machine; micro-batch size {results['batch_size']}).",
+        "",
+        "Drain throughput, events per second (median of the runs, min – max). The engine's share is of the",
+        "smaller ceiling: the bare consume → produce loop, or the model alone.",
+        "",
+        "| what | median/s | spread | share of the smaller ceiling |",
+        "|---|---|---|---|",
+        _row("bare aiokafka consume → produce (no model, no state)", bare),
+        f"| fraud model alone in ONNX Runtime, batch {results['batch_size']} | {model['fraud_model_per_s']:,} | | |",
+        f"| next-item encoder + ranker alone, batch {results['batch_size']} | {model['ranker_per_s']:,} | | |",
+    ]
+    for kind, model_rate in (("transactions", model["fraud_model_per_s"]), ("clicks", model["ranker_per_s"])):
+        ceiling = min(bare["median"], model_rate)
+        engine = results[f"{kind}_drain_per_s"]
+        naive = results[f"{kind}_naive_per_s"]
+        lines.append(_row(f"engine, {kind}", engine, ceiling))
+        lines.append(_row(f"naive (batches of one event), {kind}", naive, ceiling))
+        lines.append(f"| engine ÷ naive, {kind} | {engine['median'] / max(naive['median'], 1):.1f}× | | |")
+    lines += ["", "Latency from the input record's timestamp to the output record's, at fixed offered rates:", "",
+              "| stream | offered/s | sent/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+    for kind in ("transactions", "clicks"):
+        for p in results[f"{kind}_latency"]:
+            lines.append(f"| {kind} | {p['offered']:,} | {p['achieved_send_rate']:,} | {p['p50_ms']} | {p['p99_ms']} | {p['max_ms']} |")
+    lines += ["", "![latency versus offered load](latency.png)", ""]
+    (docs / "benchmarks.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    write_docs(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))

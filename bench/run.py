@@ -1,0 +1,293 @@
+"""The benchmark suite: the engine side by side with the naive way and the raw ceilings.
+
+``python -m bench.run [--quick]`` starts the embedded broker, uses the Redis at
+``STREAMER_REDIS_URL`` (else an embedded Valkey) and ``streamer worker`` processes,
+all on this machine, and measures in one run:
+
+* drain throughput: a backlog of N transactions (N clicks) processed end to end, from
+  the first output record's broker timestamp to the last one's;
+* the naive way: the same worker with micro-batches of one event (one Redis round
+  trip, one model call and one acknowledged publish per event);
+* ceilings: the model alone in ONNX Runtime at the engine's batch size, and a bare
+  aiokafka consume → produce loop without a model;
+* latency at fixed offered rates: input record timestamp → output record timestamp,
+  p50 / p99 / max, at several rates up to saturation.
+
+Each drain is repeated (median and spread reported). Results go to
+``bench/results/latest.json`` and, with ``--write-docs``, to ``docs/benchmarks.md`` and
+``docs/latency.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamer.datasets import BEAUTY, FRAUD_CSV, read_fraud_csv, read_sequences
+from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.events import click_to_json, encode, format_time, transaction_to_json, Click
+from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.next_item import NextItemRanker
+from streamer.pipeline.fraud import TransactionFeatures
+from streamer.replay.through_worker import worker_environment
+from streamer.settings import Settings, TopicSettings
+from streamer.state.memory import InMemoryStateStore
+from streamer.worker.topics import delete_topics, ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+Message = tuple[bytes, bytes]
+
+
+def transactions(n: int) -> list[Message]:
+    return [(tx.card_id.encode(), encode(transaction_to_json(tx))) for tx, _ in read_fraud_csv(FRAUD_CSV, n)]
+
+
+def clicks(n: int) -> list[Message]:
+    out: list[Message] = []
+    ts = 1533081600.0
+    for user, items in read_sequences(BEAUTY):
+        for position, item in enumerate(items):
+            ts += 1.0
+            out.append((user.encode(), encode(click_to_json(Click(f"{user}-{position}", user, item, ts, format_time(ts), "click")))))
+            if len(out) >= n:
+                return out
+    return out
+
+
+def fresh_settings(base: Settings, batch: int) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicSettings(**{f.name: f"bench-{getattr(TopicSettings(), f.name)}-{tag}" for f in dataclasses.fields(TopicSettings)})
+    return dataclasses.replace(base, topics=topics).replace(
+        kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch={"max_size": batch})
+
+
+async def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0.0) -> list[float]:
+    """Send (paced at ``rate`` per second when > 0); returns each message's send time."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    sent: list[float] = []
+    try:
+        started = time.monotonic()
+        for n, (key, value) in enumerate(messages):
+            if rate > 0 and n % 20 == 0:
+                ahead = n / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            sent.append(time.time())
+            await producer.send(topic, value=value, key=key, timestamp_ms=int(sent[-1] * 1000))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def output_times(bootstrap: str, topic: str, expected: int, id_field: str, timeout_s: float) -> dict[str, int]:
+    """Broker timestamps (ms) of the outputs, by input id, once ``expected`` ids arrived."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        partitions = None
+        while not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        times: dict[str, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(times) < expected and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=20000)).values():
+                for r in batch:
+                    times.setdefault(orjson.loads(r.value)[id_field], r.timestamp)
+        return times
+    finally:
+        await consumer.stop()
+
+
+@contextlib.contextmanager
+def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=worker_environment(settings),
+                                   stdout=out, stderr=out)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path) -> float:
+    """Events per second for a backlog, first output to last output."""
+    settings = fresh_settings(base, batch)
+    topics = settings.topics
+    source, sink, id_field = ((topics.transactions, topics.fraud_scores, "transaction_id") if kind == "transactions"
+                              else (topics.clickstream, topics.recommendations, "event_id"))
+    bootstrap = settings.kafka.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
+    try:
+        asyncio.run(produce(bootstrap, source, messages))
+        with worker(settings, log):
+            times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=900))
+        stamps = sorted(times.values())
+        if len(stamps) < len(messages):
+            raise RuntimeError(f"{kind}: only {len(stamps)} of {len(messages)} outputs; see {log}")
+        return (len(stamps) - 1) / max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
+    finally:
+        asyncio.run(delete_topics(bootstrap, topics.all()))
+
+
+def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path) -> list[dict[str, float]]:
+    """p50 / p99 / max from input timestamp to output timestamp at each offered rate."""
+    settings = fresh_settings(base, base.batch.max_size)
+    topics = settings.topics
+    source, sink, id_field = ((topics.transactions, topics.fraud_scores, "transaction_id") if kind == "transactions"
+                              else (topics.clickstream, topics.recommendations, "event_id"))
+    bootstrap = settings.kafka.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
+    results = []
+    feed = iter(messages)
+    try:
+        with worker(settings, log):
+            asyncio.run(produce(bootstrap, source, [next(feed)]))  # wait for the worker to be up
+            asyncio.run(output_times(bootstrap, sink, 1, id_field, timeout_s=60))
+            done = 1
+            for rate in rates:
+                chunk = list(itertools.islice(feed, int(rate * seconds)))
+                sent = asyncio.run(produce(bootstrap, source, chunk, rate))
+                ids = [orjson.loads(v)[id_field] for _, v in chunk]
+                times = asyncio.run(output_times(bootstrap, sink, done + len(chunk), id_field, timeout_s=120))
+                done += len(chunk)
+                lat = np.array([times[i] / 1000.0 - s for i, s in zip(ids, sent) if i in times]) * 1000.0
+                achieved = len(chunk) / max(sent[-1] - sent[0], 1e-3)
+                results.append({"offered": rate, "achieved_send_rate": round(achieved),
+                                "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
+                                "max_ms": round(float(lat.max()), 1), "lost": len(chunk) - len(lat)})
+                print(f"  {kind} at {rate:,.0f}/s: {results[-1]}", flush=True)
+    finally:
+        asyncio.run(delete_topics(bootstrap, topics.all()))
+    return results
+
+
+def model_ceiling(settings: Settings, batch: int, seconds: float = 3.0) -> dict[str, float]:
+    sample = [tx for tx, _ in read_fraud_csv(FRAUD_CSV, batch)]
+    rows = np.asarray(asyncio.run(TransactionFeatures(InMemoryStateStore()).compute(sample)), dtype=np.float32)
+    scorer = FraudScorer(settings.models.fraud, threads=settings.models.threads)
+    ranker = NextItemRanker(settings.models.recommend, threads=settings.models.threads)
+    users = [ranker.indices(items[:-1]) for _, items in itertools.islice(read_sequences(BEAUTY), batch)]
+
+    def rate(step) -> float:  # type: ignore[no-untyped-def]
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            step()
+            calls += 1
+        return calls * batch / (time.perf_counter() - started)
+
+    return {
+        "fraud_model_per_s": round(rate(lambda: scorer.score(rows))),
+        "ranker_per_s": round(rate(lambda: ranker.rank(ranker.encode(users), users, 10))),
+    }
+
+
+async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
+    """A group-less aiokafka consume → produce loop, no model, no state: records per second."""
+    tag = uuid.uuid4().hex[:8]
+    source, sink = f"bench-bare-in-{tag}", f"bench-bare-out-{tag}"
+    await ensure_topics(bootstrap, [source, sink], 4)
+    try:
+        await produce(bootstrap, source, messages)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+        await consumer.start()
+        await producer.start()
+        try:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            tps = [TopicPartition(source, p) for p in consumer.partitions_for_topic(source) or ()]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            seen, started = 0, time.perf_counter()
+            while seen < len(messages):
+                for batch in (await consumer.getmany(timeout_ms=200, max_records=2000)).values():
+                    futures = [await producer.send(sink, value=r.value, key=r.key) for r in batch]
+                    await asyncio.gather(*futures)
+                    seen += len(batch)
+            return seen / (time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+    finally:
+        await delete_topics(bootstrap, [source, sink])
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values)), "min": round(min(values)), "max": round(max(values)), "runs": len(values)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller backlogs, one repeat, fewer rates")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/latency.png")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+    n_tx, n_clicks, n_naive = (5000, 5000, 1000) if args.quick else (30000, 20000, 3000)
+    rates = [500, 2000] if args.quick else [500, 1000, 2000, 4000, 8000]
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "worker.log"
+
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker())
+        base = Settings.from_env()
+        url = urlparse(str(base.redis.url))
+        redis_url = str(base.redis.url) if port_open(url.hostname or "localhost", url.port or 6379) else stack.enter_context(EmbeddedRedis()).url
+        base = base.replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4}, redis={"url": redis_url})
+        tx_messages, click_messages = transactions(n_tx + int(sum(rates) * 8)), clicks(n_clicks + int(sum(rates) * 8))
+        batch = base.batch.max_size
+        results: dict[str, object] = {
+            "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "python -m bench.run" + (" --quick" if args.quick else ""),
+            "batch_size": batch,
+        }
+        print("ceilings ...", flush=True)
+        results["model_alone"] = model_ceiling(base, batch)
+        results["bare_loop_per_s"] = spread([asyncio.run(bare_loop(broker.bootstrap_servers, tx_messages[:n_tx])) for _ in range(repeats)])
+        print(f"  {results['model_alone']}, bare loop {results['bare_loop_per_s']}", flush=True)
+        for kind, messages, n in (("transactions", tx_messages, n_tx), ("clicks", click_messages, n_clicks)):
+            print(f"drain {kind} ...", flush=True)
+            results[f"{kind}_drain_per_s"] = spread([drain(base, kind, messages[:n], batch, log) for _ in range(repeats)])
+            results[f"{kind}_naive_per_s"] = spread([drain(base, kind, messages[:n_naive], 1, log) for _ in range(repeats)])
+            print(f"  engine {results[f'{kind}_drain_per_s']}, naive {results[f'{kind}_naive_per_s']}", flush=True)
+            results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, 4 if args.quick else 8, log)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    if args.write_docs:
+        from bench.report import write_docs
+
+        write_docs(results, ROOT / "docs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
