@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.kafka]
 CAPTURES = Path(__file__).resolve().parent.parent / "replay" / "captures"
 
 
-async def _produce_live(bootstrap: str, topic: str, n: int) -> None:
+async def _produce_live(bootstrap: str, topic: str, n: int, pause_every: int = 0) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
@@ -29,6 +29,9 @@ async def _produce_live(bootstrap: str, topic: str, n: int) -> None:
             headers = [("trace", f"t{i}".encode()), ("empty", b"")] if i % 3 == 0 else None
             await producer.send(topic, value=bytes([i % 256]) * (i % 17) + b"\x00\xff", key=key,
                                 headers=headers, timestamp_ms=1533081600000 + i * 1000)
+            if pause_every and i % pause_every == 0:
+                await producer.flush()
+                await asyncio.sleep(0.01)
         await producer.flush()
     finally:
         await producer.stop()
@@ -73,7 +76,8 @@ def test_capture_stops_at_the_end_seen_while_producers_write(broker: EmbeddedBro
 
     async def scenario() -> int:
         await _produce_live(bootstrap, topic, 200)
-        writer = asyncio.create_task(_produce_live(bootstrap, topic, 2000))
+        writer = asyncio.create_task(_produce_live(bootstrap, topic, 2000, pause_every=10))  # ~2 s of writing
+        await asyncio.sleep(0.05)
         count = await capture(bootstrap, [topic], tmp_path / "live.jsonl.gz")
         await writer
         return count

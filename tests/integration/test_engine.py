@@ -67,6 +67,7 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, len(sample), timeout_s=90))
         alerts = asyncio.run(read_topic(bootstrap, settings.topics.fraud_alerts, 1, timeout_s=10, settle_s=1))
         dead = asyncio.run(read_topic(bootstrap, settings.topics.dead_letter, len(BAD), timeout_s=30))
+        sources = asyncio.run(read_topic(bootstrap, settings.topics.transactions, len(sample) + len(BAD), timeout_s=30))
         assert worker.alive()
     finally:
         worker.stop()
@@ -89,10 +90,12 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
     assert sorted(r.value for r in dead) == sorted(v for _, v in BAD)
     reasons = {dict(r.headers)["dlq.reason"] for r in dead}
     assert reasons == {b"not_json", b"wrong_type", b"missing_field", b"invalid_timestamp", b"oversized"}
+    by_position = {(r.partition, r.offset): r for r in sources}
     for record in dead:
         headers = dict(record.headers)
         assert headers["dlq.topic"] == settings.topics.transactions.encode()
-        assert int(headers["dlq.offset"]) >= len(sample)
+        original = by_position[(int(headers["dlq.partition"]), int(headers["dlq.offset"]))]
+        assert (original.key, original.value) == (record.key, record.value)
 
 
 def clicks_for(users: int) -> list[tuple[bytes, bytes]]:

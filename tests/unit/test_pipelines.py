@@ -1,0 +1,143 @@
+"""The pipelines over the in-memory store, with the shipped models."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streamer.errors import DependencyError
+from streamer.events import decode_transaction, format_time
+from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.next_item import NextItemRanker
+from streamer.output.sink import ListSink
+from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
+from streamer.pipeline.recommend import RecommendPipeline
+from streamer.records import OutputRecord, SourceRecord
+from streamer.settings import Settings
+from streamer.state.memory import InMemoryStateStore
+from streamer.worker.app import run_batch
+from tests.support import DATA, load_jsonl
+
+SETTINGS = Settings.from_env()
+T0 = 1533081600.0
+
+
+def records(topic: str, values: list[bytes]) -> list[SourceRecord]:
+    return [SourceRecord(topic, 0, i, b"k", v) for i, v in enumerate(values)]
+
+
+@pytest.fixture(scope="module")
+def scorer() -> FraudScorer:
+    return FraudScorer(SETTINGS.models.fraud)
+
+
+@pytest.fixture(scope="module")
+def ranker() -> NextItemRanker:
+    return NextItemRanker(SETTINGS.models.recommend)
+
+
+async def score_all(pipeline: FraudPipeline, values: list[bytes], batch: int) -> list[OutputRecord]:
+    out: list[OutputRecord] = []
+    recs = records("transactions", values)
+    for start in range(0, len(recs), batch):
+        out.extend(await pipeline.process(recs[start : start + batch]))
+    return out
+
+
+async def test_scores_do_not_depend_on_batch_size(scorer: FraudScorer) -> None:
+    values = [orjson.dumps(tx) for tx in load_jsonl(DATA / "transactions_sample.jsonl")[:400]]
+    runs = []
+    for batch in (1, 37, 400):
+        out = await score_all(FraudPipeline(scorer, InMemoryStateStore(), SETTINGS), values, batch)
+        runs.append([(orjson.loads(r.value)["transaction_id"], orjson.loads(r.value)["score"]) for r in out if r.topic == "fraud-scores"])
+    assert len(runs[0]) == 400
+    assert runs[0] == runs[1] == runs[2]
+
+
+async def test_large_amounts_raise_alerts_with_reasons(scorer: FraudScorer) -> None:
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")
+    out = await score_all(FraudPipeline(scorer, InMemoryStateStore(), SETTINGS), [orjson.dumps(t) for t in sample], 100)
+    alerts = {orjson.loads(r.value)["transaction_id"]: orjson.loads(r.value) for r in out if r.topic == "fraud-alerts"}
+    for tx in sample:
+        if tx["amount"] > 220:
+            assert tx["transaction_id"] in alerts
+            reasons = alerts[tx["transaction_id"]]["reasons"]
+            assert reasons and all(r["text"] and "value" in r for r in reasons)
+
+
+async def test_bad_transactions_become_dead_letters_in_place(scorer: FraudScorer) -> None:
+    good = orjson.dumps(load_jsonl(DATA / "transactions_sample.jsonl")[0])
+    out = await FraudPipeline(scorer, InMemoryStateStore(), SETTINGS).process(records("transactions", [b"{", good]))
+    dead = [r for r in out if r.topic == "dead-letter"]
+    assert len(dead) == 1 and dead[0].value == b"{" and dict(dead[0].headers)["dlq.offset"] == b"0"
+    assert sum(r.topic == "fraud-scores" for r in out) == 1
+
+
+async def test_labels_feed_terminal_risk_after_their_release(scorer: FraudScorer) -> None:
+    store = InMemoryStateStore()
+    label = {"transaction_id": "a", "card_id": "c", "terminal_id": "t", "timestamp": format_time(T0),
+             "is_fraud": True, "labelled_at": format_time(T0 + 7 * 86400)}
+    assert await LabelPipeline(store, SETTINGS).process(records("fraud-labels", [orjson.dumps(label)])) == []
+    tx = {"transaction_id": "a", "card_id": "c", "terminal_id": "t", "amount": 10.0, "timestamp": format_time(T0)}
+    later = {**tx, "transaction_id": "b", "timestamp": format_time(T0 + 7.5 * 86400)}
+    pipeline = FraudPipeline(scorer, store, SETTINGS)
+    await pipeline.process(records("transactions", [orjson.dumps(tx)]))
+    rows = await pipeline.features.compute([decode_transaction(orjson.dumps(later))])
+    assert rows[0][9:11] == [1.0, 1.0]  # one transaction in the 1-day window, all fraud
+
+
+def click(n: int, user: str, item: str) -> bytes:
+    return orjson.dumps({"event_id": f"e{n}", "user_id": user, "item_id": item, "timestamp": format_time(T0 + n)})
+
+
+async def test_recommendations_exclude_seen_items_and_fall_back_to_popular(ranker: NextItemRanker) -> None:
+    pipeline = RecommendPipeline(ranker, InMemoryStateStore(), SETTINGS)
+    items = ranker.items[1:6]
+    values = [click(i, "u1", item) for i, item in enumerate(items)] + [click(9, "u2", "no-such-item")]
+    out = [orjson.loads(r.value) for r in await pipeline.process(records("clickstream", values))]
+    assert len(out) == 6
+    for i, rec in enumerate(out[:5]):
+        recommended = [x["item_id"] for x in rec["items"]]
+        assert len(recommended) == 10 and not set(recommended) & set(items[: i + 1])
+        assert rec["source"] == "model"
+    assert out[5]["source"] == "popular" and "no-such-item" not in [x["item_id"] for x in out[5]["items"]]
+
+
+async def test_reprocessed_click_reuses_the_cached_embedding(ranker: NextItemRanker) -> None:
+    store = InMemoryStateStore()
+    pipeline = RecommendPipeline(ranker, store, SETTINGS)
+    values = [click(i, "u", item) for i, item in enumerate(ranker.items[1:4])]
+    first = await pipeline.process(records("clickstream", values))
+    calls = []
+    encode = ranker.encode
+    ranker.encode = lambda seqs: calls.append(len(seqs)) or encode(seqs)  # type: ignore[method-assign]
+    try:
+        again = await pipeline.process(records("clickstream", values[-1:]))
+    finally:
+        ranker.encode = encode  # type: ignore[method-assign]
+    assert calls == []
+    assert orjson.loads(again[0].value)["items"] == orjson.loads(first[-1].value)["items"]
+
+
+class Flaky:
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+
+    async def process(self, batch: list[SourceRecord]) -> list[OutputRecord]:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return [OutputRecord("out", r.key, r.value or b"") for r in batch]
+
+
+async def test_run_batch_retries_outside_failures_and_dead_letters_poison() -> None:
+    sink = ListSink()
+    batch = records("in", [b"1", b"2"])
+    await run_batch(Flaky(2, DependencyError("redis down")), sink, batch, "dead-letter")
+    assert [r.value for r in sink.records] == [b"1", b"2"]
+
+    sink = ListSink()
+    await run_batch(Flaky(2, ValueError("bug")), sink, batch, "dead-letter")
+    assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in sink.records] == [
+        ("dead-letter", b"processing_error"), ("out", None)]
