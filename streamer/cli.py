@@ -45,8 +45,9 @@ def _evaluate(args: argparse.Namespace, rest: list[str]) -> int:
         from models.recommend.stream_eval import main as evaluate_recommend
 
         return evaluate_recommend(rest)
-    print("streamer evaluate fraud: not implemented yet (see issue 4)", file=sys.stderr)
-    return 2
+    from models.fraud.stream_eval import main as evaluate_fraud
+
+    return evaluate_fraud(rest)
 
 
 def _time_ms(text: str | None) -> int | None:
