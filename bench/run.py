@@ -28,11 +28,8 @@ import itertools
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
@@ -47,7 +44,7 @@ from streamer.events import click_to_json, encode, format_time, transaction_to_j
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
 from streamer.pipeline.fraud import TransactionFeatures
-from streamer.replay.through_worker import worker_environment
+from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings, TopicSettings
 from streamer.state.memory import InMemoryStateStore
 from streamer.worker.topics import delete_topics, ensure_topics
@@ -122,21 +119,6 @@ async def output_times(bootstrap: str, topic: str, expected: int, id_field: str,
         await consumer.stop()
 
 
-@contextlib.contextmanager
-def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=worker_environment(settings),
-                                   stdout=out, stderr=out)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path) -> float:
     """Events per second for a backlog, first output to last output."""
     settings = fresh_settings(base, batch)
@@ -147,7 +129,7 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
     asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
     try:
         asyncio.run(produce(bootstrap, source, messages))
-        with worker(settings, log):
+        with running_worker(settings, log):
             times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=900))
         stamps = sorted(times.values())
         if len(stamps) < len(messages):
@@ -168,7 +150,7 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
     results = []
     feed = iter(messages)
     try:
-        with worker(settings, log):
+        with running_worker(settings, log):
             asyncio.run(produce(bootstrap, source, [next(feed)]))  # wait for the worker to be up
             asyncio.run(output_times(bootstrap, sink, 1, id_field, timeout_s=60))
             done = 1

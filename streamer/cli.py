@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="embedded broker + Redis + worker + live events on screen")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    demo.add_argument("--rate", type=float, default=200.0, help="events per second to play")
+    demo.add_argument("--rate", type=float, default=1000.0, help="events per second to play")
     demo.add_argument("--data", type=Path, default=None, help="benchmark data folder (default ../shared/data)")
     demo.set_defaults(handler=_demo)
 

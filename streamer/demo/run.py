@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streamer.datasets import SHARED_DATA
 from streamer.demo.traffic import demo_traffic
 from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings
 from streamer.worker.topics import ensure_topics
 
@@ -146,7 +146,7 @@ async def _demo(settings: Settings, duration_s: float | None, rate: float, data_
     print(screen.render(), flush=True)
 
 
-def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float = 200.0, data_dir: Path | None = None) -> int:
+def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float = 1000.0, data_dir: Path | None = None) -> int:
     data_dir = data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
     with contextlib.ExitStack() as started:
         host, port = _host_port(settings.kafka.bootstrap_servers.split(",")[0], 9092)
@@ -159,30 +159,12 @@ def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float
             valkey = started.enter_context(EmbeddedRedis())
             print(f"started an embedded Redis (Valkey) at {valkey.url}")
             settings = settings.replace(redis={"url": valkey.url})
-        namespace = f"demo-{int(time.time())}"
+        namespace = f"demo-{int(time.time())}"  # fresh state and offsets for every demo
+        settings = settings.replace(redis={"namespace": namespace}, kafka={"group_id": f"streamer-{namespace}"})
         kafka = settings.kafka
         asyncio.run(ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor))
         log = Path("streamer-demo-worker.log").resolve()
-        env = {
-            **os.environ,
-            "STREAMER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "STREAMER_REDIS_URL": str(settings.redis.url),
-            "STREAMER_REDIS_NAMESPACE": namespace,
-            "STREAMER_KAFKA_GROUP_ID": f"streamer-{namespace}",
-        }
-        with open(log, "ab") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=env, stdout=out, stderr=out)
-        started.callback(_stop_process, worker)
+        worker = started.enter_context(running_worker(settings, log))
         print(f"started the worker (pid {worker.pid}, log {log}); playing {'real data from ' + str(data_dir) if data_dir else 'generated events'}")
         asyncio.run(_demo(settings, duration_s, rate, data_dir, worker, log))
     return 0
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -16,6 +16,8 @@ import numpy as np
 from streamer.features.fraud import FEATURE_NAMES
 
 _AT = {name: i for i, name in enumerate(FEATURE_NAMES)}
+#: A further reason is listed only this many standard deviations above the population.
+NOTABLE = 1.0
 
 
 def alert_reasons(
@@ -48,7 +50,7 @@ def alert_reasons(
         count = f[_AT[name]]
         candidates.append((float(z[_AT[name]]), {
             "code": f"card_velocity_{days}d",
-            "text": f"{count:.0f} transactions on the card in {days} day{'s' if days > 1 else ''}",
+            "text": f"{count:.0f} transaction{'s' if count != 1 else ''} on the card in {days} day{'s' if days > 1 else ''}",
             "value": count,
         }))
     if f[_AT["TX_DURING_NIGHT"]]:
@@ -56,4 +58,6 @@ def alert_reasons(
             "code": "night", "text": "transaction at night (00:00-06:59 UTC)", "value": 1.0,
         }))
     candidates.sort(key=lambda c: -c[0])
-    return [reason for _, reason in candidates[:limit]]
+    # The strongest reason always; the others only when they really stand out.
+    strong = [reason for strength, reason in candidates[1:] if strength >= NOTABLE]
+    return [candidates[0][1], *strong][:limit]

@@ -8,13 +8,14 @@ so runs never see each other's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,23 @@ async def read_outputs(settings: Settings, expected: int, timeout_s: float) -> l
         await consumer.stop()
 
 
+@contextlib.contextmanager
+def running_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``streamer worker`` as a child process configured by ``settings``; stopped on exit."""
+    with open(log, "ab") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=worker_environment(settings),
+                                  stdout=out, stderr=out)
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
 class Replayer:
     """Replays captures through a worker process; see ``streamer_replay``."""
 
@@ -122,21 +140,14 @@ class Replayer:
         topics = settings.topics
         asyncio.run(ensure_topics(self.bootstrap, topics.all(), settings.kafka.partitions))
         log = self.log_dir / f"worker-{settings.kafka.group_id}.log"
-        with open(log, "ab") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=worker_environment(settings), stdout=out, stderr=out)
         try:
-            rename = {default: getattr(topics, f.name) for f in dataclasses.fields(TopicSettings)
-                      for default in [getattr(TopicSettings(), f.name)]}
-            asyncio.run(replay(self.bootstrap, captures, rename=rename, speed=speed))
-            expected = expected_output_count(captures, TopicSettings())
-            records = asyncio.run(read_outputs(settings, expected, timeout_s))
-            if worker.poll() is not None:
-                raise RuntimeError(f"the worker died; see {log}")
-            return Outputs.collect(records, settings)
+            with running_worker(settings, log) as worker:
+                rename = {getattr(TopicSettings(), f.name): getattr(topics, f.name) for f in dataclasses.fields(TopicSettings)}
+                asyncio.run(replay(self.bootstrap, captures, rename=rename, speed=speed))
+                expected = expected_output_count(captures, TopicSettings())
+                records = asyncio.run(read_outputs(settings, expected, timeout_s))
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker died; see {log}")
+                return Outputs.collect(records, settings)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
             asyncio.run(delete_topics(self.bootstrap, topics.all()))

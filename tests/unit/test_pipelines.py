@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 
@@ -141,3 +142,17 @@ async def test_run_batch_retries_outside_failures_and_dead_letters_poison() -> N
     await run_batch(Flaky(2, ValueError("bug")), sink, batch, "dead-letter")
     assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in sink.records] == [
         ("dead-letter", b"processing_error"), ("out", None)]
+
+
+def test_alert_reasons_name_what_stands_out() -> None:
+    from streamer.features.explain import alert_reasons
+    from streamer.features.fraud import FEATURE_NAMES
+
+    mean = np.zeros(len(FEATURE_NAMES))
+    std = np.ones(len(FEATURE_NAMES))
+    row = [500.0, 0, 0, 1, 500.0, 2, 300.0, 10, 100.0, 3, 0.0, 20, 0.62, 80, 0.1]
+    reasons = alert_reasons(row, mean, std, limit=3)
+    assert reasons[0]["code"] == "amount" and "5.0 × the card's 30-day average 100.00" in reasons[0]["text"]
+    assert {"terminal_risk_7d", "card_velocity_7d"} & {r["code"] for r in reasons}
+    quiet = alert_reasons([10.0, 0, 0, 1, 10.0, 1, 10.0, 1, 10.0, 0, 0, 0, 0, 0, 0], mean + 50, std, limit=3)
+    assert len(quiet) == 1  # nothing else stands out
