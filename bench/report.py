@@ -58,6 +58,7 @@ def write_docs(results: dict[str, Any], docs: Path) -> None:
         engine = results[f"{kind}_drain_per_s"]
         naive = results[f"{kind}_naive_per_s"]
         lines.append(_row(f"engine, {kind}", engine, ceiling))
+        lines.append(_row(f"engine, two worker processes, {kind}", results[f"{kind}_drain_two_workers_per_s"], ceiling))
         lines.append(_row(f"naive (batches of one event), {kind}", naive, ceiling))
         lines.append(f"| engine ÷ naive, {kind} | {engine['median'] / max(naive['median'], 1):.1f}× | | |")
     lines += ["", "Latency from the input record's timestamp to the output record's, at fixed offered rates:", "",

@@ -119,8 +119,8 @@ async def output_times(bootstrap: str, topic: str, expected: int, id_field: str,
         await consumer.stop()
 
 
-def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path) -> float:
-    """Events per second for a backlog, first output to last output."""
+def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1) -> float:
+    """Events per second for a backlog, first output to last output, with 1 or more workers."""
     settings = fresh_settings(base, batch)
     topics = settings.topics
     source, sink, id_field = ((topics.transactions, topics.fraud_scores, "transaction_id") if kind == "transactions"
@@ -129,7 +129,9 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
     asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
     try:
         asyncio.run(produce(bootstrap, source, messages))
-        with running_worker(settings, log):
+        with contextlib.ExitStack() as running:
+            for _ in range(workers):
+                running.enter_context(running_worker(settings, log))
             times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=900))
         stamps = sorted(times.values())
         if len(stamps) < len(messages):
@@ -261,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{kind}_drain_per_s"] = spread([drain(base, kind, messages[:n], batch, log) for _ in range(repeats)])
             results[f"{kind}_naive_per_s"] = spread([drain(base, kind, messages[:n_naive], 1, log) for _ in range(repeats)])
             print(f"  engine {results[f'{kind}_drain_per_s']}, naive {results[f'{kind}_naive_per_s']}", flush=True)
+            results[f"{kind}_drain_two_workers_per_s"] = spread([drain(base, kind, messages[:n], batch, log, workers=2) for _ in range(repeats)])
+            print(f"  two workers {results[f'{kind}_drain_two_workers_per_s']}", flush=True)
             results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, 4 if args.quick else 8, log)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
