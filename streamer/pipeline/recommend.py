@@ -84,14 +84,14 @@ class RecommendPipeline:
 
         await self.store.write_users(self._updates(clicks, vectors))
         for i, click in enumerate(clicks):
-            items = ranked.get(i)
+            listed = ranked.get(i)
             source = "model"
-            if items is None:
-                items, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
+            if listed is None:
+                listed, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
             record: dict[str, Any] = {
                 "event_id": click.event_id,
                 "user_id": click.user_id,
-                "items": [{"item_id": item, "score": round(score, 6)} for item, score in items],
+                "items": [{"item_id": item, "score": round(score, 6)} for item, score in listed],
                 "model_version": self.ranker.version,
                 "source": source,
                 "timestamp": click.timestamp,

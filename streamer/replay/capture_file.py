@@ -80,7 +80,7 @@ class CaptureWriter:
     def __init__(self, path: Path, source: dict[str, Any], created_ts: float) -> None:
         self.path = path
         self.count = 0
-        self._handle: IO[bytes] = gzip.open(path, "wb", compresslevel=5)
+        self._handle: IO[bytes] = gzip.open(path, "wb", compresslevel=5)  # type: ignore[assignment]
         header = {"format": FORMAT, "version": VERSION, "created": format_time(created_ts), "source": source}
         self._handle.write(orjson.dumps(header) + b"\n")
 

@@ -160,8 +160,8 @@ class RedisStateStore:
             terminal_key = keys.terminal_transactions(self.ns, tx.terminal_id)
             pipe.zadd(card_key, {f"{tx.transaction_id}|{tx.amount!r}": tx.ts})
             pipe.zadd(terminal_key, {tx.transaction_id: tx.ts})
-            for key in ((card_key, CARD_HORIZON), (terminal_key, TERMINAL_HORIZON)):
-                newest[key] = max(newest.get(key, tx.ts), tx.ts)
+            for key_horizon in ((card_key, CARD_HORIZON), (terminal_key, TERMINAL_HORIZON)):
+                newest[key_horizon] = max(newest.get(key_horizon, tx.ts), tx.ts)
         for (key, horizon), ts in newest.items():
             pipe.zremrangebyscore(key, "-inf", f"({ts - horizon - PRUNE_GRACE!r}")
             pipe.expire(key, self.ttl)
@@ -189,7 +189,7 @@ class RedisStateStore:
             raise DependencyError(f"redis: {exc}") from exc
         progress = {}
         for partition, value in raw.items():
-            offset, ts = value.decode().split("|")
+            offset, ts = bytes(value).decode().split("|")
             progress[int(partition)] = (int(offset), float(ts))
         return progress
 
@@ -204,7 +204,7 @@ class RedisStateStore:
         for user_id in user_ids:
             sequence = sorted((ts, *_split(member)) for member, ts in next(replies))  # type: ignore[attr-defined]
             seen = {member.decode(): ts for member, ts in next(replies)}  # type: ignore[attr-defined]
-            cached: dict[bytes, bytes] = next(replies)  # type: ignore[assignment]
+            cached: dict[bytes, bytes] = next(replies)  # type: ignore[arg-type]
             embedding = None
             if cached:
                 embedding = CachedEmbedding(
