@@ -189,7 +189,7 @@ class RedisStateStore:
             raise DependencyError(f"redis: {exc}") from exc
         progress = {}
         for partition, value in raw.items():
-            offset, ts = bytes(value).decode().split("|")
+            offset, ts = (value.decode() if isinstance(value, bytes) else value).split("|")
             progress[int(partition)] = (int(offset), float(ts))
         return progress
 
