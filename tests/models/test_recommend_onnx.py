@@ -123,6 +123,8 @@ def test_evaluation_is_torch_free(tmp_path: Path) -> None:
     assert out.stdout.strip() == "True"
 
 
+@pytest.mark.data
+@pytest.mark.slow
 @pytest.mark.skipif(not BEAUTY.exists(), reason="benchmark data not available")
 def test_offline_evaluation_reproduces_manifest(manifest: dict) -> None:
     if D.file_sha256(BEAUTY) != manifest["data"]["sha256"]:

@@ -1,0 +1,1 @@
+"""Tests of the offline model code under models/ (training, export, offline evaluation)."""
