@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -21,20 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from models.metrics import average_precision, card_precision_at_k, roc_auc
+from models.provenance import file_sha256
 from streamer.datasets import FRAUD_CSV, label_for, read_fraud_csv
 from streamer.features.fraud import FEATURE_NAMES, FEATURE_SCHEMA_HASH
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.state.memory import InMemoryStateStore
 
 DAY = 86400.0
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 async def online_features(path: Path, delay_days: float, limit: int | None, chunk: int = 4000) -> dict[str, np.ndarray]:

@@ -15,12 +15,13 @@ This module needs numpy only (no torch) so that the ONNX Runtime evaluation can 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from models.provenance import file_sha256
 
 PAD = 0
 
@@ -44,15 +45,6 @@ class SequenceData:
     def num_items(self) -> int:
         """Number of catalogue items (model indices run from 1 to this, 0 is padding)."""
         return len(self.items)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _is_canonical_int(token: str) -> bool:
