@@ -5,7 +5,9 @@ say). Each source partition's records stay in their captured order, so the order
 every key is kept; keys, values, headers and timestamps are written as captured. Keyed
 records go where the target topic's partitioner puts their key; records without a key
 keep their partition number (modulo the target's partition count). ``speed`` > 0 paces
-the records: a gap of t ms between two timestamps takes t / speed ms.
+the records: a gap of t ms between two timestamps takes t / speed ms. When the topic
+changes from one record to the next, the earlier records are acknowledged first, so the
+broker's logs hold the merged order across topics (labels before later transactions).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ async def replay(
     progress: Callable[[str], None] | None = None,
 ) -> int:
     """Produce the captures' records; returns how many were written (all acknowledged)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=0, max_request_size=4 * 1024 * 1024)
     await producer.start()
     sent = 0
     try:
@@ -56,7 +58,14 @@ async def replay(
         started = time.monotonic()
         last_report = started
         pending: list[asyncio.Future[object]] = []
+        previous_topic = first.topic
         for record in itertools.chain([first], records):
+            if record.topic != previous_topic:
+                # Everything of the other topic that comes earlier in time is in the log before
+                # this record, so a consumer never sees a transaction before its earlier label.
+                await asyncio.gather(*pending)
+                pending.clear()
+                previous_topic = record.topic
             if speed > 0:
                 ahead = (record.timestamp - first.timestamp) / 1000.0 / speed - (time.monotonic() - started)
                 if ahead > 0:
