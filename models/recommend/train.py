@@ -27,13 +27,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import datetime as dt
+import functools
 import json
 import logging
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,42 @@ K = 10
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
+
+
+@contextlib.contextmanager
+def _reuse_heap() -> Iterator[None]:
+    """Serve large allocations from the reusable heap instead of fresh ``mmap`` pages (glibc only).
+
+    Every batch allocates logits of ``positions x num_items`` floats (~100 MB); glibc maps and unmaps
+    such blocks each time, and the page faults cost about a fifth of the training time. Switching
+    ``mmap`` off and keeping freed memory (``mallopt``) removes that; the defaults are restored after.
+    Numerical results do not change.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        yield
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    try:
+        yield
+    finally:
+        libc.mallopt(m_mmap_max, 65536)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+
+
+def _reusing_heap(fn: Callable[..., dict]) -> Callable[..., dict]:
+    """Run ``fn`` inside :func:`_reuse_heap` (keeps ``fn``'s signature)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> dict:
+        with _reuse_heap():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 @torch.no_grad()
@@ -113,6 +152,7 @@ def load_checkpoint(path: Path) -> SeqRecModel:
     return model.eval()
 
 
+@_reusing_heap
 def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers: int = 2, heads: int = 2,
           dropout: float = 0.5, attn_dropout: float = 0.5, pretrain_epochs: int = 10, mask_prob: float = 0.2,
           pretrain_lr: float = 1e-3, transfer: str = "embeddings", epochs: int = 17, lr: float = 3e-3,

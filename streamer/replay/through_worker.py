@@ -98,6 +98,27 @@ async def read_outputs(settings: Settings, expected: int, timeout_s: float) -> l
         await consumer.stop()
 
 
+async def wait_until_consuming(settings: Settings, timeout_s: float) -> str:
+    """Send a probe click for a user of its own and wait for its recommendation, so a replay
+    starts only once the worker has joined its group and consumes every partition alike
+    (a backlog waiting at assignment time is fetched partition by partition). Returns the
+    probe's event id."""
+    from aiokafka import AIOKafkaProducer
+
+    from streamer.events import encode
+
+    event_id = f"probe-{uuid.uuid4().hex[:8]}"
+    click = {"event_id": event_id, "user_id": "__streamer_probe__", "item_id": "__probe__", "timestamp": "1970-01-01T00:00:00Z"}
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.clickstream, value=encode(click), key=b"__streamer_probe__")
+    finally:
+        await producer.stop()
+    await read_outputs(settings, 1, timeout_s)
+    return event_id
+
+
 @contextlib.contextmanager
 def running_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``streamer worker`` as a child process configured by ``settings``; stopped on exit."""
@@ -142,12 +163,15 @@ class Replayer:
         log = self.log_dir / f"worker-{settings.kafka.group_id}.log"
         try:
             with running_worker(settings, log) as worker:
+                probe = asyncio.run(wait_until_consuming(settings, timeout_s=120))
                 rename = {getattr(TopicSettings(), f.name): getattr(topics, f.name) for f in dataclasses.fields(TopicSettings)}
                 asyncio.run(replay(self.bootstrap, captures, rename=rename, speed=speed))
-                expected = expected_output_count(captures, TopicSettings())
+                expected = expected_output_count(captures, TopicSettings()) + 1
                 records = asyncio.run(read_outputs(settings, expected, timeout_s))
                 if worker.poll() is not None:
                     raise RuntimeError(f"the worker died; see {log}")
-                return Outputs.collect(records, settings)
+                outputs = Outputs.collect(records, settings)
+                outputs.recommendations.pop(probe, None)
+                return outputs
         finally:
             asyncio.run(delete_topics(self.bootstrap, topics.all()))

@@ -3,12 +3,14 @@
 ListOffsets("latest") is not trusted (the embedded broker answers it wrongly), so a
 small group-less consumer sits at the end of every partition of the topic: its
 background fetches keep the high watermarks fresh (every few milliseconds), and the
-few records they bring are skipped.
+few records they bring are skipped. A caller gets watermarks from fetch responses that
+arrived after it asked, never older ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -39,11 +41,15 @@ class FetchedHighWatermarks:
             return self.consumers[topic]
 
     async def highwaters(self, topic: str) -> dict[int, int]:
+        """High watermarks from fetch responses received after this call began, so that
+        everything appended before the caller saw its own input is counted."""
         consumer, tps = await self._consumer(topic)
+        since_ms = time.time() * 1000.0
         while True:
             await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought
             highs = {tp: consumer.highwater(tp) for tp in tps}
-            if all(h is not None for h in highs.values()):
+            fresh = all((consumer.last_poll_timestamp(tp) or 0) >= since_ms for tp in tps)
+            if fresh and all(h is not None for h in highs.values()):
                 break
             await asyncio.sleep(self.fetch_max_wait_ms / 1000.0)
         for tp, high in highs.items():
