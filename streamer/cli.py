@@ -89,7 +89,8 @@ def _replay(args: argparse.Namespace) -> int:
 
     rename = dict(pair.split("=", 1) for pair in args.rename)
     servers = args.bootstrap_servers or settings.kafka.bootstrap_servers
-    asyncio.run(replay(servers, args.captures, rename=rename, speed=args.speed, progress=print))
+    asyncio.run(replay(servers, args.captures, rename=rename, speed=args.speed, progress=print,
+                       create_partitions=settings.kafka.partitions))
     return 0
 
 

@@ -45,8 +45,15 @@ async def replay(
     rename: Mapping[str, str] | None = None,
     speed: float = 0.0,
     progress: Callable[[str], None] | None = None,
+    create_partitions: int | None = None,
 ) -> int:
-    """Produce the captures' records; returns how many were written (all acknowledged)."""
+    """Produce the captures' records; returns how many were written (all acknowledged).
+    With ``create_partitions``, missing target topics are created first with that many."""
+    if create_partitions:
+        from streamer.worker.topics import ensure_topics
+
+        targets = {(rename or {}).get(r.topic, r.topic) for path in paths for r in read_capture(path)}
+        await ensure_topics(bootstrap_servers, sorted(targets), create_partitions)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=0, max_request_size=4 * 1024 * 1024)
     await producer.start()
     sent = 0
