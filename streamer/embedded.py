@@ -12,13 +12,17 @@ difference.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
 from streamer.errors import ConfigurationError, DependencyError
+from streamer.settings import Settings
 
 
 def free_port() -> int:
@@ -120,3 +124,25 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_missing_services(
+    settings: Settings, stack: contextlib.ExitStack, *, broker_port: int | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> Settings:
+    """Settings that point at a Kafka and a Redis that answer: the configured ones when
+    they do, else an embedded broker (on ``broker_port`` when given) or an embedded Redis,
+    started into ``stack`` so they stop with it."""
+    host, _, port = settings.kafka.bootstrap_servers.split(",")[0].partition(":")
+    if not port_open(host or "localhost", int(port or 9092)):
+        broker = stack.enter_context(EmbeddedBroker(port=broker_port))
+        if announce:
+            announce(f"started the embedded Kafka broker (Tansu) on {broker.bootstrap_servers}")
+        settings = settings.replace(kafka={"bootstrap_servers": broker.bootstrap_servers})
+    url = urlparse(str(settings.redis.url))
+    if not port_open(url.hostname or "localhost", url.port or 6379):
+        valkey = stack.enter_context(EmbeddedRedis())
+        if announce:
+            announce(f"started an embedded Redis (Valkey) at {valkey.url}")
+        settings = settings.replace(redis={"url": valkey.url})
+    return settings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamer.settings import Settings, TopicSettings, env_name
+from streamer.replay.through_worker import worker_environment
+from streamer.settings import Settings, TopicSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -41,19 +41,7 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        s = self.settings
-        self.env = {
-            **os.environ,
-            "STREAMER_KAFKA_BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-            "STREAMER_KAFKA_GROUP_ID": s.kafka.group_id,
-            "STREAMER_KAFKA_PARTITIONS": str(s.kafka.partitions),
-            "STREAMER_REDIS_URL": str(s.redis.url),
-            "STREAMER_REDIS_NAMESPACE": s.redis.namespace,
-            "STREAMER_BATCH_MAX_SIZE": str(s.batch.max_size),
-            "STREAMER_BATCH_MAX_WAIT_MS": str(s.batch.max_wait_ms),
-        }
-        for name, value in vars(s.topics).items():
-            self.env[env_name("topics", name)] = value
+        self.env = worker_environment(self.settings)
 
     def start(self) -> WorkerProcess:
         out = open(self.log, "ab")  # noqa: SIM115

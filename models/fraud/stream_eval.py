@@ -18,13 +18,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from models.fraud.train import evaluate_scores
 from streamer.datasets import FRAUD_CSV, read_fraud_csv
-from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.embedded import start_missing_services
 from streamer.events import parse_time
 from streamer.replay.importers import import_fraud
 from streamer.replay.offline import Outputs, run_offline
@@ -70,16 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         report["offline"] = metrics_for(args.data, offline.scores, start, end)
         print(f"offline: {report['offline']} ({time.monotonic() - started:.0f} s)", flush=True)
 
-        host, _, port = settings.kafka.bootstrap_servers.split(",")[0].partition(":")
-        bootstrap = settings.kafka.bootstrap_servers
-        if not port_open(host or "localhost", int(port or 9092)):
-            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap_servers
-        url = urlparse(str(settings.redis.url))
-        redis_url = str(settings.redis.url)
-        if not port_open(url.hostname or "localhost", url.port or 6379):
-            redis_url = stack.enter_context(EmbeddedRedis()).url
+        settings = start_missing_services(settings, stack)
         started = time.monotonic()
-        streamed = Replayer(bootstrap, redis_url, workdir)([capture], timeout_s=7200, models={"fraud": args.model.resolve()})
+        streamed = Replayer(settings.kafka.bootstrap_servers, str(settings.redis.url), workdir)([capture], timeout_s=7200, models={"fraud": args.model.resolve()})
         report["engine"] = metrics_for(args.data, streamed.scores, start, end)
         print(f"through the engine: {report['engine']} ({time.monotonic() - started:.0f} s)", flush=True)
     keys = ("auc_roc", "average_precision", "card_precision_at_100")

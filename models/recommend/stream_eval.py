@@ -15,13 +15,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from models.metrics import hit_rate_and_ndcg
 from streamer.datasets import read_sequences
-from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.embedded import start_missing_services
 from streamer.replay.importers import import_sequences
 from streamer.replay.through_worker import Replayer
 from streamer.settings import Settings
@@ -47,19 +46,12 @@ def evaluate_through_engine(data: Path, model_dir: Path, *, limit_users: int | N
     settings = Settings.from_env()
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        host, _, port = settings.kafka.bootstrap_servers.partition(",")[0].partition(":")
-        bootstrap = settings.kafka.bootstrap_servers
-        if not port_open(host or "localhost", int(port or 9092)):
-            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap_servers
-        redis_url = str(settings.redis.url)
-        parsed = urlparse(redis_url)
-        if not port_open(parsed.hostname or "localhost", parsed.port or 6379):
-            redis_url = stack.enter_context(EmbeddedRedis()).url
+        settings = start_missing_services(settings, stack)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         capture = workdir / "clicks.jsonl.gz"
         count = import_sequences(data, capture, hold_out=1, limit_users=limit_users)
         print(f"replaying {count:,} clicks through a worker serving {model_dir} ...", flush=True)
-        outputs = Replayer(bootstrap, redis_url, workdir)(
+        outputs = Replayer(settings.kafka.bootstrap_servers, str(settings.redis.url), workdir)(
             [capture], timeout_s=timeout_s, models={"recommend": model_dir.resolve()}, kafka={"partitions": 4},
         )
     ranks = engine_ranks(data, outputs.recommendations, limit_users)

@@ -18,22 +18,16 @@ import time
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamer.datasets import SHARED_DATA
 from streamer.demo.traffic import demo_traffic
-from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.embedded import port_open, start_missing_services
 from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings
 from streamer.worker.topics import ensure_topics
-
-
-def _host_port(address: str, default_port: int) -> tuple[str, int]:
-    host, _, port = address.partition(":")
-    return host or "localhost", int(port or default_port)
 
 
 class Screen:
@@ -149,16 +143,8 @@ async def _demo(settings: Settings, duration_s: float | None, rate: float, data_
 def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float = 1000.0, data_dir: Path | None = None) -> int:
     data_dir = data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
     with contextlib.ExitStack() as started:
-        host, port = _host_port(settings.kafka.bootstrap_servers.split(",")[0], 9092)
-        if not port_open(host, port):
-            broker = started.enter_context(EmbeddedBroker(port=None if port_open("127.0.0.1", 9092) else 9092))
-            print(f"started the embedded Kafka broker (Tansu) on {broker.bootstrap_servers}")
-            settings = settings.replace(kafka={"bootstrap_servers": broker.bootstrap_servers})
-        redis_url = urlparse(str(settings.redis.url))
-        if not port_open(redis_url.hostname or "localhost", redis_url.port or 6379):
-            valkey = started.enter_context(EmbeddedRedis())
-            print(f"started an embedded Redis (Valkey) at {valkey.url}")
-            settings = settings.replace(redis={"url": valkey.url})
+        settings = start_missing_services(
+            settings, started, broker_port=None if port_open("127.0.0.1", 9092) else 9092, announce=print)
         namespace = f"demo-{int(time.time())}"  # fresh state and offsets for every demo
         settings = settings.replace(redis={"namespace": namespace}, kafka={"group_id": f"streamer-{namespace}"})
         kafka = settings.kafka
