@@ -4,6 +4,7 @@ Modules:
 
 * :mod:`models.recommend.data` -- read the sequence file, leave-one-out splits, batching (numpy only).
 * :mod:`models.recommend.model` -- the torch model (a ``transformers`` BertModel built from a config).
+* :mod:`models.recommend.losses` -- next-item losses: full softmax, SASRec's sampled binary cross-entropy.
 * :mod:`models.recommend.train` -- masked-item pre-training, next-item fine-tuning, export, manifest.
 * :mod:`models.recommend.export` -- ONNX export of ``encoder.onnx`` and ``ranker.onnx``.
 * :mod:`models.recommend.check` -- ONNX Runtime vs torch agreement check.

@@ -13,7 +13,9 @@ Two steps on the training part of every sequence (leave-one-out: the last two it
    attention, every position predicts the item that follows it, logits ``hidden @ E.T`` tied to the
    item embeddings, Adam with a linearly decaying learning rate. Validation HR@10 / NDCG@10 (second to
    last item, full ranking, history excluded) after each epoch; the epoch with the best NDCG@10 is
-   kept, with early stopping on patience.
+   kept, with early stopping on patience. ``loss="sampled-bce"`` replaces the full softmax of this step
+   by SASRec's binary cross-entropy against one sampled negative item per position (see
+   :mod:`models.recommend.losses`); with ``pretrain_epochs=0`` that is a SASRec-style baseline.
 
 The kept model is exported to ONNX (``encoder.onnx``, ``ranker.onnx``), checked against torch,
 evaluated with ONNX Runtime on the validation and test splits, and described in ``manifest.json``
@@ -42,13 +44,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-import torch.nn.functional as F
 import transformers
 
 from . import check, evaluate
 from .data import (PAD, SequenceData, bucket_batches, count_batches, left_pad, masked_item_batch, next_item_batch,
                    popularity, rank_metrics, read_sequences, right_pad, split, train_sequences)
 from .export import export_onnx
+from .losses import LOSSES, NextItemLoss, full_softmax_cross_entropy, next_item_loss
 from .model import ModelConfig, SeqRecModel
 
 K = 10
@@ -116,8 +118,9 @@ def validation_ranks(model: SeqRecModel, histories: list[np.ndarray], targets: n
 
 def _epoch(model: SeqRecModel, opt: torch.optim.Optimizer, seqs: list[np.ndarray], batch_size: int,
            rng: np.random.Generator, make_batch: Callable, causal: bool,
-           scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
-    """One pass over ``seqs``; returns the mean cross-entropy per predicted item."""
+           scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+           loss_fn: NextItemLoss = full_softmax_cross_entropy) -> float:
+    """One pass over ``seqs``; returns the mean loss per predicted item."""
     model.train()
     lengths = np.array([len(s) for s in seqs])
     total, count = 0.0, 0
@@ -129,7 +132,7 @@ def _epoch(model: SeqRecModel, opt: torch.optim.Optimizer, seqs: list[np.ndarray
         if n == 0:
             continue
         hidden = model(x, causal=causal)[sel]
-        loss = F.cross_entropy(model.item_logits(hidden), y[sel] - 1)
+        loss = loss_fn(model, hidden, y[sel])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -156,13 +159,16 @@ def load_checkpoint(path: Path) -> SeqRecModel:
 def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers: int = 2, heads: int = 2,
           dropout: float = 0.5, attn_dropout: float = 0.5, pretrain_epochs: int = 10, mask_prob: float = 0.2,
           pretrain_lr: float = 1e-3, transfer: str = "embeddings", epochs: int = 17, lr: float = 3e-3,
-          schedule: str = "linear", weight_decay: float = 0.0, batch_size: int = 256, patience: int = 5,
-          top_k: int = 100, seed: int = 0, threads: int | None = None, max_minutes: float | None = None,
-          export: bool = True, save_torch: bool = False, log: Callable[[str], None] = _log) -> dict:
+          schedule: str = "linear", loss: str = "softmax", weight_decay: float = 0.0, batch_size: int = 256,
+          patience: int = 5, top_k: int = 100, seed: int = 0, threads: int | None = None,
+          max_minutes: float | None = None, export: bool = True, save_torch: bool = False,
+          log: Callable[[str], None] = _log) -> dict:
     """Pre-train, fine-tune, export to ``out`` and evaluate; returns the manifest (or a summary when
-    ``export`` is false). ``max_minutes`` stops fine-tuning early when the next epoch would not fit
-    (this makes the result depend on machine speed; off by default)."""
+    ``export`` is false). ``loss`` is the fine-tuning loss (:data:`models.recommend.losses.LOSSES`;
+    pre-training always uses the full softmax). ``max_minutes`` stops fine-tuning early when the next
+    epoch would not fit (this makes the result depend on machine speed; off by default)."""
     start = time.perf_counter()
+    finetune_loss = next_item_loss(loss, seed)
     data, out = Path(data), Path(out)
     if threads:
         torch.set_num_threads(threads)
@@ -186,11 +192,11 @@ def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers:
     opt = torch.optim.Adam(model.parameters(), lr=pretrain_lr, weight_decay=weight_decay)
     for epoch in range(1, pretrain_epochs + 1):
         t0 = time.perf_counter()
-        loss = _epoch(model, opt, mim_seqs, batch_size, rng,
-                      lambda rows: masked_item_batch(mim_seqs, rows, max_len, model.mask_id, mask_prob, rng),
-                      causal=False)
-        history.append({"phase": "pretrain", "epoch": epoch, "loss": round(loss, 5)})
-        log(f"pretrain epoch {epoch}/{pretrain_epochs} loss {loss:.4f} ({time.perf_counter() - t0:.1f}s)")
+        mean_loss = _epoch(model, opt, mim_seqs, batch_size, rng,
+                           lambda rows: masked_item_batch(mim_seqs, rows, max_len, model.mask_id, mask_prob, rng),
+                           causal=False)
+        history.append({"phase": "pretrain", "epoch": epoch, "loss": round(mean_loss, 5)})
+        log(f"pretrain epoch {epoch}/{pretrain_epochs} loss {mean_loss:.4f} ({time.perf_counter() - t0:.1f}s)")
 
     if transfer not in ("all", "embeddings"):
         raise ValueError(f"unknown transfer {transfer!r}")
@@ -215,15 +221,16 @@ def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers:
             stopped = "time budget"
             break
         t0 = time.perf_counter()
-        loss = _epoch(model, opt, ft_seqs, batch_size, rng,
-                      lambda rows: next_item_batch(ft_seqs, rows, max_len), causal=True, scheduler=scheduler)
+        mean_loss = _epoch(model, opt, ft_seqs, batch_size, rng,
+                           lambda rows: next_item_batch(ft_seqs, rows, max_len), causal=True, scheduler=scheduler,
+                           loss_fn=finetune_loss)
         metrics = rank_metrics(validation_ranks(model, valid_hist, valid_targets), K)
         last_epoch_s = time.perf_counter() - t0
-        history.append({"phase": "finetune", "epoch": epoch, "loss": round(loss, 5),
+        history.append({"phase": "finetune", "epoch": epoch, "loss": round(mean_loss, 5),
                         f"valid_hr@{K}": round(metrics[f"hr@{K}"], 5),
                         f"valid_ndcg@{K}": round(metrics[f"ndcg@{K}"], 5)})
         improved = metrics[f"ndcg@{K}"] > best[f"ndcg@{K}"]
-        log(f"finetune epoch {epoch}/{epochs} loss {loss:.4f} valid HR@{K} {metrics[f'hr@{K}']:.4f} "
+        log(f"finetune epoch {epoch}/{epochs} loss {mean_loss:.4f} valid HR@{K} {metrics[f'hr@{K}']:.4f} "
             f"NDCG@{K} {metrics[f'ndcg@{K}']:.4f}{' *' if improved else ''} ({last_epoch_s:.1f}s)")
         if improved:
             best = {**metrics, "epoch": epoch}
@@ -242,13 +249,21 @@ def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers:
 
     hparams = {**cfg.to_dict(), "pretrain_epochs": pretrain_epochs, "mask_prob": mask_prob,
                "pretrain_lr": pretrain_lr, "transfer": transfer, "epochs": epochs, "lr": lr, "schedule": schedule,
-               "weight_decay": weight_decay, "batch_size": batch_size, "patience": patience, "seed": seed,
-               "threads": torch.get_num_threads(), "max_minutes": max_minutes}
+               "loss": loss, "weight_decay": weight_decay, "batch_size": batch_size, "patience": patience,
+               "seed": seed, "threads": torch.get_num_threads(), "max_minutes": max_minutes}
     summary = {"best_epoch": best["epoch"], "stopped_by": stopped, "seconds": round(train_seconds, 1),
                "valid_torch": {k: v for k, v in best.items() if k != "epoch"}, "history": history}
     if not export:
         return {"train": {"hyperparameters": hparams, **summary}}
     return _export_all(model, seqs, train_seqs, out, top_k, hparams, summary, start, save_torch, log)
+
+
+def _method(hparams: dict) -> str:
+    """One line for the manifest: the training recipe."""
+    objective = {"softmax": "full softmax CE",
+                 "sampled-bce": "BCE against one sampled negative per position"}[hparams["loss"]]
+    first = "masked item modelling pre-training, then " if hparams["pretrain_epochs"] else "no pre-training, "
+    return f"{first}causal next-item fine-tuning ({objective})"
 
 
 def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndarray], out: Path, top_k: int,
@@ -278,7 +293,7 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "framework": (f"transformers {transformers.__version__} BertModel (from config), torch {torch.__version__}, "
                       f"ONNX opset {io['opset']}, checked with onnxruntime {onnxruntime.__version__}"),
-        "method": "masked item modelling pre-training, then causal next-item fine-tuning (full softmax CE)",
+        "method": _method(hparams),
         "max_len": model.max_len,
         "embedding_dim": model.cfg.hidden,
         "top_k": k,
@@ -333,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3, help="fine-tuning peak learning rate, Adam (default 3e-3)")
     p.add_argument("--schedule", choices=["linear", "constant"], default="linear",
                    help="fine-tuning learning rate: linear decay to 0 over --epochs, or constant")
+    p.add_argument("--loss", choices=LOSSES, default="softmax",
+                   help="fine-tuning loss: full softmax cross-entropy over the catalogue (default), or SASRec's "
+                        "binary cross-entropy against one uniformly sampled negative item per position")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=256, help="sequences per batch")
     p.add_argument("--patience", type=int, default=5, help="epochs without validation NDCG@10 gain before stopping")
