@@ -52,6 +52,17 @@ class Click:
     event_type: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class RankingRequest:
+    """A ranking asked for without a click (e.g. a page view): ranked from the user's
+    cached embedding, no encoder call."""
+
+    request_id: str
+    user_id: str
+    ts: float
+    timestamp: str
+
+
 def parse_time(text: str) -> float:
     """RFC 3339 (``2018-08-01T00:00:31Z``, offsets allowed) to epoch seconds."""
     try:
@@ -157,6 +168,14 @@ def decode_click(raw: bytes | None, max_bytes: int = 65536) -> Click:
         ts=parse_time(timestamp),
         timestamp=timestamp,
         event_type=event_type,
+    )
+
+
+def decode_ranking_request(raw: bytes | None, max_bytes: int = 65536) -> RankingRequest:
+    obj = _load_object(raw, max_bytes)
+    timestamp = _text(obj, "timestamp")
+    return RankingRequest(
+        request_id=_text(obj, "request_id"), user_id=_text(obj, "user_id"), ts=parse_time(timestamp), timestamp=timestamp,
     )
 
 

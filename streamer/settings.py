@@ -61,6 +61,8 @@ class TopicSettings:
     """STREAMER_TOPICS_FRAUD_SCORES"""
     fraud_alerts: str = "fraud-alerts"
     """STREAMER_TOPICS_FRAUD_ALERTS"""
+    recommend_requests: str = "recommend-requests"
+    """STREAMER_TOPICS_RECOMMEND_REQUESTS"""
     recommendations: str = "recommendations"
     """STREAMER_TOPICS_RECOMMENDATIONS"""
     dead_letter: str = "dead-letter"

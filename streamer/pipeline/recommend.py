@@ -6,6 +6,10 @@ ordered at or before it by ``(event time, event id)`` → one encoder call for a
 clicks (a cached embedding of the same event and model is reused) → one ranker call
 excluding the items each user already touched → write state (one round trip) → one
 recommendation per click, and a dead letter per bad message.
+
+``RankingRequestPipeline`` answers a ranking asked for without a click (a page view, a
+push campaign): it ranks from the user's cached embedding with no encoder call, encodes
+only when nothing usable is cached, and falls back to popular items for unknown users.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.events import Click, decode_all, decode_click, encode
+from streamer.events import Click, RankingRequest, decode_all, decode_click, decode_ranking_request, encode
 from streamer.inference.next_item import NextItemRanker, Ranked
 from streamer.output.dead_letter import dead_letter
 from streamer.records import OutputRecord, SourceRecord
@@ -88,14 +92,7 @@ class RecommendPipeline:
             source = "model"
             if listed is None:
                 listed, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
-            record: dict[str, Any] = {
-                "event_id": click.event_id,
-                "user_id": click.user_id,
-                "items": [{"item_id": item, "score": round(score, 6)} for item, score in listed],
-                "model_version": self.ranker.version,
-                "source": source,
-                "timestamp": click.timestamp,
-            }
+            record = recommendation(click, listed, self.ranker.version, source)
             outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
         return outputs
 
@@ -110,3 +107,62 @@ class RecommendPipeline:
                 if old is None or (old.ts, old.event_id) <= (emb.ts, emb.event_id):
                     latest[click.user_id] = emb
         return [UserUpdate(user, user_clicks, latest.get(user)) for user, user_clicks in by_user.items()]
+
+
+class RankingRequestPipeline:
+    def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings) -> None:
+        self.ranker = ranker
+        self.store = store
+        self.topics = settings.topics
+        self.top_k = settings.recommend.top_k
+        self.max_bytes = settings.kafka.max_message_bytes
+
+    async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
+        good, bad = decode_all([r.value for r in records], decode_ranking_request, self.max_bytes)
+        outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
+        if not good:
+            return outputs
+        requests = [request for _, request in good]
+        states = await self.store.read_users(list(dict.fromkeys(r.user_id for r in requests)))
+        vectors: dict[str, np.ndarray] = {}
+        sources: dict[str, str] = {}
+        to_encode: dict[str, list[int]] = {}
+        for user_id, state in states.items():
+            cached = state.embedding
+            if cached is not None and cached.model == self.ranker.version:
+                vectors[user_id], sources[user_id] = cached.vector, "cached"
+            elif sequence := self.ranker.indices([item for _, _, item in state.sequence]):
+                to_encode[user_id] = sequence
+        if to_encode:
+            for user_id, vector in zip(to_encode, self.ranker.encode(list(to_encode.values()))):
+                vectors[user_id], sources[user_id] = vector, "model"
+        ranked_users = list(vectors)
+        ranked: dict[str, Ranked] = {}
+        if ranked_users:
+            excluded = [self.ranker.indices(seen_items(states[user])) for user in ranked_users]
+            lists = self.ranker.rank(np.stack([vectors[u] for u in ranked_users]).astype(np.float32), excluded, self.top_k)
+            ranked = dict(zip(ranked_users, lists))
+        for request in requests:
+            listed = ranked.get(request.user_id)
+            source = sources.get(request.user_id, "popular")
+            if listed is None:
+                listed = self.ranker.fallback(seen_items(states[request.user_id]), self.top_k)
+            outputs.append(OutputRecord(self.topics.recommendations, request.user_id.encode(), encode(
+                recommendation(request, listed, self.ranker.version, source))))
+        return outputs
+
+
+def seen_items(state: UserState) -> set[str]:
+    return {item for _, _, item in state.sequence} | set(state.seen)
+
+
+def recommendation(event: Click | RankingRequest, listed: Ranked, version: str, source: str) -> dict[str, Any]:
+    """The ``recommendations`` record; ``event_id`` is the click's or the request's id."""
+    return {
+        "event_id": event.event_id if isinstance(event, Click) else event.request_id,
+        "user_id": event.user_id,
+        "items": [{"item_id": item, "score": round(score, 6)} for item, score in listed],
+        "model_version": version,
+        "source": source,
+        "timestamp": event.timestamp,
+    }

@@ -44,6 +44,7 @@ class Runtime:
     transactions: Pipeline
     labels: Pipeline
     clicks: Pipeline
+    ranking_requests: Pipeline
 
 
 async def run_batch(pipeline: Pipeline, sink: Sink, records: Sequence[SourceRecord], dead_letter_topic: str) -> None:
@@ -138,4 +139,5 @@ def build_app(runtime: Runtime) -> faust.App:
     make_agent(settings.topics.transactions, runtime.transactions, "score_transactions")
     make_agent(settings.topics.fraud_labels, runtime.labels, "store_labels")
     make_agent(settings.topics.clickstream, runtime.clicks, "recommend_next_items")
+    make_agent(settings.topics.recommend_requests, runtime.ranking_requests, "answer_ranking_requests")
     return app

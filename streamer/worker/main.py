@@ -12,7 +12,7 @@ from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import KafkaSink
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
 from streamer.pipeline.label_clock import LabelClock
-from streamer.pipeline.recommend import RecommendPipeline
+from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline
 from streamer.settings import Settings
 from streamer.state.store import RedisStateStore
 from streamer.worker.app import Runtime, build_app
@@ -38,6 +38,7 @@ def build_runtime(settings: Settings) -> Runtime:
         transactions=FraudPipeline(scorer, store, settings, label_clock=label_clock),
         labels=LabelPipeline(store, settings),
         clicks=RecommendPipeline(ranker, store, settings),
+        ranking_requests=RankingRequestPipeline(ranker, store, settings),
     )
 
 

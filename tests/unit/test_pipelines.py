@@ -12,10 +12,11 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import ListSink
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
-from streamer.pipeline.recommend import RecommendPipeline
+from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
+from streamer.state.store import CachedEmbedding
 from streamer.worker.app import run_batch
 from tests.support import DATA, load_jsonl
 
@@ -118,6 +119,39 @@ async def test_reprocessed_click_reuses_the_cached_embedding(ranker: NextItemRan
         ranker.encode = encode  # type: ignore[method-assign]
     assert calls == []
     assert orjson.loads(again[0].value)["items"] == orjson.loads(first[-1].value)["items"]
+
+
+async def test_ranking_request_ranks_from_the_cached_embedding_without_encoding(ranker: NextItemRanker) -> None:
+    store = InMemoryStateStore()
+    clicks = RecommendPipeline(ranker, store, SETTINGS)
+    values = [click(i, "u", item) for i, item in enumerate(ranker.items[1:4])]
+    last = orjson.loads((await clicks.process(records("clickstream", values)))[-1].value)
+    requests = RankingRequestPipeline(ranker, store, SETTINGS)
+    asks = [orjson.dumps({"request_id": f"r-{user}", "user_id": user, "timestamp": format_time(T0 + 99)})
+            for user in ("u", "stranger")] + [b'{"user_id": "u"}']
+    calls = []
+    encode = ranker.encode
+    ranker.encode = lambda seqs: calls.append(len(seqs)) or encode(seqs)  # type: ignore[method-assign]
+    try:
+        out = await requests.process(records("recommend-requests", asks))
+    finally:
+        ranker.encode = encode  # type: ignore[method-assign]
+    assert calls == []
+    answers = {orjson.loads(r.value)["event_id"]: orjson.loads(r.value) for r in out if r.topic == "recommendations"}
+    assert answers["r-u"]["source"] == "cached" and answers["r-u"]["items"] == last["items"]
+    assert answers["r-stranger"]["source"] == "popular" and len(answers["r-stranger"]["items"]) == 10
+    assert [r.topic for r in out].count(SETTINGS.topics.dead_letter) == 1  # no request_id
+
+
+async def test_ranking_request_encodes_when_the_cache_is_of_another_model(ranker: NextItemRanker) -> None:
+    store = InMemoryStateStore()
+    await RecommendPipeline(ranker, store, SETTINGS).process(
+        records("clickstream", [click(i, "u", item) for i, item in enumerate(ranker.items[1:4])]))
+    old = store.embeddings["u"]
+    store.embeddings["u"] = CachedEmbedding(old.vector * 0, old.ts, old.event_id, "an-older-model")
+    ask = orjson.dumps({"request_id": "r", "user_id": "u", "timestamp": format_time(T0 + 99)})
+    (answer,) = await RankingRequestPipeline(ranker, store, SETTINGS).process(records("recommend-requests", [ask]))
+    assert orjson.loads(answer.value)["source"] == "model"
 
 
 class Flaky:
