@@ -40,6 +40,20 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sum((recall - recall_prev) * precision))
 
 
+def precision_recall_curve(labels: np.ndarray, scores: np.ndarray, points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each distinct threshold (ties grouped, as for average
+    precision), thinned to about ``points`` thresholds evenly spaced in recall."""
+    labels = np.asarray(labels, dtype=bool)
+    order = np.argsort(-np.asarray(scores), kind="mergesort")
+    s = np.asarray(scores)[order]
+    distinct = np.r_[np.where(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(labels[order])[distinct]
+    precision = tp / (distinct + 1)
+    recall = tp / max(int(tp[-1]), 1)
+    keep = np.unique(np.searchsorted(recall, np.linspace(0.0, 1.0, points)).clip(0, len(recall) - 1))
+    return precision[keep], recall[keep]
+
+
 def card_precision_at_k(
     days: Sequence[int], cards: Sequence[str], labels: np.ndarray, scores: np.ndarray, k: int = 100
 ) -> float:

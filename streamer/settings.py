@@ -110,6 +110,9 @@ class FraudSettings:
     """STREAMER_FRAUD_MAX_REASONS: reasons attached to an alert."""
     label_wait_ms: int = 2000
     """STREAMER_FRAUD_LABEL_WAIT_MS: longest a batch waits for the label stream to catch up."""
+    publish_features: bool = False
+    """STREAMER_FRAUD_PUBLISH_FEATURES: add the feature row to every fraud-scores record
+    (feature logging: train on exactly what was served, audit a score)."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
-"""``streamer train fraud``: a network over the engine's own online features, exported to ONNX.
+"""``streamer train fraud``: the fraud model over the engine's own online features, exported to ONNX.
 
 The features are computed by the serving code itself (``TransactionFeatures`` over an
 ``InMemoryStateStore``), replaying the file in order with labels released
 ``--label-delay-days`` after each transaction, exactly as the stream sees them.
-Training uses transactions before ``--valid-start`` minus the label delay; the
-validation period is scored for the manifest's metrics (AUC ROC, AP, Card
-Precision@100 with the book's protocol).
+The default model is the card-sequence transformer of ``models.fraud.sequence``:
+masked-field pre-training on the unlabelled rows, then fine-tuning on the labelled
+rows before ``--train-until`` (the last ``--train-weeks`` weeks). ``--valid-start``
+scores a later period for the manifest (AUC ROC, AP, Card Precision@100 with the
+book's protocol); ``models.fraud.folds`` runs the book's weekly validation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import json
 import time
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,7 @@ async def online_features(path: Path, delay_days: float, limit: int | None, chun
     store = InMemoryStateStore()
     features = TransactionFeatures(store)
     rows: list[list[float]] = []
-    labels, ts, cards = [], [], []
+    labels, ts, cards, ids = [], [], [], []
     pending = []  # fraud labels not yet released
     batch = []
     started = time.monotonic()
@@ -52,6 +55,7 @@ async def online_features(path: Path, delay_days: float, limit: int | None, chun
         labels.append(is_fraud)
         ts.append(tx.ts)
         cards.append(tx.card_id)
+        ids.append(tx.transaction_id)
         if is_fraud:
             pending.append(label_for(tx, True, delay_days))
         if len(batch) >= chunk:
@@ -65,7 +69,24 @@ async def online_features(path: Path, delay_days: float, limit: int | None, chun
         "y": np.asarray(labels, dtype=np.float32),
         "ts": np.asarray(ts),
         "card": np.asarray(cards),
+        "id": np.asarray(ids),
     }
+
+
+def cached_online_features(
+    path: Path, delay_days: float, limit: int | None, cache: Path, sha: str | None = None
+) -> dict[str, np.ndarray]:
+    """``online_features`` of a file, computed once and kept in ``cache`` by content hash."""
+    sha = sha or file_sha256(path)
+    cached = cache / f"fraud-rows-{sha[:12]}-{delay_days:g}-{limit}.npz"
+    if cached.is_file():
+        print(f"reading online features from {cached}", flush=True)
+        return dict(np.load(cached))
+    print(f"computing online features over {path} ...", flush=True)
+    data = asyncio.run(online_features(path, delay_days, limit))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(cached, **data)
+    return data
 
 
 def with_cold_starts(x: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,73 +139,115 @@ def evaluate_scores(y: np.ndarray, scores: np.ndarray, ts: np.ndarray, cards: np
     }
 
 
+def day_start(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streamer train fraud", description=__doc__)
     parser.add_argument("--data", type=Path, default=FRAUD_CSV, help="handbook transactions CSV(.gz)")
     parser.add_argument("--out", type=Path, default=Path("models/shipped/fraud"))
-    parser.add_argument("--valid-start", default="2018-07-04", help="first day of the validation period")
+    parser.add_argument("--model", choices=["transformer", "gbt", "mlp"], default="transformer",
+                        help="pre-trained card-sequence transformer (default), gradient-boosted trees, or an MLP")
+    parser.add_argument("--train-until", default="2018-08-01", help="labelled rows before this day are trained on")
+    parser.add_argument("--train-weeks", type=int, default=8, help="only the last N weeks of labelled rows (0: all)")
+    parser.add_argument("--valid-start", default=None,
+                        help="score the rows from this day on for the manifest (use a day >= train-until + the label delay)")
     parser.add_argument("--label-delay-days", type=float, default=7.0)
-    parser.add_argument("--model", choices=["gbt", "mlp"], default="gbt", help="gradient-boosted trees or an MLP")
-    parser.add_argument("--epochs", type=int, default=None, help="boosting rounds (gbt, 150) or epochs (mlp, 6)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="fine-tuning epochs (transformer, 3), boosting rounds (gbt, 150) or epochs (mlp, 6)")
+    parser.add_argument("--pretrain-epochs", type=int, default=4, help="masked-field pre-training epochs (transformer)")
     parser.add_argument("--cold-start-share", type=float, default=0.05,
                         help="share of training rows added again as new-card / new-terminal rows")
     parser.add_argument("--cache", type=Path, default=Path("runs"), help="folder for the computed features")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N transactions")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    started = time.monotonic()
+    sha = file_sha256(args.data)
+    data = cached_online_features(args.data, args.label_delay_days, args.limit, args.cache, sha)
+    until = day_start(args.train_until)
+    train = data["ts"] < until
+    if args.train_weeks:
+        train &= data["ts"] >= until - args.train_weeks * 7 * DAY
+    valid = data["ts"] >= day_start(args.valid_start) if args.valid_start else np.zeros(len(train), dtype=bool)
+    train_index, valid_index = np.flatnonzero(train), np.flatnonzero(valid)
+    print(f"train {len(train_index):,} rows, validation {len(valid_index):,} rows", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.model == "transformer":
+        predict, files = _train_transformer(args, data, train_index, valid_index)
+    else:
+        predict, files = _train_features_only(args, data, train_index, valid_index)
+    manifest: dict[str, object] = {
+        "name": "fraud",
+        "version": f"fraud-{args.model}-{datetime.now(timezone.utc):%Y%m%d}-{sha[:8]}",
+        "features": list(FEATURE_NAMES),
+        "feature_schema_hash": FEATURE_SCHEMA_HASH,
+        "feature_stats": {"mean": data["x"][train_index, : len(FEATURE_NAMES)].mean(axis=0).astype(float).tolist(),
+                          "std": data["x"][train_index, : len(FEATURE_NAMES)].std(axis=0).astype(float).tolist()},
+        **files,
+        "data": {"file": args.data.name, "sha256": sha, "rows": int(len(data["y"]))},
+        "train": {
+            "until": args.train_until, "weeks": args.train_weeks, "label_delay_days": args.label_delay_days,
+            "model": args.model, "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
+            "cold_start_share": args.cold_start_share, "seed": args.seed,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    }
+    if len(valid_index):
+        metrics = evaluate_scores(data["y"][valid_index], predict(valid_index), data["ts"][valid_index], data["card"][valid_index])
+        print(f"validation from {args.valid_start}: {metrics}", flush=True)
+        manifest["metrics"] = {"validation": {"from": args.valid_start, **metrics}}
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {args.out} in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+def _train_transformer(args: argparse.Namespace, data: dict[str, np.ndarray], train: np.ndarray,
+                       valid: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, object]]:
+    import torch
+
+    from models.fraud import sequence
+
+    torch.set_num_threads(args.threads)
+    cfg = sequence.SequenceConfig()
+    seqs = sequence.card_sequences(data["x"], data["ts"], data["card"], data["id"], cfg.max_len)
+    model = sequence.build(seqs, train, cfg, args.seed)
+    first_scored = valid.min() if len(valid) else len(data["ts"])
+    unlabelled = np.flatnonzero(np.arange(len(data["ts"])) < first_scored)
+    print(f"pre-training on {len(unlabelled):,} unlabelled rows", flush=True)
+    pretrain_losses = sequence.pretrain(model, seqs, unlabelled, epochs=args.pretrain_epochs, seed=args.seed)
+    losses = sequence.finetune(model, seqs, train, data["y"], epochs=args.epochs or 3,
+                               cold_start_share=args.cold_start_share, seed=args.seed)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.cache / f"{args.out.name}-transformer.pt")  # to re-export without training
+    section = sequence.export_onnx(model, args.out)
+    check_rows = valid if len(valid) else train[-20000:]
+    check = sequence.check_export(model, args.out, seqs, check_rows)
+    print(f"ONNX check: {check}", flush=True)
+    files = {"sequence": section, "check": check,
+             "losses": {"pretrain": [round(x, 4) for x in pretrain_losses], "finetune": [round(x, 4) for x in losses]}}
+    return (lambda index: sequence.predict(model, seqs, index)), files
+
+
+def _train_features_only(args: argparse.Namespace, data: dict[str, np.ndarray], train: np.ndarray,
+                         valid: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, object]]:
     if args.model == "gbt":
         from models.fraud.gbt import export_onnx, fit
     else:
         from models.fraud.net import export_onnx, fit  # type: ignore[assignment]
-    epochs = args.epochs or (150 if args.model == "gbt" else 6)
-
-    started = time.monotonic()
-    sha = file_sha256(args.data)
-    cached = args.cache / f"fraud-features-{sha[:12]}-{args.label_delay_days:g}-{args.limit}.npz"
-    if cached.is_file():
-        print(f"reading online features from {cached}", flush=True)
-        data = dict(np.load(cached))
-    else:
-        print(f"computing online features over {args.data} ...", flush=True)
-        data = asyncio.run(online_features(args.data, args.label_delay_days, args.limit))
-        args.cache.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, **data)
-    valid_start = datetime.fromisoformat(args.valid_start).replace(tzinfo=timezone.utc).timestamp()
-    train_mask = data["ts"] < valid_start - args.label_delay_days * DAY
-    valid_mask = data["ts"] >= valid_start
-    print(f"train {train_mask.sum():,} rows, validation {valid_mask.sum():,} rows", flush=True)
-
-    x_train, y_train = with_cold_starts(data["x"][train_mask], data["y"][train_mask], args.cold_start_share, args.seed)
-    net, stats = fit(x_train, y_train, epochs=epochs, seed=args.seed)
-    scores = net.predict(data["x"][valid_mask])
-    metrics = evaluate_scores(data["y"][valid_mask], scores, data["ts"][valid_mask], data["card"][valid_mask])
-    print(f"validation from {args.valid_start}: {metrics}", flush=True)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    export_onnx(net, args.out / "model.onnx", len(FEATURE_NAMES))
-    check = check_export(args.out / "model.onnx", data["x"][valid_mask][:20000], scores[:20000])
+    width = len(FEATURE_NAMES)
+    x = data["x"][:, :width]
+    x_train, y_train = with_cold_starts(x[train], data["y"][train], args.cold_start_share, args.seed)
+    net, _ = fit(x_train, y_train, epochs=args.epochs or (150 if args.model == "gbt" else 6), seed=args.seed)
+    export_onnx(net, args.out / "model.onnx", width)
+    check_rows = valid if len(valid) else train
+    sample = x[check_rows][:20000]
+    check = check_export(args.out / "model.onnx", sample, net.predict(sample))
     print(f"ONNX check: {check}", flush=True)
-    manifest = {
-        "name": "fraud",
-        "version": f"fraud-{args.model}-{datetime.now(timezone.utc):%Y%m%d}-{sha[:8]}",
-        "file": "model.onnx",
-        "features": list(FEATURE_NAMES),
-        "feature_schema_hash": FEATURE_SCHEMA_HASH,
-        "feature_stats": stats,
-        "inputs": [{"name": "features", "dtype": "float32", "shape": ["batch", len(FEATURE_NAMES)]}],
-        "outputs": [{"name": "score", "dtype": "float32", "shape": ["batch"]}],
-        "metrics": {"validation": {"from": args.valid_start, **metrics}},
-        "check": check,
-        "data": {"file": args.data.name, "sha256": sha, "rows": int(len(data["y"]))},
-        "train": {
-            "until": args.valid_start, "label_delay_days": args.label_delay_days, "model": args.model, "epochs": epochs, "cold_start_share": args.cold_start_share,
-            "seed": args.seed, "seconds": round(time.monotonic() - started, 1),
-        },
-    }
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {args.out} in {time.monotonic() - started:.0f} s", flush=True)
-    return 0
+    return (lambda index: net.predict(x[index])), {"file": "model.onnx", "check": check}
 
 
 if __name__ == "__main__":

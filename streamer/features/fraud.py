@@ -46,6 +46,12 @@ FEATURE_NAMES = (
 )
 FEATURE_SCHEMA_HASH = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:16]
 
+#: A feature row as the engine computes it: the book's 15, and the seconds since the
+#: card's previous transaction (the sequence model's time step; ``NO_PREVIOUS`` when
+#: the card has none within its 30-day state).
+ROW_FIELDS = (*FEATURE_NAMES, "SECONDS_SINCE_PREVIOUS")
+NO_PREVIOUS = 30 * DAY
+
 #: How far back a card's state must reach, and a terminal's.
 CARD_HORIZON = max(WINDOWS_DAYS) * DAY
 TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
@@ -75,6 +81,11 @@ class CardHistory:
             out.append(float(count))
             out.append(sum(amounts) / count if count else 0.0)
         return out
+
+    def seconds_since_previous(self, ts: float, transaction_id: str) -> float:
+        """Time since the card's transaction ordered just before ``(ts, transaction_id)``."""
+        at = bisect.bisect_left(self.entries, (ts, transaction_id))
+        return min(ts - self.entries[at - 1][0], NO_PREVIOUS) if at else NO_PREVIOUS
 
 
 @dataclass
@@ -126,9 +137,11 @@ def transaction_features(
     card: CardHistory,
     terminal: TerminalHistory,
 ) -> list[float]:
-    """The 15 features, in ``FEATURE_NAMES`` order. ``card`` must hold the event itself."""
+    """The row of ``ROW_FIELDS``: the 15 features in ``FEATURE_NAMES`` order, then the
+    seconds since the card's previous transaction. ``card`` must hold the event itself."""
     weekend, night = calendar_features(ts)
-    return [amount, weekend, night, *card.windows(ts, transaction_id), *terminal.windows(ts)]
+    return [amount, weekend, night, *card.windows(ts, transaction_id), *terminal.windows(ts),
+            card.seconds_since_previous(ts, transaction_id)]
 
 
 @dataclass

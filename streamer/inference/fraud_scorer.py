@@ -1,8 +1,13 @@
-"""The fraud model at serving time: 15 features in, a probability out.
+"""The fraud model at serving time: feature rows (and the card's sequence) in, a probability out.
 
-Loads an exported directory (``model.onnx`` + ``manifest.json``), refuses one whose
-feature schema differs from ``streamer.features.fraud`` and scores a whole batch in
-one ONNX Runtime call.
+Loads an exported directory and refuses one whose feature schema differs from
+``streamer.features.fraud``. Two kinds of model, told apart by the manifest:
+
+* ``features`` (``model.onnx``): the 15 features of the transaction → score;
+* ``sequence``: ``encoder.onnx`` turns the card's last ``sequence_length`` rows
+  (``ROW_FIELDS``) into a card embedding, and ``scorer.onnx`` scores the new row with
+  that embedding. The pipeline caches embeddings in Redis, so a card's next
+  transaction usually needs no encoder call before it can be scored.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.errors import ConfigurationError
-from streamer.features.fraud import FEATURE_NAMES, FEATURE_SCHEMA_HASH
+from streamer.features.fraud import FEATURE_NAMES, FEATURE_SCHEMA_HASH, ROW_FIELDS
 from streamer.inference.manifest import load_manifest
 from streamer.inference.runner import OnnxModel
 
@@ -23,14 +28,41 @@ class FraudScorer:
         if tuple(self.manifest["features"]) != FEATURE_NAMES or self.manifest.get("feature_schema_hash") != FEATURE_SCHEMA_HASH:
             raise ConfigurationError(f"{model_dir}: feature schema differs from the engine's")
         self.version: str = self.manifest["version"]
-        self.feature_mean = np.asarray(self.manifest["feature_stats"]["mean"], dtype=np.float64)
-        self.feature_std = np.asarray(self.manifest["feature_stats"]["std"], dtype=np.float64)
-        self.model = OnnxModel(model_dir / self.manifest["file"], provider=provider, threads=threads)
+        self.feature_mean = np.asarray(self.manifest["feature_stats"]["mean"], dtype=np.float64)[: len(FEATURE_NAMES)]
+        self.feature_std = np.asarray(self.manifest["feature_stats"]["std"], dtype=np.float64)[: len(FEATURE_NAMES)]
+        sequence = self.manifest.get("sequence")
+        self.sequence_length = 0
+        self.encoder: OnnxModel | None = None
+        if sequence is None:
+            self.model = OnnxModel(model_dir / self.manifest["file"], provider=provider, threads=threads)
+        else:
+            if tuple(sequence["fields"]) != ROW_FIELDS:
+                raise ConfigurationError(f"{model_dir}: sequence fields differ from the engine's rows")
+            self.sequence_length = int(sequence["length"])
+            self.embedding_size = int(sequence["embedding_size"])
+            self.encoder = OnnxModel(model_dir / sequence["encoder"], provider=provider, threads=threads)
+            self.model = OnnxModel(model_dir / sequence["scorer"], provider=provider, threads=threads)
+            self.encoder.warm_up(dims={"length": self.sequence_length})
         self.model.warm_up()
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """Fraud probabilities in [0, 1] for a ``(batch, 15)`` float32 array."""
-        if len(features) == 0:
+    def encode(self, history: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Card embeddings ``(batch, D)`` of ``(batch, L, 16)`` rows, oldest first, left-padded."""
+        if self.encoder is None:
+            raise ConfigurationError(f"{self.version} has no card encoder")
+        (embeddings,) = self.encoder.run({
+            "history": history.astype(np.float32, copy=False), "history_valid": valid.astype(np.float32, copy=False),
+        })
+        return embeddings
+
+    def score(self, rows: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Fraud probabilities in [0, 1] for ``(batch, 16)`` rows (``ROW_FIELDS``)."""
+        if len(rows) == 0:
             return np.zeros(0, dtype=np.float32)
-        (scores,) = self.model.run({"features": features.astype(np.float32, copy=False)})
+        rows = rows.astype(np.float32, copy=False)
+        if self.encoder is None:
+            (scores,) = self.model.run({"features": np.ascontiguousarray(rows[:, : len(FEATURE_NAMES)])})
+        else:
+            if embeddings is None:
+                raise ValueError("a sequence model scores with card embeddings")
+            (scores,) = self.model.run({"card_embedding": embeddings.astype(np.float32, copy=False), "current": rows})
         return np.clip(scores.reshape(-1), 0.0, 1.0)

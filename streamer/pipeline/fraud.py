@@ -1,8 +1,9 @@
 """Fraud scoring of a micro-batch of transactions, and the labels that feed it.
 
 ``FraudPipeline.process``: decode → read card and terminal state (one round trip) →
-the 15 features per transaction, in arrival order → one model call → write state
-(one round trip) → a score per transaction, an alert with reasons for risky ones,
+the 15 features per transaction, in arrival order → write state (one round trip) →
+for a sequence model, the card embeddings (``card_sequence``: one read, one encoder
+call for what is not cached, one write) → one scorer call → a score per transaction, an alert with reasons for risky ones,
 and a dead letter per bad message. ``LabelPipeline`` stores late fraud labels that
 the terminal risk features read.
 """
@@ -10,6 +11,7 @@ the terminal risk features read.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,36 +19,48 @@ import numpy as np
 
 from streamer.events import Transaction, decode_all, decode_label, decode_transaction, encode, format_time
 from streamer.features.explain import alert_reasons
-from streamer.features.fraud import CARD_HORIZON, DAY, DELAY_DAYS, TERMINAL_HORIZON, TimeWindows, transaction_features
+from streamer.features.fraud import (
+    CARD_HORIZON, DAY, DELAY_DAYS, FEATURE_NAMES, ROW_FIELDS, TERMINAL_HORIZON, TimeWindows, transaction_features,
+)
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.output.dead_letter import dead_letter
-from streamer.pipeline.label_clock import LabelClock, progress_of
+from streamer.pipeline.card_sequence import CardEmbeddings
+from streamer.pipeline.event_clock import EventClock, progress_of
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
-from streamer.state.store import StateStore
+from streamer.state.store import CardState, StateStore, StreamProgress
 
 
 class TransactionFeatures:
-    """State read → the 15 features per transaction in arrival order → state write."""
+    """State read → the 15 features per transaction in arrival order → state write.
 
-    def __init__(self, store: StateStore) -> None:
+    With ``sequence_rows``, each transaction's feature row is stored too, and the cards'
+    latest rows and cached embeddings are read with their history (``cards`` keeps the
+    last batch's card states for ``CardEmbeddings``)."""
+
+    def __init__(self, store: StateStore, sequence_rows: int = 0) -> None:
         self.store = store
+        self.sequence_rows = sequence_rows
+        self.cards: dict[str, CardState] = {}
 
-    async def compute(self, transactions: Sequence[Transaction]) -> list[list[float]]:
+    async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
         cards = TimeWindows()
         terminals = TimeWindows()
         for tx in transactions:
             cards.cover(tx.card_id, tx.ts - CARD_HORIZON, tx.ts)
             terminals.cover(tx.terminal_id, tx.ts - TERMINAL_HORIZON, tx.ts - DELAY_DAYS * DAY)
-        card_state, terminal_state = await self.store.read_fraud(cards.ranges, terminals.ranges)
+        rows_to_read = 0
+        if self.sequence_rows:  # the batch's own rows may be stored already (re-processing): read that many more
+            rows_to_read = self.sequence_rows + max(Counter(tx.card_id for tx in transactions).values(), default=0)
+        self.cards, terminal_state = await self.store.read_fraud(cards.ranges, terminals.ranges, rows_to_read)
         rows = []
         for tx in transactions:
-            card = card_state[tx.card_id]
+            card = self.cards[tx.card_id].history
             card.add(tx.ts, tx.transaction_id, tx.amount)
             terminal = terminal_state[tx.terminal_id]
             rows.append(transaction_features(tx.ts, tx.transaction_id, tx.amount, card, terminal))
             terminal.add_transaction(tx.ts, tx.transaction_id)
-        await self.store.write_transactions(transactions)
+        await self.store.write_fraud(transactions, rows if self.sequence_rows else None, progress)
         return rows
 
 
@@ -57,16 +71,20 @@ class FraudPipeline:
         store: StateStore,
         settings: Settings,
         clock: Callable[[], float] = time.time,
-        label_clock: LabelClock | None = None,
+        label_clock: EventClock | None = None,
+        transaction_clock: EventClock | None = None,
     ) -> None:
         self.scorer = scorer
-        self.features = TransactionFeatures(store)
+        self.features = TransactionFeatures(store, scorer.sequence_length)
         self.topics = settings.topics
         self.threshold = settings.fraud.alert_threshold
         self.max_reasons = settings.fraud.max_reasons
+        self.publish_features = settings.fraud.publish_features
         self.max_bytes = settings.kafka.max_message_bytes
         self.clock = clock
         self.label_clock = label_clock
+        self.transaction_clock = transaction_clock
+        self.card_embeddings = CardEmbeddings(scorer, store) if scorer.sequence_length else None
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         good, bad = decode_all([r.value for r in records], decode_transaction, self.max_bytes)
@@ -74,10 +92,20 @@ class FraudPipeline:
         if not good:
             return outputs
         transactions = [tx for _, tx in good]
+        newest = max(tx.ts for tx in transactions)
         if self.label_clock is not None:
-            await self.label_clock.wait_until(max(tx.ts for tx in transactions))
-        rows = await self.features.compute(transactions)
-        scores = self.scorer.score(np.asarray(rows, dtype=np.float32))
+            await self.label_clock.wait_until(newest)
+        progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
+        partial = False
+        if self.transaction_clock is not None:  # this batch's own partitions are stored in order
+            lagging = await self.transaction_clock.lagging(newest)
+            partial = any(p not in progress.partitions for p in lagging)
+        rows = await self.features.compute(transactions, progress)
+        matrix = np.asarray(rows, dtype=np.float32)
+        embeddings = None
+        if self.card_embeddings is not None:
+            embeddings = await self.card_embeddings.for_batch(transactions, matrix, self.features.cards)
+        scores = self.scorer.score(matrix, embeddings)
 
         scored_at = format_time(self.clock())
         for tx, row, score in zip(transactions, rows, scores.tolist()):
@@ -90,10 +118,14 @@ class FraudPipeline:
                 "timestamp": tx.timestamp,
                 "scored_at": scored_at,
             }
+            if partial:
+                record["partial_state"] = True
+            if self.publish_features:
+                record["features"] = dict(zip(ROW_FIELDS, row))
             outputs.append(OutputRecord(self.topics.fraud_scores, key, encode(record)))
             if score >= self.threshold:
                 record["reasons"] = alert_reasons(
-                    row, self.scorer.feature_mean, self.scorer.feature_std, self.max_reasons
+                    row[: len(FEATURE_NAMES)], self.scorer.feature_mean, self.scorer.feature_std, self.max_reasons
                 )
                 outputs.append(OutputRecord(self.topics.fraud_alerts, key, encode(record)))
         return outputs
@@ -109,6 +141,7 @@ class LabelPipeline:
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         good, bad = decode_all([r.value for r in records], decode_label, self.max_bytes)
-        progress = progress_of(records, good, records[0].topic) if records else None
+        times = [(index, label.labelled_ts) for index, label in good]
+        progress = progress_of(records, times, records[0].topic) if records else None
         await self.store.write_labels([label for _, label in good], progress)
         return [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]

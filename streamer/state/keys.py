@@ -28,6 +28,17 @@ def terminal_frauds(namespace: str, terminal_id: str) -> str:
     return _key(namespace, "terminal", terminal_id, "fraud")
 
 
+def card_rows(namespace: str, card_id: str) -> str:
+    """Sorted set: member ``<16 float32 feature row bytes><transaction_id>``, score = event
+    time; the card's most recent rows, the fraud sequence model's input."""
+    return _key(namespace, "card", card_id, "rows")
+
+
+def card_embedding(namespace: str, card_id: str) -> str:
+    """Hash like ``user_embedding``: the card's sequence embedding as of ``ts``/``event_id``."""
+    return _key(namespace, "card", card_id, "emb")
+
+
 def user_sequence(namespace: str, user_id: str) -> str:
     """Sorted set: member ``<event_id>|<item_id>``, score = event time; the last N kept."""
     return _key(namespace, "user", user_id, "seq")
@@ -43,6 +54,7 @@ def user_embedding(namespace: str, user_id: str) -> str:
     return _key(namespace, "user", user_id, "emb")
 
 
-def label_progress(namespace: str, topic: str) -> str:
-    """Hash: partition -> ``<next offset>|<latest labelled_at>`` of the label stream."""
-    return f"{namespace}:v{SCHEMA_VERSION}:labels:{{{topic}}}:progress"
+def stream_progress(namespace: str, topic: str) -> str:
+    """Hash: partition -> ``<next offset>|<latest event time>`` stored from a consumed topic
+    (labels: ``labelled_at``; transactions: their time)."""
+    return f"{namespace}:v{SCHEMA_VERSION}:stream:{{{topic}}}:progress"

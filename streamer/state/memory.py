@@ -10,10 +10,12 @@ import bisect
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from streamer.events import FraudLabel, Transaction
-from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
+from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, TerminalHistory
 from streamer.state.store import (
-    PRUNE_GRACE, SEQUENCE_CAP, CachedEmbedding, LabelProgress, TimeRange, UserState, UserUpdate,
+    CARD_ROWS_CAP, PRUNE_GRACE, SEQUENCE_CAP, CachedEmbedding, CardState, StreamProgress, TimeRange, UserState, UserUpdate,
 )
 
 
@@ -29,17 +31,23 @@ class InMemoryStateStore:
         self.sequences: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
         self.seen: dict[str, dict[str, float]] = defaultdict(dict)
         self.embeddings: dict[str, CachedEmbedding] = {}
-        self.label_progress: dict[str, dict[int, tuple[int, float]]] = {}
+        self.stream_progress: dict[str, dict[int, tuple[int, float]]] = {}
+        self.card_rows: dict[str, dict[str, tuple[float, np.ndarray]]] = defaultdict(dict)
+        self.card_embeddings: dict[str, CachedEmbedding] = {}
 
     async def read_fraud(
-        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange]
-    ) -> tuple[dict[str, CardHistory], dict[str, TerminalHistory]]:
-        card_state: dict[str, CardHistory] = {}
+        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0
+    ) -> tuple[dict[str, CardState], dict[str, TerminalHistory]]:
+        card_state: dict[str, CardState] = {}
         for card_id, window in cards.items():
-            history = card_state[card_id] = CardHistory()
+            state = card_state[card_id] = CardState()
             for entry in self.cards.get(card_id, ()):
                 if _in(entry[0], window):
-                    history.add(*entry)
+                    state.history.add(*entry)
+            if sequence_rows:
+                rows = sorted((ts, tx_id, row) for tx_id, (ts, row) in self.card_rows.get(card_id, {}).items() if ts <= window[1])
+                state.rows = rows[-sequence_rows:]
+                state.embedding = self.card_embeddings.get(card_id)
         terminal_state: dict[str, TerminalHistory] = {}
         for terminal_id, window in terminals.items():
             terminal = terminal_state[terminal_id] = TerminalHistory()
@@ -51,21 +59,38 @@ class InMemoryStateStore:
                     terminal.add_fraud(*fraud)
         return card_state, terminal_state
 
-    async def write_transactions(self, transactions: Sequence[Transaction]) -> None:
-        for tx in transactions:
+    async def write_fraud(
+        self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
+        progress: StreamProgress | None = None,
+    ) -> None:
+        if progress is not None:
+            self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
+        for i, tx in enumerate(transactions):
             _insert_unique(self.cards[tx.card_id], (tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
             _insert_unique(self.terminal_tx[tx.terminal_id], (tx.ts, tx.transaction_id), TERMINAL_HORIZON)
+            if rows is not None:
+                stored = self.card_rows[tx.card_id]
+                stored.setdefault(tx.transaction_id, (tx.ts, np.asarray(rows[i], dtype=np.float32)))
+                if len(stored) > CARD_ROWS_CAP:
+                    ordered = sorted(stored.items(), key=lambda kv: (kv[1][0], kv[0]))
+                    self.card_rows[tx.card_id] = dict(ordered[-CARD_ROWS_CAP:])
 
-    async def write_labels(self, labels: Sequence[FraudLabel], progress: LabelProgress | None = None) -> None:
+    async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
+        for card_id, new in embeddings.items():
+            old = self.card_embeddings.get(card_id)
+            if old is None or (old.ts, old.event_id) <= (new.ts, new.event_id):
+                self.card_embeddings[card_id] = new
+
+    async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
         if progress is not None:
-            self.label_progress.setdefault(progress.topic, {}).update(progress.partitions)
+            self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
         for label in labels:
             if label.is_fraud:
                 entry = (label.ts, label.transaction_id, label.labelled_ts)
                 _insert_unique(self.terminal_fraud[label.terminal_id], entry, TERMINAL_HORIZON)
 
-    async def read_label_progress(self, topic: str) -> dict[int, tuple[int, float]]:
-        return dict(self.label_progress.get(topic, {}))
+    async def read_progress(self, topic: str) -> dict[int, tuple[int, float]]:
+        return dict(self.stream_progress.get(topic, {}))
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         return {

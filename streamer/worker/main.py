@@ -11,7 +11,8 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import KafkaSink
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
-from streamer.pipeline.label_clock import LabelClock
+from streamer.features.fraud import DAY, DELAY_DAYS
+from streamer.pipeline.event_clock import EventClock
 from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline
 from streamer.settings import Settings
 from streamer.state.store import RedisStateStore
@@ -27,15 +28,15 @@ def build_runtime(settings: Settings) -> Runtime:
     models = settings.models
     scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads)
     ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads)
-    label_clock = LabelClock(
-        store, settings.topics.fraud_labels,
-        FetchedHighWatermarks(settings.kafka.bootstrap_servers, settings.kafka.fetch_max_wait_ms),
-        settings.fraud.label_wait_ms,
-    )
+    highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers, settings.kafka.fetch_max_wait_ms)
+    label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
+    transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
     return Runtime(
         settings=settings,
         sink=KafkaSink(settings.kafka.bootstrap_servers),
-        transactions=FraudPipeline(scorer, store, settings, label_clock=label_clock),
+        transactions=FraudPipeline(
+            scorer, store, settings, label_clock=label_clock, transaction_clock=transaction_clock,
+        ),
         labels=LabelPipeline(store, settings),
         clicks=RecommendPipeline(ranker, store, settings),
         ranking_requests=RankingRequestPipeline(ranker, store, settings),

@@ -1,0 +1,97 @@
+"""How far each partition of a topic has been stored, in event time: ``EventClock``.
+
+Used twice by fraud scoring.
+
+**Labels.**
+A transaction at time t must see every fraud label with ``labelled_at`` <= t. Labels
+and transactions come on different topics, consumed at their own pace (and possibly by
+other workers), so before a batch up to time T is scored, ``EventClock.wait_until(T)``
+waits until every partition of the label topic has either stored a label at or past T
+(labels arrive in ``labelled_at`` order within a partition) or stored everything the
+broker holds for it. The label stage records its progress in Redis in the same round
+trip as the labels; the broker's high watermarks come from fetch responses.
+
+The wait is bounded (``STREAMER_FRAUD_LABEL_WAIT_MS``): a stalled label feed delays
+scoring by at most that much, then scoring goes on with the labels it has.
+
+**Transactions of other partitions.** Terminal features count other cards'
+transactions at least 7 days old (``DELAY_DAYS``), and those come on other partitions
+of the same topic, consumed by the same agent or by other workers. They are complete
+for a batch up to T when every transactions partition has stored up to T - 7 days or
+everything the broker holds: the clock with a 7-day ``slack``. Waiting for that inside
+the agent could block on the very partitions it is to consume, so the fraud pipeline
+only checks, and marks the scores of a batch it cannot vouch for (``partial_state``).
+Live traffic never lags by days; a long backlog fetched unevenly can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from streamer.records import SourceRecord
+from streamer.state.store import StreamProgress, StateStore
+
+log = logging.getLogger(__name__)
+
+
+class HighWatermarks(Protocol):
+    async def highwaters(self, topic: str) -> dict[int, int]: ...
+
+
+def progress_of(records: Sequence[SourceRecord], times: Sequence[tuple[int, float]], topic: str) -> StreamProgress:
+    """Next offset and latest event time per partition, from one batch of a topic;
+    ``times`` holds (record index, event time) of the records that decoded."""
+    partitions: dict[int, tuple[int, float]] = {}
+    for record in records:
+        offset, ts = partitions.get(record.partition, (0, float("-inf")))
+        partitions[record.partition] = (max(offset, record.offset + 1), ts)
+    for index, event_ts in times:
+        partition = records[index].partition
+        offset, ts = partitions[partition]
+        partitions[partition] = (offset, max(ts, event_ts))
+    return StreamProgress(topic, partitions)
+
+
+class EventClock:
+    def __init__(self, store: StateStore, topic: str, brokers: HighWatermarks, max_wait_ms: int = 0, poll_ms: float = 5.0,
+                 slack_s: float = 0.0) -> None:
+        self.store = store
+        self.topic = topic
+        self.slack_s = slack_s
+        self.partitions: list[int] = []  # the topic's partitions, as last seen
+        self.brokers = brokers
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.poll_s = poll_ms / 1000.0
+
+    async def lagging(self, ts: float) -> list[int]:
+        """Partitions that may still hold an event at or before ``ts`` minus the slack,
+        not yet stored."""
+        progress = await self.store.read_progress(self.topic)
+        limit = ts - self.slack_s
+        if self.partitions and all(progress.get(p, (0, float("-inf")))[1] >= limit for p in self.partitions):
+            return []  # every partition has stored that far: no need to ask the broker
+        highwaters = await self.brokers.highwaters(self.topic)
+        self.partitions = sorted(highwaters)
+        behind = []
+        for partition, high in highwaters.items():
+            offset, latest = progress.get(partition, (0, float("-inf")))
+            if latest < limit and offset < high:
+                behind.append(partition)
+        return behind
+
+    async def wait_until(self, ts: float) -> bool:
+        """True once the partitions are complete up to ``ts``; False when the wait ran out."""
+        deadline = time.monotonic() + self.max_wait_s
+        while True:
+            behind = await self.lagging(ts)
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("partitions %s of %s lag behind event time %s; going on without them",
+                            behind, self.topic, ts)
+                return False
+            await asyncio.sleep(self.poll_s)

@@ -1,0 +1,71 @@
+"""The Redis state store and its in-memory twin keep the same contract (real Redis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.events import FraudLabel, Transaction, format_time
+from streamer.state.memory import InMemoryStateStore
+from streamer.state.store import CARD_ROWS_CAP, CachedEmbedding, RedisStateStore, StateStore, StreamProgress
+
+pytestmark = pytest.mark.redis
+T0 = 1533081600.0
+DAY = 86400.0
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def store(request: pytest.FixtureRequest, redis_url: str, namespace: str):  # type: ignore[no-untyped-def]
+    if request.param == "memory":
+        yield InMemoryStateStore()
+        return
+    redis_store = RedisStateStore(redis_url, namespace)
+    yield redis_store
+    await redis_store.close()
+
+
+def tx(i: int, ts: float, card: str = "c", terminal: str = "t") -> Transaction:
+    return Transaction(f"t{i:03d}", card, terminal, 10.0 + i, ts, format_time(ts))
+
+
+def row(value: float) -> list[float]:
+    return [float(value)] * 16
+
+
+async def test_transactions_and_frauds_are_read_back_by_event_time_window(store: StateStore) -> None:
+    events = [tx(i, T0 + i * DAY, terminal=f"t{i % 2}") for i in range(10)]
+    await store.write_fraud(events[5:], None, StreamProgress("transactions", {0: (10, T0 + 9 * DAY)}))
+    await store.write_fraud(events[:5])
+    await store.write_fraud(events[:2])  # re-processed: nothing doubles
+    await store.write_labels([FraudLabel("t002", "c", "t0", T0 + 2 * DAY, True, T0 + 9 * DAY)])
+    cards, terminals = await store.read_fraud({"c": (T0 + 1.5 * DAY, T0 + 6 * DAY)}, {"t0": (T0, T0 + 8 * DAY)})
+    assert [entry[1] for entry in cards["c"].history.entries] == ["t002", "t003", "t004", "t005", "t006"]
+    assert cards["c"].history.entries[0][2] == 12.0
+    assert [t[1] for t in terminals["t0"].transactions] == ["t002", "t004", "t006", "t008"]
+    assert terminals["t0"].frauds == [(T0 + 2 * DAY, "t002", T0 + 9 * DAY)]
+    assert cards["c"].rows == [] and cards["c"].embedding is None  # no sequence asked for
+    assert await store.read_progress("transactions") == {0: (10, T0 + 9 * DAY)}
+
+
+async def test_card_rows_keep_the_latest_in_event_order_without_duplicates(store: StateStore) -> None:
+    events = [tx(i, T0 + 60 * i) for i in range(CARD_ROWS_CAP + 5)]
+    await store.write_fraud(events[5:][::-1], [row(i) for i in range(CARD_ROWS_CAP + 5)][5:][::-1])
+    await store.write_fraud(events[-3:], [row(i) for i in range(CARD_ROWS_CAP + 2, CARD_ROWS_CAP + 5)])
+    await store.write_fraud(events[:5], [row(i) for i in range(5)])  # older than the cap keeps
+    window = {"c": (T0 - DAY, T0 + DAY)}
+    cards, _ = await store.read_fraud(window, {}, sequence_rows=20)
+    assert [tx_id for _, tx_id, _ in cards["c"].rows] == [e.transaction_id for e in events[-20:]]
+    assert all(r[0] == float(int(tx_id[1:])) for _, tx_id, r in cards["c"].rows)
+    cards, _ = await store.read_fraud({"c": (T0 - DAY, T0 + 60 * 30)}, {}, sequence_rows=4)
+    assert [tx_id for _, tx_id, _ in cards["c"].rows] == ["t027", "t028", "t029", "t030"]  # none after the window
+
+
+async def test_card_embedding_is_replaced_only_by_a_later_one(store: StateStore) -> None:
+    newer = CachedEmbedding(np.ones(4, dtype=np.float32), 2000.0, "b", "m1")
+    older = CachedEmbedding(np.zeros(4, dtype=np.float32), 1000.0, "a", "m1")
+    await store.write_card_embeddings({"c": newer})
+    await store.write_card_embeddings({"c": older})
+    cards, _ = await store.read_fraud({"c": (0.0, 3000.0)}, {}, sequence_rows=16)
+    cached = cards["c"].embedding
+    assert cached is not None and (cached.ts, cached.event_id, cached.model) == (2000.0, "b", "m1")
+    assert np.array_equal(cached.vector, newer.vector)

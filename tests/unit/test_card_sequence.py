@@ -1,0 +1,66 @@
+"""Card embeddings of the fraud sequence model: batch-independent, cached, re-usable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.events import Transaction, format_time
+from streamer.inference.fraud_scorer import FraudScorer
+from streamer.pipeline.card_sequence import CardEmbeddings
+from streamer.pipeline.fraud import TransactionFeatures
+from streamer.settings import Settings
+from streamer.state.memory import InMemoryStateStore
+
+T0 = 1533081600.0
+
+
+@pytest.fixture(scope="module")
+def scorer() -> FraudScorer:
+    shipped = FraudScorer(Settings.from_env().models.fraud)
+    assert shipped.sequence_length > 0, "the shipped fraud model is the card-sequence transformer"
+    return shipped
+
+
+def transactions(n: int) -> list[Transaction]:
+    return [Transaction(f"{i:04d}", f"c{i % 3}", f"t{i % 5}", 10.0 + 7 * i % 50, T0 + 1800 * i, format_time(T0 + 1800 * i))
+            for i in range(n)]
+
+
+async def scores_in_batches(scorer: FraudScorer, events: list[Transaction], size: int) -> tuple[np.ndarray, CardEmbeddings]:
+    store = InMemoryStateStore()
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer, store)
+    out = []
+    for start in range(0, len(events), size):
+        batch = events[start : start + size]
+        rows = np.asarray(await features.compute(batch), dtype=np.float32)
+        out.append(scorer.score(rows, await embeddings.for_batch(batch, rows, features.cards)))
+    return np.concatenate(out), embeddings
+
+
+async def test_scores_do_not_depend_on_batch_boundaries(scorer: FraudScorer) -> None:
+    events = transactions(60)
+    one, _ = await scores_in_batches(scorer, events, 1)
+    seven, _ = await scores_in_batches(scorer, events, 7)
+    whole, _ = await scores_in_batches(scorer, events, 60)
+    assert one == pytest.approx(seven, abs=1e-6) and one == pytest.approx(whole, abs=1e-6)
+
+
+async def test_the_next_transaction_of_a_card_reuses_the_cached_embedding(scorer: FraudScorer) -> None:
+    _, embeddings = await scores_in_batches(scorer, transactions(30), 1)
+    # Per transaction after a card's first: the embedding it is scored with was cached by
+    # the previous one; only the card's new embedding is encoded.
+    assert embeddings.reused == 30 - 3
+    assert embeddings.encoded == 30 + 3  # each card's first transaction encodes its empty history
+
+
+async def test_history_comes_from_the_store_and_later_rows_stay_invisible(scorer: FraudScorer) -> None:
+    events = transactions(12)
+    store = InMemoryStateStore()
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer, store)
+    rows = np.asarray(await features.compute(events), dtype=np.float32)
+    first = scorer.score(rows, await embeddings.for_batch(events, rows, features.cards))
+    # Re-processing an early transaction after later ones were stored gives its old score.
+    again_rows = np.asarray(await features.compute(events[4:5]), dtype=np.float32)
+    again = scorer.score(again_rows, await embeddings.for_batch(events[4:5], again_rows, features.cards))
+    assert again[0] == pytest.approx(first[4], abs=1e-6)

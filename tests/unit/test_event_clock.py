@@ -1,0 +1,96 @@
+"""The event-time barrier between labels and scoring, over the in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from streamer.events import format_time
+from streamer.pipeline.fraud import LabelPipeline
+from streamer.pipeline.event_clock import EventClock
+from streamer.records import SourceRecord
+from streamer.settings import Settings
+from streamer.state.memory import InMemoryStateStore
+
+T0 = 1533081600.0
+
+
+class Brokers:
+    def __init__(self, highs: dict[int, int]) -> None:
+        self.highs = highs
+
+    async def highwaters(self, topic: str) -> dict[int, int]:
+        return dict(self.highs)
+
+
+def label(partition: int, offset: int, labelled: float) -> SourceRecord:
+    value = {"transaction_id": f"{partition}-{offset}", "card_id": "c", "terminal_id": "t", "timestamp": format_time(labelled - 7 * 86400),
+             "is_fraud": True, "labelled_at": format_time(labelled)}
+    return SourceRecord("fraud-labels", partition, offset, b"c", orjson.dumps(value))
+
+
+async def test_waits_for_lagging_partitions_and_not_for_caught_up_ones() -> None:
+    store = InMemoryStateStore()
+    labels = LabelPipeline(store, Settings())
+    brokers = Brokers({0: 2, 1: 1, 2: 0})  # partition 2 never had a label
+    clock = EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1)
+    await labels.process([label(0, 0, T0), label(0, 1, T0 + 100)])
+    assert await clock.lagging(T0 + 50) == [1]  # partition 1 has an unread label
+
+    waiter = asyncio.create_task(clock.wait_until(T0 + 50))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    await labels.process([label(1, 0, T0 + 10)])  # partition 1 is now fully stored
+    assert await asyncio.wait_for(waiter, 1.0) is True
+    assert await clock.lagging(T0 + 1000) == []  # everything the broker holds is stored
+
+
+async def test_gives_up_after_the_maximum_wait() -> None:
+    store = InMemoryStateStore()
+    clock = EventClock(store, "fraud-labels", Brokers({0: 5}), max_wait_ms=20, poll_ms=1)
+    assert await clock.wait_until(T0) is False
+
+
+async def test_bad_labels_still_advance_the_progress() -> None:
+    store = InMemoryStateStore()
+    await LabelPipeline(store, Settings()).process([SourceRecord("fraud-labels", 3, 7, None, b"junk")])
+    assert (await store.read_progress("fraud-labels"))[3][0] == 8
+
+
+class CountingBrokers(Brokers):
+    calls = 0
+
+    async def highwaters(self, topic: str) -> dict[int, int]:
+        self.calls += 1
+        return dict(self.highs)
+
+
+def transaction(partition: int, offset: int, ts: float) -> SourceRecord:
+    value = {"transaction_id": f"{partition}-{offset}", "card_id": f"c{partition}", "terminal_id": "t", "amount": 5.0,
+             "timestamp": format_time(ts)}
+    return SourceRecord("transactions", partition, offset, b"c", orjson.dumps(value))
+
+
+async def test_scores_are_marked_partial_when_another_partition_lags_more_than_the_delay() -> None:
+    from streamer.inference.fraud_scorer import FraudScorer
+    from streamer.pipeline.fraud import FraudPipeline
+
+    store = InMemoryStateStore()
+    brokers = CountingBrokers({0: 0, 1: 100})  # nothing in partition 0 yet
+    clock = EventClock(store, "transactions", brokers, slack_s=7 * 86400)
+    settings = Settings()
+    pipeline = FraudPipeline(FraudScorer(settings.models.fraud), store, settings, transaction_clock=clock)
+
+    async def flagged(record: SourceRecord) -> bool:
+        (score, *_) = await pipeline.process([record])
+        return bool(orjson.loads(score.value).get("partial_state"))
+
+    assert not await flagged(transaction(1, 0, T0))
+    brokers.highs[0] = 100
+    assert await flagged(transaction(0, 0, T0 + 10 * 86400))  # partition 1 stored only up to T0
+    assert not await flagged(transaction(1, 1, T0 + 4 * 86400))  # its own partition is never the laggard
+    assert not await flagged(transaction(0, 1, T0 + 10 * 86400))  # 6 days apart: within the delay
+    calls = brokers.calls
+    assert not await flagged(transaction(0, 2, T0 + 10 * 86400))
+    assert brokers.calls == calls  # all partitions within the delay: the broker is not asked
