@@ -6,10 +6,12 @@ rows are older than the week minus the 7-day label delay (the last ``--train-wee
 weeks of them), and the self-supervised pre-training reads the unlabelled rows before
 the week. Compared, on the same online features (computed by the serving code):
 
-* ``transformer``: card encoder pre-trained with masked fields, fine-tuned with the features;
+* ``transformer``: card encoder pre-trained with masked fields, fine-tuned with the
+  transaction's features and the trees' score;
 * ``no-pretraining``: the same, fine-tuned from a random initialisation;
-* ``no-sequence``: the same network's head over the transaction's own row only;
-* ``gbt``: gradient-boosted trees over the 15 features.
+* ``no-sequence``: the same network's head over the transaction's own row and the trees' score;
+* ``no-trees``: the transformer without the trees' score;
+* ``gbt``: gradient-boosted trees over the 15 features (whose score the others read).
 
 Writes one JSON file (per-fold metrics and the pooled scores' precision-recall
 curves) for ``models.fraud.report``.
@@ -29,31 +31,35 @@ from models.fraud import sequence
 from models.fraud.train import DAY, cached_online_features, evaluate_scores, with_cold_starts
 from models.metrics import precision_recall_curve
 from streamer.datasets import FRAUD_CSV
+from streamer.features.fraud import FEATURE_NAMES
 
 FOLDS = ("2018-07-04", "2018-07-11", "2018-07-18", "2018-07-25")
-VARIANTS = ("transformer", "no-pretraining", "no-sequence", "gbt")
+VARIANTS = ("transformer", "no-pretraining", "no-sequence", "no-trees", "gbt")
 
 
 def day(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
 
 
-def fit_variant(variant: str, data: dict[str, np.ndarray], seqs: sequence.CardSequences, train: np.ndarray,
-                unlabeled: np.ndarray, args: argparse.Namespace) -> tuple[object, float]:
-    """Train one variant; returns a predict function over row indices and the seconds taken."""
-    started = time.monotonic()
-    if variant == "gbt":
-        from models.fraud.gbt import fit
+def fit_trees(data: dict[str, np.ndarray], train: np.ndarray, args: argparse.Namespace) -> tuple[object, float]:
+    from models.fraud.gbt import fit
 
-        x, y = with_cold_starts(data["x"][train], data["y"][train], 0.05, args.seed)
-        trees, _ = fit(x, y, epochs=args.gbt_rounds, seed=args.seed)
-        return (lambda index: trees.predict(data["x"][index])), time.monotonic() - started
-    cfg = sequence.SequenceConfig(use_sequence=variant != "no-sequence")
+    started = time.monotonic()
+    x = data["x"][:, : len(FEATURE_NAMES)]
+    x_train, y_train = with_cold_starts(x[train], data["y"][train], 0.05, args.seed)
+    trees, _ = fit(x_train, y_train, epochs=args.gbt_rounds, seed=args.seed)
+    return trees, time.monotonic() - started
+
+
+def fit_network(variant: str, data: dict[str, np.ndarray], seqs: sequence.CardSequences, train: np.ndarray,
+                unlabeled: np.ndarray, trees: object, args: argparse.Namespace) -> tuple[sequence.FraudSequenceModel, float]:
+    started = time.monotonic()
+    cfg = sequence.SequenceConfig(use_sequence=variant != "no-sequence", use_trees=variant != "no-trees")
     model = sequence.build(seqs, train, cfg, args.seed)
-    if variant == "transformer":
+    if variant != "no-pretraining":
         sequence.pretrain(model, seqs, unlabeled, epochs=args.pretrain_epochs, seed=args.seed)
-    sequence.finetune(model, seqs, train, data["y"], epochs=args.epochs, seed=args.seed)
-    return (lambda index: sequence.predict(model, seqs, index)), time.monotonic() - started
+    sequence.finetune(model, seqs, train, data["y"], epochs=args.epochs, trees=trees.predict, seed=args.seed)  # type: ignore[attr-defined]
+    return model, time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,9 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         test = np.flatnonzero((data["ts"] >= test_start) & (data["ts"] < test_start + 7 * DAY))
         print(f"fold {start}: train {len(train):,}, unlabelled {len(unlabeled):,}, test {len(test):,}", flush=True)
         fold: dict[str, object] = {}
+        trees, tree_seconds = fit_trees(data, train, args)
+        needed = np.r_[train, test]
+        seqs.tree_scores = np.zeros(len(data["y"]))
+        seqs.tree_scores[needed] = trees.predict(data["x"][needed, : len(FEATURE_NAMES)])  # type: ignore[attr-defined]
         for variant in args.variants:
-            predict, seconds = fit_variant(variant, data, seqs, train, unlabeled, args)
-            scores = predict(test)
+            if variant == "gbt":
+                scores, seconds = seqs.tree_scores[test], tree_seconds
+            else:
+                model, seconds = fit_network(variant, data, seqs, train, unlabeled, trees, args)
+                scores = sequence.predict(model, seqs, test)
             metrics = evaluate_scores(data["y"][test], scores, data["ts"][test], data["card"][test])
             fold[variant] = {**metrics, "train_seconds": round(seconds)}
             pooled[variant].append(scores)

@@ -27,13 +27,18 @@ class TreeModel:
         return self.model.predict_proba(features)[:, 1].astype(np.float32)
 
 
-def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 150, seed: int = 0) -> tuple[TreeModel, dict[str, list[float]]]:
+def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 150, seed: int = 0,
+        genuine_share: float = 0.25) -> tuple[TreeModel, dict[str, list[float]]]:
+    """Fit on every fraud and a random ``genuine_share`` of the genuine rows, weighted back
+    up so the scores stay probabilities (four times faster, same trees in expectation)."""
     started = time.monotonic()
+    keep = (y > 0.5) | (np.random.default_rng(seed).random(len(y)) < genuine_share)
+    weight = np.where(y[keep] > 0.5, 1.0, 1.0 / genuine_share)
     model = GradientBoostingClassifier(
         n_estimators=epochs, learning_rate=0.1, max_depth=4, subsample=0.3, min_samples_leaf=50,
-        random_state=seed, verbose=1,
+        random_state=seed, verbose=0,
     )
-    model.fit(x, y.astype(np.int64))
+    model.fit(x[keep], y[keep].astype(np.int64), sample_weight=weight)
     print(f"  {epochs} boosting rounds in {time.monotonic() - started:.0f} s", flush=True)
     return TreeModel(model), {"mean": x.mean(axis=0).astype(float).tolist(), "std": x.std(axis=0).astype(float).tolist()}
 

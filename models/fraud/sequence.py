@@ -9,9 +9,11 @@ Each transaction is a row of 16 raw fields: the 15 online features of
   and a learned summary token placed after them; the summary token's output is the
   embedding. The engine caches it in Redis and reuses it for the card's next
   transaction.
-* the **scorer** (``scorer.onnx``): the embedding and the new transaction's own row →
-  the fraud probability. ``use_sequence=False`` is the ablation without the sequence:
-  the scorer sees the row alone.
+* the **scorer** (``scorer.onnx``): the embedding, the new transaction's own row and the
+  fraud probability of gradient-boosted trees over its 15 features (``trees.onnx``,
+  ``models.fraud.gbt``: trees place the simulator's sharp thresholds exactly, which a
+  network only approximates) → the fraud probability. ``use_sequence=False`` and
+  ``use_trees=False`` are the ablations without the sequence and without the trees.
 
 Self-supervised pre-training (``pretrain``) masks fields of the card's rows (single
 cells, and whole rows) and reconstructs them from the rest of the sequence; no label
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +57,7 @@ class SequenceConfig:
     heads: int = 2
     dropout: float = 0.1
     use_sequence: bool = True
+    use_trees: bool = True
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -81,7 +85,7 @@ class FraudSequenceModel(nn.Module):
             add_pooling_layer=False,
         )
         self.reconstruct = nn.Linear(d, INPUTS)
-        width = INPUTS + (d if cfg.use_sequence else 0)
+        width = INPUTS + (d if cfg.use_sequence else 0) + (1 if cfg.use_trees else 0)
         self.head = nn.Sequential(
             nn.Linear(width, 64), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
         )
@@ -123,14 +127,18 @@ class FraudSequenceModel(nn.Module):
     def embed(self, rows: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.hidden_states(rows, valid)[:, -1]
 
-    def logit(self, embedding: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        z = self.normalize(current)
-        x = torch.cat([embedding, z], dim=-1) if self.cfg.use_sequence else z
-        return self.head(x).squeeze(-1)
+    def logit(self, embedding: torch.Tensor, current: torch.Tensor, tree_score: torch.Tensor) -> torch.Tensor:
+        parts = [self.normalize(current)]
+        if self.cfg.use_sequence:
+            parts.insert(0, embedding)
+        if self.cfg.use_trees:
+            p = torch.clamp(tree_score, 1e-6, 1.0 - 1e-6)
+            parts.append((torch.log(p) - torch.log1p(-p)).unsqueeze(-1) / 4.0)
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
-    def forward(self, rows: torch.Tensor, valid: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    def forward(self, rows: torch.Tensor, valid: torch.Tensor, current: torch.Tensor, tree_score: torch.Tensor) -> torch.Tensor:
         embedding = self.embed(rows, valid) if self.cfg.use_sequence else current[:, :0]
-        return torch.sigmoid(self.logit(embedding, current))
+        return torch.sigmoid(self.logit(embedding, current, tree_score))
 
 
 class Encoder(nn.Module):
@@ -145,14 +153,15 @@ class Encoder(nn.Module):
 
 
 class Scorer(nn.Module):
-    """Export wrapper: ``embedding`` (B, D), ``current`` (B, 16) → ``score`` (B,)."""
+    """Export wrapper: ``card_embedding`` (B, D), ``current`` (B, 16) and the trees'
+    ``tree_score`` (B,) → ``score`` (B,)."""
 
     def __init__(self, model: FraudSequenceModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, embedding: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model.logit(embedding, current))
+    def forward(self, embedding: torch.Tensor, current: torch.Tensor, tree_score: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model.logit(embedding, current, tree_score))
 
 
 # --- data -----------------------------------------------------------------------------
@@ -165,15 +174,18 @@ class CardSequences:
 
     rows: np.ndarray  # (N, 16) float32
     history: np.ndarray  # (N, L) int64
+    tree_scores: np.ndarray | None = None  # (N,) the trees' fraud probability of each row
 
     def batch(self, index: np.ndarray, cold_card: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
+        """History rows, their validity, the rows themselves and their tree scores."""
         history = self.history[index]
         if cold_card is not None:
             history = np.where(cold_card[:, None], -1, history)
         valid = history >= 0
         rows = np.where(valid[..., None], self.rows[np.maximum(history, 0)], 0.0)
+        trees = self.tree_scores[index] if self.tree_scores is not None else np.zeros(len(index))
         return (torch.from_numpy(rows.astype(np.float32)), torch.from_numpy(valid.astype(np.float32)),
-                torch.from_numpy(self.rows[index]))
+                torch.from_numpy(self.rows[index]), torch.from_numpy(trees.astype(np.float32)))
 
 
 def card_sequences(x: np.ndarray, ts: np.ndarray, cards: np.ndarray, ids: np.ndarray, max_len: int) -> CardSequences:
@@ -268,12 +280,13 @@ def pretrain(model: FraudSequenceModel, sequences: CardSequences, index: np.ndar
 
 def finetune(model: FraudSequenceModel, sequences: CardSequences, index: np.ndarray, labels: np.ndarray, *, epochs: int,
              batch_size: int = 512, lr: float = 2e-3, genuine_share: float = 0.25, cold_start_share: float = 0.05,
-             seed: int = 0) -> list[float]:
+             trees: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0) -> list[float]:
     """Fraud fine-tuning; genuine rows are subsampled per epoch and weighted back up, so the
-    scores stay calibrated probabilities."""
+    scores stay calibrated probabilities. ``trees`` scores the cold-start copies' rows."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cold_index, cold_rows, cold_card = cold_starts(sequences, index, cold_start_share, seed)
+    cold_trees = trees(cold_rows[:, : len(FEATURE_NAMES)]) if trees is not None else np.zeros(len(cold_rows))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     frauds = index[labels[index] > 0.5]
     genuine = index[labels[index] <= 0.5]
@@ -300,13 +313,14 @@ def finetune(model: FraudSequenceModel, sequences: CardSequences, index: np.ndar
             cold = -part[~real] - 1
             row_index = np.concatenate([part[real], cold_index[cold]])
             is_cold = np.r_[np.zeros(real.sum(), bool), cold_card[cold]]
-            rows, valid, current = sequences.batch(row_index, is_cold)
+            rows, valid, current, tree_score = sequences.batch(row_index, is_cold)
             if (~real).any():
                 current[real.sum():] = torch.from_numpy(cold_rows[cold])
+                tree_score[real.sum():] = torch.from_numpy(cold_trees[cold].astype(np.float32))
             y = torch.from_numpy(labels[row_index].astype(np.float32))
             w = torch.where(y > 0.5, 1.0, weight)
             embedding = model.embed(rows, valid) if model.cfg.use_sequence else current[:, :0]
-            logits = model.logit(embedding, current)
+            logits = model.logit(embedding, current, tree_score)
             loss = (nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum() / w.sum()
             optimizer.zero_grad()
             loss.backward()
@@ -328,8 +342,7 @@ def predict(model: FraudSequenceModel, sequences: CardSequences, index: np.ndarr
     model.eval()
     out = []
     for start in range(0, len(index), batch_size):
-        rows, valid, current = sequences.batch(index[start : start + batch_size])
-        out.append(model(rows, valid, current).numpy())
+        out.append(model(*sequences.batch(index[start : start + batch_size])).numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
@@ -362,9 +375,9 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
                           dynamic_shapes=({0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
                           external_data=False, optimize=True, verbose=False)
         embedding = model.embed(history, valid)
-        torch.onnx.export(Scorer(model), (embedding, history[:, -1]), str(out_dir / "scorer.onnx"),
-                          input_names=["card_embedding", "current"], output_names=["score"],
-                          dynamic_shapes=({0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
+        torch.onnx.export(Scorer(model), (embedding, history[:, -1], torch.rand(3)), str(out_dir / "scorer.onnx"),
+                          input_names=["card_embedding", "current", "tree_score"], output_names=["score"],
+                          dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
                           external_data=False, optimize=True, verbose=False)
     return {
         "encoder": "encoder.onnx", "scorer": "scorer.onnx", "length": cfg.max_len, "embedding_size": cfg.hidden,
@@ -386,15 +399,16 @@ def check_export(model: FraudSequenceModel, out_dir: Path, sequences: CardSequen
     worst_embedding = worst_score = 0.0
     for size in (1, 7, 256):
         for start in range(0, min(len(index), size * 8), size):
-            rows, valid, current = sequences.batch(index[start : start + size])
+            rows, valid, current, tree_score = sequences.batch(index[start : start + size])
             with torch.no_grad():
                 want_embedding = model.embed(rows, valid)
-                want_score = torch.sigmoid(model.logit(want_embedding, current)).numpy()
+                want_score = torch.sigmoid(model.logit(want_embedding, current, tree_score)).numpy()
             (got_embedding,) = encoder.run(None, {"history": rows.numpy(), "history_valid": valid.numpy()})
-            (got_score,) = scorer.run(None, {"card_embedding": got_embedding, "current": current.numpy()})
+            (got_score,) = scorer.run(None, {"card_embedding": got_embedding, "current": current.numpy(),
+                                             "tree_score": tree_score.numpy()})
             worst_embedding = max(worst_embedding, float(np.abs(got_embedding - want_embedding.numpy()).max()))
             worst_score = max(worst_score, float(np.abs(got_score - want_score).max()))
-    rows, valid, current = sequences.batch(index[:256])
+    rows, valid, _, _ = sequences.batch(index[:256])
     first = encoder.run(None, {"history": rows.numpy(), "history_valid": valid.numpy()})[0]
     again = encoder.run(None, {"history": rows.numpy(), "history_valid": valid.numpy()})[0]
     repeat_identical = bool(np.array_equal(first, again))

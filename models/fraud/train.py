@@ -211,23 +211,34 @@ def _train_transformer(args: argparse.Namespace, data: dict[str, np.ndarray], tr
 
     from models.fraud import sequence
 
+    from models.fraud import gbt
+
     torch.set_num_threads(args.threads)
+    width = len(FEATURE_NAMES)
+    x = data["x"][:, :width]
+    print("fitting the gradient-boosted trees whose score the scorer reads", flush=True)
+    x_trees, y_trees = with_cold_starts(x[train], data["y"][train], args.cold_start_share, args.seed)
+    trees, _ = gbt.fit(x_trees, y_trees, seed=args.seed)
+    gbt.export_onnx(trees, args.out / "trees.onnx", width)
+    tree_check = check_export(args.out / "trees.onnx", x[train][-20000:], trees.predict(x[train][-20000:]))
     cfg = sequence.SequenceConfig()
     seqs = sequence.card_sequences(data["x"], data["ts"], data["card"], data["id"], cfg.max_len)
+    seqs.tree_scores = trees.predict(x)
     model = sequence.build(seqs, train, cfg, args.seed)
     first_scored = valid.min() if len(valid) else len(data["ts"])
     unlabelled = np.flatnonzero(np.arange(len(data["ts"])) < first_scored)
     print(f"pre-training on {len(unlabelled):,} unlabelled rows", flush=True)
     pretrain_losses = sequence.pretrain(model, seqs, unlabelled, epochs=args.pretrain_epochs, seed=args.seed)
     losses = sequence.finetune(model, seqs, train, data["y"], epochs=args.epochs or 3,
-                               cold_start_share=args.cold_start_share, seed=args.seed)
+                               cold_start_share=args.cold_start_share, trees=trees.predict, seed=args.seed)
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.cache / f"{args.out.name}-transformer.pt")  # to re-export without training
     section = sequence.export_onnx(model, args.out)
     check_rows = valid if len(valid) else train[-20000:]
     check = sequence.check_export(model, args.out, seqs, check_rows)
     print(f"ONNX check: {check}", flush=True)
-    files = {"sequence": section, "check": check,
+    section["trees"] = "trees.onnx"
+    files = {"sequence": section, "check": {**check, "trees": tree_check},
              "losses": {"pretrain": [round(x, 4) for x in pretrain_losses], "finetune": [round(x, 4) for x in losses]}}
     return (lambda index: sequence.predict(model, seqs, index)), files
 

@@ -5,9 +5,10 @@ Loads an exported directory and refuses one whose feature schema differs from
 
 * ``features`` (``model.onnx``): the 15 features of the transaction → score;
 * ``sequence``: ``encoder.onnx`` turns the card's last ``sequence_length`` rows
-  (``ROW_FIELDS``) into a card embedding, and ``scorer.onnx`` scores the new row with
-  that embedding. The pipeline caches embeddings in Redis, so a card's next
-  transaction usually needs no encoder call before it can be scored.
+  (``ROW_FIELDS``) into a card embedding; ``trees.onnx`` (gradient-boosted trees over
+  the 15 features) gives its own fraud probability; ``scorer.onnx`` scores the new row
+  with both. The pipeline caches embeddings in Redis, so a card's next transaction
+  usually needs no encoder call before it can be scored.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class FraudScorer:
         sequence = self.manifest.get("sequence")
         self.sequence_length = 0
         self.encoder: OnnxModel | None = None
+        self.trees: OnnxModel | None = None
         if sequence is None:
             self.model = OnnxModel(model_dir / self.manifest["file"], provider=provider, threads=threads)
         else:
@@ -42,6 +44,9 @@ class FraudScorer:
             self.embedding_size = int(sequence["embedding_size"])
             self.encoder = OnnxModel(model_dir / sequence["encoder"], provider=provider, threads=threads)
             self.model = OnnxModel(model_dir / sequence["scorer"], provider=provider, threads=threads)
+            if sequence.get("trees"):
+                self.trees = OnnxModel(model_dir / sequence["trees"], provider=provider, threads=threads)
+                self.trees.warm_up()
             self.encoder.warm_up(dims={"length": self.sequence_length})
         self.model.warm_up()
 
@@ -64,5 +69,9 @@ class FraudScorer:
         else:
             if embeddings is None:
                 raise ValueError("a sequence model scores with card embeddings")
-            (scores,) = self.model.run({"card_embedding": embeddings.astype(np.float32, copy=False), "current": rows})
+            feeds = {"card_embedding": embeddings.astype(np.float32, copy=False), "current": rows}
+            if self.trees is not None:
+                (feeds["tree_score"],) = self.trees.run({"features": np.ascontiguousarray(rows[:, : len(FEATURE_NAMES)])})
+                feeds["tree_score"] = feeds["tree_score"].reshape(-1)
+            (scores,) = self.model.run({name: feeds[name] for name in self.model.input_names})
         return np.clip(scores.reshape(-1), 0.0, 1.0)

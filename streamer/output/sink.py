@@ -14,6 +14,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.errors import DependencyError
 from streamer.records import OutputRecord
@@ -38,6 +39,8 @@ class KafkaSink:
         }
         self.producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
 
     async def start(self) -> None:
         """Connect on first use: aiokafka clients belong to the loop that made them."""
@@ -48,16 +51,34 @@ class KafkaSink:
                 self.producer = producer
 
     async def publish(self, records: Sequence[OutputRecord]) -> None:
-        """Send every record, then wait until the broker acknowledged all of them."""
+        """Send every record, then wait until the broker acknowledged all of them.
+
+        Records are grouped per partition (the producer's own key partitioner) into
+        record batches handed to the producer whole, several times cheaper than one
+        ``send()`` per record."""
         if not records:
             return
         await self.start()
-        assert self.producer is not None
+        producer = self.producer
+        assert producer is not None
         try:
-            futures = [
-                await self.producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers) or None)
-                for r in records
-            ]
+            groups: dict[tuple[str, int], list[OutputRecord]] = {}
+            for record in records:
+                partitions = self._partitions.get(record.topic)
+                if partitions is None:
+                    partitions = self._partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
+                partition = self._partitioner(record.key, partitions, partitions)
+                groups.setdefault((record.topic, partition), []).append(record)
+            futures = []
+            for (topic, partition), group in groups.items():
+                batch = producer.create_batch()
+                for record in group:
+                    headers = list(record.headers)
+                    if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers) is None:
+                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise DependencyError(f"kafka publish failed: {exc}") from exc

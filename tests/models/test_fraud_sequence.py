@@ -1,0 +1,66 @@
+"""The fraud transformer's training pieces and its export, on a small synthetic set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.fraud import gbt, sequence
+from streamer.features.fraud import FEATURE_NAMES, FEATURE_SCHEMA_HASH
+from streamer.inference.fraud_scorer import FraudScorer
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[sequence.FraudSequenceModel, sequence.CardSequences, Path, object]:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(N, 16))).astype(np.float32) * 20
+    x[:, 1:3] = rng.integers(0, 2, size=(N, 2))
+    y = (x[:, 0] > 45).astype(np.float32)  # a sharp threshold, as the simulator's
+    ts = np.sort(rng.uniform(0, 3e6, N))
+    cards = rng.integers(0, 60, N).astype(str)
+    seqs = sequence.card_sequences(x, ts, cards, np.arange(N).astype(str), 16)
+    trees, _ = gbt.fit(x[:, :15], y, epochs=10, genuine_share=1.0)
+    seqs.tree_scores = trees.predict(x[:, :15])
+    model = sequence.build(seqs, np.arange(N), sequence.SequenceConfig())
+    out = tmp_path_factory.mktemp("fraud")
+    losses = sequence.pretrain(model, seqs, np.arange(N), epochs=3, batch_size=32)
+    assert losses[-1] < losses[0]  # masked fields are learnt from their context
+    sequence.finetune(model, seqs, np.arange(N), y, epochs=1, batch_size=64, trees=trees.predict)
+    section = {**sequence.export_onnx(model, out), "trees": "trees.onnx"}
+    gbt.export_onnx(trees, out / "trees.onnx", 15)
+    manifest = {"name": "fraud", "version": "test", "features": list(FEATURE_NAMES), "feature_schema_hash": FEATURE_SCHEMA_HASH,
+                "feature_stats": {"mean": [0.0] * 15, "std": [1.0] * 15}, "sequence": section}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return model, seqs, out, trees
+
+
+def test_card_history_is_the_card_own_earlier_transactions_oldest_first() -> None:
+    ts = np.array([5.0, 1.0, 3.0, 2.0, 4.0])
+    cards = np.array(["a", "a", "b", "a", "b"])
+    seqs = sequence.card_sequences(np.zeros((5, 16), np.float32), ts, cards, np.arange(5).astype(str), 3)
+    assert seqs.history[0].tolist() == [-1, 1, 3]  # card a at t=5: t=1, then t=2
+    assert seqs.history[4].tolist() == [-1, -1, 2]
+    assert seqs.history[1].tolist() == [-1, -1, -1]
+
+
+def test_onnx_agrees_with_torch_at_batch_sizes_1_7_256_and_repeats_exactly(trained) -> None:  # type: ignore[no-untyped-def]
+    model, seqs, out, _ = trained
+    check = sequence.check_export(model, out, seqs, np.arange(N), tolerance=1e-5)
+    assert check["repeat_identical"] and check["max_abs_diff_score"] <= 1e-5
+
+
+def test_the_engine_scorer_runs_trees_encoder_and_scorer_like_torch(trained) -> None:  # type: ignore[no-untyped-def]
+    model, seqs, out, _ = trained
+    scorer = FraudScorer(out, provider="cpu")
+    index = np.arange(0, N, 11)
+    history, valid, current, _ = seqs.batch(index)
+    got = scorer.score(current.numpy(), scorer.encode(history.numpy(), valid.numpy()))
+    want = sequence.predict(model, seqs, index)
+    assert got == pytest.approx(want, abs=1e-5)
