@@ -113,17 +113,28 @@ def clicks_for(users: int) -> list[tuple[bytes, bytes]]:
     return messages
 
 
-def test_every_click_gets_unseen_recommendations(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+def test_every_click_gets_unseen_recommendations_and_requests_use_the_cache(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
     messages = clicks_for(60)
     worker = WorkerProcess(settings, worker_log).start()
     try:
         asyncio.run(produce(settings.kafka.bootstrap_servers, settings.topics.clickstream, messages))
         recs = asyncio.run(read_topic(settings.kafka.bootstrap_servers, settings.topics.recommendations, len(messages), timeout_s=90))
+        # then, for each user, a ranking asked for without a click: answered from the cached embedding
+        users = sorted({orjson.loads(v)["user_id"] for _, v in messages})
+        asks = [(u.encode(), orjson.dumps({"request_id": f"r-{u}", "user_id": u, "timestamp": format_time(2e9)})) for u in users]
+        asyncio.run(produce(settings.kafka.bootstrap_servers, settings.topics.recommend_requests, asks))
+        everything = asyncio.run(read_topic(settings.kafka.bootstrap_servers, settings.topics.recommendations,
+                                            len(messages) + len(asks), timeout_s=90))
         assert worker.alive()
     finally:
         worker.stop()
     clicks = [orjson.loads(v) for _, v in messages]
     by_event = {orjson.loads(r.value)["event_id"]: orjson.loads(r.value) for r in recs}
+    answers = {orjson.loads(r.value)["event_id"]: orjson.loads(r.value) for r in everything}
+    last_click = {c["user_id"]: c["event_id"] for c in clicks}
+    for user in users:
+        assert answers[f"r-{user}"]["source"] == "cached"
+        assert answers[f"r-{user}"]["items"] == by_event[last_click[user]]["items"]
     assert set(by_event) == {c["event_id"] for c in clicks}
     catalogue = set(NextItemRanker(settings.models.recommend).items[1:])
     seen: dict[str, set[str]] = {}
