@@ -43,6 +43,16 @@ def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 150, seed: int = 0,
     return TreeModel(model), {"mean": x.mean(axis=0).astype(float).tolist(), "std": x.std(axis=0).astype(float).tolist()}
 
 
+def _float32_at_or_below(threshold: float) -> float:
+    """The largest float32 not above a split threshold: for float32 inputs, ``x <= t`` then
+    holds exactly when it holds for the float64 threshold (rounding up to the next
+    float32 would send inputs equal to it down the other branch)."""
+    single = np.float32(threshold)
+    if float(single) > threshold:
+        single = np.nextafter(single, np.float32(-np.inf))
+    return float(single)
+
+
 def export_onnx(net: TreeModel, path: Path, width: int) -> None:
     """The fitted trees as one ONNX ``TreeEnsembleRegressor`` (raw score) and a sigmoid."""
     model = net.model
@@ -58,7 +68,7 @@ def export_onnx(net: TreeModel, path: Path, width: int) -> None:
             attrs["nodes_treeids"].append(tree_id)
             attrs["nodes_nodeids"].append(node_id)
             attrs["nodes_featureids"].append(0 if leaf else int(tree.feature[node_id]))
-            attrs["nodes_values"].append(0.0 if leaf else float(tree.threshold[node_id]))
+            attrs["nodes_values"].append(0.0 if leaf else _float32_at_or_below(tree.threshold[node_id]))
             attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
             attrs["nodes_truenodeids"].append(0 if leaf else int(tree.children_left[node_id]))
             attrs["nodes_falsenodeids"].append(0 if leaf else int(tree.children_right[node_id]))

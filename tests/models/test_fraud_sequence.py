@@ -64,3 +64,12 @@ def test_the_engine_scorer_runs_trees_encoder_and_scorer_like_torch(trained) -> 
     got = scorer.score(current.numpy(), scorer.encode(history.numpy(), valid.numpy()))
     want = sequence.predict(model, seqs, index)
     assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_tree_thresholds_become_float32_without_flipping_a_split() -> None:
+    rng = np.random.default_rng(1)
+    below = rng.uniform(0, 500, 2000).astype(np.float32)
+    above = np.nextafter(below, np.float32(np.inf))
+    thresholds = (below.astype(np.float64) + above.astype(np.float64)) / 2  # sklearn's midpoints
+    converted = np.array([gbt._float32_at_or_below(t) for t in thresholds], dtype=np.float32)
+    assert np.all(below <= converted) and np.all(above > converted)
