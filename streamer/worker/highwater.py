@@ -1,10 +1,10 @@
 """High watermarks of a topic's partitions, as fetch responses report them.
 
 ListOffsets("latest") is not trusted (the embedded broker answers it wrongly), so a
-small group-less consumer sits at the end of every partition of the topic: its
-background fetches keep the high watermarks fresh (every few milliseconds), and the
-few records they bring are skipped. A caller gets watermarks from fetch responses that
-arrived after it asked, never older ones.
+small group-less consumer sits at the end of every partition of the topic and fetches
+while a caller waits (it is paused in between, so a busy topic is not fetched
+continuously); the few records it brings are skipped. A caller gets watermarks from
+fetch responses that arrived after it asked, never older ones.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class FetchedHighWatermarks:
         everything appended before the caller saw its own input is counted."""
         consumer, tps = await self._consumer(topic)
         since_ms = time.time() * 1000.0
+        consumer.resume(*tps)
         while True:
             await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought
             highs = {tp: consumer.highwater(tp) for tp in tps}
@@ -55,6 +56,7 @@ class FetchedHighWatermarks:
         for tp, high in highs.items():
             if await consumer.position(tp) < high:  # type: ignore[operator]
                 consumer.seek(tp, high)  # type: ignore[arg-type]
+        consumer.pause(*tps)  # no fetching between calls: on a busy topic it would load the broker
         return {tp.partition: int(high) for tp, high in highs.items()}  # type: ignore[arg-type]
 
     async def close(self) -> None:
