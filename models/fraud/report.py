@@ -22,6 +22,7 @@ NAMES = {
     "transformer": "**card-sequence transformer, pre-trained (the project's model)**",
     "no-pretraining": "the same, without pre-training",
     "no-sequence": "the same network without the sequence (features only)",
+    "no-trees": "the transformer without the trees' score",
     "gbt": "gradient-boosted trees, 15 features (project baseline)",
 }
 METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
