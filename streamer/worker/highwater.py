@@ -10,16 +10,21 @@ fetch responses that arrived after it asked, never older ones.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+log = logging.getLogger(__name__)
+
 
 class FetchedHighWatermarks:
-    def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 5) -> None:
+    def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 5, max_wait_s: float = 1.0) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.consumers: dict[str, tuple[AIOKafkaConsumer, list[TopicPartition]]] = {}
+        self.known: dict[TopicPartition, int] = {}
+        self.max_wait_s = max_wait_s
         self._lock = asyncio.Lock()
 
     async def _consumer(self, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
@@ -45,6 +50,7 @@ class FetchedHighWatermarks:
         everything appended before the caller saw its own input is counted."""
         consumer, tps = await self._consumer(topic)
         since_ms = time.time() * 1000.0
+        deadline = time.monotonic() + self.max_wait_s
         consumer.resume(*tps)
         while True:
             await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought
@@ -52,7 +58,12 @@ class FetchedHighWatermarks:
             fresh = all((consumer.last_poll_timestamp(tp) or 0) >= since_ms for tp in tps)
             if fresh and all(h is not None for h in highs.values()):
                 break
+            if time.monotonic() >= deadline:  # never hang a caller on the broker: use what is known
+                log.warning("no fresh high watermarks of %s within %.1f s; using older ones", topic, self.max_wait_s)
+                highs = {tp: high if high is not None else self.known.get(tp, 0) for tp, high in highs.items()}
+                break
             await asyncio.sleep(self.fetch_max_wait_ms / 1000.0)
+        self.known.update(highs)  # type: ignore[arg-type]
         for tp, high in highs.items():
             if await consumer.position(tp) < high:  # type: ignore[operator]
                 consumer.seek(tp, high)  # type: ignore[arg-type]

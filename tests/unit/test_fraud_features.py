@@ -95,6 +95,7 @@ def test_seconds_since_previous_follows_event_order_and_the_card_horizon() -> No
 
 
 @pytest.mark.data
+@pytest.mark.timeout(1200)  # about 3 minutes on an idle 2-core machine
 @pytest.mark.skipif(not FRAUD_CSV.is_file(), reason="needs ../shared/data")
 async def test_matches_the_handbook_feature_file_on_every_row() -> None:
     """The whole raw file through the engine's feature stage (the code the worker runs,
