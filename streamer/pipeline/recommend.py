@@ -43,7 +43,9 @@ def remember(state: UserState, click: Click) -> None:
     state.seen[click.item_id] = min(state.seen.get(click.item_id, click.ts), click.ts)
 
 
-class RecommendPipeline:
+class _UserPipeline:
+    """What both ranking pipelines hold: the ranker, the store and their settings."""
+
     def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings) -> None:
         self.ranker = ranker
         self.store = store
@@ -51,6 +53,8 @@ class RecommendPipeline:
         self.top_k = settings.recommend.top_k
         self.max_bytes = settings.kafka.max_message_bytes
 
+
+class RecommendPipeline(_UserPipeline):
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         good, bad = decode_all([r.value for r in records], decode_click, self.max_bytes)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
@@ -109,14 +113,7 @@ class RecommendPipeline:
         return [UserUpdate(user, user_clicks, latest.get(user)) for user, user_clicks in by_user.items()]
 
 
-class RankingRequestPipeline:
-    def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings) -> None:
-        self.ranker = ranker
-        self.store = store
-        self.topics = settings.topics
-        self.top_k = settings.recommend.top_k
-        self.max_bytes = settings.kafka.max_message_bytes
-
+class RankingRequestPipeline(_UserPipeline):
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         good, bad = decode_all([r.value for r in records], decode_ranking_request, self.max_bytes)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
