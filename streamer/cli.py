@@ -89,8 +89,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     rename = dict(pair.split("=", 1) for pair in args.rename)
     servers = args.bootstrap_servers or settings.kafka.bootstrap_servers
+    lead = [t for t in args.lead.split(",") if t] if args.lead is not None else [settings.topics.fraud_labels]
     asyncio.run(replay(servers, args.captures, rename=rename, speed=args.speed, progress=print,
-                       create_partitions=settings.kafka.partitions))
+                       create_partitions=settings.kafka.partitions, lead=lead))
     return 0
 
 
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("captures", type=Path, nargs="+")
     rep.add_argument("--speed", type=float, default=0.0, help="pace by timestamps times this factor (0: as fast as possible)")
     rep.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="write topic OLD into NEW")
+    rep.add_argument("--lead", default=None, metavar="TOPICS",
+                     help="captured topics written first within each chunk (default: STREAMER_TOPICS_FRAUD_LABELS)")
     rep.add_argument("--bootstrap-servers", default=None, help="default: STREAMER_KAFKA_BOOTSTRAP_SERVERS")
     rep.add_argument("--offline", action="store_true", help="run the pipeline over the captures, no broker")
     rep.add_argument("--batch-size", type=int, default=256, help="offline micro-batch size")

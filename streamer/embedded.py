@@ -52,10 +52,10 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: on Linux, ask for SIGTERM when the parent dies, so a
     killed demo, test run or evaluation leaves no broker behind (its memory storage
-    keeps growing and it keeps a core busy). Elsewhere, stopping is left to ``stop()``."""
+    keeps growing and it keeps a core busy), and no worker retrying a broker that is gone. Elsewhere, stopping is left to ``stop()``."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -87,7 +87,7 @@ class EmbeddedBroker:
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=out, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         wait_for_port("127.0.0.1", self.port, 15.0)
         return self

@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streamer.embedded import die_with_parent
 from streamer.replay.through_worker import worker_environment
 from streamer.settings import Settings, TopicSettings
 
@@ -46,7 +47,8 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         out = open(self.log, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "worker"], env=self.env, stdout=out, stderr=out, cwd=REPO
+            [sys.executable, "-m", "streamer.cli", "worker"], env=self.env, stdout=out, stderr=out, cwd=REPO,
+            preexec_fn=die_with_parent,
         )
         return self
 

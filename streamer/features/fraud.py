@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 DAY = 86400.0
-WINDOWS_DAYS = (1, 7, 30)
+WINDOWS_DAYS = (1, 7, 30)  # ascending
 DELAY_DAYS = 7
 
 FEATURE_NAMES = (
@@ -64,6 +65,12 @@ class CardHistory:
     entries: list[tuple[float, str, float]] = field(default_factory=list)
     _ids: set[str] = field(default_factory=set)
 
+    @classmethod
+    def of(cls, entries: Iterable[tuple[float, str, float]]) -> CardHistory:
+        """From a store's entries, in any order (one sort, not one insertion each)."""
+        ordered, ids = _unique_sorted(entries)
+        return cls(ordered, ids)
+
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
         if transaction_id in self._ids:
             return
@@ -73,13 +80,15 @@ class CardHistory:
     def windows(self, ts: float, transaction_id: str) -> list[float]:
         """Count and mean amount per window, for the event at ``(ts, transaction_id)``."""
         end = bisect.bisect_right(self.entries, (ts, transaction_id, float("inf")))
+        widest = bisect.bisect_right(self.entries, (ts - WINDOWS_DAYS[-1] * DAY, "\U0010ffff"))
+        amounts = [entry[2] for entry in self.entries[widest:end]]
         out: list[float] = []
         for days in WINDOWS_DAYS:
-            start = bisect.bisect_right(self.entries, (ts - days * DAY, "\U0010ffff"))
-            amounts = [entry[2] for entry in self.entries[start:end]]
-            count = len(amounts)
+            start = bisect.bisect_right(self.entries, (ts - days * DAY, "\U0010ffff"), widest, end)
+            window = amounts[start - widest :]
+            count = len(window)
             out.append(float(count))
-            out.append(sum(amounts) / count if count else 0.0)
+            out.append(sum(window) / count if count else 0.0)
         return out
 
     def seconds_since_previous(self, ts: float, transaction_id: str) -> float:
@@ -96,6 +105,13 @@ class TerminalHistory:
     frauds: list[tuple[float, str, float]] = field(default_factory=list)
     _ids: set[str] = field(default_factory=set)
     _fraud_ids: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, transactions: Iterable[tuple[float, str]], frauds: Iterable[tuple[float, str, float]]) -> TerminalHistory:
+        """From a store's entries, in any order."""
+        ordered, ids = _unique_sorted(transactions)
+        ordered_frauds, fraud_ids = _unique_sorted(frauds)
+        return cls(ordered, ordered_frauds, ids, fraud_ids)
 
     def add_transaction(self, ts: float, transaction_id: str) -> None:
         if transaction_id not in self._ids:
@@ -122,6 +138,21 @@ class TerminalHistory:
             out.append(float(count))
             out.append(known / count if count else 0.0)
         return out
+
+
+def _unique_sorted(entries: Iterable[tuple]) -> tuple[list, set[str]]:  # type: ignore[type-arg]
+    """Entries ``(ts, id, …)`` sorted, the first of each id kept, and the ids."""
+    ordered = sorted(entries)
+    ids = {entry[1] for entry in ordered}
+    if len(ids) == len(ordered):
+        return ordered, ids
+    seen: set[str] = set()
+    unique = []
+    for entry in ordered:
+        if entry[1] not in seen:
+            seen.add(entry[1])
+            unique.append(entry)
+    return unique, ids
 
 
 def calendar_features(ts: float) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from streamer.embedded import die_with_parent
 from streamer.errors import InvalidEvent
 from streamer.events import decode_label
 from streamer.replay.capture_file import read_capture
@@ -124,7 +125,7 @@ def running_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
     """``streamer worker`` as a child process configured by ``settings``; stopped on exit."""
     with open(log, "ab") as out:
         worker = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=worker_environment(settings),
-                                  stdout=out, stderr=out)
+                                  stdout=out, stderr=out, preexec_fn=die_with_parent)
     try:
         yield worker
     finally:

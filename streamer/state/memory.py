@@ -13,21 +13,47 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from streamer.events import FraudLabel, Transaction
-from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, TerminalHistory
+from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
 from streamer.state.store import (
     CARD_ROWS_CAP, PRUNE_GRACE, SEQUENCE_CAP, CachedEmbedding, CardState, StreamProgress, TimeRange, UserState, UserUpdate,
 )
 
 
-def _in(ts: float, window: TimeRange) -> bool:
-    return window[0] < ts <= window[1]
+class _EventLog:
+    """One key's entries ``(ts, id, …)``, sorted, one per id; the in-memory sorted set."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple] = []  # type: ignore[type-arg]
+        self.ids: set[str] = set()
+
+    def insert(self, entry: tuple, horizon: float) -> None:  # type: ignore[type-arg]
+        """Insert keeping order, skip an id already there, prune past horizon + grace."""
+        if entry[1] in self.ids:
+            return
+        self.ids.add(entry[1])
+        bisect.insort(self.entries, entry)
+        cutoff = self.entries[-1][0] - horizon - PRUNE_GRACE
+        if self.entries[0][0] < cutoff:
+            cut = bisect.bisect_left(self.entries, (cutoff,))
+            self.ids.difference_update(entry[1] for entry in self.entries[:cut])
+            del self.entries[:cut]
+
+    def window(self, window: TimeRange) -> list[tuple]:  # type: ignore[type-arg]
+        """Entries with lo < ts <= hi."""
+        lo = bisect.bisect_right(self.entries, (window[0], _AFTER_EVERY_ID))
+        hi = bisect.bisect_right(self.entries, (window[1], _AFTER_EVERY_ID))
+        return self.entries[lo:hi]
+
+
+_AFTER_EVERY_ID = "\U0010ffff"
+_EMPTY = _EventLog()
 
 
 class InMemoryStateStore:
     def __init__(self) -> None:
-        self.cards: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
-        self.terminal_tx: dict[str, list[tuple[float, str]]] = defaultdict(list)
-        self.terminal_fraud: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
+        self.cards: dict[str, _EventLog] = defaultdict(_EventLog)
+        self.terminal_tx: dict[str, _EventLog] = defaultdict(_EventLog)
+        self.terminal_fraud: dict[str, _EventLog] = defaultdict(_EventLog)
         self.sequences: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
         self.seen: dict[str, dict[str, float]] = defaultdict(dict)
         self.embeddings: dict[str, CachedEmbedding] = {}
@@ -40,23 +66,17 @@ class InMemoryStateStore:
     ) -> tuple[dict[str, CardState], dict[str, TerminalHistory]]:
         card_state: dict[str, CardState] = {}
         for card_id, window in cards.items():
-            state = card_state[card_id] = CardState()
-            for entry in self.cards.get(card_id, ()):
-                if _in(entry[0], window):
-                    state.history.add(*entry)
+            state = card_state[card_id] = CardState(CardHistory.of(self.cards.get(card_id, _EMPTY).window(window)))
             if sequence_rows:
                 rows = sorted((ts, tx_id, row) for tx_id, (ts, row) in self.card_rows.get(card_id, {}).items() if ts <= window[1])
                 state.rows = rows[-sequence_rows:]
                 state.embedding = self.card_embeddings.get(card_id)
         terminal_state: dict[str, TerminalHistory] = {}
         for terminal_id, window in terminals.items():
-            terminal = terminal_state[terminal_id] = TerminalHistory()
-            for ts, transaction_id in self.terminal_tx.get(terminal_id, ()):
-                if _in(ts, window):
-                    terminal.add_transaction(ts, transaction_id)
-            for fraud in self.terminal_fraud.get(terminal_id, ()):
-                if _in(fraud[0], window):
-                    terminal.add_fraud(*fraud)
+            terminal_state[terminal_id] = TerminalHistory.of(
+                self.terminal_tx.get(terminal_id, _EMPTY).window(window),
+                self.terminal_fraud.get(terminal_id, _EMPTY).window(window),
+            )
         return card_state, terminal_state
 
     async def write_fraud(
@@ -66,8 +86,8 @@ class InMemoryStateStore:
         if progress is not None:
             self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
         for i, tx in enumerate(transactions):
-            _insert_unique(self.cards[tx.card_id], (tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
-            _insert_unique(self.terminal_tx[tx.terminal_id], (tx.ts, tx.transaction_id), TERMINAL_HORIZON)
+            self.cards[tx.card_id].insert((tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
+            self.terminal_tx[tx.terminal_id].insert((tx.ts, tx.transaction_id), TERMINAL_HORIZON)
             if rows is not None:
                 stored = self.card_rows[tx.card_id]
                 stored.setdefault(tx.transaction_id, (tx.ts, np.asarray(rows[i], dtype=np.float32)))
@@ -87,7 +107,7 @@ class InMemoryStateStore:
         for label in labels:
             if label.is_fraud:
                 entry = (label.ts, label.transaction_id, label.labelled_ts)
-                _insert_unique(self.terminal_fraud[label.terminal_id], entry, TERMINAL_HORIZON)
+                self.terminal_fraud[label.terminal_id].insert(entry, TERMINAL_HORIZON)
 
     async def read_progress(self, topic: str) -> dict[int, tuple[int, float]]:
         return dict(self.stream_progress.get(topic, {}))
@@ -120,12 +140,3 @@ class InMemoryStateStore:
     async def close(self) -> None:
         return None
 
-
-def _insert_unique(entries: list, entry: tuple, horizon: float) -> None:  # type: ignore[type-arg]
-    """Insert keeping order, skip an id already there, prune past horizon + grace."""
-    if any(existing[1] == entry[1] for existing in entries):
-        return
-    bisect.insort(entries, entry)
-    cutoff = entries[-1][0] - horizon - PRUNE_GRACE
-    if entries[0][0] < cutoff:
-        del entries[: bisect.bisect_left(entries, (cutoff,))]

@@ -199,6 +199,12 @@ def _split(member: bytes) -> tuple[str, str]:
     return head, tail
 
 
+def _amount_entry(member: bytes) -> tuple[str, float]:
+    """``id|number`` (a card's amount, a fraud's ``labelled_at``) as ``(id, number)``."""
+    head, _, tail = member.decode().rpartition("|")
+    return head, float(tail)
+
+
 class RedisStateStore:
     """State in Redis; each public call is one pipelined round trip."""
 
@@ -243,9 +249,7 @@ class RedisStateStore:
         for card_id in cards:
             reply: list = next(replies)  # type: ignore[assignment]
             state = card_state[card_id] = CardState()
-            for member, ts in _pairs(reply[0]):
-                transaction_id, amount = _split(member)
-                state.history.add(ts, transaction_id, float(amount))
+            state.history = CardHistory.of((ts, *_amount_entry(member)) for member, ts in _pairs(reply[0]))
             if len(reply) > 1:
                 state.rows = _unique_rows(sorted(((ts, *unpack_row(m)) for m, ts in _pairs(reply[1])), key=lambda e: (e[0], e[1])))
                 embedding = dict(zip(reply[2][::2], reply[2][1::2]))
@@ -253,12 +257,10 @@ class RedisStateStore:
         terminal_state: dict[str, TerminalHistory] = {}
         for terminal_id in terminals:
             tx_reply, fraud_reply = next(replies)  # type: ignore[misc]
-            terminal = terminal_state[terminal_id] = TerminalHistory()
-            for member, ts in _pairs(tx_reply):
-                terminal.add_transaction(ts, member.decode())
-            for member, ts in _pairs(fraud_reply):
-                transaction_id, labelled = _split(member)
-                terminal.add_fraud(ts, transaction_id, float(labelled))
+            terminal_state[terminal_id] = TerminalHistory.of(
+                ((ts, member.decode()) for member, ts in _pairs(tx_reply)),
+                ((ts, *_amount_entry(member)) for member, ts in _pairs(fraud_reply)),
+            )
         return card_state, terminal_state
 
     async def write_fraud(

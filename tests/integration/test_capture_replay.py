@@ -100,3 +100,30 @@ def test_replays_at_different_speeds_and_batching_agree_with_offline(streamer_re
     assert len(offline.scores) == 400 and len(offline.recommendations) > 500
     assert fast.differences(offline) == []
     assert paced.differences(offline) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_long_interleaved_replay_stays_readable(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Two topics alternating record by record (transactions and their labels do): written
+    one record per batch, the embedded broker's fetches of such a partition crawl to a halt
+    after some ten thousand batches; chunked, the whole replay reads back at once."""
+    from streamer.replay.capture_file import CapturedRecord, CaptureWriter
+
+    tag = uuid.uuid4().hex[:6]
+    events, labels = f"long-ev-{tag}", f"long-lab-{tag}"
+    n = 24_000
+    path = tmp_path / "interleaved.jsonl.gz"
+    with CaptureWriter(path, {"test": "interleaved"}, 0.0) as writer:
+        writer.write_all(CapturedRecord(events if i % 2 else labels, 0, i // 2, 1533081600000 + i, None, b"%d" % i)
+                         for i in range(n))
+    bootstrap = broker.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, [events, labels], 1))
+    try:
+        assert asyncio.run(replay(bootstrap, [path], lead=[labels])) == n
+        back = tmp_path / "back.jsonl.gz"
+        assert asyncio.run(capture(bootstrap, [events, labels], back)) == n
+        values = {topic: [int(r.value) for r in read_capture(back) if r.topic == topic] for topic in (events, labels)}
+        assert values[events] == list(range(1, n, 2)) and values[labels] == list(range(0, n, 2))
+    finally:
+        asyncio.run(delete_topics(bootstrap, [events, labels]))
