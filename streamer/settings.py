@@ -92,6 +92,9 @@ class ModelSettings:
     """STREAMER_MODELS_PROVIDER: auto (CUDA when present), cuda or cpu."""
     threads: int = 1
     """STREAMER_MODELS_THREADS: ONNX Runtime intra-op threads per session."""
+    fp16: bool = False
+    """STREAMER_MODELS_FP16: on CUDA, run the transformer encoders in float16 (their inputs
+    and outputs stay float32); ignored on CPU. Needs the ``onnx`` package (``gpu`` extra)."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from streamer.inference.runner import OnnxModel
 
 
 class FraudScorer:
-    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1) -> None:
+    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False) -> None:
         self.manifest = load_manifest(model_dir, "fraud")
         if tuple(self.manifest["features"]) != FEATURE_NAMES or self.manifest.get("feature_schema_hash") != FEATURE_SCHEMA_HASH:
             raise ConfigurationError(f"{model_dir}: feature schema differs from the engine's")
@@ -42,7 +42,7 @@ class FraudScorer:
                 raise ConfigurationError(f"{model_dir}: sequence fields differ from the engine's rows")
             self.sequence_length = int(sequence["length"])
             self.embedding_size = int(sequence["embedding_size"])
-            self.encoder = OnnxModel(model_dir / sequence["encoder"], provider=provider, threads=threads)
+            self.encoder = OnnxModel(model_dir / sequence["encoder"], provider=provider, threads=threads, fp16=fp16)
             self.model = OnnxModel(model_dir / sequence["scorer"], provider=provider, threads=threads)
             if sequence.get("trees"):
                 self.trees = OnnxModel(model_dir / sequence["trees"], provider=provider, threads=threads)

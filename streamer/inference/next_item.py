@@ -22,7 +22,7 @@ Ranked = list[tuple[str, float]]
 
 
 class NextItemRanker:
-    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1) -> None:
+    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False) -> None:
         self.manifest = load_manifest(model_dir, "recommend")
         self.version: str = self.manifest["version"]
         self.max_len: int = int(self.manifest["max_len"])
@@ -33,7 +33,7 @@ class NextItemRanker:
         self.items: list[str] = ["<pad>", *items_file.read_text().split()]
         self.index = {item: i for i, item in enumerate(self.items) if i > 0}
         self.popular: list[str] = [str(p) for p in self.manifest["popular"]]
-        self.encoder = OnnxModel(model_dir / "encoder.onnx", provider=provider, threads=threads)
+        self.encoder = OnnxModel(model_dir / "encoder.onnx", provider=provider, threads=threads, fp16=fp16)
         self.ranker = OnnxModel(model_dir / "ranker.onnx", provider=provider, threads=threads)
         self.encoder.warm_up(dims={})
         self.ranker.warm_up()

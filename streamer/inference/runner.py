@@ -3,7 +3,9 @@
 The inference step of the flow. ``OnnxModel`` runs any batch size (the exported
 graphs have a dynamic batch axis); callers hand it numpy arrays by input name.
 Provider ``auto`` takes CUDA when onnxruntime-gpu sees a GPU and CPU otherwise;
-``cuda`` insists on it and fails loudly when it is missing.
+``cuda`` insists on it and fails loudly when it is missing. On CUDA, inputs and
+outputs go through an IO binding (one copy in, one copy out per call), and a graph may
+be converted to float16 at load (``fp16``; its inputs and outputs stay float32).
 """
 
 from __future__ import annotations
@@ -43,9 +45,12 @@ def choose_providers(provider: str) -> list[str]:
 class OnnxModel:
     """One ONNX graph in one inference session."""
 
-    def __init__(self, path: Path, *, provider: str = "auto", threads: int = 1) -> None:
+    def __init__(self, path: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False) -> None:
         if not path.is_file():
             raise ConfigurationError(f"model file {path} does not exist")
+        providers = choose_providers(provider)
+        self.on_gpu = providers[0] == "CUDAExecutionProvider"
+        self.fp16 = fp16 and self.on_gpu
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -53,14 +58,23 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=choose_providers(provider))
+        model: str | bytes = float16_graph(path) if self.fp16 else str(path)
+        self.session = ort.InferenceSession(model, options, providers=providers)
         self.providers = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         log.info("loaded %s on %s", path.name, self.providers[0])
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        return list(self.session.run(self.output_names, dict(feeds)))
+        if not self.on_gpu:
+            return list(self.session.run(self.output_names, dict(feeds)))
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
 
     def warm_up(self, batch_size: int = 1, dims: Mapping[str, int] | None = None) -> None:
         """Run once on zeros so the first real batch pays no set-up cost."""
@@ -72,3 +86,14 @@ class OnnxModel:
             ]
             feeds[spec.name] = np.zeros(shape, dtype=_DTYPES[spec.type])
         self.run(feeds)
+
+
+def float16_graph(path: Path) -> bytes:
+    """The graph at ``path`` with float16 weights and arithmetic, float32 at its edges."""
+    try:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:
+        raise ConfigurationError("STREAMER_MODELS_FP16 needs the onnx package (pip install -e '.[gpu]')") from exc
+    converted = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    return bytes(converted.SerializeToString())

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 def build_runtime(settings: Settings) -> Runtime:
     store = RedisStateStore(str(settings.redis.url), settings.redis.namespace, settings.redis.ttl_days)
     models = settings.models
-    scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads)
-    ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads)
+    scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
+    ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16)
     highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers, settings.kafka.fetch_max_wait_ms)
     label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
     transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
