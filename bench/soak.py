@@ -1,0 +1,140 @@
+"""Soak: the worker's memory over a long run at a steady rate, ``python -m bench.soak``.
+
+One ``streamer worker`` process consumes transactions and clicks offered at ``--rate``
+events per second (half each, real data, fresh timestamps) for ``--minutes``; its
+resident memory (``/proc/PID/status`` VmRSS) is sampled every few seconds. Memory is
+flat when the last fifth of the run is no higher than the second fifth by more than a
+small margin (the first fifth is warm-up: models, connections, Faust's buffers) and
+the fitted slope over the last four fifths is near zero.
+
+Events are sent in chunks of ``--chunk-ms`` as whole record batches, so that the
+embedded broker (whose fetches slow down with the number of record batches in a
+partition) stays well below its limit over the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from bench.run import ROOT, clicks, fresh_settings, output_times, transactions
+from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.output.sink import send_batched
+from streamer.replay.through_worker import running_worker
+from streamer.settings import Settings
+from streamer.worker.topics import delete_topics, ensure_topics
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def retimed(value: bytes, event_time: float) -> bytes:
+    """The event with its timestamp set to now (windows and TTLs then behave as live)."""
+    event = orjson.loads(value)
+    event["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event_time)) + "Z"
+    return orjson.dumps(event)
+
+
+async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float, pid: int,
+                every_s: float) -> tuple[list[tuple[float, float]], dict[str, int]]:
+    """Offer the events; returns the memory samples and how many of each kind were sent."""
+    topics = settings.topics
+    feeds = [(topics.transactions, transactions(int(rate * seconds / 2) + 1)),
+             (topics.clickstream, clicks(int(rate * seconds / 2) + 1))]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
+    await producer.start()
+    partitions: dict[str, list[int]] = {}
+    partitioner = DefaultPartitioner()
+    samples: list[tuple[float, float]] = []
+    sent = 0
+    try:
+        started = time.monotonic()
+        next_sample = started
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(rate * elapsed)
+            now = time.time()
+            chunk = [(topic, None, key, retimed(value, now), (), None)
+                     for topic, messages in feeds for key, value in messages[sent // 2 : due // 2]]
+            if chunk:
+                await send_batched(producer, chunk, partitions, partitioner)
+            sent = due - due % 2
+            if time.monotonic() >= next_sample:
+                samples.append((time.monotonic() - started, rss_mb(pid)))
+                next_sample += every_s
+            await asyncio.sleep(max(0.0, chunk_s - (time.monotonic() - started - elapsed)))
+    finally:
+        await producer.stop()
+    return samples, {"transactions": sent // 2, "clicks": sent // 2}
+
+
+def verdict(samples: list[tuple[float, float]]) -> dict[str, float | bool]:
+    times = np.array([t for t, _ in samples])
+    rss = np.array([m for _, m in samples])
+    fifth = len(samples) // 5
+    second, last = rss[fifth : 2 * fifth], rss[-fifth:]
+    slope = float(np.polyfit(times[fifth:] / 60.0, rss[fifth:], 1)[0])
+    growth = float(np.median(last) - np.median(second))
+    return {"rss_start_mb": round(float(rss[0]), 1), "rss_second_fifth_median_mb": round(float(np.median(second)), 1),
+            "rss_last_fifth_median_mb": round(float(np.median(last)), 1), "rss_max_mb": round(float(rss.max()), 1),
+            "growth_mb": round(growth, 1), "slope_mb_per_min": round(slope, 2),
+            "flat": bool(growth <= max(5.0, 0.03 * float(np.median(second))) and slope < 1.0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=1000.0, help="events per second, half transactions, half clicks")
+    parser.add_argument("--chunk-ms", type=float, default=200.0)
+    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker())
+        base = Settings.from_env()
+        url = urlparse(str(base.redis.url))
+        redis_url = str(base.redis.url) if port_open(url.hostname or "localhost", url.port or 6379) else stack.enter_context(EmbeddedRedis()).url
+        base = base.replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4}, redis={"url": redis_url})
+        settings = fresh_settings(base, base.batch.max_size)
+        asyncio.run(ensure_topics(broker.bootstrap_servers, settings.topics.all(), settings.kafka.partitions))
+        log = args.out.parent / "soak-worker.log"
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with running_worker(settings, log) as worker:
+                time.sleep(8)  # join the group before the clock starts
+                samples, offered = asyncio.run(
+                    offer(settings, args.rate, args.minutes * 60, args.chunk_ms / 1000, worker.pid, args.sample_s))
+                answered = {
+                    kind: len(asyncio.run(output_times(broker.bootstrap_servers, topic, offered[kind], field, timeout_s=120)))
+                    for kind, topic, field in (("transactions", settings.topics.fraud_scores, "transaction_id"),
+                                               ("clicks", settings.topics.recommendations, "event_id"))
+                }
+                alive = worker.poll() is None
+        finally:
+            asyncio.run(delete_topics(broker.bootstrap_servers, settings.topics.all()))
+    result = {"command": f"python -m bench.soak --minutes {args.minutes:g} --rate {args.rate:g}",
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "worker_alive": alive,
+              "offered": offered, "answered": answered,
+              "samples": [[round(t, 1), round(m, 1)] for t, m in samples], **verdict(samples),
+              "settings": {"batch": dataclasses.asdict(settings.batch)}}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
+    return 0 if alive and answered == offered else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
