@@ -104,6 +104,8 @@ def _text(obj: dict[str, Any], name: str) -> str:
         raise InvalidEvent("wrong_type", f"{name} must be a string, got {type(value).__name__}")
     if not value:
         raise InvalidEvent("invalid_value", f"{name} is empty")
+    if not value.isprintable():  # ids go into Redis keys and members, and into log lines
+        raise InvalidEvent("invalid_value", f"{name} holds control characters")
     return value
 
 

@@ -58,24 +58,28 @@ CARD_HORIZON = max(WINDOWS_DAYS) * DAY
 TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
 
 
+def _insert_new(entries: list, entry: tuple) -> None:  # type: ignore[type-arg]
+    """Insert ``(ts, id, …)`` in order unless that transaction is there already (an id
+    always comes with the same event time, so a repeat sits right at its place)."""
+    at = bisect.bisect_left(entries, entry[:2])
+    if at < len(entries) and entries[at][1] == entry[1] and entries[at][0] == entry[0]:
+        return
+    entries.insert(at, entry)
+
+
 @dataclass
 class CardHistory:
-    """A card's transactions as ``(ts, transaction_id, amount)``, kept sorted."""
+    """A card's transactions as ``(ts, transaction_id, amount)``, kept sorted, one per id."""
 
     entries: list[tuple[float, str, float]] = field(default_factory=list)
-    _ids: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, entries: Iterable[tuple[float, str, float]]) -> CardHistory:
-        """From a store's entries, in any order (one sort, not one insertion each)."""
-        ordered, ids = _unique_sorted(entries)
-        return cls(ordered, ids)
+        """From a store's entries (one per id), in any order: one sort, not one insertion each."""
+        return cls(sorted(entries))
 
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
-        if transaction_id in self._ids:
-            return
-        self._ids.add(transaction_id)
-        bisect.insort(self.entries, (ts, transaction_id, amount))
+        _insert_new(self.entries, (ts, transaction_id, amount))
 
     def windows(self, ts: float, transaction_id: str) -> list[float]:
         """Count and mean amount per window, for the event at ``(ts, transaction_id)``."""
@@ -99,29 +103,21 @@ class CardHistory:
 
 @dataclass
 class TerminalHistory:
-    """A terminal's transactions ``(ts, id)`` and fraud labels ``(ts, id, labelled_ts)``."""
+    """A terminal's transactions ``(ts, id)`` and fraud labels ``(ts, id, labelled_ts)``, sorted, one per id."""
 
     transactions: list[tuple[float, str]] = field(default_factory=list)
     frauds: list[tuple[float, str, float]] = field(default_factory=list)
-    _ids: set[str] = field(default_factory=set)
-    _fraud_ids: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, transactions: Iterable[tuple[float, str]], frauds: Iterable[tuple[float, str, float]]) -> TerminalHistory:
-        """From a store's entries, in any order."""
-        ordered, ids = _unique_sorted(transactions)
-        ordered_frauds, fraud_ids = _unique_sorted(frauds)
-        return cls(ordered, ordered_frauds, ids, fraud_ids)
+        """From a store's entries (one per id), in any order."""
+        return cls(sorted(transactions), sorted(frauds))
 
     def add_transaction(self, ts: float, transaction_id: str) -> None:
-        if transaction_id not in self._ids:
-            self._ids.add(transaction_id)
-            bisect.insort(self.transactions, (ts, transaction_id))
+        _insert_new(self.transactions, (ts, transaction_id))
 
     def add_fraud(self, ts: float, transaction_id: str, labelled_ts: float) -> None:
-        if transaction_id not in self._fraud_ids:
-            self._fraud_ids.add(transaction_id)
-            bisect.insort(self.frauds, (ts, transaction_id, labelled_ts))
+        _insert_new(self.frauds, (ts, transaction_id, labelled_ts))
 
     def windows(self, ts: float) -> list[float]:
         """Count and risk per window (t - delay - w, t - delay], labels known at t."""
@@ -138,21 +134,6 @@ class TerminalHistory:
             out.append(float(count))
             out.append(known / count if count else 0.0)
         return out
-
-
-def _unique_sorted(entries: Iterable[tuple]) -> tuple[list, set[str]]:  # type: ignore[type-arg]
-    """Entries ``(ts, id, …)`` sorted, the first of each id kept, and the ids."""
-    ordered = sorted(entries)
-    ids = {entry[1] for entry in ordered}
-    if len(ids) == len(ordered):
-        return ordered, ids
-    seen: set[str] = set()
-    unique = []
-    for entry in ordered:
-        if entry[1] not in seen:
-            seen.add(entry[1])
-            unique.append(entry)
-    return unique, ids
 
 
 def calendar_features(ts: float) -> tuple[float, float]:

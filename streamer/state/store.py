@@ -199,10 +199,26 @@ def _split(member: bytes) -> tuple[str, str]:
     return head, tail
 
 
-def _amount_entry(member: bytes) -> tuple[str, float]:
-    """``id|number`` (a card's amount, a fraud's ``labelled_at``) as ``(id, number)``."""
-    head, _, tail = member.decode().rpartition("|")
-    return head, float(tail)
+def _strings(flat: Sequence[bytes]) -> list[str]:
+    """A reply's byte strings decoded at once (members and scores never hold a newline)."""
+    return b"\n".join(flat).decode().split("\n") if flat else []
+
+
+def _id_entries(flat: Sequence[bytes]) -> list[tuple[float, str]]:
+    """A ``WITHSCORES`` reply of ``id`` members as ``(score, id)``."""
+    strings = _strings(flat)
+    return [(float(score), member) for member, score in zip(strings[::2], strings[1::2])]
+
+
+def _numbered_entries(flat: Sequence[bytes]) -> list[tuple[float, str, float]]:
+    """A ``WITHSCORES`` reply of ``id|number`` members (a card's amount, a fraud's
+    ``labelled_at``) as ``(score, id, number)``."""
+    strings = _strings(flat)
+    out = []
+    for member, score in zip(strings[::2], strings[1::2]):
+        head, _, tail = member.rpartition("|")
+        out.append((float(score), head, float(tail)))
+    return out
 
 
 class RedisStateStore:
@@ -249,7 +265,7 @@ class RedisStateStore:
         for card_id in cards:
             reply: list = next(replies)  # type: ignore[assignment]
             state = card_state[card_id] = CardState()
-            state.history = CardHistory.of((ts, *_amount_entry(member)) for member, ts in _pairs(reply[0]))
+            state.history = CardHistory.of(_numbered_entries(reply[0]))
             if len(reply) > 1:
                 state.rows = _unique_rows(sorted(((ts, *unpack_row(m)) for m, ts in _pairs(reply[1])), key=lambda e: (e[0], e[1])))
                 embedding = dict(zip(reply[2][::2], reply[2][1::2]))
@@ -257,10 +273,7 @@ class RedisStateStore:
         terminal_state: dict[str, TerminalHistory] = {}
         for terminal_id in terminals:
             tx_reply, fraud_reply = next(replies)  # type: ignore[misc]
-            terminal_state[terminal_id] = TerminalHistory.of(
-                ((ts, member.decode()) for member, ts in _pairs(tx_reply)),
-                ((ts, *_amount_entry(member)) for member, ts in _pairs(fraud_reply)),
-            )
+            terminal_state[terminal_id] = TerminalHistory.of(_id_entries(tx_reply), _numbered_entries(fraud_reply))
         return card_state, terminal_state
 
     async def write_fraud(
