@@ -113,14 +113,6 @@ class FraudSettings:
     """STREAMER_FRAUD_MAX_REASONS: reasons attached to an alert."""
     label_wait_ms: int = 2000
     """STREAMER_FRAUD_LABEL_WAIT_MS: longest a batch waits for the label stream to catch up."""
-    partition_lead_hours: float = 24.0
-    """STREAMER_FRAUD_PARTITION_LEAD_HOURS: a transactions partition whose event time runs
-    this far past another one that still has unread records is paused for a while, so
-    the terminal features (which read other partitions' transactions 7 days back) stay
-    exact; 0 turns the pause off."""
-    partition_pause_ms: int = 2000
-    """STREAMER_FRAUD_PARTITION_PAUSE_MS: longest a partition stays paused before it is
-    looked at again (a laggard owned by a slow worker never stalls this one)."""
     publish_features: bool = False
     """STREAMER_FRAUD_PUBLISH_FEATURES: add the feature row to every fraud-scores record
     (feature logging: train on exactly what was served, audit a score)."""

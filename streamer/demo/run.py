@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import subprocess
 import sys
@@ -21,13 +22,18 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.datasets import SHARED_DATA
 from streamer.demo.traffic import demo_traffic
 from streamer.embedded import port_open, start_missing_services
+from streamer.output.sink import send_batched
 from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings
 from streamer.worker.topics import ensure_topics
+
+#: Traffic goes out in chunks this far apart (what is due by then).
+CHUNK_S = 0.2
 
 
 class Screen:
@@ -91,19 +97,24 @@ async def _play(settings: Settings, data_dir: Path | None, rate: float, screen: 
     from streamer.inference.next_item import NextItemRanker
 
     catalogue = NextItemRanker(settings.models.recommend).items[1:]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
+    partitions: dict[str, list[int]] = {}
+    partitioner = DefaultPartitioner()
+    traffic = demo_traffic(data_dir, catalogue, settings.topics)
     try:
         started = time.monotonic()
-        for n, (topic, key, value) in enumerate(demo_traffic(data_dir, catalogue, settings.topics)):
-            if stop.is_set():
+        while not stop.is_set():
+            # what is due by now, as one chunk of record batches: few, full batches keep the
+            # embedded broker's fetches fast over a long demo
+            due = int(rate * (time.monotonic() - started)) - screen.counts["sent"]
+            chunk = [(topic, None, key, value, (), None) for topic, key, value in itertools.islice(traffic, max(due, 0))]
+            if due > 0 and not chunk:
                 break
-            await producer.send(topic, value=value, key=key)
-            screen.counts["sent"] += 1
-            ahead = n / rate - (time.monotonic() - started)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-        await producer.flush()
+            if chunk:
+                await send_batched(producer, chunk, partitions, partitioner)
+                screen.counts["sent"] += len(chunk)
+            await asyncio.sleep(CHUNK_S)
     finally:
         await producer.stop()
 

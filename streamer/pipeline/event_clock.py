@@ -20,11 +20,8 @@ of the same topic, consumed by the same agent or by other workers. They are comp
 for a batch up to T when every transactions partition has stored up to T - 7 days or
 everything the broker holds: the clock with a 7-day ``slack``. Waiting for that inside
 the agent could block on the very partitions it is to consume, so the fraud pipeline
-does not wait: it marks the scores of a batch it cannot vouch for (``partial_state``),
-and names the partitions that run ahead (``EventClock.ahead``: more than a lead, a day
-by default, past the slowest partition that still has unread records) so that the
-worker pauses fetching them for a while, and the laggards catch up. Live traffic never
-lags by days; a long backlog fetched unevenly (a backfill, a fast replay) does.
+only checks, and marks the scores of a batch it cannot vouch for (``partial_state``).
+Live traffic never lags by days; a long backlog fetched unevenly can.
 """
 
 from __future__ import annotations
@@ -85,24 +82,6 @@ class EventClock:
             if latest < limit and offset < high:
                 behind.append(partition)
         return behind
-
-    async def ahead(self, lead_s: float) -> set[int]:
-        """Partitions whose stored event time runs more than ``lead_s`` past the slowest
-        partition that still has unread records (none when every partition is within
-        the lead of the newest, without asking the broker)."""
-        progress = await self.store.read_progress(self.topic)
-        if not progress:
-            return set()
-        newest = max(ts for _, ts in progress.values())
-        if self.partitions and all(progress.get(p, (0, float("-inf")))[1] >= newest - lead_s for p in self.partitions):
-            return set()
-        highwaters = await self.brokers.highwaters(self.topic)
-        self.partitions = sorted(highwaters)
-        unread = [progress.get(p, (0, float("-inf"))) for p, high in highwaters.items() if progress.get(p, (0, 0.0))[0] < high]
-        if not unread:
-            return set()
-        floor = min(ts for _, ts in unread)
-        return {p for p, (_, ts) in progress.items() if ts > floor + lead_s}
 
     async def wait_until(self, ts: float) -> bool:
         """True once the partitions are complete up to ``ts``; False when the wait ran out."""

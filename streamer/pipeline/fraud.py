@@ -85,9 +85,6 @@ class FraudPipeline:
         self.label_clock = label_clock
         self.transaction_clock = transaction_clock
         self.card_embeddings = CardEmbeddings(scorer, store) if scorer.sequence_length else None
-        self.lead_s = settings.fraud.partition_lead_hours * 3600.0
-        self.ahead: set[int] = set()
-        """Partitions of the transactions topic that ran ahead in event time at the last batch."""
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         good, bad = decode_all([r.value for r in records], decode_transaction, self.max_bytes)
@@ -104,8 +101,6 @@ class FraudPipeline:
             lagging = await self.transaction_clock.lagging(newest)
             partial = any(p not in progress.partitions for p in lagging)
         rows = await self.features.compute(transactions, progress)
-        if self.transaction_clock is not None and self.lead_s > 0:
-            self.ahead = await self.transaction_clock.ahead(self.lead_s)
         matrix = np.asarray(rows, dtype=np.float32)
         embeddings = None
         if self.card_embeddings is not None:

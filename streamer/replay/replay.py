@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -82,10 +82,12 @@ async def replay(
     lead: Collection[str] = ("fraud-labels",),
     chunk_records: int = 5000,
     pace_step_s: float = 0.1,
+    before_chunk: Callable[[Sequence[CapturedRecord]], Awaitable[None]] | None = None,
 ) -> int:
     """Produce the captures' records; returns how many were written (all acknowledged).
     With ``create_partitions``, missing target topics are created first with that many.
-    ``lead`` names captured topics (before ``rename``)."""
+    ``lead`` names captured topics (before ``rename``). ``before_chunk`` is awaited with
+    each chunk (as captured) before it is sent: flow control."""
     rename = rename or {}
     if create_partitions:
         from streamer.worker.topics import ensure_topics
@@ -104,6 +106,8 @@ async def replay(
             ahead = due - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
+            if before_chunk is not None:
+                await before_chunk(chunk)
             for part in lead_first(chunk, lead):
                 outgoing = []
                 for r in part:

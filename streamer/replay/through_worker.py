@@ -137,6 +137,48 @@ def running_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
             worker.wait()
 
 
+class WorkerPacer:
+    """Flow control for a fast replay through a worker: a chunk at event time T is sent
+    only once every partition of the transactions topic has stored up to T minus
+    ``lead_s`` (a day), so no partition runs days ahead of another however unevenly the
+    worker fetches a backlog (terminal features read other partitions' transactions 7
+    days back). Waits at most ``stall_s`` without the worker's progress moving."""
+
+    def __init__(self, settings: Settings, lead_s: float = 86400.0, stall_s: float = 10.0) -> None:
+        from streamer.state.store import RedisStateStore
+
+        self.store = RedisStateStore(str(settings.redis.url), settings.redis.namespace)
+        self.topic = settings.topics.transactions
+        self.captured_topic = TopicSettings().transactions
+        self.partitions = settings.kafka.partitions
+        self.lead_s = lead_s
+        self.stall_s = stall_s
+        self.sent_transactions = False
+        self.waited_s = 0.0
+
+    async def __call__(self, chunk: Sequence[Any]) -> None:
+        if self.sent_transactions:
+            await self._wait_for(chunk[0].timestamp / 1000.0)
+        self.sent_transactions = self.sent_transactions or any(r.topic == self.captured_topic for r in chunk)
+
+    async def _wait_for(self, ts: float) -> None:
+        started = time.monotonic()
+        last, moved = None, started
+        while True:
+            progress = await self.store.read_progress(self.topic)
+            if len(progress) >= self.partitions and min(t for _, t in progress.values()) >= ts - self.lead_s:
+                break
+            if progress != last:
+                last, moved = progress, time.monotonic()
+            elif time.monotonic() - moved > self.stall_s:
+                break
+            await asyncio.sleep(0.02)
+        self.waited_s += time.monotonic() - started
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
 class Replayer:
     """Replays captures through a worker process; see ``streamer_replay``."""
 
@@ -154,8 +196,17 @@ class Replayer:
         )
         return dataclasses.replace(base, topics=topics).replace(**changes)
 
-    def __call__(self, captures: Sequence[Path], *, speed: float = 0.0, timeout_s: float = 180.0, **changes: dict[str, Any]) -> Outputs:
+    async def _replay(self, settings: Settings, captures: Sequence[Path], rename: dict[str, str], speed: float) -> None:
         from streamer.replay.replay import replay
+
+        pacer = WorkerPacer(settings) if speed == 0 else None
+        try:
+            await replay(self.bootstrap, captures, rename=rename, speed=speed, before_chunk=pacer)
+        finally:
+            if pacer is not None:
+                await pacer.close()
+
+    def __call__(self, captures: Sequence[Path], *, speed: float = 0.0, timeout_s: float = 180.0, **changes: dict[str, Any]) -> Outputs:
         from streamer.worker.topics import delete_topics, ensure_topics
 
         settings = self.settings(**changes)
@@ -166,7 +217,7 @@ class Replayer:
             with running_worker(settings, log) as worker:
                 probe = asyncio.run(wait_until_consuming(settings, timeout_s=120))
                 rename = {getattr(TopicSettings(), f.name): getattr(topics, f.name) for f in dataclasses.fields(TopicSettings)}
-                asyncio.run(replay(self.bootstrap, captures, rename=rename, speed=speed))
+                asyncio.run(self._replay(settings, captures, rename, speed))
                 expected = expected_output_count(captures, TopicSettings()) + 1
                 records = asyncio.run(read_outputs(settings, expected, timeout_s))
                 if worker.poll() is not None:

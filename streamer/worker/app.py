@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
-from faust.types import TP
 
 import streamer.worker.transport as streamer_transport
 from streamer.errors import DependencyError, InvalidEvent
@@ -83,42 +81,6 @@ async def _one_by_one(pipeline: Pipeline, records: Sequence[SourceRecord], topic
     return outputs
 
 
-class PartitionPause:
-    """Pauses fetching from the partitions a pipeline names as running ahead in event time
-    (``FraudPipeline.ahead``), and resumes them once it names them no more, or after
-    ``max_s`` at the latest: a laggard owned by a slow worker never stalls this one."""
-
-    def __init__(self, app: faust.App, topic: str, max_s: float) -> None:
-        self.app = app
-        self.topic = topic
-        self.max_s = max_s
-        self.paused: dict[int, float] = {}  # partition -> monotonic time it was paused
-
-    def follow(self, ahead: set[int]) -> None:
-        resume = set(self.paused) - ahead
-        if resume:
-            self._resume(resume)
-        pause = ahead - set(self.paused)
-        if pause:
-            log.info("partitions %s of %s run ahead in event time; pausing them", sorted(pause), self.topic)
-            self.app.consumer.pause_partitions({TP(self.topic, p) for p in pause})
-            now = time.monotonic()
-            self.paused.update((p, now) for p in pause)
-            asyncio.get_running_loop().call_later(self.max_s, self._expire)
-
-    def _expire(self) -> None:
-        """Even when every partition of this worker is paused (no batch comes to look again)."""
-        now = time.monotonic()
-        expired = {p for p, since in self.paused.items() if now - since >= self.max_s - 1e-3}
-        if expired:
-            self._resume(expired)
-
-    def _resume(self, partitions: set[int]) -> None:
-        self.app.consumer.resume_partitions({TP(self.topic, p) for p in partitions})
-        for p in partitions:
-            del self.paused[p]
-
-
 def source_record(event: Any) -> SourceRecord:
     message = event.message
     return SourceRecord(
@@ -167,12 +129,8 @@ def build_app(runtime: Runtime) -> faust.App:
 
     def make_agent(topic_name: str, pipeline: Pipeline, name: str) -> None:
         async def agent(stream: Any) -> None:
-            pause = PartitionPause(app, topic_name, settings.fraud.partition_pause_ms / 1000.0)
             async for events in stream.take_events(settings.batch.max_size, within=within):
                 await run_batch(pipeline, runtime.sink, [source_record(e) for e in events], dead_letters)
-                ahead = getattr(pipeline, "ahead", None)
-                if ahead is not None:
-                    pause.follow(ahead)
 
         agent.__name__ = name
         agent.__qualname__ = name

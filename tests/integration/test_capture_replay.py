@@ -127,3 +127,32 @@ def test_a_long_interleaved_replay_stays_readable(broker: EmbeddedBroker, tmp_pa
         assert values[events] == list(range(1, n, 2)) and values[labels] == list(range(0, n, 2))
     finally:
         asyncio.run(delete_topics(bootstrap, [events, labels]))
+
+
+@pytest.mark.redis
+async def test_the_worker_pacer_holds_a_chunk_until_every_partition_stored_up_to_a_day_before_it(settings) -> None:  # type: ignore[no-untyped-def]
+    from streamer.replay.capture_file import CapturedRecord
+    from streamer.replay.through_worker import WorkerPacer
+    from streamer.state.store import RedisStateStore, StreamProgress
+
+    day, t0 = 86400.0, 1533081600.0
+    store = RedisStateStore(str(settings.redis.url), settings.redis.namespace)
+    pacer = WorkerPacer(settings, stall_s=5.0)
+
+    def chunk(ts: float) -> list[CapturedRecord]:
+        return [CapturedRecord("transactions", 0, 0, int(ts * 1000), b"c", b"{}")]
+
+    try:
+        await asyncio.wait_for(pacer(chunk(t0)), 1.0)  # nothing sent yet: no wait
+        waiting = asyncio.create_task(pacer(chunk(t0 + 3 * day)))
+        await store.write_fraud([], progress=StreamProgress(settings.topics.transactions, {0: (10, t0 + 2.5 * day)}))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # partition 1 has stored nothing
+        await store.write_fraud([], progress=StreamProgress(settings.topics.transactions, {1: (10, t0 + 1.5 * day)}))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # partition 1 is 1.5 days behind the chunk
+        await store.write_fraud([], progress=StreamProgress(settings.topics.transactions, {1: (20, t0 + 2.1 * day)}))
+        await asyncio.wait_for(waiting, 1.0)
+    finally:
+        await pacer.close()
+        await store.close()

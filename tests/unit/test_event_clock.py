@@ -79,7 +79,7 @@ async def test_scores_are_marked_partial_when_another_partition_lags_more_than_t
     store = InMemoryStateStore()
     brokers = CountingBrokers({0: 0, 1: 100})  # nothing in partition 0 yet
     clock = EventClock(store, "transactions", brokers, slack_s=7 * 86400)
-    settings = Settings().replace(fraud={"partition_lead_hours": 0})  # the flag alone, no pausing
+    settings = Settings()
     pipeline = FraudPipeline(FraudScorer(settings.models.fraud), store, settings, transaction_clock=clock)
 
     async def flagged(record: SourceRecord) -> bool:
@@ -94,47 +94,3 @@ async def test_scores_are_marked_partial_when_another_partition_lags_more_than_t
     calls = brokers.calls
     assert not await flagged(transaction(0, 2, T0 + 10 * 86400))
     assert brokers.calls == calls  # all partitions within the delay: the broker is not asked
-
-
-async def test_partitions_running_ahead_of_an_unread_laggard_are_named() -> None:
-    from streamer.state.store import StreamProgress
-
-    store = InMemoryStateStore()
-    brokers = CountingBrokers({0: 100, 1: 100, 2: 100})
-    clock = EventClock(store, "transactions", brokers, slack_s=7 * 86400)
-    await store.write_fraud([], progress=StreamProgress("transactions", {0: (50, T0 + 3 * 86400), 1: (40, T0), 2: (60, T0 + 0.5 * 86400)}))
-    assert await clock.ahead(86400) == {0}  # partition 1 has unread records and is 3 days behind
-    brokers.highs[1] = 40  # partition 1 is fully read: it holds nothing back
-    assert await clock.ahead(86400) == {0}  # 2 is now the slowest with unread records
-    brokers.highs[2] = 60
-    assert await clock.ahead(86400) == set()
-    await store.write_fraud([], progress=StreamProgress("transactions", {1: (41, T0 + 2.5 * 86400), 2: (61, T0 + 2.6 * 86400)}))
-    calls = brokers.calls
-    assert await clock.ahead(86400) == set()  # all within a day of the newest
-    assert brokers.calls == calls  # without asking the broker
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.paused: set = set()  # type: ignore[type-arg]
-
-    def pause_partitions(self, tps: set) -> None:  # type: ignore[type-arg]
-        self.paused |= tps
-
-    def resume_partitions(self, tps: set) -> None:  # type: ignore[type-arg]
-        self.paused -= tps
-
-
-async def test_partition_pause_follows_the_pipeline_and_never_outlasts_its_maximum() -> None:
-    from types import SimpleNamespace
-
-    from streamer.worker.app import PartitionPause
-
-    consumer = FakeConsumer()
-    pause = PartitionPause(SimpleNamespace(consumer=consumer), "transactions", max_s=0.05)  # type: ignore[arg-type]
-    pause.follow({0, 2})
-    assert {tp.partition for tp in consumer.paused} == {0, 2}
-    pause.follow({0})
-    assert {tp.partition for tp in consumer.paused} == {0}
-    await asyncio.sleep(0.1)  # no batch came to look again: the timer resumes it
-    assert consumer.paused == set() and pause.paused == {}
