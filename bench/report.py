@@ -13,7 +13,10 @@ def _row(name: str, stats: dict[str, float], ceiling: float | None = None) -> st
     return f"| {name} | {stats['median']:,.0f} | {stats['min']:,.0f} – {stats['max']:,.0f} | {share} |"
 
 
-def write_docs(results: dict[str, Any], docs: Path) -> None:
+def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = None) -> None:
+    """docs/benchmarks.md (tables from ``results``, the soak and GPU results found in
+    ``results_dir``, and the hand-written notes already there) and docs/latency.png."""
+    results_dir = results_dir or Path(__file__).resolve().parent / "results"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +90,50 @@ def write_docs(results: dict[str, Any], docs: Path) -> None:
             for kind in ("transactions", "clicks")) + " |",
         "",
     ]
-    (docs / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    lines += soak_section(results_dir) + gpu_section(results_dir)
+    target = docs / "benchmarks.md"
+    notes = target.read_text().partition(NOTES)[2] if target.is_file() else ""
+    target.write_text("\n".join(lines) + "\n" + NOTES + (notes or "\n"))
+
+
+#: Everything after this line in docs/benchmarks.md is written by hand and kept.
+NOTES = "<!-- notes: kept when the tables above are regenerated -->\n"
+
+
+def soak_section(results_dir: Path) -> list[str]:
+    path = results_dir / "soak.json"
+    if not path.is_file():
+        return ["## Soak", "", "Not run yet: `python -m bench.soak --minutes 10`.", ""]
+    soak = json.loads(path.read_text())
+    return [
+        "## Soak: the worker's memory over a steady run", "",
+        f"Date: {soak['date']}. Command: `{soak['command']}`. Offered {soak['offered']}, answered {soak['answered']}.", "",
+        "| worker RSS | MB |", "|---|---|",
+        f"| at the start | {soak['rss_start_mb']} |",
+        f"| median over the second fifth of the run | {soak['rss_second_fifth_median_mb']} |",
+        f"| median over the last fifth | {soak['rss_last_fifth_median_mb']} |",
+        f"| largest | {soak['rss_max_mb']} |",
+        f"| slope over the last four fifths | {soak['slope_mb_per_min']} MB/min |", "",
+        f"Flat (last fifth within max(5 MB, 3 %) of the second, slope under 1 MB/min): **{'yes' if soak['flat'] else 'no'}**.", "",
+    ]
+
+
+def gpu_section(results_dir: Path) -> list[str]:
+    path = results_dir / "gpu.json"
+    header = ["## GPU", "", "`bash bench/gpu.sh` on a machine with an NVIDIA GPU and onnxruntime-gpu: the inference",
+              "stage on CPU and CUDA (float32, and the encoders in float16 with their accuracy), then the engine.", ""]
+    if not path.is_file():
+        return header + ["No GPU run recorded yet: no GPU machine was lent to the sessions that wrote this.", ""]
+    gpu = json.loads(path.read_text())
+    rows = ["| provider | fp16 | measurement | per second |", "|---|---|---|---|"]
+    for run in gpu["runs"]:
+        for key, value in run.items():
+            if key.endswith(tuple("0123456789")) and "per_s" in key:
+                rows.append(f"| {run['provider']} | {run['fp16']} | {key} | {value:,} |")
+        for key in ("max_fraud_difference_vs_cpu_fp32", "top10_unchanged_share_vs_cpu_fp32"):
+            if key in run:
+                rows.append(f"| {run['provider']} | {run['fp16']} | {key} | {run[key]:.4g} |")
+    return header + [f"onnxruntime {gpu['onnxruntime']}, providers {gpu['available']}.", ""] + rows + [""]
 
 
 if __name__ == "__main__":

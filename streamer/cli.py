@@ -91,7 +91,7 @@ def _replay(args: argparse.Namespace) -> int:
     servers = args.bootstrap_servers or settings.kafka.bootstrap_servers
     lead = [t for t in args.lead.split(",") if t] if args.lead is not None else [settings.topics.fraud_labels]
     asyncio.run(replay(servers, args.captures, rename=rename, speed=args.speed, progress=print,
-                       create_partitions=settings.kafka.partitions, lead=lead))
+                       create_partitions=settings.kafka.partitions, lead=lead, pace_step_s=args.pace_step_ms / 1000.0))
     return 0
 
 
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("captures", type=Path, nargs="+")
     rep.add_argument("--speed", type=float, default=0.0, help="pace by timestamps times this factor (0: as fast as possible)")
     rep.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="write topic OLD into NEW")
+    rep.add_argument("--pace-step-ms", type=float, default=500.0,
+                     help="paced: send what is due within this much wall time as one chunk")
     rep.add_argument("--lead", default=None, metavar="TOPICS",
                      help="captured topics written first within each chunk (default: STREAMER_TOPICS_FRAUD_LABELS)")
     rep.add_argument("--bootstrap-servers", default=None, help="default: STREAMER_KAFKA_BOOTSTRAP_SERVERS")

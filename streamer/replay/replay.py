@@ -81,7 +81,7 @@ async def replay(
     create_partitions: int | None = None,
     lead: Collection[str] = ("fraud-labels",),
     chunk_records: int = 5000,
-    pace_step_s: float = 0.1,
+    pace_step_s: float = 0.5,
     before_chunk: Callable[[Sequence[CapturedRecord]], Awaitable[None]] | None = None,
 ) -> int:
     """Produce the captures' records; returns how many were written (all acknowledged).
