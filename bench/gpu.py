@@ -84,18 +84,12 @@ def inference(provider: str, fp16: bool, batches: list[int], seconds: float) -> 
 
 def engine(provider: str, n: int) -> dict[str, float]:
     import contextlib
-    from urllib.parse import urlparse
 
-    from bench.run import clicks, drain, transactions
-    from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+    from bench.run import clicks, drain, local_services, transactions
 
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(EmbeddedBroker())
-        base = Settings.from_env()
-        url = urlparse(str(base.redis.url))
-        redis_url = str(base.redis.url) if port_open(url.hostname or "localhost", url.port or 6379) else stack.enter_context(EmbeddedRedis()).url
-        base = base.replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4},
-                            redis={"url": redis_url}, models={"provider": provider})
+        _, base = local_services(stack)
+        base = base.replace(models={"provider": provider})
         log = ROOT / "bench" / "results" / f"gpu-worker-{provider}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         return {

@@ -28,6 +28,7 @@ import itertools
 import json
 import platform
 import statistics
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -233,6 +234,16 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
         await delete_topics(bootstrap, [source, sink])
 
 
+def local_services(stack: contextlib.ExitStack) -> tuple[EmbeddedBroker, Settings]:
+    """An embedded broker, and the Redis at ``STREAMER_REDIS_URL`` or an embedded Valkey;
+    settings pointing at both, with topics of 4 partitions."""
+    broker = stack.enter_context(EmbeddedBroker())
+    base = Settings.from_env()
+    url = urlparse(str(base.redis.url))
+    redis_url = str(base.redis.url) if port_open(url.hostname or "localhost", url.port or 6379) else stack.enter_context(EmbeddedRedis()).url
+    return broker, base.replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4}, redis={"url": redis_url})
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values)), "min": round(min(values)), "max": round(max(values)), "runs": len(values)}
 
@@ -251,17 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     log = out_dir / "worker.log"
 
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(EmbeddedBroker())
-        base = Settings.from_env()
-        url = urlparse(str(base.redis.url))
-        redis_url = str(base.redis.url) if port_open(url.hostname or "localhost", url.port or 6379) else stack.enter_context(EmbeddedRedis()).url
-        base = base.replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4}, redis={"url": redis_url})
+        broker, base = local_services(stack)
         tx_messages, click_messages = transactions(n_tx + int(sum(rates) * 8)), clicks(n_clicks + int(sum(rates) * 8))
         batch = base.batch.max_size
         results: dict[str, object] = {
             "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python -m bench.run" + (" --quick" if args.quick else ""),
+            "command": " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)]),
             "batch_size": batch,
         }
         print("ceilings ...", flush=True)

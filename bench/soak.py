@@ -21,15 +21,13 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.run import ROOT, clicks, fresh_settings, output_times, transactions
-from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from bench.run import ROOT, clicks, fresh_settings, local_services, output_times, transactions
 from streamer.output.sink import send_batched
 from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings
@@ -104,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(EmbeddedBroker())
-        base = Settings.from_env()
-        url = urlparse(str(base.redis.url))
-        redis_url = str(base.redis.url) if port_open(url.hostname or "localhost", url.port or 6379) else stack.enter_context(EmbeddedRedis()).url
-        base = base.replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4}, redis={"url": redis_url})
+        broker, base = local_services(stack)
         settings = fresh_settings(base, base.batch.max_size)
         asyncio.run(ensure_topics(broker.bootstrap_servers, settings.topics.all(), settings.kafka.partitions))
         log = args.out.parent / "soak-worker.log"
