@@ -41,10 +41,15 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def retimed(value: bytes, event_time: float) -> bytes:
-    """The event with its timestamp set to now (windows and TTLs then behave as live)."""
+def retimed(value: bytes, event_time: float, cycle: int) -> bytes:
+    """The event with its timestamp set to now (windows and TTLs then behave as live), and
+    its id made unique again when the data is played a further time round."""
     event = orjson.loads(value)
     event["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event_time)) + "Z"
+    if cycle:
+        for field in ("transaction_id", "event_id"):
+            if field in event:
+                event[field] = f"{event[field]}~{cycle}"
     return orjson.dumps(event)
 
 
@@ -52,8 +57,8 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
                 every_s: float) -> tuple[list[tuple[float, float]], dict[str, int]]:
     """Offer the events; returns the memory samples and how many of each kind were sent."""
     topics = settings.topics
-    feeds = [(topics.transactions, transactions(int(rate * seconds / 2) + 1)),
-             (topics.clickstream, clicks(int(rate * seconds / 2) + 1))]
+    per_kind = int(rate * seconds / 2) + 1
+    feeds = [(topics.transactions, transactions(per_kind)), (topics.clickstream, clicks(per_kind))]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
     partitions: dict[str, list[int]] = {}
@@ -66,8 +71,8 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
         while (elapsed := time.monotonic() - started) < seconds:
             due = int(rate * elapsed)
             now = time.time()
-            chunk = [(topic, None, key, retimed(value, now), (), None)
-                     for topic, messages in feeds for key, value in messages[sent // 2 : due // 2]]
+            chunk = [(topic, None, *retimed_at(messages, n, now), (), None)
+                     for topic, messages in feeds for n in range(sent // 2, due // 2)]
             if chunk:
                 await send_batched(producer, chunk, partitions, partitioner)
             sent = due - due % 2
@@ -78,6 +83,12 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
     finally:
         await producer.stop()
     return samples, {"transactions": sent // 2, "clicks": sent // 2}
+
+
+def retimed_at(messages: list[tuple[bytes, bytes]], n: int, now: float) -> tuple[bytes, bytes]:
+    """The n-th event of a feed played round and round."""
+    key, value = messages[n % len(messages)]
+    return key, retimed(value, now, n // len(messages))
 
 
 def verdict(samples: list[tuple[float, float]]) -> dict[str, float | bool]:
