@@ -33,14 +33,13 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamer.datasets import BEAUTY, FRAUD_CSV, read_fraud_csv, read_sequences
-from streamer.embedded import EmbeddedBroker, EmbeddedRedis, port_open
+from streamer.embedded import EmbeddedBroker, start_missing_services
 from streamer.events import click_to_json, encode, format_time, transaction_to_json, Click
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
@@ -238,10 +237,8 @@ def local_services(stack: contextlib.ExitStack) -> tuple[EmbeddedBroker, Setting
     """An embedded broker, and the Redis at ``STREAMER_REDIS_URL`` or an embedded Valkey;
     settings pointing at both, with topics of 4 partitions."""
     broker = stack.enter_context(EmbeddedBroker())
-    base = Settings.from_env()
-    url = urlparse(str(base.redis.url))
-    redis_url = str(base.redis.url) if port_open(url.hostname or "localhost", url.port or 6379) else stack.enter_context(EmbeddedRedis()).url
-    return broker, base.replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4}, redis={"url": redis_url})
+    base = Settings.from_env().replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4})
+    return broker, start_missing_services(base, stack)
 
 
 def spread(values: list[float]) -> dict[str, float]:

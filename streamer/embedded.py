@@ -55,7 +55,8 @@ def port_open(host: str, port: int) -> bool:
 def die_with_parent() -> None:
     """In the child, before exec: on Linux, ask for SIGTERM when the parent dies, so a
     killed demo, test run or evaluation leaves no broker behind (its memory storage
-    keeps growing and it keeps a core busy), and no worker retrying a broker that is gone. Elsewhere, stopping is left to ``stop()``."""
+    keeps growing and it keeps a core busy), and no worker retrying a broker that is gone.
+    Elsewhere, stopping is left to ``stop()``."""
     if sys.platform.startswith("linux"):
         import ctypes
 

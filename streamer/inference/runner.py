@@ -49,8 +49,7 @@ class OnnxModel:
         if not path.is_file():
             raise ConfigurationError(f"model file {path} does not exist")
         providers = choose_providers(provider)
-        self.on_gpu = providers[0] == "CUDAExecutionProvider"
-        self.fp16 = fp16 and self.on_gpu
+        self.fp16 = fp16 and providers[0] == "CUDAExecutionProvider"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -61,6 +60,7 @@ class OnnxModel:
         model: str | bytes = float16_graph(path) if self.fp16 else str(path)
         self.session = ort.InferenceSession(model, options, providers=providers)
         self.providers = self.session.get_providers()
+        self.on_gpu = self.providers[0] == "CUDAExecutionProvider"  # what ORT made, not what was asked
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         log.info("loaded %s on %s", path.name, self.providers[0])

@@ -77,6 +77,13 @@ class KafkaSink:
 Outgoing = tuple[str, int | None, bytes | None, bytes | None, Sequence[tuple[str, bytes]], int | None]
 
 
+async def topic_partitions(producer: AIOKafkaProducer, topic: str, cache: dict[str, list[int]]) -> list[int]:
+    """A topic's partitions, asked of the producer once and kept in ``cache``."""
+    if topic not in cache:
+        cache[topic] = sorted(await producer.partitions_for(topic))
+    return cache[topic]
+
+
 async def send_batched(
     producer: AIOKafkaProducer, records: Sequence[Outgoing], partitions_of: dict[str, list[int]],
     partitioner: Callable[[bytes | None, list[int], list[int]], int],
@@ -90,9 +97,7 @@ async def send_batched(
     for record in records:
         topic, partition = record[0], record[1]
         if partition is None:
-            partitions = partitions_of.get(topic)
-            if partitions is None:
-                partitions = partitions_of[topic] = sorted(await producer.partitions_for(topic))
+            partitions = await topic_partitions(producer, topic, partitions_of)
             partition = partitioner(record[2], partitions, partitions)
         groups.setdefault((topic, partition), []).append(record)
     futures = []

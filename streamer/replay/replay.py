@@ -30,7 +30,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from streamer.output.sink import send_batched
+from streamer.output.sink import send_batched, topic_partitions
 from streamer.replay.capture_file import CapturedRecord, read_capture
 
 
@@ -114,9 +114,7 @@ async def replay(
                     topic = rename.get(r.topic, r.topic)
                     partition = None
                     if r.key is None:
-                        if topic not in partitions_of:
-                            partitions_of[topic] = sorted(await producer.partitions_for(topic))
-                        partition = r.partition % len(partitions_of[topic])
+                        partition = r.partition % len(await topic_partitions(producer, topic, partitions_of))
                     outgoing.append((topic, partition, r.key, r.value, r.headers, r.timestamp))
                 await send_batched(producer, outgoing, partitions_of, partitioner)
             sent += len(chunk)

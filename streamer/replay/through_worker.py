@@ -154,7 +154,6 @@ class WorkerPacer:
         self.lead_s = lead_s
         self.stall_s = stall_s
         self.sent_transactions = False
-        self.waited_s = 0.0
 
     async def __call__(self, chunk: Sequence[Any]) -> None:
         if self.sent_transactions:
@@ -162,8 +161,7 @@ class WorkerPacer:
         self.sent_transactions = self.sent_transactions or any(r.topic == self.captured_topic for r in chunk)
 
     async def _wait_for(self, ts: float) -> None:
-        started = time.monotonic()
-        last, moved = None, started
+        last, moved = None, time.monotonic()
         while True:
             progress = await self.store.read_progress(self.topic)
             if len(progress) >= self.partitions and min(t for _, t in progress.values()) >= ts - self.lead_s:
@@ -173,7 +171,6 @@ class WorkerPacer:
             elif time.monotonic() - moved > self.stall_s:
                 break
             await asyncio.sleep(0.02)
-        self.waited_s += time.monotonic() - started
 
     async def close(self) -> None:
         await self.store.close()

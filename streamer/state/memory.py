@@ -35,7 +35,7 @@ class _EventLog:
         cutoff = self.entries[-1][0] - horizon - PRUNE_GRACE
         if self.entries[0][0] < cutoff:
             cut = bisect.bisect_left(self.entries, (cutoff,))
-            self.ids.difference_update(entry[1] for entry in self.entries[:cut])
+            self.ids.difference_update(old[1] for old in self.entries[:cut])
             del self.entries[:cut]
 
     def window(self, window: TimeRange) -> list[tuple]:  # type: ignore[type-arg]
