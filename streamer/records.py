@@ -10,6 +10,16 @@ from dataclasses import dataclass
 
 Headers = tuple[tuple[str, bytes], ...]
 
+# Published scores carry this many decimals. A float32 result depends slightly on how
+# the events were batched, so the same event scored in two differently composed batches
+# may differ by one step in the last decimal: compare scores within SCORE_TOLERANCE.
+SCORE_DECIMALS = 6
+SCORE_TOLERANCE = 2 * 10.0**-SCORE_DECIMALS
+
+
+def published_score(score: float) -> float:
+    return round(score, SCORE_DECIMALS)
+
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:

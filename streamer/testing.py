@@ -21,7 +21,7 @@ Example::
 
     def test_my_capture(streamer_replay, streamer_offline):
         live = streamer_replay([Path("captures/july.jsonl.gz")])
-        assert not live.differences(streamer_offline([Path("captures/july.jsonl.gz")]), 1e-6)
+        assert not live.differences(streamer_offline([Path("captures/july.jsonl.gz")]))
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.output.dead_letter import dead_letter
 from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.event_clock import EventClock, progress_of
-from streamer.records import OutputRecord, SourceRecord
+from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.store import CardState, StateStore, StreamProgress
 
@@ -113,7 +113,7 @@ class FraudPipeline:
             record: dict[str, Any] = {
                 "transaction_id": tx.transaction_id,
                 "card_id": tx.card_id,
-                "score": round(score, 6),
+                "score": published_score(score),
                 "model_version": self.scorer.version,
                 "timestamp": tx.timestamp,
                 "scored_at": scored_at,

@@ -22,7 +22,7 @@ import numpy as np
 from streamer.events import Click, RankingRequest, decode_all, decode_click, decode_ranking_request, encode
 from streamer.inference.next_item import NextItemRanker, Ranked
 from streamer.output.dead_letter import dead_letter
-from streamer.records import OutputRecord, SourceRecord
+from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate
 
@@ -158,7 +158,7 @@ def recommendation(event: Click | RankingRequest, listed: Ranked, version: str, 
     return {
         "event_id": event.event_id if isinstance(event, Click) else event.request_id,
         "user_id": event.user_id,
-        "items": [{"item_id": item, "score": round(score, 6)} for item, score in listed],
+        "items": [{"item_id": item, "score": published_score(score)} for item, score in listed],
         "model_version": version,
         "source": source,
         "timestamp": event.timestamp,

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from streamer.records import OutputRecord, SourceRecord
+from streamer.records import SCORE_TOLERANCE, OutputRecord, SourceRecord
 from streamer.replay.capture_file import CapturedRecord
 from streamer.replay.replay import merged
 from streamer.settings import Settings
@@ -67,8 +67,8 @@ class Outputs:
         return cls(obj["scores"], obj["alerts"], obj["recommendations"],
                    [(reason, value.encode("latin-1")) for reason, value in obj["dead_letters"]])
 
-    def differences(self, other: Outputs, score_tolerance: float = 0.0) -> list[str]:
-        """Human-readable differences; empty when the runs agree within the tolerance."""
+    def differences(self, other: Outputs, score_tolerance: float = SCORE_TOLERANCE) -> list[str]:
+        """Human-readable differences; empty when the runs agree (scores within the tolerance)."""
         found: list[str] = []
         for name in ("scores", "alerts"):
             mine, theirs = getattr(self, name), getattr(other, name)

@@ -43,22 +43,29 @@ def merged(paths: Sequence[Path]) -> Iterator[CapturedRecord]:
     return heapq.merge(*streams.values(), key=lambda r: r.timestamp)
 
 
-def chunks(records: Iterable[CapturedRecord], speed: float, chunk_records: int, pace_step_s: float
-           ) -> Iterator[tuple[float, list[CapturedRecord]]]:
+def chunks(records: Iterable[CapturedRecord], speed: float, chunk_records: int, pace_step_s: float,
+           span: tuple[str, float] | None = None) -> Iterator[tuple[float, list[CapturedRecord]]]:
     """The merged records cut into chunks, each with the wall-clock offset (s from the
-    start) at which it is due: 0 when fast; paced, the due time of its first record."""
+    start) at which it is due: 0 when fast; paced, the due time of its first record.
+    With ``span = (topic, s)``, no chunk holds records of that topic more than ``s`` of
+    event time apart."""
     chunk: list[CapturedRecord] = []
     first_ts: int | None = None
+    span_start: int | None = None  # the chunk's first record of the span topic
     due = 0.0
     for record in records:
         if first_ts is None:
             first_ts = record.timestamp
         record_due = (record.timestamp - first_ts) / 1000.0 / speed if speed > 0 else 0.0
-        if chunk and (len(chunk) >= chunk_records or record_due >= due + pace_step_s):
+        spanned = span is not None and record.topic == span[0]
+        if chunk and (len(chunk) >= chunk_records or record_due >= due + pace_step_s
+                      or (spanned and span_start is not None and record.timestamp - span_start > span[1] * 1000.0)):
             yield due, chunk
-            chunk = []
+            chunk, span_start = [], None
         if not chunk:
             due = record_due
+        if spanned and span_start is None:
+            span_start = record.timestamp
         chunk.append(record)
     if chunk:
         yield due, chunk
@@ -83,11 +90,13 @@ async def replay(
     chunk_records: int = 5000,
     pace_step_s: float = 0.5,
     before_chunk: Callable[[Sequence[CapturedRecord]], Awaitable[None]] | None = None,
+    chunk_span: tuple[str, float] | None = None,
 ) -> int:
     """Produce the captures' records; returns how many were written (all acknowledged).
     With ``create_partitions``, missing target topics are created first with that many.
     ``lead`` names captured topics (before ``rename``). ``before_chunk`` is awaited with
-    each chunk (as captured) before it is sent: flow control."""
+    each chunk (as captured) before it is sent: flow control, for which ``chunk_span``
+    (captured topic, seconds) bounds how much of that topic's event time one chunk covers."""
     rename = rename or {}
     if create_partitions:
         from streamer.worker.topics import ensure_topics
@@ -102,7 +111,7 @@ async def replay(
     sent = 0
     try:
         started = last_report = time.monotonic()
-        for due, chunk in chunks(merged(paths), speed, chunk_records, pace_step_s):
+        for due, chunk in chunks(merged(paths), speed, chunk_records, pace_step_s, chunk_span):
             ahead = due - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)

@@ -142,7 +142,9 @@ class WorkerPacer:
     only once every partition of the transactions topic has stored up to T minus
     ``lead_s`` (a day), so no partition runs days ahead of another however unevenly the
     worker fetches a backlog (terminal features read other partitions' transactions 7
-    days back). Waits at most ``stall_s`` without the worker's progress moving."""
+    days back). Chunks must then span at most ``lead_s`` of event time (a small capture
+    would otherwise go out as one chunk, unpaced). Waits at most ``stall_s`` without the
+    worker's progress moving."""
 
     def __init__(self, settings: Settings, lead_s: float = 86400.0, stall_s: float = 10.0) -> None:
         from streamer.state.store import RedisStateStore
@@ -198,7 +200,8 @@ class Replayer:
 
         pacer = WorkerPacer(settings) if speed == 0 else None
         try:
-            await replay(self.bootstrap, captures, rename=rename, speed=speed, before_chunk=pacer)
+            await replay(self.bootstrap, captures, rename=rename, speed=speed, before_chunk=pacer,
+                         chunk_span=(pacer.captured_topic, pacer.lead_s) if pacer is not None else None)
         finally:
             if pacer is not None:
                 await pacer.close()

@@ -20,7 +20,7 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import ListSink
 from streamer.pipeline.fraud import FraudPipeline
-from streamer.records import SourceRecord
+from streamer.records import SCORE_TOLERANCE, SourceRecord
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from tests.support import DATA, WorkerProcess, load_jsonl, produce, read_topic
@@ -78,7 +78,7 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         assert record.key == orjson.loads(record.value)["card_id"].encode()
     expected = offline_scores(settings, values)
     for transaction_id, score in expected.items():
-        assert streamed[transaction_id]["score"] == pytest.approx(score, abs=1e-6)
+        assert streamed[transaction_id]["score"] == pytest.approx(score, abs=SCORE_TOLERANCE)
         assert 0.0 <= score <= 1.0
 
     alerted = {orjson.loads(r.value)["transaction_id"] for r in alerts}
@@ -134,7 +134,9 @@ def test_every_click_gets_unseen_recommendations_and_requests_use_the_cache(sett
     last_click = {c["user_id"]: c["event_id"] for c in clicks}
     for user in users:
         assert answers[f"r-{user}"]["source"] == "cached"
-        assert answers[f"r-{user}"]["items"] == by_event[last_click[user]]["items"]
+        cached, clicked = answers[f"r-{user}"]["items"], by_event[last_click[user]]["items"]
+        assert [i["item_id"] for i in cached] == [i["item_id"] for i in clicked]
+        assert [i["score"] for i in cached] == pytest.approx([i["score"] for i in clicked], abs=SCORE_TOLERANCE)
     assert set(by_event) == {c["event_id"] for c in clicks}
     catalogue = set(NextItemRanker(settings.models.recommend).items[1:])
     seen: dict[str, set[str]] = {}
@@ -174,9 +176,10 @@ def test_worker_killed_midstream_loses_nothing(settings: Settings, worker_log) -
         worker.stop()
     ids = [orjson.loads(r.value)["transaction_id"] for r in scores]
     assert set(ids) == wanted
-    # Duplicates after the kill are allowed (at-least-once) and must carry equal scores.
+    # Duplicates after the kill are allowed (at-least-once) and must carry equal scores
+    # (up to the rounding of differently composed batches).
     by_id: dict[str, set[float]] = {}
     for r in scores:
         value = orjson.loads(r.value)
         by_id.setdefault(value["transaction_id"], set()).add(value["score"])
-    assert all(len(s) == 1 for s in by_id.values())
+    assert all(max(s) - min(s) <= SCORE_TOLERANCE for s in by_id.values())

@@ -21,7 +21,6 @@ from streamer.replay.offline import Outputs
 
 HERE = Path(__file__).resolve().parent
 CAPTURES = ("fraud", "clicks")
-SCORE_TOLERANCE = 1e-6
 
 
 def expected(name: str) -> Outputs:
@@ -33,7 +32,7 @@ def expected(name: str) -> Outputs:
 def test_offline_replay_matches_the_golden_outputs(streamer_offline, name: str, batch_size: int) -> None:  # type: ignore[no-untyped-def]
     got = streamer_offline([HERE / "captures" / f"{name}.jsonl.gz"], batch_size=batch_size)
     assert got.scores or got.recommendations
-    assert got.differences(expected(name), SCORE_TOLERANCE) == []
+    assert got.differences(expected(name)) == []
 
 
 @pytest.mark.kafka
@@ -46,4 +45,4 @@ def test_worker_replay_matches_the_golden_outputs(streamer_replay) -> None:  # t
     clicks = expected("clicks")
     want.recommendations = clicks.recommendations
     want.dead_letters = sorted(want.dead_letters + clicks.dead_letters)
-    assert got.differences(want, SCORE_TOLERANCE) == []
+    assert got.differences(want) == []

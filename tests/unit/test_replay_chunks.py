@@ -18,6 +18,18 @@ def test_fast_chunks_are_cut_by_count_and_all_due_at_once() -> None:
     assert [r.offset for _, c in cut for r in c] == list(range(12))
 
 
+def test_fast_chunks_cover_at_most_the_given_span_of_event_time() -> None:
+    # a replay paced on the worker's progress needs chunks of bounded event time, however few records
+    records = [record("transactions", ms, i) for i, ms in enumerate((0, 500, 1000, 1001, 2500, 2600))]
+    cut = list(chunks(records, speed=0.0, chunk_records=100, pace_step_s=0.1, span=("transactions", 1.0)))
+    assert [[r.timestamp for r in c] for _, c in cut] == [[0, 500, 1000], [1001], [2500, 2600]]
+    # other topics are not cut by time: a chunk spans from its first transaction
+    mixed = [record("clickstream", 0), record("clickstream", 5000), record("transactions", 6000),
+             record("transactions", 6900), record("clickstream", 9000), record("transactions", 9500)]
+    cut = list(chunks(mixed, speed=0.0, chunk_records=100, pace_step_s=0.1, span=("transactions", 1.0)))
+    assert [[r.timestamp for r in c] for _, c in cut] == [[0, 5000, 6000, 6900, 9000], [9500]]
+
+
 def test_paced_chunks_hold_the_records_due_within_one_step() -> None:
     # speed 10: record time advances 10 s per second; 0.1 s steps hold 1 s of record time
     records = [record("transactions", ms) for ms in (0, 400, 999, 1000, 1500, 5000)]
