@@ -69,6 +69,18 @@ def clicks(n: int) -> list[Message]:
     return out
 
 
+def click_histories(n: int) -> list[list[str]]:
+    """What the engine encodes for each of the first ``n`` benchmark clicks: the user's
+    items up to and including the click."""
+    out: list[list[str]] = []
+    for _, items in read_sequences(BEAUTY):
+        for position in range(len(items)):
+            out.append(items[: position + 1])
+            if len(out) >= n:
+                return out
+    return out
+
+
 def fresh_settings(base: Settings, batch: int) -> Settings:
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(**{f.name: f"bench-{getattr(TopicSettings(), f.name)}-{tag}" for f in dataclasses.fields(TopicSettings)})
@@ -173,12 +185,20 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
     return results
 
 
-def model_ceiling(settings: Settings, batch: int, seconds: float = 3.0) -> dict[str, float]:
+def model_ceiling(settings: Settings, batch: int, n_clicks: int, seconds: float = 3.0) -> dict[str, float]:
+    """The models alone at the engine's batch size: the fraud models on transactions with
+    full card histories, the next-item encoder and ranker on the histories the drained
+    clicks have (batches taken in turn)."""
     sample = [tx for tx, _ in read_fraud_csv(FRAUD_CSV, batch)]
     rows = np.asarray(asyncio.run(TransactionFeatures(InMemoryStateStore()).compute(sample)), dtype=np.float32)
     scorer = FraudScorer(settings.models.fraud, threads=settings.models.threads)
     ranker = NextItemRanker(settings.models.recommend, threads=settings.models.threads)
-    users = [ranker.indices(items[:-1]) for _, items in itertools.islice(read_sequences(BEAUTY), batch)]
+    histories = [ranker.indices(items) for items in click_histories(n_clicks)]
+    user_batches = itertools.cycle([histories[i : i + batch] for i in range(0, len(histories) - batch + 1, batch)])
+
+    def rank_step() -> None:
+        users = next(user_batches)
+        ranker.rank(ranker.encode(users), users, 10)
 
     def rate(step) -> float:  # type: ignore[no-untyped-def]
         calls, started = 0, time.perf_counter()
@@ -199,7 +219,7 @@ def model_ceiling(settings: Settings, batch: int, seconds: float = 3.0) -> dict[
 
     return {
         "fraud_model_per_s": round(rate(fraud_step)),
-        "ranker_per_s": round(rate(lambda: ranker.rank(ranker.encode(users), users, 10))),
+        "ranker_per_s": round(rate(rank_step)),
     }
 
 
@@ -269,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": batch,
         }
         print("ceilings ...", flush=True)
-        results["model_alone"] = model_ceiling(base, batch)
+        results["model_alone"] = model_ceiling(base, batch, n_clicks)
         results["bare_loop_per_s"] = spread([asyncio.run(bare_loop(broker.bootstrap_servers, tx_messages[:n_tx])) for _ in range(repeats)])
         print(f"  {results['model_alone']}, bare loop {results['bare_loop_per_s']}", flush=True)
         for kind, messages, n in (("transactions", tx_messages, n_tx), ("clicks", click_messages, n_clicks)):

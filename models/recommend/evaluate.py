@@ -38,6 +38,12 @@ def load_sessions(model_dir: Path, threads: int = 0) -> tuple[ort.InferenceSessi
     return encoder, ranker
 
 
+def max_len_of(encoder: ort.InferenceSession) -> int:
+    """The encoder's sequence length: its fixed input width, or the ``max_len`` it was exported with."""
+    width = encoder.get_inputs()[0].shape[1]
+    return width if isinstance(width, int) else int(encoder.get_modelmeta().custom_metadata_map["max_len"])
+
+
 def recommend(encoder: ort.InferenceSession, ranker: ort.InferenceSession,
               histories: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-K model indices and scores for a batch of histories (model indices), history excluded."""
@@ -54,7 +60,7 @@ def evaluate(data: Path, model_dir: Path, *, split_name: str = "test", batch_siz
     model_dir = Path(model_dir)
     items = read_items(model_dir / "items.txt")
     encoder, ranker = load_sessions(model_dir, threads)
-    max_len = int(encoder.get_inputs()[0].shape[1])
+    max_len = max_len_of(encoder)
     seqs = read_sequences(data, items=items)
     histories, targets, _ = split(seqs.sequences, split_name)
     ranks = np.full(len(targets), -1, dtype=np.int64)

@@ -1,8 +1,10 @@
 """ONNX export of the recommender: ``encoder.onnx`` (sequence -> user embedding) and ``ranker.onnx``.
 
 ``encoder.onnx``
-    input ``item_ids`` int64 ``[batch, max_len]``: model indices, left-padded with 0, most recent item
-    last. Ids outside ``1..num_items`` (unknown items, the internal ``[MASK]`` id) are treated as
+    input ``item_ids`` int64 ``[batch, length]``, ``length <= max_len``: model indices, left-padded
+    with 0, most recent item last; the last column is always position ``max_len - 1``, so a batch
+    trimmed to its longest row gives the embeddings of the same rows padded to ``max_len`` (short
+    histories cost less). Ids outside ``1..num_items`` (unknown items, the internal ``[MASK]`` id) are treated as
     padding. Output ``user_embedding`` float32 ``[batch, D]``: the final hidden state of the last
     position (causal attention). A row of only padding gives a meaningless embedding: serve the
     manifest's ``popular`` list instead.
@@ -16,7 +18,9 @@
     only appear when fewer than K items remain; padding (index 0) gets ``-inf`` and is never returned.
 
 Both graphs are exported with ``torch.onnx.export`` (dynamo exporter), opset :data:`OPSET`, with a
-dynamic batch axis, as self-contained files (no external data).
+dynamic batch axis, as self-contained files (no external data). :func:`model_from_encoder` rebuilds
+the torch model from a shipped ``encoder.onnx`` (its weights are the model's), so a shipped model
+can be exported again without retraining (``python -m models.recommend.export DIR``).
 """
 
 from __future__ import annotations
@@ -27,9 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import SeqRecModel
+from .model import ModelConfig, SeqRecModel
 
 OPSET = 20
+ENCODER_NOTE = ("item_ids: model indices left-padded with 0, most recent item last, at most max_len columns "
+                "(keep the last max_len; fewer columns give the same embeddings, faster); ids outside "
+                "1..num_items count as padding; an all-padding row gives a meaningless embedding: serve "
+                "'popular' instead")
 EXCLUDED_SCORE = float(torch.finfo(torch.float32).min)
 
 
@@ -71,14 +79,18 @@ class RankerGraph(nn.Module):
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_shapes: tuple) -> None:
+            dynamic_shapes: tuple, metadata: dict[str, str] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, args, str(path), input_names=input_names, output_names=output_names,
+        program = torch.onnx.export(
+            module, args, None, input_names=input_names, output_names=output_names,
             dynamic_shapes=dynamic_shapes, opset_version=OPSET, dynamo=True, external_data=False,
             optimize=True, verbose=False,
         )
+    graph = program.model_proto
+    for key, value in (metadata or {}).items():
+        graph.metadata_props.add(key=key, value=value)
+    path.write_bytes(graph.SerializeToString())
 
 
 def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
@@ -92,12 +104,13 @@ def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
     try:
         batch = torch.export.Dim("batch", min=1)
         width = torch.export.Dim("exclude", min=1)
+        length = torch.export.Dim("length", min=1, max=model.max_len)
         ids = torch.zeros(2, model.max_len, dtype=torch.int64)
         ids[:, -3:] = torch.tensor([1, 2, 3])
         with torch.no_grad():
             encoder = EncoderGraph(model)
             _export(encoder, (ids,), out_dir / "encoder.onnx", ["item_ids"], ["user_embedding"],
-                    ({0: batch},))
+                    ({0: batch, 1: length},), {"max_len": str(model.max_len)})
             ranker = RankerGraph(model, k)
             emb = encoder(ids)
             exclude = torch.tensor([[1, 2, 0], [3, 0, 0]], dtype=torch.int64)
@@ -111,7 +124,7 @@ def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
         "opset": OPSET,
         "files": {"encoder": "encoder.onnx", "ranker": "ranker.onnx"},
         "inputs": {
-            "encoder": [{"name": "item_ids", "dtype": "int64", "shape": ["batch", model.max_len]}],
+            "encoder": [{"name": "item_ids", "dtype": "int64", "shape": ["batch", "length"]}],
             "ranker": [{"name": "user_embedding", "dtype": "float32", "shape": ["batch", d]},
                        {"name": "exclude", "dtype": "int64", "shape": ["batch", "E"]}],
         },
@@ -122,3 +135,95 @@ def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
         },
         "excluded_score": EXCLUDED_SCORE,
     }
+
+
+def model_from_encoder(path: Path, cfg: ModelConfig) -> SeqRecModel:
+    """The torch model whose weights are in an exported ``encoder.onnx``.
+
+    Named initializers map to parameters directly; the exporter stores each linear layer's
+    weight transposed under a generated name, found as the ``MatMul`` operand whose product
+    gets that layer's (named) bias added. Fails loudly when a weight is not found (the
+    exporter shares equal constants, e.g. the LayerNorms of an untrained model)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    added = {name: node for node in graph.node if node.op_type == "Add" for name in node.input}
+    state: dict[str, torch.Tensor] = {}
+    model = SeqRecModel(cfg)
+    wanted = model.state_dict()
+    for name in wanted:
+        if f"model.{name}" in arrays:
+            state[name] = torch.from_numpy(arrays[f"model.{name}"].copy())
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in arrays:
+            continue
+        bias = next(i for i in added[node.output[0]].input if i != node.output[0])
+        state[bias.removeprefix("model.").replace(".bias", ".weight")] = torch.from_numpy(arrays[node.input[1]].T.copy())
+    unused = {"bert.embeddings.word_embeddings.weight"}  # inputs come from item_embedding
+    missing = set(wanted) - set(state) - unused
+    if missing:
+        raise ValueError(f"{path}: no weights found for {sorted(missing)}")
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export a shipped recommender again (same weights, current exporter) and check it."""
+    import argparse
+    import json
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from .check import check_against_torch, check_histories
+    from .data import read_items, read_sequences
+    from .evaluate import evaluate
+
+    p = argparse.ArgumentParser(prog="python -m models.recommend.export", description=main.__doc__)
+    p.add_argument("model_dir", type=Path, help="directory with encoder.onnx, ranker.onnx and manifest.json")
+    p.add_argument("--data", type=Path, required=True, help="the sequence file it was trained on (for the checks)")
+    args = p.parse_args(argv)
+    manifest_path = args.model_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    hp = manifest["train"]["hyperparameters"]
+    cfg = ModelConfig(num_items=manifest["num_items"], max_len=manifest["max_len"], hidden=hp["hidden"],
+                      layers=hp["layers"], heads=hp["heads"], dropout=hp["dropout"], attn_dropout=hp["attn_dropout"])
+    model = model_from_encoder(args.model_dir / "encoder.onnx", cfg)
+    seqs = read_sequences(args.data, items=read_items(args.model_dir / "items.txt"))
+    histories = check_histories(seqs.sequences, seqs.num_items)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        io = export_onnx(model, out, manifest["top_k"])
+        shutil.copy(args.model_dir / "items.txt", out / "items.txt")
+        checked = check_against_torch(model, out, histories, threads=1)
+        # the new graphs against the shipped ones, on the same padded input
+        old = ort.InferenceSession(str(args.model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+        new = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+        ids = np.zeros((len(histories), cfg.max_len), dtype=np.int64)
+        for row, h in enumerate(histories):
+            tail = h[-cfg.max_len:]
+            if len(tail):
+                ids[row, -len(tail):] = tail
+        shipped_diff = float(np.abs(old.run(None, {"item_ids": ids})[0] - new.run(None, {"item_ids": ids})[0]).max())
+        if not checked["ok"] or shipped_diff > 1e-4:
+            print(json.dumps({"check": checked, "shipped_embedding_max_abs_diff": shipped_diff}))
+            return 1
+        metrics = {name: evaluate(args.data, out, split_name=name, threads=1) for name in ("valid", "test")}
+        for name in ("encoder.onnx", "ranker.onnx"):
+            shutil.copy(out / name, args.model_dir / name)
+    manifest["inputs"], manifest["outputs"] = io["inputs"], io["outputs"]
+    manifest["notes"]["encoder"] = ENCODER_NOTE
+    manifest["check"] = {**checked, "shipped_embedding_max_abs_diff": shipped_diff}
+    manifest["metrics"].update(metrics)
+    manifest["framework"] += f"; exported again by models.recommend.export with torch {torch.__version__}"
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({"metrics": metrics, "shipped_embedding_max_abs_diff": shipped_diff}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

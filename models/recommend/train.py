@@ -49,7 +49,7 @@ import transformers
 from . import check, evaluate
 from .data import (PAD, SequenceData, bucket_batches, count_batches, left_pad, masked_item_batch, next_item_batch,
                    popularity, rank_metrics, read_sequences, right_pad, split, train_sequences)
-from .export import export_onnx
+from .export import ENCODER_NOTE, export_onnx
 from .losses import LOSSES, NextItemLoss, full_softmax_cross_entropy, next_item_loss
 from .model import ModelConfig, SeqRecModel
 
@@ -304,9 +304,7 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
         "inputs": io["inputs"],
         "outputs": io["outputs"],
         "notes": {
-            "encoder": "item_ids: model indices left-padded with 0, most recent item last, at most max_len "
-                       "(keep the last max_len); ids outside 1..num_items count as padding; an all-padding "
-                       "row gives a meaningless embedding: serve 'popular' instead",
+            "encoder": ENCODER_NOTE,
             "ranker": "exclude: model indices never returned (e.g. the whole history), padded with 0, E >= 1; "
                       f"top_items best first; excluded items score {io['excluded_score']} and only appear "
                       "when fewer than top_k items are left; index 0 is never returned",

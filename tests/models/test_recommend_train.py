@@ -45,6 +45,27 @@ def test_train_export_evaluate(synthetic: Path, tmp_path: Path) -> None:
     assert again["ndcg@10"] == manifest["metrics"]["test"]["ndcg@10"]
 
 
+def test_a_model_is_rebuilt_from_its_exported_encoder(tmp_path: Path) -> None:
+    from models.recommend.export import export_onnx, model_from_encoder
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_items=30, max_len=10, hidden=16, layers=2, heads=2)
+    model = SeqRecModel(cfg).eval()
+    with torch.no_grad():  # as after training: no two tensors alike (the exporter shares equal constants)
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    export_onnx(model, tmp_path, top_k=20)
+    rebuilt = model_from_encoder(tmp_path / "encoder.onnx", cfg)
+    mine, theirs = model.state_dict(), rebuilt.state_dict()
+    skipped = {"bert.embeddings.word_embeddings.weight"}  # unused (inputs come from item_embedding): not exported
+    assert set(mine) == set(theirs)
+    for name in set(mine) - skipped:
+        assert torch.equal(mine[name], theirs[name]), name
+    ids = torch.tensor([[0, 0, 0, 0, 0, 0, 3, 4, 5, 6]])
+    with torch.no_grad():
+        assert torch.equal(model.user_embedding(ids), rebuilt.user_embedding(ids))
+
+
 def test_training_is_reproducible(synthetic: Path, tmp_path: Path) -> None:
     a = T.train(synthetic, tmp_path, pretrain_epochs=1, epochs=1, export=False, **SMALL)
     b = T.train(synthetic, tmp_path, pretrain_epochs=1, epochs=1, export=False, **SMALL)

@@ -38,6 +38,19 @@ def ranker() -> NextItemRanker:
     return NextItemRanker(SETTINGS.models.recommend)
 
 
+def test_a_batch_of_mixed_lengths_is_encoded_as_if_padded_to_max_len(ranker: NextItemRanker) -> None:
+    rng = np.random.default_rng(5)
+    lengths = [1, 3, 4, 5, 9, 17, 33, 50, 70, 2, 12]
+    sequences = [rng.integers(1, len(ranker.items), n).tolist() for n in lengths]
+    assert len(ranker.widths) > 1  # the shipped encoder takes narrower inputs
+    full = np.zeros((len(sequences), ranker.max_len), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        tail = seq[-ranker.max_len :]
+        full[row, -len(tail) :] = tail
+    (expected,) = ranker.encoder.run({"item_ids": full})
+    np.testing.assert_allclose(ranker.encode(sequences), expected, atol=1e-5)
+
+
 async def score_all(pipeline: FraudPipeline, values: list[bytes], batch: int) -> list[OutputRecord]:
     out: list[OutputRecord] = []
     recs = records("transactions", values)
