@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from .data import left_pad, read_items, read_sequences, right_pad, split
-from .evaluate import load_sessions, max_len_of
+from .evaluate import load_sessions, max_len_of, rank
 
 EMBEDDING_ATOL = 1e-4
 SCORE_ATOL = 1e-3
 BATCH_SIZES = (1, 7, 256)
+CHECK_K = 100  # top-k compared with torch (capped at the ranker's fixed K or the catalogue)
 
 
 def check_histories(sequences: list[np.ndarray], num_items: int, n: int = 256, seed: int = 0) -> list[np.ndarray]:
@@ -47,9 +48,9 @@ def check_histories(sequences: list[np.ndarray], num_items: int, n: int = 256, s
     return [np.zeros(0, dtype=np.int64), unknown, np.array([1], dtype=np.int64)] + picked
 
 
-def _onnx_run(encoder, ranker, histories: list[np.ndarray], max_len: int) -> tuple[np.ndarray, ...]:
+def _onnx_run(encoder, ranker, histories: list[np.ndarray], max_len: int, k: int = CHECK_K) -> tuple[np.ndarray, ...]:
     emb = encoder.run(None, {"item_ids": left_pad(histories, max_len)})[0]
-    items, scores = ranker.run(None, {"user_embedding": emb, "exclude": right_pad(histories)})
+    items, scores = rank(ranker, emb, right_pad(histories), k)
     return emb, items, scores
 
 
@@ -57,13 +58,14 @@ def check_onnx(model_dir: Path, histories: list[np.ndarray], threads: int = 0) -
     """Torch-free consistency: repeated runs identical, batch sizes 1 / 7 / 256 agree."""
     encoder, ranker = load_sessions(model_dir, threads)
     max_len = max_len_of(encoder)
-    full = _onnx_run(encoder, ranker, histories[:256], max_len)
-    again = _onnx_run(encoder, ranker, histories[:256], max_len)
+    k = min(CHECK_K, len(read_items(Path(model_dir) / "items.txt")))
+    full = _onnx_run(encoder, ranker, histories[:256], max_len, k)
+    again = _onnx_run(encoder, ranker, histories[:256], max_len, k)
     identical = all(np.array_equal(a, b) for a, b in zip(full, again))
     worst = 0.0
     for bs in BATCH_SIZES:
         for lo in range(0, min(len(histories), 256), bs):
-            part = _onnx_run(encoder, ranker, histories[lo:lo + bs], max_len)
+            part = _onnx_run(encoder, ranker, histories[lo:lo + bs], max_len, k)
             worst = max(worst, float(np.abs(part[0] - full[0][lo:lo + bs]).max()))
             worst = max(worst, float(np.abs(part[2] - full[2][lo:lo + bs]).max()))
     result = {"repeat_identical": identical, "batch_max_abs_diff": worst, "tolerance": EMBEDDING_ATOL}
@@ -89,7 +91,8 @@ def check_against_torch(model, model_dir: Path, histories: list[np.ndarray], thr
 
     encoder, ranker = load_sessions(model_dir, threads)
     max_len = max_len_of(encoder)
-    k = int(ranker.get_outputs()[0].shape[1])
+    fixed = ranker.get_outputs()[0].shape[1]
+    k = fixed if isinstance(fixed, int) else min(CHECK_K, model.num_items)
     was_training = model.training
     model.eval()
     reference = EncoderGraph(model)
@@ -107,8 +110,8 @@ def check_against_torch(model, model_dir: Path, histories: list[np.ndarray], thr
                 t_scores = t_scores.scatter(1, excl, EXCLUDED_SCORE)
                 t_scores[:, 0] = float("-inf")
                 t_top, t_items = torch.topk(t_scores, k, dim=1)
-            o_emb, o_items, o_scores = _onnx_run(encoder, ranker, batch, max_len)
-            r_emb, r_items, r_scores = _onnx_run(encoder, ranker, batch, max_len)
+            o_emb, o_items, o_scores = _onnx_run(encoder, ranker, batch, max_len, k)
+            r_emb, r_items, r_scores = _onnx_run(encoder, ranker, batch, max_len, k)
             identical &= (np.array_equal(o_emb, r_emb) and np.array_equal(o_items, r_items)
                           and np.array_equal(o_scores, r_scores))
             emb_diff = max(emb_diff, float(np.abs(o_emb - t_emb.numpy()).max()))

@@ -44,13 +44,21 @@ def max_len_of(encoder: ort.InferenceSession) -> int:
     return width if isinstance(width, int) else int(encoder.get_modelmeta().custom_metadata_map["max_len"])
 
 
-def recommend(encoder: ort.InferenceSession, ranker: ort.InferenceSession,
-              histories: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-K model indices and scores for a batch of histories (model indices), history excluded."""
-    emb = encoder.run(["user_embedding"], {"item_ids": left_pad(histories, max_len)})[0]
-    items, scores = ranker.run(["top_items", "top_scores"],
-                               {"user_embedding": emb, "exclude": right_pad(histories)})
+def rank(ranker: ort.InferenceSession, embeddings: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``top_items`` and ``top_scores``: ``k`` of them from a ranker that takes ``k``, else
+    the number it was exported with."""
+    feeds = {"user_embedding": embeddings, "exclude": exclude}
+    if any(i.name == "k" for i in ranker.get_inputs()):
+        feeds["k"] = np.array([k], dtype=np.int64)
+    items, scores = ranker.run(["top_items", "top_scores"], feeds)
     return items, scores
+
+
+def recommend(encoder: ort.InferenceSession, ranker: ort.InferenceSession,
+              histories: list[np.ndarray], max_len: int, k: int = K) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k model indices and scores for a batch of histories (model indices), history excluded."""
+    emb = encoder.run(["user_embedding"], {"item_ids": left_pad(histories, max_len)})[0]
+    return rank(ranker, emb, right_pad(histories), k)
 
 
 def evaluate(data: Path, model_dir: Path, *, split_name: str = "test", batch_size: int = 256,

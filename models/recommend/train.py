@@ -49,7 +49,7 @@ import transformers
 from . import check, evaluate
 from .data import (PAD, SequenceData, bucket_batches, count_batches, left_pad, masked_item_batch, next_item_batch,
                    popularity, rank_metrics, read_sequences, right_pad, split, train_sequences)
-from .export import ENCODER_NOTE, export_onnx
+from .export import ENCODER_NOTE, RANKER_NOTE, export_onnx
 from .losses import LOSSES, NextItemLoss, full_softmax_cross_entropy, next_item_loss
 from .model import ModelConfig, SeqRecModel
 
@@ -286,7 +286,7 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
     counts = popularity(train_seqs, seqs.num_items)
     order = np.argsort(-counts[1:], kind="stable") + 1
     popular = [seqs.items[i - 1] for i in order[:100] if counts[i] > 0]
-    k = io["outputs"]["ranker"][0]["shape"][1]
+    k = io["top_k"]
     manifest = {
         "name": "recommend",
         "version": f"{_slug(seqs.name)}-{dt.date.today():%Y%m%d}-{seqs.sha256[:8]}",
@@ -305,9 +305,7 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
         "outputs": io["outputs"],
         "notes": {
             "encoder": ENCODER_NOTE,
-            "ranker": "exclude: model indices never returned (e.g. the whole history), padded with 0, E >= 1; "
-                      f"top_items best first; excluded items score {io['excluded_score']} and only appear "
-                      "when fewer than top_k items are left; index 0 is never returned",
+            "ranker": RANKER_NOTE,
         },
         "item_ids": {"file": "items.txt", "mapping": "model index i (1..num_items) = line i of items.txt; "
                      "0 = padding; ids outside 1..num_items are treated as padding by encoder.onnx",

@@ -2,7 +2,7 @@
 
 ``encoder.onnx`` turns the user's recent items (left-padded model indices, newest
 last) into a user embedding; ``ranker.onnx`` scores the whole catalogue against an
-embedding and returns the top K with the given items excluded. Catalogue item ids
+embedding and returns the top k with the given items excluded. Catalogue item ids
 (strings) map to model indices through the manifest's item list; unknown items are
 ignored. Users with nothing known get the training set's most popular items.
 
@@ -14,6 +14,7 @@ so a batch is encoded in groups of similar length, each padded only to its bucke
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -50,8 +51,10 @@ class NextItemRanker:
         fixed = self.encoder.session.get_inputs()[0].shape[1]
         self.widths = [fixed] if isinstance(fixed, int) else [w for w in WIDTHS if w < self.max_len] + [self.max_len]
         self.embedding_dim = int(self.manifest["embedding_dim"])
+        # a ranker that takes ``k`` selects only what is asked (the selection is most of its cost)
+        self.ranker_takes_k = "k" in self.ranker.input_names
         self.encoder.warm_up(dims={"length": self.max_len})
-        self.ranker.warm_up()
+        self.rank(np.zeros((1, self.embedding_dim), dtype=np.float32), [[]], 1)
 
     def indices(self, item_ids: Iterable[str]) -> list[int]:
         """Model indices of the known items, in order; unknown items are dropped."""
@@ -86,11 +89,15 @@ class NextItemRanker:
         mask = np.zeros((len(exclude), width), dtype=np.int64)
         for row, items in enumerate(exclude):
             mask[row, : len(items)] = list(items)
-        top_items, top_scores = self.ranker.run({"user_embedding": embeddings, "exclude": mask})
+        feeds = {"user_embedding": embeddings, "exclude": mask}
+        if self.ranker_takes_k:
+            feeds["k"] = np.array([min(k, len(self.items) - 1)], dtype=np.int64)
+        top_items, top_scores = self.ranker.run(feeds)
         out: list[Ranked] = []
-        for items, scores, excluded in zip(top_items.tolist(), top_scores.tolist(), exclude):
+        for items, scores, excluded in zip(top_items[:, : k + longest].tolist(), top_scores.tolist(), exclude):
             banned = set(excluded)
-            out.append([(self.items[i], s) for i, s in zip(items, scores) if i > 0 and i not in banned][:k])
+            kept = ((self.items[i], s) for i, s in zip(items, scores) if i > 0 and i not in banned)
+            out.append(list(itertools.islice(kept, k)))
         return out
 
     def fallback(self, seen: set[str], k: int) -> Ranked:

@@ -21,6 +21,12 @@ from streamer.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
+#: Graph rewrites left out on the CPU provider: ONNX Runtime's fused SkipLayerNormalization
+#: kernel is slower on CPU than the plain Add + LayerNormalization it replaces in our
+#: exported encoders (about 1.4x on the next-item encoder, 1.25x on the card encoder,
+#: batch 512, one thread: ``python -m bench.ort_options``). Kept on CUDA.
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
 _DTYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -58,7 +64,8 @@ class OnnxModel:
         options.log_severity_level = 3
         self.path = path
         model: str | bytes = float16_graph(path) if self.fp16 else str(path)
-        self.session = ort.InferenceSession(model, options, providers=providers)
+        disabled = list(CPU_DISABLED_OPTIMIZERS) if providers[0] == "CPUExecutionProvider" else []
+        self.session = ort.InferenceSession(model, options, providers=providers, disabled_optimizers=disabled)
         self.providers = self.session.get_providers()
         self.on_gpu = self.providers[0] == "CUDAExecutionProvider"  # what ORT made, not what was asked
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -62,10 +62,14 @@ def test_io_contract(manifest: dict, sessions) -> None:
     assert isinstance(i.shape[0], str) and isinstance(i.shape[1], str)  # dynamic batch and length
     assert E.max_len_of(encoder) == L
     ins, outs = ranker.get_inputs(), ranker.get_outputs()
-    assert [(x.name, x.type) for x in ins] == [("user_embedding", "tensor(float)"), ("exclude", "tensor(int64)")]
-    assert ins[0].shape[1:] == [Dm] and isinstance(ins[1].shape[1], str)
+    assert [(x.name, x.type) for x in ins] == [
+        ("user_embedding", "tensor(float)"), ("exclude", "tensor(int64)"), ("k", "tensor(int64)")]
+    assert ins[0].shape[1:] == [Dm] and isinstance(ins[1].shape[1], str) and ins[2].shape == [1]
     assert [(x.name, x.type, x.shape[1:]) for x in outs] == [
-        ("top_items", "tensor(int64)", [K]), ("top_scores", "tensor(float)", [K])]
+        ("top_items", "tensor(int64)", ["k"]), ("top_scores", "tensor(float)", ["k"])]
+    for k in (1, 10, K):
+        items, scores = E.rank(ranker, np.zeros((2, Dm), dtype=np.float32), np.zeros((2, 1), dtype=np.int64), k)
+        assert items.shape == scores.shape == (2, k)
     for graph, session in (("encoder", encoder), ("ranker", ranker)):
         assert manifest["files"][graph] == f"{graph}.onnx"
         assert [x["name"] for x in manifest["inputs"][graph]] == [x.name for x in session.get_inputs()]
@@ -87,8 +91,10 @@ def test_ranker_excludes_and_never_returns_padding(manifest: dict, sessions) -> 
     encoder, ranker = sessions
     n = manifest["num_items"]
     histories = _histories(16, n)
-    items, scores = E.recommend(encoder, ranker, histories, manifest["max_len"])
+    items, scores = E.recommend(encoder, ranker, histories, manifest["max_len"], k=manifest["top_k"])
     assert items.shape == scores.shape == (16, manifest["top_k"])
+    top10, _ = E.recommend(encoder, ranker, histories, manifest["max_len"], k=10)
+    assert (top10 == items[:, :10]).all()  # asking for fewer gives the head of the same ranking
     assert (items >= 1).all() and (items <= n).all()
     assert (np.diff(scores, axis=1) <= 0).all()
     for hist, row in zip(histories, items):
@@ -96,7 +102,7 @@ def test_ranker_excludes_and_never_returns_padding(manifest: dict, sessions) -> 
         assert len(set(row.tolist())) == len(row)
     # Excluding the whole first answer gives a disjoint second answer.
     emb = encoder.run(None, {"item_ids": D.left_pad(histories, manifest["max_len"])})[0]
-    again, _ = ranker.run(None, {"user_embedding": emb, "exclude": items})
+    again, _ = E.rank(ranker, emb, items, manifest["top_k"])
     assert all(not set(a.tolist()) & set(b.tolist()) for a, b in zip(items, again))
 
 

@@ -13,7 +13,7 @@ from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import ListSink
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
 from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline
-from streamer.records import OutputRecord, SourceRecord
+from streamer.records import SCORE_TOLERANCE, OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import CachedEmbedding
@@ -66,7 +66,9 @@ async def test_scores_do_not_depend_on_batch_size(scorer: FraudScorer) -> None:
         out = await score_all(FraudPipeline(scorer, InMemoryStateStore(), SETTINGS), values, batch)
         runs.append([(orjson.loads(r.value)["transaction_id"], orjson.loads(r.value)["score"]) for r in out if r.topic == "fraud-scores"])
     assert len(runs[0]) == 400
-    assert runs[0] == runs[1] == runs[2]
+    for run in runs[1:]:  # the same transactions in the same order, the same scores up to rounding
+        assert [tx for tx, _ in run] == [tx for tx, _ in runs[0]]
+        assert [score for _, score in run] == pytest.approx([score for _, score in runs[0]], abs=SCORE_TOLERANCE)
 
 
 async def test_large_amounts_raise_alerts_with_reasons(scorer: FraudScorer) -> None:
