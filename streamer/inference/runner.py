@@ -49,9 +49,17 @@ def choose_providers(provider: str) -> list[str]:
 
 
 class OnnxModel:
-    """One ONNX graph in one inference session."""
+    """One ONNX graph in one inference session.
 
-    def __init__(self, path: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False) -> None:
+    With ``max_rows`` on the CPU provider, a larger batch runs in slices of that many rows
+    (the inputs with a dynamic first axis are sliced, the outputs joined): smaller calls
+    keep their working set in cache (1.3x faster for our encoders at 64 to 128 rows than
+    at 512) and bound ONNX Runtime's memory arena, which keeps the largest buffers it was
+    ever asked for; ``warm_up`` then runs at that size, so the arena has its full size
+    from the start instead of growing the first time a large batch comes."""
+
+    def __init__(self, path: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False,
+                 max_rows: int | None = None) -> None:
         if not path.is_file():
             raise ConfigurationError(f"model file {path} does not exist")
         providers = choose_providers(provider)
@@ -70,9 +78,22 @@ class OnnxModel:
         self.on_gpu = self.providers[0] == "CUDAExecutionProvider"  # what ORT made, not what was asked
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.batched = {i.name for i in self.session.get_inputs() if i.shape and not isinstance(i.shape[0], int)}
+        self.max_rows = None if self.on_gpu else max_rows
         log.info("loaded %s on %s", path.name, self.providers[0])
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        rows = max((len(feeds[name]) for name in self.batched if name in feeds), default=0)
+        if self.max_rows is None or rows <= self.max_rows:
+            return self._run(feeds)
+        parts = [
+            self._run({name: array[start : start + self.max_rows] if name in self.batched else array
+                       for name, array in feeds.items()})
+            for start in range(0, rows, self.max_rows)
+        ]
+        return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if not self.on_gpu:
             return list(self.session.run(self.output_names, dict(feeds)))
         binding = self.session.io_binding()
@@ -83,12 +104,18 @@ class OnnxModel:
         self.session.run_with_iobinding(binding)
         return list(binding.copy_outputs_to_cpu())
 
-    def warm_up(self, batch_size: int = 1, dims: Mapping[str, int] | None = None) -> None:
-        """Run once on zeros so the first real batch pays no set-up cost."""
-        feeds = {}
+    def warm_up(self, batch_size: int | None = None, dims: Mapping[str, int] | None = None,
+                values: Mapping[str, np.ndarray] | None = None) -> None:
+        """Run once on zeros (or the given ``values``) so the first real batch pays no set-up
+        cost; at ``max_rows`` rows when set, else one."""
+        batch_size = batch_size or self.max_rows or 1
+        feeds = dict(values or {})
         for spec in self.session.get_inputs():
+            if spec.name in feeds:
+                continue
             shape = [
-                batch_size if i == 0 else (d if isinstance(d, int) else (dims or {}).get(str(d), 1))
+                batch_size if i == 0 and spec.name in self.batched
+                else (d if isinstance(d, int) else (dims or {}).get(str(d), 1))
                 for i, d in enumerate(spec.shape)
             ]
             feeds[spec.name] = np.zeros(shape, dtype=_DTYPES[spec.type])
