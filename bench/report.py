@@ -90,7 +90,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
             for kind in ("transactions", "clicks")) + " |",
         "",
     ]
-    lines += soak_section(results_dir) + gpu_section(results_dir)
+    lines += soak_section(results_dir) + ort_section(results_dir) + gpu_section(results_dir)
     target = docs / "benchmarks.md"
     notes = target.read_text().partition(NOTES)[2] if target.is_file() else ""
     target.write_text("\n".join(lines) + "\n" + NOTES + (notes or "\n"))
@@ -116,6 +116,31 @@ def soak_section(results_dir: Path) -> list[str]:
         f"| slope over the last four fifths | {soak['slope_mb_per_min']} MB/min |", "",
         f"Flat (last fifth within max(5 MB, 3 %) of the second, slope under 1 MB/min): **{'yes' if soak['flat'] else 'no'}**.", "",
     ]
+
+
+def ort_section(results_dir: Path) -> list[str]:
+    path = results_dir / "ort_options.json"
+    header = ["## Inference choices, side by side", "",
+              "`python -m bench.ort_options --write`: each graph alone on the CPU provider, one thread, "
+              "batch 512, in one run (rows per second; the runtime's choice in bold).", ""]
+    if not path.is_file():
+        return header + ["Not run yet.", ""]
+    r = json.loads(path.read_text())
+    rows = [
+        ("card encoder, SkipLayerNormFusion on (ONNX Runtime's default)", r["card_encoder_fused_per_s"], False),
+        ("card encoder, SkipLayerNormFusion off", r["card_encoder_unfused_per_s"], True),
+        ("next-item encoder at width 50, fusion on", r["item_encoder_width50_fused_per_s"], False),
+        ("next-item encoder at width 50, fusion off", r["item_encoder_width50_unfused_per_s"], False),
+        ("next-item encoder at width 50, int8 matrix multiplications (not adopted)", r["item_encoder_width50_int8_per_s"], False),
+        ("next-item encoder, the batch grouped by history length", r["item_encoder_by_length_per_s"], True),
+        ("ranker asked for the top 100", r["ranker_k100_per_s"], False),
+        ("ranker asked for the top 10 (what is served)", r["ranker_k10_per_s"], True),
+    ]
+    table = ["| graph and option | rows/s |", "|---|---|"]
+    table += [f"| {name} | {'**' if chosen else ''}{value:,}{'**' if chosen else ''} |" for name, value, chosen in rows]
+    f32, i8 = r["item_encoder_float32_test"], r["item_encoder_int8_test"]
+    return header + table + ["", f"int8 next-item encoder on the Beauty test split: HR@10 {i8['hr@10']} / NDCG@10 "
+                             f"{i8['ndcg@10']} against {f32['hr@10']} / {f32['ndcg@10']} in float32.", ""]
 
 
 def gpu_section(results_dir: Path) -> list[str]:

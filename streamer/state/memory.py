@@ -15,7 +15,7 @@ import numpy as np
 from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
 from streamer.state.store import (
-    CARD_ROWS_CAP, PRUNE_GRACE, SEQUENCE_CAP, CachedEmbedding, CardState, StreamProgress, TimeRange, UserState, UserUpdate,
+    CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, StreamProgress, TimeRange, UserState, UserUpdate,
 )
 
 
@@ -132,6 +132,8 @@ class InMemoryStateStore:
             if len(sequence) > SEQUENCE_CAP:
                 ordered = sorted(sequence.items(), key=lambda kv: (kv[1][0], kv[0]))
                 self.sequences[update.user_id] = dict(ordered[-SEQUENCE_CAP:])
+            if len(seen) > SEEN_CAP:  # Redis's order: score, then member
+                self.seen[update.user_id] = dict(sorted(seen.items(), key=lambda kv: (kv[1], kv[0]))[-SEEN_CAP:])
             new = update.embedding
             old = self.embeddings.get(update.user_id)
             if new is not None and (old is None or (old.ts, old.event_id) <= (new.ts, new.event_id)):

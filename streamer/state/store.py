@@ -31,6 +31,9 @@ from streamer.state import keys
 PRUNE_GRACE = 7 * DAY
 #: Events kept per user sequence (the model reads the most recent ``max_len``).
 SEQUENCE_CAP = 200
+#: Items remembered as seen per user (never recommended again): the most recently first
+#: touched ones. Bounds a user's state in Redis and the ranker's exclusion mask.
+SEEN_CAP = 1000
 #: Feature rows kept per card (the fraud sequence model reads the most recent 16).
 CARD_ROWS_CAP = 64
 #: Floats in a stored feature row.
@@ -377,6 +380,7 @@ class RedisStateStore:
             for click in update.clicks:
                 first_seen[click.item_id] = min(first_seen.get(click.item_id, click.ts), click.ts)
             pipe.zadd(seen_key, first_seen, lt=True)
+            pipe.zremrangebyrank(seen_key, 0, -(SEEN_CAP + 1))
             pipe.expire(seq_key, self.ttl)
             pipe.expire(seen_key, self.ttl)
             if update.embedding is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.events import FraudLabel, Transaction, format_time
+from streamer.events import Click, FraudLabel, Transaction, format_time
 from streamer.state.memory import InMemoryStateStore
-from streamer.state.store import CARD_ROWS_CAP, CachedEmbedding, RedisStateStore, StateStore, StreamProgress
+from streamer.state.store import (
+    CARD_ROWS_CAP, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, RedisStateStore, StateStore, StreamProgress, UserUpdate,
+)
 
 pytestmark = pytest.mark.redis
 T0 = 1533081600.0
@@ -58,6 +60,19 @@ async def test_card_rows_keep_the_latest_in_event_order_without_duplicates(store
     assert all(r[0] == float(int(tx_id[1:])) for _, tx_id, r in cards["c"].rows)
     cards, _ = await store.read_fraud({"c": (T0 - DAY, T0 + 60 * 30)}, {}, sequence_rows=4)
     assert [tx_id for _, tx_id, _ in cards["c"].rows] == ["t027", "t028", "t029", "t030"]  # none after the window
+
+
+async def test_a_user_keeps_the_latest_sequence_and_the_most_recently_first_seen_items(store: StateStore) -> None:
+    n = SEEN_CAP + 50
+    clicks = [Click(f"e{i}", "u", f"item{i % (n - 10)}", T0 + i, format_time(T0 + i), "click") for i in range(n)]
+    for start in range(0, n, 100):
+        await store.write_users([UserUpdate("u", clicks[start : start + 100], None)])
+    state = (await store.read_users(["u"]))["u"]
+    assert [event_id for _, event_id, _ in state.sequence] == [c.event_id for c in clicks[-SEQUENCE_CAP:]]
+    distinct = n - 10  # the last 10 clicks touched items seen before: their first time stays
+    assert len(state.seen) == SEEN_CAP
+    assert set(state.seen) == {f"item{i}" for i in range(distinct - SEEN_CAP, distinct)}
+    assert state.seen[f"item{distinct - 1}"] == T0 + distinct - 1
 
 
 async def test_card_embedding_is_replaced_only_by_a_later_one(store: StateStore) -> None:
