@@ -4,7 +4,9 @@ ListOffsets("latest") is not trusted (the embedded broker answers it wrongly), s
 small group-less consumer sits at the end of every partition of the topic and fetches
 while a caller waits (it is paused in between, so a busy topic is not fetched
 continuously); the few records it brings are skipped. A caller gets watermarks from
-fetch responses that arrived after it asked, never older ones.
+fetch responses that arrived after it asked, never older ones. Its fetches wait 1 ms
+at the broker (it fetches only while a caller waits, so a short wait costs the broker
+little): the fraud pipeline asks once per batch, about 3 ms instead of 6 with 5 ms.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class FetchedHighWatermarks:
-    def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 5, max_wait_s: float = 1.0) -> None:
+    def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 1, max_wait_s: float = 1.0) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.consumers: dict[str, tuple[AIOKafkaConsumer, list[TopicPartition]]] = {}

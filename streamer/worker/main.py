@@ -28,7 +28,7 @@ def build_runtime(settings: Settings) -> Runtime:
     models = settings.models
     scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
     ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16)
-    highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers, settings.kafka.fetch_max_wait_ms)
+    highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers)
     label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
     transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
     return Runtime(
