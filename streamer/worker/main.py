@@ -43,30 +43,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-#: glibc ``mallopt`` parameters (malloc.h) and the values the worker sets.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-MALLOC_TUNING = {_M_ARENA_MAX: 2, _M_MMAP_THRESHOLD: 128 * 1024, _M_TRIM_THRESHOLD: 128 * 1024}
-
-
-def tune_malloc() -> bool:
-    """Keep the worker's memory flat on glibc: at most two malloc arenas (Faust's consumer
-    thread and ONNX Runtime would otherwise each get their own, and fragment them), and a
-    fixed mmap threshold (glibc otherwise raises it after freeing a large block, so later
-    large batches come from the heap, which then never shrinks). The soak
-    (``bench/soak.py``) showed a step of 6 MB without this, none with it. A no-op elsewhere."""
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    return all(libc.mallopt(param, value) == 1 for param, value in MALLOC_TUNING.items())
-
-
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    if not tune_malloc():
-        log.info("malloc left as it is (not glibc)")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     kafka = settings.kafka

@@ -38,11 +38,3 @@ def test_environment_overrides() -> None:
 def test_bad_values_are_reported_by_name() -> None:
     with pytest.raises(ConfigurationError, match="STREAMER_BATCH_MAX_SIZE"):
         Settings.from_env({"STREAMER_BATCH_MAX_SIZE": "many"})
-
-
-def test_the_worker_tunes_glibc_malloc_where_there_is_one() -> None:
-    import platform
-
-    from streamer.worker.main import tune_malloc
-
-    assert tune_malloc() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
