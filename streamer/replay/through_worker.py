@@ -42,17 +42,8 @@ def expected_output_count(captures: Sequence[Path], topics: TopicSettings) -> in
     return count
 
 
-#: glibc malloc settings for worker processes, read at process start (deploy/Dockerfile
-#: sets the same): at most two arenas (Faust's consumer thread and the main thread would
-#: otherwise fragment one each) and fixed mmap / trim thresholds (glibc otherwise raises
-#: the mmap threshold after freeing a large block, and later large batches then grow a
-#: heap that never shrinks). A 10-minute soak grew 1.7 MB with them, stepped 6-8 MB
-#: without (docs/benchmarks.md). Values already in the environment are kept.
-WORKER_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-
-
 def worker_environment(settings: Settings) -> dict[str, str]:
-    env = {**WORKER_MALLOC_ENV, **os.environ}
+    env = dict(os.environ)
     for section in dataclasses.fields(settings):
         values = getattr(settings, section.name)
         for f in dataclasses.fields(values):

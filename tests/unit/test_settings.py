@@ -38,13 +38,3 @@ def test_environment_overrides() -> None:
 def test_bad_values_are_reported_by_name() -> None:
     with pytest.raises(ConfigurationError, match="STREAMER_BATCH_MAX_SIZE"):
         Settings.from_env({"STREAMER_BATCH_MAX_SIZE": "many"})
-
-
-def test_worker_processes_get_the_malloc_settings_unless_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from streamer.replay.through_worker import WORKER_MALLOC_ENV, worker_environment
-
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    env = worker_environment(Settings.from_env())
-    assert {k: env[k] for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert worker_environment(Settings.from_env())["MALLOC_ARENA_MAX"] == "4"
