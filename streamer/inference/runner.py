@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: Graph rewrites left out on the CPU provider: ONNX Runtime's fused SkipLayerNormalization
 #: kernel is slower on CPU than the plain Add + LayerNormalization it replaces in our
-#: exported encoders (about 1.4x on the next-item encoder, 1.25x on the card encoder,
+#: exported encoders (about 1.35x on the next-item encoder, 1.26x on the card encoder,
 #: batch 512, one thread: ``python -m bench.ort_options``). Kept on CUDA.
 CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
