@@ -27,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.run import click_histories
+from models.recommend.data import left_pad
 from streamer.datasets import BEAUTY
 from streamer.inference.next_item import NextItemRanker
 from streamer.inference.runner import CPU_DISABLED_OPTIMIZERS
@@ -65,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     card_feeds = {"history": rng.random((BATCH, 16, 16), dtype=np.float32),
                   "history_valid": np.ones((BATCH, 16), dtype=np.float32)}
-    padded = np.zeros((BATCH, ranker.max_len), dtype=np.int64)
-    for row, h in enumerate(histories):
-        tail = h[-ranker.max_len:]
-        if tail:
-            padded[row, -len(tail):] = tail
+    padded = left_pad(histories, ranker.max_len)
     result: dict[str, object] = {"batch": BATCH, "threads": 1}
 
     for fused in (True, False):

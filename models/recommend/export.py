@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from .check import check_against_torch, check_histories
-    from .data import read_items, read_sequences, right_pad
+    from .data import left_pad, read_items, read_sequences, right_pad
     from .evaluate import evaluate, rank
 
     p = argparse.ArgumentParser(prog="python -m models.recommend.export", description=main.__doc__)
@@ -231,11 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         # the new graphs against the shipped ones, on the same padded input
         old = ort.InferenceSession(str(args.model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
         new = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
-        ids = np.zeros((len(histories), cfg.max_len), dtype=np.int64)
-        for row, h in enumerate(histories):
-            tail = h[-cfg.max_len:]
-            if len(tail):
-                ids[row, -len(tail):] = tail
+        ids = left_pad(histories, cfg.max_len)
         embeddings = old.run(None, {"item_ids": ids})[0]
         shipped_diff = float(np.abs(embeddings - new.run(None, {"item_ids": ids})[0]).max())
         exclude = right_pad(histories)

@@ -57,10 +57,7 @@ class NextItemRanker:
         self.ranker_takes_k = "k" in self.ranker.input_names
         self.encoder.warm_up(dims={"length": self.max_len})
         rows = self.ranker.max_rows or 1
-        warm = {"exclude": np.zeros((rows, WARM_EXCLUDE), dtype=np.int64)}
-        if self.ranker_takes_k:
-            warm["k"] = np.array([min(self.top_k, len(self.items) - 1)], dtype=np.int64)
-        self.ranker.warm_up(values=warm)
+        self.rank(np.zeros((rows, self.embedding_dim), dtype=np.float32), [[0] * WARM_EXCLUDE] * rows, self.top_k)
 
     def indices(self, item_ids: Iterable[str]) -> list[int]:
         """Model indices of the known items, in order; unknown items are dropped."""

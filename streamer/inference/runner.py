@@ -104,15 +104,12 @@ class OnnxModel:
         self.session.run_with_iobinding(binding)
         return list(binding.copy_outputs_to_cpu())
 
-    def warm_up(self, batch_size: int | None = None, dims: Mapping[str, int] | None = None,
-                values: Mapping[str, np.ndarray] | None = None) -> None:
-        """Run once on zeros (or the given ``values``) so the first real batch pays no set-up
-        cost; at ``max_rows`` rows when set, else one."""
+    def warm_up(self, batch_size: int | None = None, dims: Mapping[str, int] | None = None) -> None:
+        """Run once on zeros so the first real batch pays no set-up cost; at ``max_rows``
+        rows when set, else one."""
         batch_size = batch_size or self.max_rows or 1
-        feeds = dict(values or {})
+        feeds = {}
         for spec in self.session.get_inputs():
-            if spec.name in feeds:
-                continue
             shape = [
                 batch_size if i == 0 and spec.name in self.batched
                 else (d if isinstance(d, int) else (dims or {}).get(str(d), 1))

@@ -25,4 +25,3 @@ def test_inputs_without_a_batch_axis_go_whole_to_every_slice() -> None:
     items, scores = ranker.run({"user_embedding": embeddings, "exclude": np.zeros((9, 1), dtype=np.int64),
                                 "k": np.array([5], dtype=np.int64)})
     assert items.shape == scores.shape == (9, 5)
-    ranker.warm_up(values={"k": np.array([5], dtype=np.int64)})  # at max_rows rows, k as given
