@@ -80,6 +80,9 @@ class RedisSettings:
     """STREAMER_REDIS_NAMESPACE: first part of every key."""
     ttl_days: float = 45.0
     """STREAMER_REDIS_TTL_DAYS: idle keys expire after this (wall clock housekeeping)."""
+    entities_per_call: int = 256
+    """STREAMER_REDIS_ENTITIES_PER_CALL: cards, terminals or users one script call serves
+    (0: a whole batch). 1 behind a Redis Cluster proxy: a call then stays in one slot."""
 
 
 @dataclass(frozen=True)

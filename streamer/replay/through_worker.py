@@ -149,7 +149,7 @@ class WorkerPacer:
     def __init__(self, settings: Settings, lead_s: float = 86400.0, stall_s: float = 10.0) -> None:
         from streamer.state.store import RedisStateStore
 
-        self.store = RedisStateStore(str(settings.redis.url), settings.redis.namespace)
+        self.store = RedisStateStore.from_settings(settings.redis)
         self.topic = settings.topics.transactions
         self.captured_topic = TopicSettings().transactions
         self.partitions = settings.kafka.partitions

@@ -14,16 +14,19 @@ offline replay and training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.connection import HiredisRespSerializer
 
-from streamer.errors import DependencyError
+from streamer.errors import ConfigurationError, DependencyError
 from streamer.events import Click, FraudLabel, Transaction
 from streamer.features.fraud import CARD_HORIZON, DAY, TERMINAL_HORIZON, CardHistory, TerminalHistory
+from streamer.settings import RedisSettings
 from streamer.state import keys
 
 #: Entries older than the feature horizon plus this grace are pruned, so that an event
@@ -40,6 +43,7 @@ CARD_ROWS_CAP = 64
 ROW_WIDTH = 16
 
 TimeRange = tuple[float, float]
+T = TypeVar("T")
 """``(lo, hi)``: entries with lo < event time <= hi."""
 
 
@@ -138,47 +142,113 @@ class StateStore(Protocol):
     async def close(self) -> None: ...
 
 
-# Only overwrite a cached embedding with one of a later (ts, event_id).
-_SET_EMBEDDING_IF_NEWER = """
-local ts = redis.call('HGET', KEYS[1], 'ts')
-local eid = redis.call('HGET', KEYS[1], 'event_id')
-local new_ts = tonumber(ARGV[2])
-if ts == false or tonumber(ts) < new_ts or (tonumber(ts) == new_ts and eid <= ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'vector', ARGV[1], 'ts', ARGV[2], 'event_id', ARGV[3], 'model', ARGV[4])
+# The scripts below each serve many entities in one call (the client's and the server's
+# cost is per command, not per key): KEYS holds a fixed number of keys per entity, and
+# ARGV their arguments in the same order. Keys of one entity share a hash tag, so a call
+# for one entity stays within one Redis Cluster slot (``entities_per_call=1``).
+
+# Per key: replace the cached embedding only by one of a later (ts, event_id); refresh
+# the TTL. ARGV: ttl, then vector, ts, event_id, model per key.
+_SET_EMBEDDINGS_IF_NEWER = """
+for k = 1, #KEYS do
+  local at = 4 * k - 2
+  local new_ts = tonumber(ARGV[at + 1])
+  local old = redis.call('HMGET', KEYS[k], 'ts', 'event_id')
+  if old[1] == false or tonumber(old[1]) < new_ts or (tonumber(old[1]) == new_ts and old[2] <= ARGV[at + 2]) then
+    redis.call('HSET', KEYS[k], 'vector', ARGV[at], 'ts', ARGV[at + 1], 'event_id', ARGV[at + 2], 'model', ARGV[at + 3])
+  end
+  redis.call('EXPIRE', KEYS[k], ARGV[1])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
+return #KEYS
 """
 
-
-# A card's reads in one call: transactions in (lo, hi]; with n > 0, also its latest n
-# rows up to hi (newest first) and its cached embedding.
-_READ_CARD = """
-local out = {redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES')}
-local n = tonumber(ARGV[3])
-if n > 0 then
-  out[2] = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[2], '-inf', 'WITHSCORES', 'LIMIT', 0, n)
-  out[3] = redis.call('HGETALL', KEYS[3])
+# Per card (KEYS: tx, rows, emb): transactions in (lo, hi]; with n > 0, also the latest
+# n rows up to hi (newest first) and the cached embedding. ARGV: n, then lo, hi per card.
+_READ_CARDS = """
+local n = tonumber(ARGV[1])
+local out = {}
+for c = 1, #KEYS / 3 do
+  local hi = ARGV[2 * c + 1]
+  local card = {redis.call('ZRANGEBYSCORE', KEYS[3 * c - 2], ARGV[2 * c], hi, 'WITHSCORES')}
+  if n > 0 then
+    card[2] = redis.call('ZREVRANGEBYSCORE', KEYS[3 * c - 1], hi, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
+    card[3] = redis.call('HGETALL', KEYS[3 * c])
+  end
+  out[c] = card
 end
 return out
 """
 
-# A terminal's transactions and frauds in (lo, hi].
-_READ_TERMINAL = """
-return {redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES'),
-        redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES')}
+# Per terminal (KEYS: tx, fraud): its transactions and frauds in (lo, hi]. ARGV: lo, hi
+# per terminal.
+_READ_TERMINALS = """
+local out = {}
+for t = 1, #KEYS / 2 do
+  local lo, hi = ARGV[2 * t - 1], ARGV[2 * t]
+  out[t] = {redis.call('ZRANGEBYSCORE', KEYS[2 * t - 1], lo, hi, 'WITHSCORES'),
+            redis.call('ZRANGEBYSCORE', KEYS[2 * t], lo, hi, 'WITHSCORES')}
+end
+return out
 """
 
-# Add (score, member) pairs to a sorted set, prune it below a score (exclusive bound, or
-# '' for none) and beyond the newest keep entries (0: no cap), refresh its TTL.
-_ADD = """
-for i = 4, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[1] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
-local keep = tonumber(ARGV[2])
-if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(keep + 1)) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+# Per user (KEYS: sequence, seen, emb): the whole sequence and seen set, with scores,
+# and the cached embedding.
+_READ_USERS = """
+local out = {}
+for u = 1, #KEYS / 3 do
+  out[u] = {redis.call('ZRANGE', KEYS[3 * u - 2], 0, -1, 'WITHSCORES'),
+            redis.call('ZRANGE', KEYS[3 * u - 1], 0, -1, 'WITHSCORES'),
+            redis.call('HGETALL', KEYS[3 * u])}
+end
+return out
 """
+
+# Per sorted set: add (score, member) pairs (ZADD's flag: '' or 'LT'), prune below a
+# score (exclusive bound, or '' for none) and beyond the newest ``keep`` entries (0: no
+# cap), refresh the TTL. ARGV: ttl, then per key: prune, keep, flag, n, n pairs.
+_ADD_MANY = """
+local at = 2
+for k = 1, #KEYS do
+  local key, prune, keep, flag, n = KEYS[k], ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3])
+  at = at + 4
+  local last = at + 2 * n - 1
+  for from = at, last, 4000 do
+    local to = math.min(from + 3999, last)
+    if flag == '' then
+      redis.call('ZADD', key, unpack(ARGV, from, to))
+    else
+      redis.call('ZADD', key, flag, unpack(ARGV, from, to))
+    end
+  end
+  at = last + 1
+  if prune ~= '' then redis.call('ZREMRANGEBYSCORE', key, '-inf', prune) end
+  if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
+
+@dataclass
+class _Additions:
+    """What one ``_ADD_MANY`` call adds, entity by entity (an entity's keys stay in one call)."""
+
+    entities: list[tuple[list[str], list[object]]] = field(default_factory=list)
+
+    def add(self, keys_and_args: list[tuple[str, str, int, str, list[object]]]) -> None:
+        """One entity: per key, (key, prune bound or '', keep or 0, ZADD flag or '', flat pairs)."""
+        entity_keys: list[str] = []
+        entity_args: list[object] = []
+        for key, prune, keep, flag, pairs in keys_and_args:
+            entity_keys.append(key)
+            entity_args += [prune, keep, flag, len(pairs) // 2, *pairs]
+        self.entities.append((entity_keys, entity_args))
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in runs of ``size`` (all at once for 0)."""
+    size = size or max(len(items), 1)
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
@@ -224,23 +294,67 @@ def _numbered_entries(flat: Sequence[bytes]) -> list[tuple[float, str, float]]:
     return out
 
 
-class RedisStateStore:
-    """State in Redis; each public call is one pipelined round trip."""
+_PACKER = HiredisRespSerializer()  # hiredis is a dependency (redis[hiredis])
 
-    def __init__(self, url: str, namespace: str = "streamer", ttl_days: float = 45.0) -> None:
+
+def _with_hiredis_packing(connection_class: type) -> type:
+    """``connection_class`` packing commands with hiredis (C), as redis-py's synchronous
+    client does; its asyncio client packs argument by argument in Python."""
+
+    class HiredisPacking(connection_class):  # type: ignore[misc, valid-type]
+        def pack_command(self, *args: object) -> list[bytes]:
+            return _PACKER.pack(*args)
+
+        def pack_commands(self, commands: Iterable[Iterable[object]]) -> list[bytes]:
+            return [b"".join(_PACKER.pack(*command)[0] for command in commands)]
+
+    HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"Hiredis{connection_class.__name__}"
+    return HiredisPacking
+
+
+class RedisStateStore:
+    """State in Redis; each public call is one pipelined round trip of a few script calls.
+
+    ``entities_per_call`` bounds how many cards, terminals or users one script call
+    serves (0: the whole batch). Behind a Redis Cluster proxy use 1: each call then
+    touches the keys of one entity, which share a hash slot."""
+
+    def __init__(self, url: str, namespace: str = "streamer", ttl_days: float = 45.0, entities_per_call: int = 256) -> None:
+        if entities_per_call < 0:
+            raise ConfigurationError(f"entities_per_call must be 0 or more, not {entities_per_call}")
         self.client = aioredis.Redis.from_url(url, decode_responses=False)
+        pool = self.client.connection_pool
+        pool.connection_class = _with_hiredis_packing(pool.connection_class)
         self.ns = namespace
         self.ttl = int(ttl_days * DAY)
-        self._set_embedding = self.client.register_script(_SET_EMBEDDING_IF_NEWER)
-        self._read_card = self.client.register_script(_READ_CARD)
-        self._read_terminal = self.client.register_script(_READ_TERMINAL)
-        self._add = self.client.register_script(_ADD)
+        self.entities_per_call = entities_per_call
+        self._set_embeddings = self.client.register_script(_SET_EMBEDDINGS_IF_NEWER)
+        self._read_cards = self.client.register_script(_READ_CARDS)
+        self._read_terminals = self.client.register_script(_READ_TERMINALS)
+        self._read_users = self.client.register_script(_READ_USERS)
+        self._add_many = self.client.register_script(_ADD_MANY)
+
+    @classmethod
+    def from_settings(cls, redis: RedisSettings) -> RedisStateStore:
+        return cls(str(redis.url), redis.namespace, redis.ttl_days, redis.entities_per_call)
 
     async def _execute(self, pipe: aioredis.client.Pipeline) -> list[object]:
         try:
             return list(await pipe.execute())
         except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
             raise DependencyError(f"redis: {exc}") from exc
+
+    async def _call_per_entity(
+        self, pipe: aioredis.client.Pipeline, script: AsyncScript, entities: Sequence[tuple[list[str], list[object]]],
+        head: Sequence[object] = (),
+    ) -> int:
+        """Queue ``script`` over the entities' keys and arguments, ``entities_per_call`` at
+        a time, each call's ARGV starting with ``head``; returns the number of calls."""
+        calls = _chunks(entities, self.entities_per_call) if entities else []
+        for chunk in calls:
+            await script(keys=[k for entity_keys, _ in chunk for k in entity_keys],
+                         args=[*head, *(a for _, entity_args in chunk for a in entity_args)], client=pipe)
+        return len(calls)
 
     async def ping(self) -> bool:
         try:
@@ -251,31 +365,29 @@ class RedisStateStore:
     async def read_fraud(
         self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0
     ) -> tuple[dict[str, CardState], dict[str, TerminalHistory]]:
+        ns = self.ns
         pipe = self.client.pipeline(transaction=False)
-        for card_id, (lo, hi) in cards.items():
-            await self._read_card(
-                keys=[keys.card_transactions(self.ns, card_id), keys.card_rows(self.ns, card_id),
-                      keys.card_embedding(self.ns, card_id)],
-                args=[f"({lo!r}", repr(hi), sequence_rows], client=pipe,
-            )
-        for terminal_id, (lo, hi) in terminals.items():
-            await self._read_terminal(
-                keys=[keys.terminal_transactions(self.ns, terminal_id), keys.terminal_frauds(self.ns, terminal_id)],
-                args=[f"({lo!r}", repr(hi)], client=pipe,
-            )
-        replies = iter(await self._execute(pipe))
+        card_calls = await self._call_per_entity(pipe, self._read_cards, [
+            ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id), keys.card_embedding(ns, card_id)],
+             [f"({lo!r}", repr(hi)])
+            for card_id, (lo, hi) in cards.items()
+        ], head=[sequence_rows])
+        await self._call_per_entity(pipe, self._read_terminals, [
+            ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)], [f"({lo!r}", repr(hi)])
+            for terminal_id, (lo, hi) in terminals.items()
+        ])
+        replies: list[list] = await self._execute(pipe)  # type: ignore[assignment]
+        card_replies = (card for call in replies[:card_calls] for card in call)
         card_state: dict[str, CardState] = {}
-        for card_id in cards:
-            reply: list = next(replies)  # type: ignore[assignment]
+        for card_id, reply in zip(cards, card_replies):
             state = card_state[card_id] = CardState()
             state.history = CardHistory.of(_numbered_entries(reply[0]))
             if len(reply) > 1:
                 state.rows = _unique_rows(sorted(((ts, *unpack_row(m)) for m, ts in _pairs(reply[1])), key=lambda e: (e[0], e[1])))
-                embedding = dict(zip(reply[2][::2], reply[2][1::2]))
-                state.embedding = decode_embedding(embedding)
+                state.embedding = decode_embedding(dict(zip(reply[2][::2], reply[2][1::2])))
+        terminal_replies = (terminal for call in replies[card_calls:] for terminal in call)
         terminal_state: dict[str, TerminalHistory] = {}
-        for terminal_id in terminals:
-            tx_reply, fraud_reply = next(replies)  # type: ignore[misc]
+        for terminal_id, (tx_reply, fraud_reply) in zip(terminals, terminal_replies):
             terminal_state[terminal_id] = TerminalHistory.of(_id_entries(tx_reply), _numbered_entries(fraud_reply))
         return card_state, terminal_state
 
@@ -290,51 +402,55 @@ class RedisStateStore:
         for i, tx in enumerate(transactions):
             by_card.setdefault(tx.card_id, []).append((tx, rows[i] if rows is not None else None))
             by_terminal.setdefault(tx.terminal_id, []).append(tx)
-        pipe = self.client.pipeline(transaction=False)
-        if progress is not None:
-            self._write_progress(pipe, progress)
+        additions = _Additions()
         for card_id, entries in by_card.items():
             newest = max(tx.ts for tx, _ in entries)
             members = [x for tx, _ in entries for x in (repr(tx.ts), f"{tx.transaction_id}|{tx.amount!r}")]
-            await self._add(keys=[keys.card_transactions(self.ns, card_id)],
-                            args=[f"({newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, self.ttl, *members], client=pipe)
+            card = [(keys.card_transactions(self.ns, card_id), f"({newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "", members)]
             if rows is not None:
                 packed = [x for tx, row in entries for x in (repr(tx.ts), pack_row(tx.transaction_id, row))]  # type: ignore[arg-type]
-                await self._add(keys=[keys.card_rows(self.ns, card_id)], args=["", CARD_ROWS_CAP, self.ttl, *packed], client=pipe)
+                card.append((keys.card_rows(self.ns, card_id), "", CARD_ROWS_CAP, "", packed))
+            additions.add(card)
         for terminal_id, terminal_txs in by_terminal.items():
             newest = max(tx.ts for tx in terminal_txs)
             members = [x for tx in terminal_txs for x in (repr(tx.ts), tx.transaction_id)]
-            await self._add(keys=[keys.terminal_transactions(self.ns, terminal_id)],
-                            args=[f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, self.ttl, *members], client=pipe)
+            additions.add([(keys.terminal_transactions(self.ns, terminal_id),
+                            f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
+        pipe = self.client.pipeline(transaction=False)
+        if progress is not None:
+            self._write_progress(pipe, progress)
+        await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
         await self._execute(pipe)
+
+    def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
+        return [key], [emb.vector.astype(np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model]
 
     async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
         if not embeddings:
             return
         pipe = self.client.pipeline(transaction=False)
-        for card_id, emb in embeddings.items():
-            await self._set_embedding(
-                keys=[keys.card_embedding(self.ns, card_id)],
-                args=[emb.vector.astype(np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model, self.ttl],
-                client=pipe,
-            )
+        await self._call_per_entity(pipe, self._set_embeddings, [
+            self._embedding_entity(keys.card_embedding(self.ns, card_id), emb) for card_id, emb in embeddings.items()
+        ], head=[self.ttl])
         await self._execute(pipe)
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
         frauds = [label for label in labels if label.is_fraud]
         if not frauds and progress is None:
             return
-        pipe = self.client.pipeline(transaction=False)
-        if progress is not None:
-            self._write_progress(pipe, progress)
         by_terminal: dict[str, list[FraudLabel]] = {}
         for label in frauds:
             by_terminal.setdefault(label.terminal_id, []).append(label)
+        additions = _Additions()
         for terminal_id, terminal_frauds in by_terminal.items():
             newest = max(label.ts for label in terminal_frauds)
             members = [x for label in terminal_frauds for x in (repr(label.ts), f"{label.transaction_id}|{label.labelled_ts!r}")]
-            await self._add(keys=[keys.terminal_frauds(self.ns, terminal_id)],
-                            args=[f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, self.ttl, *members], client=pipe)
+            additions.add([(keys.terminal_frauds(self.ns, terminal_id),
+                            f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
+        pipe = self.client.pipeline(transaction=False)
+        if progress is not None:
+            self._write_progress(pipe, progress)
+        await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
         await self._execute(pipe)
 
     def _write_progress(self, pipe: aioredis.client.Pipeline, progress: StreamProgress) -> None:
@@ -353,43 +469,41 @@ class RedisStateStore:
         return progress
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        ns = self.ns
         pipe = self.client.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.zrange(keys.user_sequence(self.ns, user_id), 0, -1, withscores=True)
-            pipe.zrange(keys.user_seen(self.ns, user_id), 0, -1, withscores=True)
-            pipe.hgetall(keys.user_embedding(self.ns, user_id))
-        replies = iter(await self._execute(pipe))
+        await self._call_per_entity(pipe, self._read_users, [
+            ([keys.user_sequence(ns, user_id), keys.user_seen(ns, user_id), keys.user_embedding(ns, user_id)], [])
+            for user_id in user_ids
+        ])
+        replies = (user for call in await self._execute(pipe) for user in call)  # type: ignore[attr-defined]
         states: dict[str, UserState] = {}
-        for user_id in user_ids:
-            sequence = sorted((ts, *_split(member)) for member, ts in next(replies))  # type: ignore[attr-defined]
-            seen = {member.decode(): ts for member, ts in next(replies)}  # type: ignore[attr-defined]
-            embedding = decode_embedding(next(replies))  # type: ignore[arg-type]
+        for user_id, (sequence_reply, seen_reply, embedding_reply) in zip(user_ids, replies):
+            sequence = sorted((ts, *_split(member)) for member, ts in _pairs(sequence_reply))
+            seen = {member: ts for ts, member in _id_entries(seen_reply)}
+            embedding = decode_embedding(dict(zip(embedding_reply[::2], embedding_reply[1::2])))
             states[user_id] = UserState(sequence, seen, embedding)
         return states
 
     async def write_users(self, updates: Sequence[UserUpdate]) -> None:
         if not updates:
             return
-        pipe = self.client.pipeline(transaction=False)
+        additions = _Additions()
+        embeddings = []
         for update in updates:
-            seq_key = keys.user_sequence(self.ns, update.user_id)
-            seen_key = keys.user_seen(self.ns, update.user_id)
-            pipe.zadd(seq_key, {f"{c.event_id}|{c.item_id}": c.ts for c in update.clicks})
-            pipe.zremrangebyrank(seq_key, 0, -(SEQUENCE_CAP + 1))
             first_seen: dict[str, float] = {}
             for click in update.clicks:
                 first_seen[click.item_id] = min(first_seen.get(click.item_id, click.ts), click.ts)
-            pipe.zadd(seen_key, first_seen, lt=True)
-            pipe.zremrangebyrank(seen_key, 0, -(SEEN_CAP + 1))
-            pipe.expire(seq_key, self.ttl)
-            pipe.expire(seen_key, self.ttl)
+            additions.add([
+                (keys.user_sequence(self.ns, update.user_id), "", SEQUENCE_CAP, "",
+                 [x for c in update.clicks for x in (repr(c.ts), f"{c.event_id}|{c.item_id}")]),
+                (keys.user_seen(self.ns, update.user_id), "", SEEN_CAP, "LT",
+                 [x for item, ts in first_seen.items() for x in (repr(ts), item)]),
+            ])
             if update.embedding is not None:
-                emb = update.embedding
-                await self._set_embedding(
-                    keys=[keys.user_embedding(self.ns, update.user_id)],
-                    args=[emb.vector.astype(np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model, self.ttl],
-                    client=pipe,
-                )
+                embeddings.append(self._embedding_entity(keys.user_embedding(self.ns, update.user_id), update.embedding))
+        pipe = self.client.pipeline(transaction=False)
+        await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
+        await self._call_per_entity(pipe, self._set_embeddings, embeddings, head=[self.ttl])
         await self._execute(pipe)
 
     async def close(self) -> None:

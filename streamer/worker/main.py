@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    store = RedisStateStore(str(settings.redis.url), settings.redis.namespace, settings.redis.ttl_days)
+    store = RedisStateStore.from_settings(settings.redis)
     models = settings.models
     scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
     ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16)

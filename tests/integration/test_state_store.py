@@ -16,12 +16,15 @@ T0 = 1533081600.0
 DAY = 86400.0
 
 
-@pytest.fixture(params=["redis", "memory"])
+# Redis with every entity of a call in one script call, with two per call, and with
+# one per call (as behind a Redis Cluster proxy); and the in-memory twin.
+@pytest.fixture(params=["redis", "redis-2-per-call", "redis-1-per-call", "memory"])
 async def store(request: pytest.FixtureRequest, redis_url: str, namespace: str):  # type: ignore[no-untyped-def]
     if request.param == "memory":
         yield InMemoryStateStore()
         return
-    redis_store = RedisStateStore(redis_url, namespace)
+    per_call = {"redis": 0, "redis-2-per-call": 2, "redis-1-per-call": 1}[request.param]
+    redis_store = RedisStateStore(redis_url, namespace, entities_per_call=per_call)
     yield redis_store
     await redis_store.close()
 
@@ -84,3 +87,34 @@ async def test_card_embedding_is_replaced_only_by_a_later_one(store: StateStore)
     cached = cards["c"].embedding
     assert cached is not None and (cached.ts, cached.event_id, cached.model) == (2000.0, "b", "m1")
     assert np.array_equal(cached.vector, newer.vector)
+
+
+async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(store: StateStore) -> None:
+    events = [tx(i, T0 + i * 60, card=f"c{i % 5}", terminal=f"t{i % 3}") for i in range(30)]
+    await store.write_fraud(events, [row(i) for i in range(30)])
+    await store.write_card_embeddings({
+        f"c{c}": CachedEmbedding(np.full(4, c, dtype=np.float32), T0 + c, f"t{c:03d}", "m1") for c in (1, 3)})
+    await store.write_users([
+        UserUpdate(f"u{u}", [Click(f"e{u}-{i}", f"u{u}", f"item{u}-{i}", T0 + i, format_time(T0 + i), "click")
+                             for i in range(u + 1)],
+                   CachedEmbedding(np.full(4, u, dtype=np.float32), T0 + u, f"e{u}-{u}", "m1") if u % 2 else None)
+        for u in range(5)
+    ])
+    window = (T0 - DAY, T0 + DAY)
+    cards, terminals = await store.read_fraud({f"c{c}": window for c in range(5)}, {f"t{t}": window for t in range(3)},
+                                              sequence_rows=3)
+    for c in range(5):
+        mine = [e.transaction_id for e in events if e.card_id == f"c{c}"]
+        assert [entry[1] for entry in cards[f"c{c}"].history.entries] == mine
+        assert [tx_id for _, tx_id, _ in cards[f"c{c}"].rows] == mine[-3:]
+        embedding = cards[f"c{c}"].embedding
+        assert (embedding is not None) == (c in (1, 3))
+        if embedding is not None:
+            assert embedding.event_id == f"t{c:03d}" and embedding.vector[0] == c
+    for t in range(3):
+        assert [entry[1] for entry in terminals[f"t{t}"].transactions] == [e.transaction_id for e in events if e.terminal_id == f"t{t}"]
+    users = await store.read_users([f"u{u}" for u in range(5)])
+    for u in range(5):
+        assert [item for _, _, item in users[f"u{u}"].sequence] == [f"item{u}-{i}" for i in range(u + 1)]
+        assert set(users[f"u{u}"].seen) == {f"item{u}-{i}" for i in range(u + 1)}
+        assert (users[f"u{u}"].embedding is not None) == bool(u % 2)

@@ -38,3 +38,13 @@ def test_environment_overrides() -> None:
 def test_bad_values_are_reported_by_name() -> None:
     with pytest.raises(ConfigurationError, match="STREAMER_BATCH_MAX_SIZE"):
         Settings.from_env({"STREAMER_BATCH_MAX_SIZE": "many"})
+
+
+def test_the_state_store_takes_its_redis_settings() -> None:
+    from streamer.state.store import RedisStateStore
+
+    redis = Settings.from_env({"STREAMER_REDIS_ENTITIES_PER_CALL": "1", "STREAMER_REDIS_NAMESPACE": "eu"}).redis
+    store = RedisStateStore.from_settings(redis)  # connects on first use only
+    assert (store.entities_per_call, store.ns) == (1, "eu")
+    with pytest.raises(ConfigurationError, match="entities_per_call"):
+        RedisStateStore.from_settings(Settings.from_env({"STREAMER_REDIS_ENTITIES_PER_CALL": "-1"}).redis)
