@@ -53,6 +53,8 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         "| what | median/s | spread | share of the smaller ceiling |",
         "|---|---|---|---|",
         _row("bare aiokafka consume → produce (no model, no state)", bare),
+        *([_row("the engine's Faust app publishing each input unchanged (`bench.faust_loop`)", results["faust_loop_per_s"])]
+          if "faust_loop_per_s" in results else []),
         f"| fraud model alone in ONNX Runtime, batch {results['batch_size']} | {model['fraud_model_per_s']:,} | | |",
         f"| next-item encoder + ranker alone, batch {results['batch_size']} | {model['ranker_per_s']:,} | | |",
     ]
@@ -64,6 +66,8 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         lines.append(_row(f"engine, two worker processes, {kind}", results[f"{kind}_drain_two_workers_per_s"], ceiling))
         lines.append(_row(f"naive (batches of one event), {kind}", naive, ceiling))
         lines.append(f"| engine ÷ naive, {kind} | {engine['median'] / max(naive['median'], 1):.1f}× | | |")
+        if "faust_loop_per_s" in results:
+            lines.append(f"| engine ÷ the Faust app alone, {kind} | {engine['median'] / results['faust_loop_per_s']['median']:.0%} | | |")
     lines += ["", "Latency from the input record's timestamp to the output record's, at fixed offered rates:", "",
               "| stream | offered/s | sent/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
     for kind in ("transactions", "clicks"):

@@ -8,8 +8,9 @@ all on this machine, and measures in one run:
   the first output record's broker timestamp to the last one's;
 * the naive way: the same worker with micro-batches of one event (one Redis round
   trip, one model call and one acknowledged publish per event);
-* ceilings: the model alone in ONNX Runtime at the engine's batch size, and a bare
-  aiokafka consume → produce loop without a model;
+* ceilings: the model alone in ONNX Runtime at the engine's batch size, a bare
+  aiokafka consume → produce loop without a model, and the engine's own Faust app
+  publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
 * latency at fixed offered rates: input record timestamp → output record timestamp,
   p50 / p99 / max, at several rates up to saturation.
 
@@ -131,8 +132,10 @@ async def output_times(bootstrap: str, topic: str, expected: int, id_field: str,
         await consumer.stop()
 
 
-def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1) -> float:
-    """Events per second for a backlog, first output to last output, with 1 or more workers."""
+def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1,
+          module: str = "streamer.cli worker") -> float:
+    """Events per second for a backlog, first output to last output, with 1 or more
+    workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``)."""
     settings = fresh_settings(base, batch)
     topics = settings.topics
     source, sink, id_field = ((topics.transactions, topics.fraud_scores, "transaction_id") if kind == "transactions"
@@ -143,7 +146,7 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         asyncio.run(produce(bootstrap, source, messages))
         with contextlib.ExitStack() as running:
             for _ in range(workers):
-                running.enter_context(running_worker(settings, log))
+                running.enter_context(running_worker(settings, log, module))
             times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=900))
         stamps = sorted(times.values())
         if len(stamps) < len(messages):
@@ -291,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         print("ceilings ...", flush=True)
         results["model_alone"] = model_ceiling(base, batch, n_clicks)
         results["bare_loop_per_s"] = spread([asyncio.run(bare_loop(broker.bootstrap_servers, tx_messages[:n_tx])) for _ in range(repeats)])
-        print(f"  {results['model_alone']}, bare loop {results['bare_loop_per_s']}", flush=True)
+        results["faust_loop_per_s"] = spread([drain(base, "transactions", tx_messages[:n_tx], batch, log, module="bench.faust_loop")
+                                              for _ in range(repeats)])
+        print(f"  {results['model_alone']}, bare loop {results['bare_loop_per_s']}, Faust loop {results['faust_loop_per_s']}", flush=True)
         for kind, messages, n in (("transactions", tx_messages, n_tx), ("clicks", click_messages, n_clicks)):
             print(f"drain {kind} ...", flush=True)
             results[f"{kind}_drain_per_s"] = spread([drain(base, kind, messages[:n], batch, log) for _ in range(repeats)])

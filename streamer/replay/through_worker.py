@@ -121,10 +121,11 @@ async def wait_until_consuming(settings: Settings, timeout_s: float) -> str:
 
 
 @contextlib.contextmanager
-def running_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``streamer worker`` as a child process configured by ``settings``; stopped on exit."""
+def running_worker(settings: Settings, log: Path, module: str = "streamer.cli worker") -> Iterator[subprocess.Popen[bytes]]:
+    """``streamer worker`` (or ``python -m`` another ``module`` and its arguments) as a
+    child process configured by ``settings``; stopped on exit."""
     with open(log, "ab") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "streamer.cli", "worker"], env=worker_environment(settings),
+        worker = subprocess.Popen([sys.executable, "-m", *module.split()], env=worker_environment(settings),
                                   stdout=out, stderr=out, preexec_fn=die_with_parent)
     try:
         yield worker

@@ -89,11 +89,6 @@ def pack_row(transaction_id: str, row: Sequence[float]) -> bytes:
     return np.asarray(row, dtype=np.float32).tobytes() + transaction_id.encode()
 
 
-def unpack_row(member: bytes) -> tuple[str, np.ndarray]:
-    size = 4 * ROW_WIDTH
-    return member[size:].decode(), np.frombuffer(member[:size], dtype=np.float32)
-
-
 def decode_embedding(cached: Mapping[bytes, bytes]) -> CachedEmbedding | None:
     if not cached:
         return None
@@ -256,15 +251,27 @@ def _pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
     return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
-def _unique_rows(rows: list[tuple[float, str, np.ndarray]]) -> list[tuple[float, str, np.ndarray]]:
-    """One row per transaction (a re-processed one may have been stored twice), sorted."""
+def _rows(flat: Sequence[bytes]) -> list[tuple[float, str, np.ndarray]]:
+    """A ``WITHSCORES`` reply of packed rows as ``(ts, transaction_id, row)``, sorted, one
+    per transaction (a re-processed one may have been stored twice); the rows are views
+    of one array, unpacked at once."""
+    if not flat:
+        return []
+    size = 4 * ROW_WIDTH
+    members = flat[::2]
+    matrix = np.frombuffer(b"".join([m[:size] for m in members]), dtype=np.float32).reshape(-1, ROW_WIDTH)
+    entries = sorted(zip(map(float, flat[1::2]), _strings([m[size:] for m in members]), matrix), key=_time_and_id)
     seen: set[str] = set()
     unique = []
-    for entry in rows:
+    for entry in entries:
         if entry[1] not in seen:
             seen.add(entry[1])
             unique.append(entry)
     return unique
+
+
+def _time_and_id(entry: tuple[float, str, np.ndarray]) -> tuple[float, str]:
+    return entry[0], entry[1]
 
 
 def _split(member: bytes) -> tuple[str, str]:
@@ -383,7 +390,7 @@ class RedisStateStore:
             state = card_state[card_id] = CardState()
             state.history = CardHistory.of(_numbered_entries(reply[0]))
             if len(reply) > 1:
-                state.rows = _unique_rows(sorted(((ts, *unpack_row(m)) for m, ts in _pairs(reply[1])), key=lambda e: (e[0], e[1])))
+                state.rows = _rows(reply[1])
                 state.embedding = decode_embedding(dict(zip(reply[2][::2], reply[2][1::2])))
         terminal_replies = (terminal for call in replies[card_calls:] for terminal in call)
         terminal_state: dict[str, TerminalHistory] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from faust import Worker
 
@@ -43,12 +44,12 @@ def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> None:
+def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Settings], Runtime] = build_runtime) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     kafka = settings.kafka
     loop.run_until_complete(
         ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor)
     )
-    app = build_app(build_runtime(settings))
+    app = build_app(build(settings))
     Worker(app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()

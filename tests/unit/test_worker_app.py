@@ -1,0 +1,26 @@
+"""The Faust app's wiring that needs no broker."""
+
+from __future__ import annotations
+
+from faust.types import TP
+
+from streamer.output.sink import ListSink
+from streamer.settings import Settings
+from streamer.worker.app import LeanMonitor, Runtime, build_app
+
+
+class Nothing:
+    async def process(self, records):  # type: ignore[no-untyped-def]
+        return []
+
+
+def test_the_app_keeps_only_the_stream_timing_its_consumer_reads() -> None:
+    pipeline = Nothing()
+    app = build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline))
+    assert isinstance(app.monitor, LeanMonitor)
+    tp = TP("transactions", 0)
+    app.monitor.on_message_in(tp, 5, object())
+    app.monitor.on_stream_event_in(tp, 5, object(), object())
+    app.monitor.on_stream_event_out(tp, 5, object(), object(), None)
+    assert tp in app.monitor.stream_inbound_time  # the consumer's stalled-stream check reads it
+    assert app.monitor.messages_received_total == 0 and app.monitor.events_total == 0
