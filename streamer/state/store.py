@@ -39,6 +39,8 @@ SEQUENCE_CAP = 200
 SEEN_CAP = 1000
 #: Feature rows kept per card (the fraud sequence model reads the most recent 16).
 CARD_ROWS_CAP = 64
+#: Longest wait for a Redis reply (a batch's script calls take milliseconds).
+SOCKET_TIMEOUT_S = 10.0
 #: Floats in a stored feature row.
 ROW_WIDTH = 16
 
@@ -329,7 +331,9 @@ class RedisStateStore:
     def __init__(self, url: str, namespace: str = "streamer", ttl_days: float = 45.0, entities_per_call: int = 256) -> None:
         if entities_per_call < 0:
             raise ConfigurationError(f"entities_per_call must be 0 or more, not {entities_per_call}")
-        self.client = aioredis.Redis.from_url(url, decode_responses=False)
+        # A stalled Redis fails a batch after a while (retried with back-off) instead of hanging it.
+        self.client = aioredis.Redis.from_url(url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S,
+                                              socket_connect_timeout=SOCKET_TIMEOUT_S)
         pool = self.client.connection_pool
         pool.connection_class = _with_hiredis_packing(pool.connection_class)
         self.ns = namespace

@@ -183,3 +183,38 @@ def test_worker_killed_midstream_loses_nothing(settings: Settings, worker_log) -
         value = orjson.loads(r.value)
         by_id.setdefault(value["transaction_id"], set()).add(value["score"])
     assert all(max(s) - min(s) <= SCORE_TOLERANCE for s in by_id.values())
+
+
+def test_events_taken_while_a_batch_is_stuck_are_not_committed_before_they_are_answered(
+    settings: Settings, worker_log, redis_url: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """The next batch gathers while one is in flight; a worker killed then must not have
+    committed the gathered events (Redis paused holds the batch in flight for seconds,
+    several commit intervals)."""
+    import redis
+
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")[:400]
+    settings = settings.replace(batch={"max_size": 50}, kafka={"commit_interval_s": 0.5})
+    worker = WorkerProcess(settings, worker_log).start()
+    bootstrap = settings.kafka.bootstrap_servers
+    messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample]
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[:100]))
+        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 100, timeout_s=60))
+        paused_until = time.monotonic() + 5.0
+        admin.execute_command("CLIENT", "PAUSE", 5000, "ALL")  # no UNPAUSE: it would wait too
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[100:]))
+        time.sleep(3)  # the worker takes what it can while its batch waits on Redis
+        worker.kill()
+        time.sleep(max(0.0, paused_until - time.monotonic()) + 0.5)
+        worker = dataclasses.replace(worker, process=None).start()
+        wanted = {tx["transaction_id"] for tx in sample}
+
+        def all_scored(records: list) -> bool:  # type: ignore[type-arg]
+            return wanted <= {orjson.loads(r.value)["transaction_id"] for r in records}
+
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=90, done=all_scored))
+    finally:
+        worker.stop()
+    assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
