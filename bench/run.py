@@ -48,6 +48,7 @@ from streamer.pipeline.fraud import TransactionFeatures
 from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings, TopicSettings
 from streamer.state.memory import InMemoryStateStore
+from streamer.state.store import delete_namespace
 from streamer.worker.topics import delete_topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +155,7 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         return (len(stamps) - 1) / max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
+        asyncio.run(delete_namespace(settings.redis))
 
 
 def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path) -> list[dict[str, float]]:
@@ -185,6 +187,7 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
                 print(f"  {kind} at {rate:,.0f}/s: {results[-1]}", flush=True)
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
+        asyncio.run(delete_namespace(settings.redis))
     return results
 
 

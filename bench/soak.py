@@ -31,6 +31,7 @@ from bench.run import ROOT, clicks, fresh_settings, local_services, output_times
 from streamer.output.sink import send_batched
 from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings
+from streamer.state.store import delete_namespace
 from streamer.worker.topics import delete_topics, ensure_topics
 
 
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 alive = worker.poll() is None
         finally:
             asyncio.run(delete_topics(broker.bootstrap_servers, settings.topics.all()))
+            asyncio.run(delete_namespace(settings.redis))
     result = {"command": f"python -m bench.soak --minutes {args.minutes:g} --rate {args.rate:g}",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "worker_alive": alive,
               "offered": offered, "answered": answered,

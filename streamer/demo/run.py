@@ -30,6 +30,7 @@ from streamer.embedded import port_open, start_missing_services
 from streamer.output.sink import send_batched
 from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings
+from streamer.state.store import delete_namespace
 from streamer.worker.topics import ensure_topics
 
 #: Traffic goes out in chunks this far apart (what is due by then).
@@ -161,6 +162,7 @@ def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float
         kafka = settings.kafka
         asyncio.run(ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor))
         log = Path("streamer-demo-worker.log").resolve()
+        started.callback(lambda: asyncio.run(delete_namespace(settings.redis)))  # once the worker stopped
         worker = started.enter_context(running_worker(settings, log))
         print(f"started the worker (pid {worker.pid}, log {log}); playing {'real data from ' + str(data_dir) if data_dir else 'generated events'}")
         asyncio.run(_demo(settings, duration_s, rate, data_dir, worker, log))

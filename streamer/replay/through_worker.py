@@ -208,6 +208,7 @@ class Replayer:
                 await pacer.close()
 
     def __call__(self, captures: Sequence[Path], *, speed: float = 0.0, timeout_s: float = 180.0, **changes: dict[str, Any]) -> Outputs:
+        from streamer.state.store import delete_namespace
         from streamer.worker.topics import delete_topics, ensure_topics
 
         settings = self.settings(**changes)
@@ -228,3 +229,4 @@ class Replayer:
                 return outputs
         finally:
             asyncio.run(delete_topics(self.bootstrap, topics.all()))
+            asyncio.run(delete_namespace(settings.redis))

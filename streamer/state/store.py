@@ -527,5 +527,28 @@ class RedisStateStore:
         await self._call_per_entity(pipe, self._set_embeddings, embeddings, head=[self.ttl])
         await self._execute(pipe)
 
+    async def delete_namespace(self) -> int:
+        """Deletes every key of this store's namespace (a replay's or a benchmark's
+        scratch state); returns how many."""
+        deleted = 0
+        doomed: list[bytes] = []
+        async for key in self.client.scan_iter(match=f"{self.ns}:v*", count=5000):
+            doomed.append(key)
+            if len(doomed) >= 5000:
+                deleted += await self.client.unlink(*doomed)
+                doomed = []
+        if doomed:
+            deleted += await self.client.unlink(*doomed)
+        return deleted
+
     async def close(self) -> None:
         await self.client.aclose()
+
+
+async def delete_namespace(redis: RedisSettings) -> int:
+    """``RedisStateStore.delete_namespace`` for the store ``redis`` describes."""
+    store = RedisStateStore.from_settings(redis)
+    try:
+        return await store.delete_namespace()
+    finally:
+        await store.close()

@@ -118,3 +118,19 @@ async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(
         assert [item for _, _, item in users[f"u{u}"].sequence] == [f"item{u}-{i}" for i in range(u + 1)]
         assert set(users[f"u{u}"].seen) == {f"item{u}-{i}" for i in range(u + 1)}
         assert (users[f"u{u}"].embedding is not None) == bool(u % 2)
+
+
+async def test_deleting_a_namespace_leaves_the_others(redis_url: str, namespace: str) -> None:
+    mine, other = RedisStateStore(redis_url, namespace), RedisStateStore(redis_url, namespace + "-other")
+    try:
+        for store in (mine, other):
+            await store.write_fraud([tx(i, T0 + i, card=f"c{i}", terminal=f"t{i}") for i in range(3)], [row(i) for i in range(3)])
+        assert await mine.delete_namespace() == 9  # per transaction: card tx, card rows, terminal tx
+        cards, _ = await mine.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)
+        assert cards["c0"].history.entries == [] and cards["c0"].rows == []
+        cards, _ = await other.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)
+        assert [entry[1] for entry in cards["c0"].history.entries] == ["t000"]
+    finally:
+        await other.delete_namespace()
+        await mine.close()
+        await other.close()
