@@ -1,0 +1,74 @@
+"""The pipelines alone: CPU per event against the real Redis, without Kafka or Faust.
+
+``python -m bench.pipeline [--events N]`` runs ``FraudPipeline`` and
+``RecommendPipeline`` over the benchmark's transactions and clicks in batches of the
+engine's size, in this process, against the Redis at ``STREAMER_REDIS_URL`` (else an
+embedded Valkey), in a scratch namespace deleted afterwards. The first half of the
+events warms the state up; the second half is measured: events per second of wall time,
+and microseconds of this process's CPU per event (what a worker spends besides Faust and
+its Kafka clients). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+
+from bench.run import Message, clicks, transactions
+from streamer.embedded import start_missing_services
+from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.next_item import NextItemRanker
+from streamer.pipeline.fraud import FraudPipeline
+from streamer.pipeline.recommend import RecommendPipeline
+from streamer.records import SourceRecord
+from streamer.settings import Settings
+from streamer.state.store import RedisStateStore
+
+
+async def measure(pipeline: FraudPipeline | RecommendPipeline, messages: Sequence[Message], batch: int) -> dict[str, float]:
+    records = [SourceRecord("bench", 0, offset, key, value) for offset, (key, value) in enumerate(messages)]
+    half = len(records) // 2
+    for start in range(0, half, batch):
+        await pipeline.process(records[start : start + batch])
+    wall, cpu = time.perf_counter(), time.process_time()
+    for start in range(half, len(records), batch):
+        await pipeline.process(records[start : start + batch])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    measured = len(records) - half
+    return {"events_per_s": round(measured / wall), "cpu_us_per_event": round(1e6 * cpu / measured, 1)}
+
+
+async def run(settings: Settings, n: int) -> dict[str, object]:
+    store = RedisStateStore.from_settings(settings.redis)
+    models, batch = settings.models, settings.batch.max_size
+    try:
+        scorer = FraudScorer(models.fraud, provider="cpu", threads=models.threads)
+        ranker = NextItemRanker(models.recommend, provider="cpu", threads=models.threads)
+        return {
+            "events": n, "batch_size": batch,
+            "transactions": await measure(FraudPipeline(scorer, store, settings), transactions(n), batch),
+            "clicks": await measure(RecommendPipeline(ranker, store, settings), clicks(n), batch),
+        }
+    finally:
+        await store.delete_namespace()
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=40000, help="events per pipeline (half warm-up)")
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        settings = start_missing_services(Settings.from_env(), stack, broker_port=None)
+        settings = settings.replace(redis={"namespace": f"bench-pipeline-{uuid.uuid4().hex[:8]}"})
+        print(json.dumps(asyncio.run(run(settings, args.events)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
