@@ -437,11 +437,7 @@ class RedisStateStore:
             members = [x for tx in terminal_txs for x in (repr(tx.ts), tx.transaction_id)]
             additions.add([(keys.terminal_transactions(self.ns, terminal_id),
                             f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
-        pipe = self.client.pipeline(transaction=False)
-        if progress is not None:
-            self._write_progress(pipe, progress)
-        await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
-        await self._execute(pipe)
+        await self._store(additions, progress)
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
         return [key], [emb.vector.astype(np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model]
@@ -468,6 +464,10 @@ class RedisStateStore:
             members = [x for label in terminal_frauds for x in (repr(label.ts), f"{label.transaction_id}|{label.labelled_ts!r}")]
             additions.add([(keys.terminal_frauds(self.ns, terminal_id),
                             f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
+        await self._store(additions, progress)
+
+    async def _store(self, additions: _Additions, progress: StreamProgress | None) -> None:
+        """One round trip: the sorted-set additions and the consuming partitions' progress."""
         pipe = self.client.pipeline(transaction=False)
         if progress is not None:
             self._write_progress(pipe, progress)
