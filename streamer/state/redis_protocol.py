@@ -1,0 +1,209 @@
+"""How ``RedisStateStore`` talks to Redis: batched Lua scripts, their replies, packing.
+
+The scripts each serve many entities in one call, ``Additions`` lays out what one
+sorted-set script call adds, the reply parsers turn script replies into entries, and
+``with_hiredis_packing`` makes redis-py's asyncio client pack commands in C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import hiredis
+import numpy as np
+from redis.connection import HiredisRespSerializer
+
+T = TypeVar("T")
+
+# In every script KEYS holds a fixed number of keys per entity and ARGV their arguments
+# in the same order. Keys of one entity share a hash tag, so a call for one entity stays
+# within one Redis Cluster slot (``entities_per_call=1``).
+
+# Per key: replace the cached embedding only by one of a later (ts, event_id); refresh
+# the TTL. ARGV: ttl, then vector, ts, event_id, model per key.
+SET_EMBEDDINGS_IF_NEWER = """
+for k = 1, #KEYS do
+  local at = 4 * k - 2
+  local new_ts = tonumber(ARGV[at + 1])
+  local old = redis.call('HMGET', KEYS[k], 'ts', 'event_id')
+  if old[1] == false or tonumber(old[1]) < new_ts or (tonumber(old[1]) == new_ts and old[2] <= ARGV[at + 2]) then
+    redis.call('HSET', KEYS[k], 'vector', ARGV[at], 'ts', ARGV[at + 1], 'event_id', ARGV[at + 2], 'model', ARGV[at + 3])
+  end
+  redis.call('EXPIRE', KEYS[k], ARGV[1])
+end
+return #KEYS
+"""
+
+# Per card (KEYS: tx, rows, emb): transactions in (lo, hi]; with n > 0, also the latest
+# n rows up to hi (newest first) and the cached embedding. ARGV: n, then lo, hi per card.
+READ_CARDS = """
+local n = tonumber(ARGV[1])
+local out = {}
+for c = 1, #KEYS / 3 do
+  local hi = ARGV[2 * c + 1]
+  local card = {redis.call('ZRANGEBYSCORE', KEYS[3 * c - 2], ARGV[2 * c], hi, 'WITHSCORES')}
+  if n > 0 then
+    card[2] = redis.call('ZREVRANGEBYSCORE', KEYS[3 * c - 1], hi, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
+    card[3] = redis.call('HGETALL', KEYS[3 * c])
+  end
+  out[c] = card
+end
+return out
+"""
+
+# Per terminal (KEYS: tx, fraud): its transactions and frauds in (lo, hi]. ARGV: lo, hi
+# per terminal.
+READ_TERMINALS = """
+local out = {}
+for t = 1, #KEYS / 2 do
+  local lo, hi = ARGV[2 * t - 1], ARGV[2 * t]
+  out[t] = {redis.call('ZRANGEBYSCORE', KEYS[2 * t - 1], lo, hi, 'WITHSCORES'),
+            redis.call('ZRANGEBYSCORE', KEYS[2 * t], lo, hi, 'WITHSCORES')}
+end
+return out
+"""
+
+# Per user (KEYS: sequence, seen, emb): the whole sequence and seen set, with scores,
+# and the cached embedding.
+READ_USERS = """
+local out = {}
+for u = 1, #KEYS / 3 do
+  out[u] = {redis.call('ZRANGE', KEYS[3 * u - 2], 0, -1, 'WITHSCORES'),
+            redis.call('ZRANGE', KEYS[3 * u - 1], 0, -1, 'WITHSCORES'),
+            redis.call('HGETALL', KEYS[3 * u])}
+end
+return out
+"""
+
+# Per sorted set: add (score, member) pairs (ZADD's flag: '' or 'LT'), prune below a
+# score (exclusive bound, or '' for none) and beyond the newest ``keep`` entries (0: no
+# cap), refresh the TTL. ARGV: ttl, then per key: prune, keep, flag, n, n pairs.
+ADD_MANY = """
+local at = 2
+for k = 1, #KEYS do
+  local key, prune, keep, flag, n = KEYS[k], ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3])
+  at = at + 4
+  local last = at + 2 * n - 1
+  for from = at, last, 4000 do
+    local to = math.min(from + 3999, last)
+    if flag == '' then
+      redis.call('ZADD', key, unpack(ARGV, from, to))
+    else
+      redis.call('ZADD', key, flag, unpack(ARGV, from, to))
+    end
+  end
+  at = last + 1
+  if prune ~= '' then redis.call('ZREMRANGEBYSCORE', key, '-inf', prune) end
+  if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
+
+@dataclass
+class Additions:
+    """What one ``ADD_MANY`` call adds, entity by entity (an entity's keys stay in one call)."""
+
+    entities: list[tuple[list[str], list[object]]] = field(default_factory=list)
+
+    def add(self, keys_and_args: list[tuple[str, str, int, str, list[object]]]) -> None:
+        """One entity: per key, (key, prune bound or '', keep or 0, ZADD flag or '', flat pairs)."""
+        entity_keys: list[str] = []
+        entity_args: list[object] = []
+        for key, prune, keep, flag, pairs in keys_and_args:
+            entity_keys.append(key)
+            entity_args += [prune, keep, flag, len(pairs) // 2, *pairs]
+        self.entities.append((entity_keys, entity_args))
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in runs of ``size`` (all at once for 0)."""
+    size = size or max(len(items), 1)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
+    """A Lua ``WITHSCORES`` reply (member, score, member, score, …) as pairs."""
+    return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def rows(flat: Sequence[bytes], width: int) -> list[tuple[float, str, np.ndarray]]:
+    """A ``WITHSCORES`` reply of packed rows (``width`` float32, then the transaction id)
+    as ``(ts, transaction_id, row)``, sorted, one
+    per transaction (a re-processed one may have been stored twice); the rows are views
+    of one array, unpacked at once."""
+    if not flat:
+        return []
+    size = 4 * width
+    members = flat[::2]
+    matrix = np.frombuffer(b"".join([m[:size] for m in members]), dtype=np.float32).reshape(-1, width)
+    entries = sorted(zip(map(float, flat[1::2]), _strings([m[size:] for m in members]), matrix), key=_time_and_id)
+    seen: set[str] = set()
+    unique = []
+    for entry in entries:
+        if entry[1] not in seen:
+            seen.add(entry[1])
+            unique.append(entry)
+    return unique
+
+
+def _time_and_id(entry: tuple[float, str, np.ndarray]) -> tuple[float, str]:
+    return entry[0], entry[1]
+
+
+def split_member(member: bytes) -> tuple[str, str]:
+    head, _, tail = member.decode().rpartition("|")
+    return head, tail
+
+
+def _strings(flat: Sequence[bytes]) -> list[str]:
+    """A reply's byte strings decoded at once (members and scores never hold a newline)."""
+    return b"\n".join(flat).decode().split("\n") if flat else []
+
+
+def id_entries(flat: Sequence[bytes]) -> list[tuple[float, str]]:
+    """A ``WITHSCORES`` reply of ``id`` members as ``(score, id)``."""
+    strings = _strings(flat)
+    return [(float(score), member) for member, score in zip(strings[::2], strings[1::2])]
+
+
+def numbered_entries(flat: Sequence[bytes]) -> list[tuple[float, str, float]]:
+    """A ``WITHSCORES`` reply of ``id|number`` members (a card's amount, a fraud's
+    ``labelled_at``) as ``(score, id, number)``."""
+    strings = _strings(flat)
+    out = []
+    for member, score in zip(strings[::2], strings[1::2]):
+        head, _, tail = member.rpartition("|")
+        out.append((float(score), head, float(tail)))
+    return out
+
+
+_PACKER = HiredisRespSerializer()  # hiredis is a dependency (redis[hiredis])
+
+
+def _pack(*args: object) -> bytes:
+    """One command in the Redis protocol, packed by hiredis (C)."""
+    if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words on the wire
+        args = (*args[0].split(), *args[1:])
+    try:
+        return hiredis.pack_command(args)
+    except TypeError:  # memoryview or bytearray arguments: redis-py's packer converts them
+        return _PACKER.pack(*args)[0]
+
+
+def with_hiredis_packing(connection_class: type) -> type:
+    """``connection_class`` packing commands with hiredis, as redis-py's synchronous
+    client does; its asyncio client packs argument by argument in Python."""
+
+    class HiredisPacking(connection_class):  # type: ignore[misc, valid-type]
+        def pack_command(self, *args: object) -> list[bytes]:
+            return [_pack(*args)]
+
+        def pack_commands(self, commands: Iterable[Iterable[object]]) -> list[bytes]:
+            return [b"".join(_pack(*command) for command in commands)]
+
+    HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"Hiredis{connection_class.__name__}"
+    return HiredisPacking
