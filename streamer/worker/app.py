@@ -1,4 +1,4 @@
-"""The Faust app: three thin agents over the input topics.
+"""The Faust app: four thin agents over the input topics.
 
 Each agent takes micro-batches (``take_events``: closes on size or on maximum wait,
 partition order kept), hands them to a pipeline and publishes the outputs. While a
