@@ -132,9 +132,8 @@ def pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
 
 def rows(flat: Sequence[bytes], width: int) -> list[tuple[float, str, np.ndarray]]:
     """A ``WITHSCORES`` reply of packed rows (``width`` float32, then the transaction id)
-    as ``(ts, transaction_id, row)``, sorted, one
-    per transaction (a re-processed one may have been stored twice); the rows are views
-    of one array, unpacked at once."""
+    as ``(ts, transaction_id, row)``, sorted, one per transaction (a re-processed one may
+    have been stored twice); the rows are views of one array, unpacked at once."""
     if not flat:
         return []
     size = 4 * width

@@ -173,7 +173,7 @@ class RedisStateStore:
     ) -> int:
         """Queue ``script`` over the entities' keys and arguments, ``entities_per_call`` at
         a time, each call's ARGV starting with ``head``; returns the number of calls."""
-        calls = protocol.chunks(entities, self.entities_per_call) if entities else []
+        calls = protocol.chunks(entities, self.entities_per_call)
         for chunk in calls:
             await script(keys=[k for entity_keys, _ in chunk for k in entity_keys],
                          args=[*head, *(a for _, entity_args in chunk for a in entity_args)], client=pipe)
@@ -242,7 +242,7 @@ class RedisStateStore:
             members = [x for tx in terminal_txs for x in (repr(tx.ts), tx.transaction_id)]
             additions.add([(keys.terminal_transactions(self.ns, terminal_id),
                             f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
-        await self._store(additions, progress)
+        await self._write_additions(additions, progress)
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
         return [key], [emb.vector.astype(np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model]
@@ -269,9 +269,9 @@ class RedisStateStore:
             members = [x for label in terminal_frauds for x in (repr(label.ts), f"{label.transaction_id}|{label.labelled_ts!r}")]
             additions.add([(keys.terminal_frauds(self.ns, terminal_id),
                             f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
-        await self._store(additions, progress)
+        await self._write_additions(additions, progress)
 
-    async def _store(self, additions: protocol.Additions, progress: StreamProgress | None) -> None:
+    async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None) -> None:
         """One round trip: the sorted-set additions and the consuming partitions' progress."""
         pipe = self.client.pipeline(transaction=False)
         if progress is not None:
