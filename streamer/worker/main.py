@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from faust import Worker
 
@@ -52,4 +53,13 @@ def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Sett
         ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor)
     )
     app = build_app(build(settings))
-    Worker(app, loop=loop, loglevel=loglevel, quiet=True).execute_from_commandline()
+    make_worker(app, loop, loglevel).execute_from_commandline()
+
+
+def make_worker(app: Any, loop: asyncio.AbstractEventLoop, loglevel: str) -> Worker:
+    """A Faust worker without its terminal spinner: at levels from WARNING up, the
+    spinner lowers the root logger to DEBUG so that it ticks on every record, and every
+    library's debug records (aiokafka writes several per fetch) would then be built."""
+    worker = Worker(app, loop=loop, loglevel=loglevel, quiet=True)
+    worker.spinner = None
+    return worker
