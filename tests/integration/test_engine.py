@@ -218,3 +218,33 @@ def test_events_taken_while_a_batch_is_stuck_are_not_committed_before_they_are_a
     finally:
         worker.stop()
     assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
+
+
+def test_workers_joining_and_leaving_midstream_answer_every_event(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    """Two rebalances while a backlog is delivered: a second worker joins, then the first
+    stops. Deliveries cut short by a rebalance are fetched again; every event is answered."""
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")
+    settings = settings.replace(batch={"max_size": 2}, kafka={"partitions": 4})  # slow: rebalances find work in flight
+    bootstrap = settings.kafka.bootstrap_servers
+    messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample]
+    first = WorkerProcess(settings, worker_log).start()
+    second = WorkerProcess(settings, worker_log)
+    try:
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[:1000]))
+        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 50, timeout_s=60))
+        second.start()
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[1000:1300]))
+        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 1100, timeout_s=90))
+        first.stop()
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[1300:]))
+        wanted = {tx["transaction_id"] for tx in sample}
+
+        def all_scored(records: list) -> bool:  # type: ignore[type-arg]
+            return wanted <= {orjson.loads(r.value)["transaction_id"] for r in records}
+
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=120, done=all_scored))
+        assert second.alive()
+    finally:
+        first.stop()
+        second.stop()
+    assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
