@@ -7,6 +7,13 @@ flat when the last fifth of the run is no higher than the second fifth by more t
 small margin (the first fifth is warm-up: models, connections, Faust's buffers) and
 the fitted slope over the last four fifths is near zero.
 
+The input is stationary: each feed plays its first ``--cycle`` events over and over,
+every round with new cards, terminals and users (ids suffixed with the round), so every
+round asks the worker for the same work on state of the same size. Played once through
+instead (``--cycle 0``), the state read per event keeps growing for the whole run (30-day
+card windows filling, users coming back with longer histories at each wrap-around), and
+so does a worker's working set, leak or no leak.
+
 Events are sent in chunks of ``--chunk-ms`` as whole record batches, so that the
 embedded broker (whose fetches slow down with the number of record batches in a
 partition) stays well below its limit over the run.
@@ -42,23 +49,30 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def retimed(value: bytes, event_time: float, cycle: int) -> bytes:
-    """The event with its timestamp set to now (windows and TTLs then behave as live), and
-    its id made unique again when the data is played a further time round."""
+EVENT_IDS = ("transaction_id", "event_id")
+ENTITY_IDS = ("card_id", "terminal_id", "user_id")
+
+
+def retimed(key: bytes, value: bytes, event_time: float, cycle: int, new_entities: bool) -> tuple[bytes, bytes]:
+    """The event with its timestamp set to now (windows and TTLs then behave as live), its
+    id made unique again when the data is played a further time round, and with
+    ``new_entities`` its card, terminal and user (and so its key) new in each round."""
     event = orjson.loads(value)
     event["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event_time)) + "Z"
     if cycle:
-        for field in ("transaction_id", "event_id"):
+        for field in EVENT_IDS + (ENTITY_IDS if new_entities else ()):
             if field in event:
                 event[field] = f"{event[field]}~{cycle}"
-    return orjson.dumps(event)
+        if new_entities:
+            key = key + f"~{cycle}".encode()
+    return key, orjson.dumps(event)
 
 
 async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float, pid: int,
-                every_s: float) -> tuple[list[tuple[float, float]], dict[str, int]]:
+                every_s: float, cycle: int) -> tuple[list[tuple[float, float]], dict[str, int]]:
     """Offer the events; returns the memory samples and how many of each kind were sent."""
     topics = settings.topics
-    per_kind = int(rate * seconds / 2) + 1
+    per_kind = cycle or int(rate * seconds / 2) + 1
     feeds = [(topics.transactions, transactions(per_kind)), (topics.clickstream, clicks(per_kind))]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
@@ -72,7 +86,7 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
         while (elapsed := time.monotonic() - started) < seconds:
             due = int(rate * elapsed)
             now = time.time()
-            chunk = [(topic, None, *retimed_at(messages, n, now), (), None)
+            chunk = [(topic, None, *retimed_at(messages, n, now, new_entities=cycle > 0), (), None)
                      for topic, messages in feeds for n in range(sent // 2, due // 2)]
             if chunk:
                 await send_batched(producer, chunk, partitions, partitioner)
@@ -86,10 +100,10 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
     return samples, {"transactions": sent // 2, "clicks": sent // 2}
 
 
-def retimed_at(messages: list[tuple[bytes, bytes]], n: int, now: float) -> tuple[bytes, bytes]:
+def retimed_at(messages: list[tuple[bytes, bytes]], n: int, now: float, new_entities: bool) -> tuple[bytes, bytes]:
     """The n-th event of a feed played round and round."""
     key, value = messages[n % len(messages)]
-    return key, retimed(value, now, n // len(messages))
+    return retimed(key, value, now, n // len(messages), new_entities)
 
 
 def verdict(samples: list[tuple[float, float]]) -> dict[str, float | bool]:
@@ -109,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second, half transactions, half clicks")
+    parser.add_argument("--cycle", type=int, default=30000,
+                        help="events per feed before it plays again with new entities (0: the data once through)")
     parser.add_argument("--chunk-ms", type=float, default=200.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             with running_worker(settings, log) as worker:
                 time.sleep(8)  # join the group before the clock starts
                 samples, offered = asyncio.run(
-                    offer(settings, args.rate, args.minutes * 60, args.chunk_ms / 1000, worker.pid, args.sample_s))
+                    offer(settings, args.rate, args.minutes * 60, args.chunk_ms / 1000, worker.pid, args.sample_s, args.cycle))
                 answered = {
                     kind: len(asyncio.run(output_times(broker.bootstrap_servers, topic, offered[kind], field, timeout_s=120)))
                     for kind, topic, field in (("transactions", settings.topics.fraud_scores, "transaction_id"),
@@ -133,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             asyncio.run(delete_topics(broker.bootstrap_servers, settings.topics.all()))
             asyncio.run(delete_namespace(settings.redis))
-    result = {"command": f"python -m bench.soak --minutes {args.minutes:g} --rate {args.rate:g}",
+    result = {"command": f"python -m bench.soak --minutes {args.minutes:g} --rate {args.rate:g} --cycle {args.cycle}",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "worker_alive": alive,
               "offered": offered, "answered": answered,
               "samples": [[round(t, 1), round(m, 1)] for t, m in samples], **verdict(samples),
