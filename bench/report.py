@@ -92,6 +92,10 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         "| ≥ 10 × the naive agent | " + ", ".join(
             f"{kind} {results[f'{kind}_drain_per_s']['median'] / max(results[f'{kind}_naive_per_s']['median'], 1):.1f}×"
             for kind in ("transactions", "clicks")) + " |",
+        "| ≥ 80 % of the smaller ceiling | " + ", ".join(
+            f"{kind} {results[f'{kind}_drain_per_s']['median'] / min(bare['median'], model[rate]):.0%}"
+            for kind, rate in (("transactions", "fraud_model_per_s"), ("clicks", "ranker_per_s"))) + " |",
+        f"| worker memory flat over a 10-minute soak | {soak_verdict(results_dir)} |",
         "",
     ]
     lines += soak_section(results_dir) + ort_section(results_dir) + gpu_section(results_dir)
@@ -102,6 +106,15 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
 
 #: Everything after this line in docs/benchmarks.md is written by hand and kept.
 NOTES = "<!-- notes: kept when the tables above are regenerated -->\n"
+
+
+def soak_verdict(results_dir: Path) -> str:
+    path = results_dir / "soak.json"
+    if not path.is_file():
+        return "not run"
+    soak = json.loads(path.read_text())
+    return (f"{'flat' if soak['flat'] else 'not flat'}: {soak['rss_second_fifth_median_mb']} → "
+            f"{soak['rss_last_fifth_median_mb']} MB, {soak['slope_mb_per_min']} MB/min (`{soak['command']}`, below)")
 
 
 def soak_section(results_dir: Path) -> list[str]:
