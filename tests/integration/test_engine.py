@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import itertools
 import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -34,6 +35,11 @@ BAD = [
     (None, b'{"transaction_id": "x3", "card_id": "c", "terminal_id": "t", "amount": 1, "timestamp": "yesterday"}'),
     (b"k5", b'{"transaction_id": "x4", "card_id": "c", "terminal_id": "t", "amount": 1, "timestamp": "2018-08-01T00:00:00Z", "pad": "' + b"x" * 70000 + b'"}'),
 ]
+
+
+def scores_for(wanted: set[str]) -> Callable[[list], bool]:  # type: ignore[type-arg]
+    """``read_topic``'s stop: every transaction in ``wanted`` has a score."""
+    return lambda records: wanted <= {orjson.loads(r.value)["transaction_id"] for r in records}
 
 
 def offline_scores(settings: Settings, values: list[bytes]) -> dict[str, float]:
@@ -167,10 +173,7 @@ def test_worker_killed_midstream_loses_nothing(settings: Settings, worker_log) -
         worker = dataclasses.replace(worker, process=None).start()
         wanted = {tx["transaction_id"] for tx in sample}
 
-        def all_scored(records: list) -> bool:  # type: ignore[type-arg]
-            return wanted <= {orjson.loads(r.value)["transaction_id"] for r in records}
-
-        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=120, done=all_scored))
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=120, done=scores_for(wanted)))
         assert worker.alive()
     finally:
         worker.stop()
@@ -211,10 +214,7 @@ def test_events_taken_while_a_batch_is_stuck_are_not_committed_before_they_are_a
         worker = dataclasses.replace(worker, process=None).start()
         wanted = {tx["transaction_id"] for tx in sample}
 
-        def all_scored(records: list) -> bool:  # type: ignore[type-arg]
-            return wanted <= {orjson.loads(r.value)["transaction_id"] for r in records}
-
-        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=90, done=all_scored))
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=90, done=scores_for(wanted)))
     finally:
         worker.stop()
     assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
@@ -239,10 +239,7 @@ def test_workers_joining_and_leaving_midstream_answer_every_event(settings: Sett
         asyncio.run(produce(bootstrap, settings.topics.transactions, messages[1300:]))
         wanted = {tx["transaction_id"] for tx in sample}
 
-        def all_scored(records: list) -> bool:  # type: ignore[type-arg]
-            return wanted <= {orjson.loads(r.value)["transaction_id"] for r in records}
-
-        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=120, done=all_scored))
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=120, done=scores_for(wanted)))
         assert second.alive()
     finally:
         first.stop()
