@@ -1,4 +1,5 @@
-"""Helpers for the integration tests: a worker process, producing and reading topics."""
+"""Helpers for the tests: a worker process, producing and reading topics, the worker's
+Faust app with idle pipelines."""
 
 from __future__ import annotations
 
@@ -12,15 +13,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamer.embedded import die_with_parent
+from streamer.output.sink import ListSink
 from streamer.replay.through_worker import worker_environment
 from streamer.settings import Settings, TopicSettings
+from streamer.worker.app import Runtime, build_app
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+
+
+class NoOutputs:
+    async def process(self, records):  # type: ignore[no-untyped-def]
+        return []
+
+
+def idle_app() -> faust.App:
+    """The worker's Faust app (default settings) over pipelines with no outputs: its
+    wiring, consumer and monitor, without a broker."""
+    pipeline = NoOutputs()
+    return build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline))
 
 
 def load_jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
+import faust
 from faust import Worker
 
 from streamer.inference.fraud_scorer import FraudScorer
@@ -56,7 +56,7 @@ def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Sett
     make_worker(app, loop, loglevel).execute_from_commandline()
 
 
-def make_worker(app: Any, loop: asyncio.AbstractEventLoop, loglevel: str) -> Worker:
+def make_worker(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str) -> Worker:
     """A Faust worker without its terminal spinner: at levels from WARNING up, the
     spinner lowers the root logger to DEBUG so that it ticks on every record, and every
     library's debug records (aiokafka writes several per fetch) would then be built."""

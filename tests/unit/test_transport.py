@@ -9,24 +9,15 @@ from collections.abc import AsyncIterator, Callable
 
 from faust.types import TP, Message
 
-from streamer.output.sink import ListSink
-from streamer.settings import Settings
 from streamer.worker import transport
-from streamer.worker.app import Runtime, build_app
 from streamer.worker.main import make_worker
+from tests.support import idle_app
 
 TX = TP("transactions", 0)
 
 
-class Nothing:
-    async def process(self, records):  # type: ignore[no-untyped-def]
-        return []
-
-
 def consumer_of_new_app() -> transport.Consumer:
-    pipeline = Nothing()
-    app = build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline))
-    consumer = app.consumer
+    consumer = idle_app().consumer
     assert isinstance(consumer, transport.Consumer)
     return consumer
 
@@ -130,9 +121,7 @@ def test_the_worker_leaves_the_log_level_alone() -> None:
     """Faust's terminal spinner would lower the root logger to DEBUG at WARNING."""
     loop = asyncio.new_event_loop()
     try:
-        pipeline = Nothing()
-        app = build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline))
-        worker = make_worker(app, loop, "warning")
+        worker = make_worker(idle_app(), loop, "warning")
         logger = logging.getLogger("streamer-test-root")
         logger.addHandler(logging.NullHandler())
         logger.setLevel(logging.WARNING)

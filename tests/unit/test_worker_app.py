@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from faust.types import TP
 
-from streamer.output.sink import ListSink
-from streamer.settings import Settings
-from streamer.worker.app import LeanMonitor, Runtime, build_app
-
-
-class Nothing:
-    async def process(self, records):  # type: ignore[no-untyped-def]
-        return []
+from streamer.worker.app import LeanMonitor
+from tests.support import idle_app
 
 
 def test_the_app_keeps_only_the_stream_timing_its_consumer_reads() -> None:
-    pipeline = Nothing()
-    app = build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline))
+    app = idle_app()
     assert isinstance(app.monitor, LeanMonitor)
     tp = TP("transactions", 0)
     app.monitor.on_message_in(tp, 5, object())
