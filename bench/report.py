@@ -17,6 +17,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
     """docs/benchmarks.md (tables from ``results``, the soak and GPU results found in
     ``results_dir``, and the hand-written notes already there) and docs/latency.png."""
     results_dir = results_dir or Path(__file__).resolve().parent / "results"
+    soak = read_soak(results_dir)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,8 +59,9 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         f"| fraud model alone in ONNX Runtime, batch {results['batch_size']} | {model['fraud_model_per_s']:,} | | |",
         f"| next-item encoder + ranker alone, batch {results['batch_size']} | {model['ranker_per_s']:,} | | |",
     ]
-    for kind, model_rate in (("transactions", model["fraud_model_per_s"]), ("clicks", model["ranker_per_s"])):
-        ceiling = min(bare["median"], model_rate)
+    ceilings = {"transactions": min(bare["median"], model["fraud_model_per_s"]),
+                "clicks": min(bare["median"], model["ranker_per_s"])}
+    for kind, ceiling in ceilings.items():
         engine = results[f"{kind}_drain_per_s"]
         naive = results[f"{kind}_naive_per_s"]
         lines.append(_row(f"engine, {kind}", engine, ceiling))
@@ -93,12 +95,11 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
             f"{kind} {results[f'{kind}_drain_per_s']['median'] / max(results[f'{kind}_naive_per_s']['median'], 1):.1f}×"
             for kind in ("transactions", "clicks")) + " |",
         "| ≥ 80 % of the smaller ceiling | " + ", ".join(
-            f"{kind} {results[f'{kind}_drain_per_s']['median'] / min(bare['median'], model[rate]):.0%}"
-            for kind, rate in (("transactions", "fraud_model_per_s"), ("clicks", "ranker_per_s"))) + " |",
-        f"| worker memory flat over a 10-minute soak | {soak_verdict(results_dir)} |",
+            f"{kind} {results[f'{kind}_drain_per_s']['median'] / ceiling:.0%}" for kind, ceiling in ceilings.items()) + " |",
+        f"| worker memory flat over a 10-minute soak | {soak_verdict(soak)} |",
         "",
     ]
-    lines += soak_section(results_dir) + ort_section(results_dir) + gpu_section(results_dir)
+    lines += soak_section(soak) + ort_section(results_dir) + gpu_section(results_dir)
     target = docs / "benchmarks.md"
     notes = target.read_text().partition(NOTES)[2] if target.is_file() else ""
     target.write_text("\n".join(lines) + "\n" + NOTES + (notes or "\n"))
@@ -108,20 +109,21 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
 NOTES = "<!-- notes: kept when the tables above are regenerated -->\n"
 
 
-def soak_verdict(results_dir: Path) -> str:
+def read_soak(results_dir: Path) -> dict[str, Any] | None:
     path = results_dir / "soak.json"
-    if not path.is_file():
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def soak_verdict(soak: dict[str, Any] | None) -> str:
+    if soak is None:
         return "not run"
-    soak = json.loads(path.read_text())
     return (f"{'flat' if soak['flat'] else 'not flat'}: {soak['rss_second_fifth_median_mb']} → "
             f"{soak['rss_last_fifth_median_mb']} MB, {soak['slope_mb_per_min']} MB/min (`{soak['command']}`, below)")
 
 
-def soak_section(results_dir: Path) -> list[str]:
-    path = results_dir / "soak.json"
-    if not path.is_file():
+def soak_section(soak: dict[str, Any] | None) -> list[str]:
+    if soak is None:
         return ["## Soak", "", "Not run yet: `python -m bench.soak --minutes 10`.", ""]
-    soak = json.loads(path.read_text())
     return [
         "## Soak: the worker's memory over a steady run", "",
         f"Date: {soak['date']}. Command: `{soak['command']}`. Offered {soak['offered']}, answered {soak['answered']}.", "",
