@@ -358,8 +358,14 @@ OPSET = 20
 
 
 def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
-    """Write ``encoder.onnx`` and ``scorer.onnx``; returns the manifest's ``sequence`` section."""
+    """Write ``encoder.onnx`` (its last layer for the summary token alone:
+    ``models.fraud.summary_only``) and ``scorer.onnx``; returns the manifest's ``sequence``
+    section."""
     import warnings
+
+    import onnx
+
+    from models.fraud.summary_only import LAST_LAYER, summary_only
 
     model.eval()
     model.bert.set_attn_implementation("eager")
@@ -374,6 +380,8 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
                           input_names=["history", "history_valid"], output_names=["card_embedding"],
                           dynamic_shapes=({0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
                           external_data=False, optimize=True, verbose=False)
+        encoder = out_dir / "encoder.onnx"
+        encoder.write_bytes(summary_only(onnx.load(str(encoder))).SerializeToString())
         embedding = model.embed(history, valid)
         torch.onnx.export(Scorer(model), (embedding, history[:, -1], torch.rand(3)), str(out_dir / "scorer.onnx"),
                           input_names=["card_embedding", "current", "tree_score"], output_names=["score"],
@@ -382,6 +390,7 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
     return {
         "encoder": "encoder.onnx", "scorer": "scorer.onnx", "length": cfg.max_len, "embedding_size": cfg.hidden,
         "fields": list(SEQUENCE_FIELDS), "config": cfg.to_dict(), "opset": OPSET,
+        "last_layer": LAST_LAYER,
     }
 
 
