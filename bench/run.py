@@ -38,12 +38,14 @@ from pathlib import Path
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.datasets import BEAUTY, FRAUD_CSV, read_fraud_csv, read_sequences
 from streamer.embedded import EmbeddedBroker, start_missing_services
 from streamer.events import click_to_json, encode, format_time, transaction_to_json, Click
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
+from streamer.output.sink import send_batched
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings, TopicSettings
@@ -90,21 +92,31 @@ def fresh_settings(base: Settings, batch: int) -> Settings:
         kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch={"max_size": batch})
 
 
-async def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0.0) -> list[float]:
-    """Send (paced at ``rate`` per second when > 0); returns each message's send time."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+async def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0.0,
+                  chunk_s: float = 0.01, chunk_max: int = 2000) -> list[float]:
+    """Send (paced at ``rate`` per second when > 0: what is due every ``chunk_s``) in
+    record batches per partition, as the engine's sink does (``send_batched``), at most
+    ``chunk_max`` records at a time; returns each message's send time, which is also its
+    record timestamp. On this 2-core machine one ``send()`` per record cost the harness
+    23 % of a core at 4,000 records/s (this way: 10 %), taken from the worker it measures."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
+    partitions: dict[str, list[int]] = {}
+    partitioner = DefaultPartitioner()
     sent: list[float] = []
     try:
         started = time.monotonic()
-        for n, (key, value) in enumerate(messages):
-            if rate > 0 and n % 20 == 0:
-                ahead = n / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            sent.append(time.time())
-            await producer.send(topic, value=value, key=key, timestamp_ms=int(sent[-1] * 1000))
-        await producer.flush()
+        while len(sent) < len(messages):
+            due = len(messages) if rate <= 0 else int(rate * (time.monotonic() - started)) + 1
+            chunk = messages[len(sent) : min(due, len(sent) + chunk_max)]
+            if chunk:
+                now = time.time()
+                stamp = int(now * 1000)
+                await send_batched(producer, [(topic, None, key, value, (), stamp) for key, value in chunk],
+                                   partitions, partitioner)
+                sent += [now] * len(chunk)
+            if rate > 0:
+                await asyncio.sleep(chunk_s)
     finally:
         await producer.stop()
     return sent
@@ -237,7 +249,9 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
     try:
         await produce(bootstrap, source, messages)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024)
+        partitions: dict[str, list[int]] = {}
+        partitioner = DefaultPartitioner()
         await consumer.start()
         await producer.start()
         try:
@@ -248,8 +262,8 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
             seen, started = 0, time.perf_counter()
             while seen < len(messages):
                 for batch in (await consumer.getmany(timeout_ms=200, max_records=2000)).values():
-                    futures = [await producer.send(sink, value=r.value, key=r.key) for r in batch]
-                    await asyncio.gather(*futures)
+                    await send_batched(producer, [(sink, None, r.key, r.value, (), None) for r in batch],
+                                       partitions, partitioner)
                     seen += len(batch)
             return seen / (time.perf_counter() - started)
         finally:
