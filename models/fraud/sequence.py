@@ -359,13 +359,13 @@ OPSET = 20
 
 def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
     """Write ``encoder.onnx`` (its last layer for the summary token alone:
-    ``models.fraud.summary_only``) and ``scorer.onnx``; returns the manifest's ``sequence``
+    ``models.last_position``) and ``scorer.onnx``; returns the manifest's ``sequence``
     section."""
     import warnings
 
     import onnx
 
-    from models.fraud.summary_only import LAST_LAYER, summary_only
+    from models.last_position import LAST_LAYER, last_position_only
 
     model.eval()
     model.bert.set_attn_implementation("eager")
@@ -381,7 +381,7 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
                           dynamic_shapes=({0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
                           external_data=False, optimize=True, verbose=False)
         encoder = out_dir / "encoder.onnx"
-        encoder.write_bytes(summary_only(onnx.load(str(encoder))).SerializeToString())
+        encoder.write_bytes(last_position_only(onnx.load(str(encoder))).SerializeToString())
         embedding = model.embed(history, valid)
         torch.onnx.export(Scorer(model), (embedding, history[:, -1], torch.rand(3)), str(out_dir / "scorer.onnx"),
                           input_names=["card_embedding", "current", "tree_score"], output_names=["score"],

@@ -20,7 +20,8 @@
     only appear when fewer than K items remain; padding (index 0) gets ``-inf`` and is never returned.
 
 Both graphs are exported with ``torch.onnx.export`` (dynamo exporter), opset :data:`OPSET`, with a
-dynamic batch axis, as self-contained files (no external data). :func:`model_from_encoder` rebuilds
+dynamic batch axis, as self-contained files (no external data); the encoder's last layer is then
+rewritten to run at the last position alone (``models.last_position``, the same embeddings). :func:`model_from_encoder` rebuilds
 the torch model from a shipped ``encoder.onnx`` (its weights are the model's), so a shipped model
 can be exported again without retraining (``python -m models.recommend.export DIR``).
 """
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from models.last_position import LAST_LAYER
 
 from .model import ModelConfig, SeqRecModel
 
@@ -117,6 +120,7 @@ def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
             encoder = EncoderGraph(model)
             _export(encoder, (ids,), out_dir / "encoder.onnx", ["item_ids"], ["user_embedding"],
                     ({0: batch, 1: length},), {"max_len": str(model.max_len)})
+            _last_position_only(out_dir / "encoder.onnx")
             ranker = RankerGraph(model, k)
             emb = encoder(ids)
             exclude = torch.tensor([[1, 2, 0], [3, 0, 0]], dtype=torch.int64)
@@ -143,7 +147,17 @@ def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
         },
         "top_k": k,
         "excluded_score": EXCLUDED_SCORE,
+        "last_layer": LAST_LAYER,
     }
+
+
+def _last_position_only(path: Path) -> None:
+    """The encoder's last layer computed at the newest item alone (``models.last_position``)."""
+    import onnx
+
+    from models.last_position import last_position_only
+
+    path.write_bytes(last_position_only(onnx.load(str(path))).SerializeToString())
 
 
 def _k_as_input(path: Path) -> None:
@@ -244,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = {name: evaluate(args.data, out, split_name=name, threads=1) for name in ("valid", "test")}
         for name in ("encoder.onnx", "ranker.onnx"):
             shutil.copy(out / name, args.model_dir / name)
-    manifest["inputs"], manifest["outputs"] = io["inputs"], io["outputs"]
+    manifest["inputs"], manifest["outputs"], manifest["last_layer"] = io["inputs"], io["outputs"], io["last_layer"]
     manifest["notes"].update(encoder=ENCODER_NOTE, ranker=RANKER_NOTE)
     manifest["check"] = {**checked, "shipped_embedding_max_abs_diff": shipped_diff}
     manifest["metrics"].update(metrics)

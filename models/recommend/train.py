@@ -303,6 +303,7 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
         "files": {**io["files"], "items": "items.txt"},
         "inputs": io["inputs"],
         "outputs": io["outputs"],
+        "last_layer": io["last_layer"],
         "notes": {
             "encoder": ENCODER_NOTE,
             "ranker": RANKER_NOTE,

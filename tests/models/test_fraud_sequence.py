@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
-from models.fraud import gbt, sequence, summary_only
+from models.fraud import gbt, sequence
 from streamer.features.fraud import FEATURE_NAMES, FEATURE_SCHEMA_HASH
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.settings import Settings
+from tests.models.test_last_position import last_layer_positions
 
 N = 3000
 
@@ -78,37 +76,8 @@ def test_tree_thresholds_become_float32_without_flipping_a_split() -> None:
     assert np.all(below <= converted) and np.all(above > converted)
 
 
-def _last_layer_rows(path: Path) -> int:
-    """Positions the encoder's last feed-forward layer runs on, for a batch of 3."""
-    import onnx
-    import onnxruntime as ort
 
-    graph = onnx.load(str(path))
-    biases = [i.name for i in graph.graph.initializer if re.search(r"layer\.\d+\.output\.dense\.bias$", i.name)]
-    bias = max(biases, key=lambda name: int(re.findall(r"layer\.(\d+)\.", name)[-1]))
-    add = next(n for n in graph.graph.node if n.op_type == "Add" and bias in n.input)
-    graph.graph.output.append(onnx.helper.make_empty_tensor_value_info(add.output[0]))
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+def test_the_exported_card_encoder_runs_its_last_layer_at_the_summary_token_alone(trained) -> None:  # type: ignore[no-untyped-def]
+    _, _, out, _ = trained
     feeds = {"history": np.ones((3, 16, 16), np.float32), "history_valid": np.ones((3, 16), np.float32)}
-    return int(session.run([add.output[0]], feeds)[0].shape[1])
-
-
-def test_the_exported_encoder_runs_its_last_layer_for_the_summary_token_alone(trained) -> None:  # type: ignore[no-untyped-def]
-    _, _, out, _ = trained
-    assert _last_layer_rows(out / "encoder.onnx") == 1  # 17 (16 rows + the summary) without the rewrite
-    with pytest.raises(ValueError, match="rewritten already"):
-        summary_only.summary_only(onnx.load(str(out / "encoder.onnx")))
-
-
-def test_the_shipped_encoder_is_rewritten_and_its_check_recorded() -> None:
-    fraud = Settings().models.fraud
-    manifest = json.loads((fraud / "manifest.json").read_text())["sequence"]
-    assert manifest["last_layer"] == summary_only.LAST_LAYER
-    assert manifest["last_layer_check"]["max_abs_diff_embedding"] <= manifest["last_layer_check"]["tolerance"]
-    assert _last_layer_rows(fraud / "encoder.onnx") == 1
-
-
-def test_a_graph_without_bert_layers_is_refused(trained) -> None:  # type: ignore[no-untyped-def]
-    _, _, out, _ = trained
-    with pytest.raises(ValueError, match="no BERT layer"):
-        summary_only.summary_only(onnx.load(str(out / "scorer.onnx")))
+    assert last_layer_positions(out / "encoder.onnx", feeds) == 1  # 17 (16 rows and the summary) without it
