@@ -121,12 +121,19 @@ def soak_verdict(soak: dict[str, Any] | None) -> str:
             f"{soak['rss_last_fifth_median_mb']} MB, {soak['slope_mb_per_min']} MB/min (`{soak['command']}`, below)")
 
 
+def soak_caught_up(soak: dict[str, Any]) -> str:
+    if "answered" in soak:  # soaks before the worker's group was read: outputs read back
+        return f"answered {soak['answered']}"
+    return (f"input records not committed by the worker's group {soak['caught_up_after_s']} s after the "
+            f"offering stopped: {soak['not_committed_at_end']}")
+
+
 def soak_section(soak: dict[str, Any] | None) -> list[str]:
     if soak is None:
         return ["## Soak", "", "Not run yet: `python -m bench.soak --minutes 10`.", ""]
     return [
         "## Soak: the worker's memory over a steady run", "",
-        f"Date: {soak['date']}. Command: `{soak['command']}`. Offered {soak['offered']}, answered {soak['answered']}.", "",
+        f"Date: {soak['date']}. Command: `{soak['command']}`. Offered {soak['offered']}; {soak_caught_up(soak)}.", "",
         "| worker RSS | MB |", "|---|---|",
         f"| at the start | {soak['rss_start_mb']} |",
         f"| median over the second fifth of the run | {soak['rss_second_fifth_median_mb']} |",

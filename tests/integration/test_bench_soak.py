@@ -1,0 +1,50 @@
+"""``bench.soak``'s backlog against the embedded broker: what a group has not committed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.run import produce
+from bench.soak import backlog, wait_caught_up
+from streamer.embedded import EmbeddedBroker
+from streamer.worker.highwater import FetchedHighWatermarks
+from streamer.worker.topics import delete_topics, ensure_topics
+
+
+def test_the_backlog_is_what_the_group_has_not_committed(broker: EmbeddedBroker) -> None:
+    bootstrap, topic, group = broker.bootstrap_servers, f"soak-{uuid.uuid4().hex[:8]}", f"soak-{uuid.uuid4().hex[:8]}"
+
+    async def highwaters() -> dict[int, int]:
+        fetched = FetchedHighWatermarks(bootstrap)
+        try:
+            return await fetched.highwaters(topic)
+        finally:
+            await fetched.close()
+
+    async def commit(offsets: dict[int, int]) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in offsets])
+            await consumer.commit({TopicPartition(topic, p): offset for p, offset in offsets.items()})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(ensure_topics(bootstrap, [topic], 2))
+    try:
+        asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(40)]))
+        highs = asyncio.run(highwaters())
+        assert sum(highs.values()) == 40 and all(highs.values())  # both partitions hold some
+        assert asyncio.run(backlog(bootstrap, group, [topic])) == {topic: 40}
+        asyncio.run(commit({0: highs[0]}))
+        assert asyncio.run(backlog(bootstrap, group, [topic])) == {topic: highs[1]}
+        asyncio.run(commit({1: highs[1] - 1}))
+        assert asyncio.run(wait_caught_up(bootstrap, group, [topic], timeout_s=2))[0] == {topic: 1}
+        asyncio.run(commit({1: highs[1]}))
+        left, waited = asyncio.run(wait_caught_up(bootstrap, group, [topic], timeout_s=10))
+        assert left == {topic: 0} and waited < 10
+    finally:
+        asyncio.run(delete_topics(bootstrap, [topic]))
