@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis
 
 from bench.pipeline_ab import compare
 from streamer.settings import Settings
+
+pytestmark = [pytest.mark.redis, pytest.mark.data]
 
 
 def test_both_model_sets_process_every_batch_and_leave_no_state(redis_url: str) -> None:

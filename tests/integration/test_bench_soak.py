@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.run import produce
@@ -12,6 +13,8 @@ from bench.soak import backlog, wait_caught_up
 from streamer.embedded import EmbeddedBroker
 from streamer.worker.highwater import FetchedHighWatermarks
 from streamer.worker.topics import delete_topics, ensure_topics
+
+pytestmark = pytest.mark.kafka
 
 
 def test_the_backlog_is_what_the_group_has_not_committed(broker: EmbeddedBroker) -> None:
