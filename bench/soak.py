@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(delete_namespace(settings.redis))
     result = {"command": f"python -m bench.soak --minutes {args.minutes:g} --rate {args.rate:g} --cycle {args.cycle}",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "worker_alive": alive,
-              "offered": offered, "not_committed_at_end": dict(zip(("transactions", "clicks"), left.values())),
+              "offered": offered,
+              "not_committed_at_end": {"transactions": left[settings.topics.transactions],
+                                       "clicks": left[settings.topics.clickstream]},
               "caught_up_after_s": waited,
               "samples": [[round(t, 1), round(m, 1)] for t, m in samples], **verdict(samples),
               "settings": {"batch": dataclasses.asdict(settings.batch)}}

@@ -68,11 +68,10 @@ def last_position_only(model: onnx.ModelProto) -> onnx.ModelProto:
     def next_op(name: str, op: str) -> onnx.NodeProto:
         return only(consumers.get(name, []), op, f"the output {name}")
 
-    layers = sorted({int(m.group(1)) for name in constants
-                     if (m := re.search(r"encoder\.layer\.(\d+)\.attention\.self\.query\.bias$", name))})
+    layers = [m for name in constants if (m := re.fullmatch(r"(.*encoder\.layer\.(\d+)\.)attention\.self\.query\.bias", name))]
     if not layers:
         raise ValueError("no BERT layer found in the graph")
-    layer = f"{_prefix(constants, layers[-1])}encoder.layer.{layers[-1]}."
+    layer = max(layers, key=lambda m: int(m.group(2))).group(1)  # ``….encoder.layer.<last>.``
 
     query_add = bias_add(layer + "attention.self.query.bias")
     query_matmul = producer[_other(query_add, layer + "attention.self.query.bias")]
@@ -89,14 +88,13 @@ def last_position_only(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ValueError("the attention's residual does not add the layer's input")
 
     last = [_ints(graph, "last", [-1]), _ints(graph, "end", [INT_MAX])]
-    query_in, mask = PREFIX + "query_input", PREFIX + "last_query_mask"
+    query_in, mask, full_mask = PREFIX + "query_input", PREFIX + "last_query_mask", _other(masked, scaled.output[0])
     slices = [
         helper.make_node("Slice", [layer_input, *last, _ints(graph, "axis1", [1])], [query_in], name=PREFIX + "query_input"),
-        helper.make_node("Slice", [_other(masked, scaled.output[0]), *last, _ints(graph, "axis2", [2])], [mask],
-                         name=PREFIX + "last_query_mask"),
+        helper.make_node("Slice", [full_mask, *last, _ints(graph, "axis2", [2])], [mask], name=PREFIX + "last_query_mask"),
     ]
     query_matmul.input[0] = query_in
-    masked.input[list(masked.input).index(_other(masked, scaled.output[0]))] = mask
+    masked.input[list(masked.input).index(full_mask)] = mask
     residual.input[list(residual.input).index(layer_input)] = query_in
     added = []
     for reshape in (query_reshape, context_reshape):
@@ -106,6 +104,11 @@ def last_position_only(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.value_info[:]  # shapes inferred for the old sequence length are wrong now
     onnx.checker.check_model(model)
     return model
+
+
+def rewrite_file(path: Path) -> None:
+    """The encoder at ``path`` rewritten in place (what the exports do after exporting)."""
+    path.write_bytes(last_position_only(onnx.load(str(path))).SerializeToString())
 
 
 def _one_position(graph: onnx.GraphProto, reshape: onnx.NodeProto, constants: dict[str, onnx.TensorProto],
@@ -148,11 +151,6 @@ def _sort_topologically(graph: onnx.GraphProto, new: list[onnx.NodeProto]) -> No
         pending = [n for n in pending if id(n) not in done]
     del graph.node[:]
     graph.node.extend(ordered)
-
-
-def _prefix(constants: dict[str, onnx.TensorProto], n: int) -> str:
-    name = next(name for name in constants if name.endswith(f"encoder.layer.{n}.attention.self.query.bias"))
-    return name[: -len(f"encoder.layer.{n}.attention.self.query.bias")]
 
 
 def _other(node: onnx.NodeProto, name: str) -> str:

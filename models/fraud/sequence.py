@@ -363,9 +363,7 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
     section."""
     import warnings
 
-    import onnx
-
-    from models.last_position import LAST_LAYER, last_position_only
+    from models.last_position import LAST_LAYER, rewrite_file
 
     model.eval()
     model.bert.set_attn_implementation("eager")
@@ -380,8 +378,7 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
                           input_names=["history", "history_valid"], output_names=["card_embedding"],
                           dynamic_shapes=({0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
                           external_data=False, optimize=True, verbose=False)
-        encoder = out_dir / "encoder.onnx"
-        encoder.write_bytes(last_position_only(onnx.load(str(encoder))).SerializeToString())
+        rewrite_file(out_dir / "encoder.onnx")
         embedding = model.embed(history, valid)
         torch.onnx.export(Scorer(model), (embedding, history[:, -1], torch.rand(3)), str(out_dir / "scorer.onnx"),
                           input_names=["card_embedding", "current", "tree_score"], output_names=["score"],

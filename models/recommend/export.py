@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.last_position import LAST_LAYER
+from models.last_position import LAST_LAYER, rewrite_file
 
 from .model import ModelConfig, SeqRecModel
 
@@ -120,7 +120,7 @@ def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
             encoder = EncoderGraph(model)
             _export(encoder, (ids,), out_dir / "encoder.onnx", ["item_ids"], ["user_embedding"],
                     ({0: batch, 1: length},), {"max_len": str(model.max_len)})
-            _last_position_only(out_dir / "encoder.onnx")
+            rewrite_file(out_dir / "encoder.onnx")  # the last layer at the newest item alone
             ranker = RankerGraph(model, k)
             emb = encoder(ids)
             exclude = torch.tensor([[1, 2, 0], [3, 0, 0]], dtype=torch.int64)
@@ -149,15 +149,6 @@ def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
         "excluded_score": EXCLUDED_SCORE,
         "last_layer": LAST_LAYER,
     }
-
-
-def _last_position_only(path: Path) -> None:
-    """The encoder's last layer computed at the newest item alone (``models.last_position``)."""
-    import onnx
-
-    from models.last_position import last_position_only
-
-    path.write_bytes(last_position_only(onnx.load(str(path))).SerializeToString())
 
 
 def _k_as_input(path: Path) -> None:
