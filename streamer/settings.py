@@ -107,6 +107,10 @@ class BatchSettings:
     max_wait_ms: int = 5
     """STREAMER_BATCH_MAX_WAIT_MS: ...or after this long, whichever comes first (a busy stream
     fills batches while the previous one is processed, so a short wait costs no throughput)."""
+    lanes: int = 2
+    """STREAMER_BATCH_LANES: batches of different partitions processed side by side in one
+    worker (a partition's batches stay in order): while one waits on Redis, another
+    computes."""
 
 
 @dataclass(frozen=True)

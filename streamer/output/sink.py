@@ -1,5 +1,9 @@
-"""Where output records go: a ``Sink`` publishes a batch and returns once all are acknowledged.
+"""Where output records go: a ``Sink`` hands a batch to the broker, and the batch's
+delivery completes once every record is acknowledged.
 
+``Sink.send`` returns as soon as the records are queued, in order after those sent
+before, with their ``Delivery``: the worker processes its next batch while this one's
+acknowledgements travel (``streamer.worker.batching``). ``publish`` is both steps.
 ``KafkaSink`` uses its own aiokafka producer with ``acks="all"`` (no idempotent or
 transactional producer: processing is at-least-once, and outputs carry their input's
 id so a downstream consumer can drop the rare duplicate after a crash). ``ListSink``
@@ -9,7 +13,7 @@ keeps records in memory for unit tests and the offline replay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -19,13 +23,24 @@ from aiokafka.partitioner import DefaultPartitioner
 from streamer.errors import DependencyError
 from streamer.records import OutputRecord
 
+Delivery = Awaitable[None]
+"""Completes once every record of a sent batch is acknowledged; raises
+``DependencyError`` when the broker failed any of them."""
+
 
 class Sink(Protocol):
     async def start(self) -> None: ...
 
-    async def publish(self, records: Sequence[OutputRecord]) -> None: ...
+    async def send(self, records: Sequence[OutputRecord]) -> Delivery:
+        """Queue the records after those sent before; returns their delivery."""
+        ...
 
     async def stop(self) -> None: ...
+
+
+async def publish(sink: Sink, records: Sequence[OutputRecord]) -> None:
+    """Send the records and wait until the broker acknowledged all of them."""
+    await (await sink.send(records))
 
 
 class KafkaSink:
@@ -50,21 +65,21 @@ class KafkaSink:
                 await producer.start()
                 self.producer = producer
 
-    async def publish(self, records: Sequence[OutputRecord]) -> None:
-        """Send every record, then wait until the broker acknowledged all of them.
-
-        Records are grouped per partition (the producer's own key partitioner) into
+    async def send(self, records: Sequence[OutputRecord]) -> Delivery:
+        """Records grouped per partition (the producer's own key partitioner) into
         record batches handed to the producer whole, several times cheaper than one
-        ``send()`` per record."""
+        ``send()`` per record. The producer sends a partition's batches in the order
+        they were queued."""
         if not records:
-            return
+            return _acknowledged([])
         await self.start()
         assert self.producer is not None
         try:
-            await send_batched(self.producer, [(r.topic, None, r.key, r.value, r.headers, None) for r in records],
-                               self._partitions, self._partitioner)
+            acks = await enqueue_batched(self.producer, [(r.topic, None, r.key, r.value, r.headers, None) for r in records],
+                                         self._partitions, self._partitioner)
         except KafkaError as exc:
             raise DependencyError(f"kafka publish failed: {exc}") from exc
+        return _acknowledged(acks)
 
     async def stop(self) -> None:
         async with self._lock:
@@ -84,15 +99,15 @@ async def topic_partitions(producer: AIOKafkaProducer, topic: str, cache: dict[s
     return cache[topic]
 
 
-async def send_batched(
+async def enqueue_batched(
     producer: AIOKafkaProducer, records: Sequence[Outgoing], partitions_of: dict[str, list[int]],
     partitioner: Callable[[bytes | None, list[int], list[int]], int],
-) -> None:
-    """Send records grouped per partition as whole record batches, and wait for every
-    acknowledgement. Several times cheaper than one ``send()`` per record, and fewer,
-    larger batches in the broker's log (the embedded broker's fetches slow down with
-    the number of batches in a partition). ``partitions_of`` caches topic partitions;
-    a record without a partition goes where ``partitioner`` puts its key."""
+) -> list[asyncio.Future[object]]:
+    """Queue records grouped per partition as whole record batches; returns the
+    batches' acknowledgements. Several times cheaper than one ``send()`` per record,
+    and fewer, larger batches in the broker's log (the embedded broker's fetches slow
+    down with the number of batches in a partition). ``partitions_of`` caches topic
+    partitions; a record without a partition goes where ``partitioner`` puts its key."""
     groups: dict[tuple[str, int], list[Outgoing]] = {}
     for record in records:
         topic, partition = record[0], record[1]
@@ -100,16 +115,31 @@ async def send_batched(
             partitions = await topic_partitions(producer, topic, partitions_of)
             partition = partitioner(record[2], partitions, partitions)
         groups.setdefault((topic, partition), []).append(record)
-    futures = []
+    acks = []
     for (topic, partition), group in groups.items():
         batch = producer.create_batch()
         for _, _, key, value, headers, timestamp in group:
             if batch.append(key=key, value=value, timestamp=timestamp, headers=list(headers)) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=timestamp, headers=list(headers))
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*futures)
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    return acks
+
+
+async def send_batched(
+    producer: AIOKafkaProducer, records: Sequence[Outgoing], partitions_of: dict[str, list[int]],
+    partitioner: Callable[[bytes | None, list[int], list[int]], int],
+) -> None:
+    """``enqueue_batched``, then wait for every acknowledgement."""
+    await asyncio.gather(*await enqueue_batched(producer, records, partitions_of, partitioner))
+
+
+async def _acknowledged(acks: Sequence[asyncio.Future[object]]) -> None:
+    try:
+        await asyncio.gather(*acks)
+    except KafkaError as exc:
+        raise DependencyError(f"kafka publish failed: {exc}") from exc
 
 
 class ListSink:
@@ -119,8 +149,9 @@ class ListSink:
     async def start(self) -> None:
         return None
 
-    async def publish(self, records: Sequence[OutputRecord]) -> None:
+    async def send(self, records: Sequence[OutputRecord]) -> Delivery:
         self.records.extend(records)
+        return _acknowledged([])
 
     async def stop(self) -> None:
         return None

@@ -5,9 +5,9 @@ A transaction is scored with the embedding of the card's rows ordered before it 
 latest transaction is stored with that transaction's ``(ts, id)``; when the next
 transaction of the card comes, that cached embedding is exactly the one it needs, so
 scoring needs no encoder call. Per batch: the cards' latest rows and embeddings come
-with the features' state read (``TransactionFeatures``, which also stores the rows),
-then one encoder call for every embedding not cached (batch-internal histories,
-misses, and the new latest embedding of each card), and one write of the embeddings.
+with the features' state read (``TransactionFeatures``), then one encoder call for
+every embedding not cached (batch-internal histories, misses, and the new latest
+embedding of each card); the new embeddings are stored with the rows.
 """
 
 from __future__ import annotations
@@ -34,8 +34,15 @@ class CardEmbeddings:
         self.reused = 0
 
     async def for_batch(self, transactions: Sequence[Transaction], rows: np.ndarray, states: Mapping[str, CardState]) -> np.ndarray:
+        """``embed``, then the cards' new embeddings stored."""
+        vectors, fresh = self.embed(transactions, rows, states)
+        await self.store.write_card_embeddings(fresh)
+        return vectors
+
+    def embed(self, transactions: Sequence[Transaction], rows: np.ndarray,
+              states: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding]]:
         """The embedding each transaction is scored with, from the cards' state as read
-        with their features; stores the cards' new embeddings."""
+        with their features, and the cards' new embeddings to store."""
         merged: dict[str, History] = {}
         for tx, row in zip(transactions, rows):
             history = merged.setdefault(tx.card_id, list(states[tx.card_id].rows))
@@ -63,8 +70,7 @@ class CardEmbeddings:
             for card_id, key in latest.items()
             if not self._matches(states[card_id].embedding, key)
         }
-        await self.store.write_card_embeddings(fresh)
-        return np.stack([vectors[key] for key in wanted])
+        return np.stack([vectors[key] for key in wanted]), fresh
 
     def _matches(self, cached: CachedEmbedding | None, key: tuple[str, Key | None]) -> bool:
         return cached is not None and key[1] == (cached.ts, cached.event_id) and cached.model == self.scorer.version

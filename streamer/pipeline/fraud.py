@@ -1,10 +1,10 @@
 """Fraud scoring of a micro-batch of transactions, and the labels that feed it.
 
 ``FraudPipeline.process``: decode → read card and terminal state (one round trip) →
-the 15 features per transaction, in arrival order → write state (one round trip) →
-for a sequence model, the card embeddings (``card_sequence``: one read, one encoder
-call for what is not cached, one write) → one scorer call → a score per transaction, an alert with reasons for risky ones,
-and a dead letter per bad message. ``LabelPipeline`` stores late fraud labels that
+the 15 features per transaction, in arrival order → for a sequence model, the card
+embeddings (``card_sequence``: one encoder call for what is not cached) → write state,
+embeddings included (one round trip) → one scorer call → a score per transaction, an
+alert with reasons for risky ones, and a dead letter per bad message. ``LabelPipeline`` stores late fraud labels that
 the terminal risk features read.
 """
 
@@ -32,18 +32,20 @@ from streamer.state.store import CardState, StateStore, StreamProgress
 
 
 class TransactionFeatures:
-    """State read → the 15 features per transaction in arrival order → state write.
+    """State read → the 15 features per transaction in arrival order (→ state write).
 
     With ``sequence_rows``, each transaction's feature row is stored too, and the cards'
-    latest rows and cached embeddings are read with their history (``cards`` keeps the
-    last batch's card states for ``CardEmbeddings``)."""
+    latest rows and cached embeddings are read with their history, for
+    ``CardEmbeddings``."""
 
     def __init__(self, store: StateStore, sequence_rows: int = 0) -> None:
         self.store = store
         self.sequence_rows = sequence_rows
         self.cards: dict[str, CardState] = {}
+        """The card states ``compute`` read for its last batch."""
 
-    async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
+    async def rows(self, transactions: Sequence[Transaction]) -> tuple[list[list[float]], dict[str, CardState]]:
+        """The feature rows, and the card states they were computed from; writes nothing."""
         cards = TimeWindows()
         terminals = TimeWindows()
         for tx in transactions:
@@ -52,14 +54,19 @@ class TransactionFeatures:
         rows_to_read = 0
         if self.sequence_rows:  # the batch's own rows may be stored already (re-processing): read that many more
             rows_to_read = self.sequence_rows + max(Counter(tx.card_id for tx in transactions).values(), default=0)
-        self.cards, terminal_state = await self.store.read_fraud(cards.ranges, terminals.ranges, rows_to_read)
+        card_state, terminal_state = await self.store.read_fraud(cards.ranges, terminals.ranges, rows_to_read)
         rows = []
         for tx in transactions:
-            card = self.cards[tx.card_id].history
+            card = card_state[tx.card_id].history
             card.add(tx.ts, tx.transaction_id, tx.amount)
             terminal = terminal_state[tx.terminal_id]
             rows.append(transaction_features(tx.ts, tx.transaction_id, tx.amount, card, terminal))
             terminal.add_transaction(tx.ts, tx.transaction_id)
+        return rows, card_state
+
+    async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
+        """``rows``, then the batch stored (training, evaluation and tools run it batch by batch)."""
+        rows, self.cards = await self.rows(transactions)
         await self.store.write_fraud(transactions, rows if self.sequence_rows else None, progress)
         return rows
 
@@ -75,6 +82,7 @@ class FraudPipeline:
         transaction_clock: EventClock | None = None,
     ) -> None:
         self.scorer = scorer
+        self.store = store
         self.features = TransactionFeatures(store, scorer.sequence_length)
         self.topics = settings.topics
         self.threshold = settings.fraud.alert_threshold
@@ -100,11 +108,12 @@ class FraudPipeline:
         if self.transaction_clock is not None:  # this batch's own partitions are stored in order
             lagging = await self.transaction_clock.lagging(newest)
             partial = any(p not in progress.partitions for p in lagging)
-        rows = await self.features.compute(transactions, progress)
+        rows, cards = await self.features.rows(transactions)
         matrix = np.asarray(rows, dtype=np.float32)
-        embeddings = None
+        embeddings, fresh = None, None
         if self.card_embeddings is not None:
-            embeddings = await self.card_embeddings.for_batch(transactions, matrix, self.features.cards)
+            embeddings, fresh = self.card_embeddings.embed(transactions, matrix, cards)
+        await self.store.write_fraud(transactions, rows if self.card_embeddings else None, progress, fresh)
         scores = self.scorer.score(matrix, embeddings)
 
         scored_at = format_time(self.clock())

@@ -81,10 +81,11 @@ class InMemoryStateStore:
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
-        progress: StreamProgress | None = None,
+        progress: StreamProgress | None = None, card_embeddings: Mapping[str, CachedEmbedding] | None = None,
     ) -> None:
         if progress is not None:
             self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
+        self._keep_later_embeddings(card_embeddings or {})
         for i, tx in enumerate(transactions):
             self.cards[tx.card_id].insert((tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
             self.terminal_tx[tx.terminal_id].insert((tx.ts, tx.transaction_id), TERMINAL_HORIZON)
@@ -96,6 +97,9 @@ class InMemoryStateStore:
                     self.card_rows[tx.card_id] = dict(ordered[-CARD_ROWS_CAP:])
 
     async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
+        self._keep_later_embeddings(embeddings)
+
+    def _keep_later_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
         for card_id, new in embeddings.items():
             old = self.card_embeddings.get(card_id)
             if old is None or (old.ts, old.event_id) <= (new.ts, new.event_id):

@@ -114,10 +114,10 @@ class StateStore(Protocol):
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
-        progress: StreamProgress | None = None,
+        progress: StreamProgress | None = None, card_embeddings: Mapping[str, CachedEmbedding] | None = None,
     ) -> None:
-        """Store transactions (and their feature rows, for the sequence model) and the
-        consuming partitions' progress."""
+        """Store transactions (and, for the sequence model, their feature rows and the
+        cards' new embeddings) and the consuming partitions' progress."""
         ...
 
     async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None: ...
@@ -216,9 +216,9 @@ class RedisStateStore:
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
-        progress: StreamProgress | None = None,
+        progress: StreamProgress | None = None, card_embeddings: Mapping[str, CachedEmbedding] | None = None,
     ) -> None:
-        if not transactions and progress is None:
+        if not transactions and progress is None and not card_embeddings:
             return
         by_card: dict[str, list[int]] = {}
         by_terminal: dict[str, list[Transaction]] = {}
@@ -242,19 +242,15 @@ class RedisStateStore:
             members = [x for tx in terminal_txs for x in (repr(tx.ts), tx.transaction_id)]
             additions.add([(keys.terminal_transactions(self.ns, terminal_id),
                             f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
-        await self._write_additions(additions, progress)
+        embeddings = [self._embedding_entity(keys.card_embedding(self.ns, card_id), emb)
+                      for card_id, emb in (card_embeddings or {}).items()]
+        await self._write_additions(additions, progress, embeddings)
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
         return [key], [emb.vector.astype(np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model]
 
     async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
-        if not embeddings:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        await self._call_per_entity(pipe, self._set_embeddings, [
-            self._embedding_entity(keys.card_embedding(self.ns, card_id), emb) for card_id, emb in embeddings.items()
-        ], head=[self.ttl])
-        await self._execute(pipe)
+        await self.write_fraud([], card_embeddings=embeddings)
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
         frauds = [label for label in labels if label.is_fraud]
@@ -271,12 +267,15 @@ class RedisStateStore:
                             f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
         await self._write_additions(additions, progress)
 
-    async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None) -> None:
-        """One round trip: the sorted-set additions and the consuming partitions' progress."""
+    async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None,
+                               embeddings: Sequence[tuple[list[str], list[object]]] = ()) -> None:
+        """One round trip: the sorted-set additions, the embeddings (each replaced only
+        by a later one) and the consuming partitions' progress."""
         pipe = self.client.pipeline(transaction=False)
         if progress is not None:
             self._write_progress(pipe, progress)
         await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
+        await self._call_per_entity(pipe, self._set_embeddings, embeddings, head=[self.ttl])
         await self._execute(pipe)
 
     def _write_progress(self, pipe: aioredis.client.Pipeline, progress: StreamProgress) -> None:
@@ -327,10 +326,7 @@ class RedisStateStore:
             ])
             if update.embedding is not None:
                 embeddings.append(self._embedding_entity(keys.user_embedding(self.ns, update.user_id), update.embedding))
-        pipe = self.client.pipeline(transaction=False)
-        await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
-        await self._call_per_entity(pipe, self._set_embeddings, embeddings, head=[self.ttl])
-        await self._execute(pipe)
+        await self._write_additions(additions, None, embeddings)
 
     async def delete_namespace(self) -> int:
         """Deletes every key of this store's namespace (a replay's or a benchmark's

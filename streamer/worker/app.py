@@ -3,15 +3,18 @@
 Each agent takes micro-batches (``take_events``: closes on size or on maximum wait,
 partition order kept), hands them to a pipeline and publishes the outputs. While a
 batch is processed, the next one gathers (``streamer.worker.batching``: Faust's
-per-event work fills the waits on Redis and the broker); it is processed only once
-every output of this one is acknowledged by the broker, so it reads the state this one
-wrote. A batch's events are held (one more reference on each message) until then:
-Faust acknowledges and commits their offsets only after their outputs are safe, so a
-crash loses nothing (at-least-once; reprocessing is harmless).
+per-event work fills the waits on Redis and the broker). The next batch is processed
+once this one's state is written, so it reads that state, while this one's outputs
+are still on their way to the broker; its outputs are sent only after this one's are
+acknowledged, so outputs keep their order. A batch's events are held (one more
+reference on each message) until its outputs are acknowledged: Faust commits their
+offsets only after their outputs are safe, so a crash loses nothing (at-least-once;
+reprocessing is harmless).
 
 A batch whose processing fails on an outside system is retried with back-off until it
-succeeds. A batch that fails for any other reason is split and retried record by
-record; a record that still fails goes to dead-letter, so the stream always moves on.
+succeeds, and so is its publishing. A batch that fails for any other reason is split
+and retried record by record; a record that still fails goes to dead-letter, so the
+stream always moves on.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import faust
 from faust.sensors.monitor import Monitor
@@ -30,12 +33,13 @@ from faust.types import TP
 import streamer.worker.transport as streamer_transport
 from streamer.errors import DependencyError, InvalidEvent
 from streamer.output.dead_letter import dead_letter
-from streamer.output.sink import Sink
+from streamer.output.sink import Sink, publish
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.worker.batching import Batcher
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Pipeline(Protocol):
@@ -54,31 +58,38 @@ class Runtime:
     ranking_requests: Pipeline
 
 
-async def run_batch(pipeline: Pipeline, sink: Sink, records: Sequence[SourceRecord], dead_letter_topic: str) -> None:
-    """Process and publish one batch; returns only when its outputs are acknowledged."""
+async def process_batch(pipeline: Pipeline, records: Sequence[SourceRecord], dead_letter_topic: str) -> list[OutputRecord]:
+    """One batch's outputs (its state written). A batch that fails on an outside system
+    is retried; one that fails otherwise is processed record by record."""
+
+    async def attempt() -> list[OutputRecord]:
+        try:
+            return await pipeline.process(records)
+        except DependencyError:
+            raise
+        except Exception:
+            log.exception("batch of %d failed; retrying record by record", len(records))
+            return await _one_by_one(pipeline, records, dead_letter_topic)
+
+    return await with_backoff(attempt, "the batch")
+
+
+async def publish_batch(sink: Sink, outputs: Sequence[OutputRecord]) -> None:
+    """Publish, retried until the broker acknowledged every output."""
+    await with_backoff(lambda: publish(sink, outputs), "publishing the batch")
+
+
+async def with_backoff(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """``attempt()`` until it does not fail on an outside system (``DependencyError``),
+    waiting 0.1 s, then twice as long each time, at most 5 s."""
     delay = 0.1
     while True:
         try:
-            try:
-                outputs = await pipeline.process(records)
-            except DependencyError:
-                raise
-            except Exception:
-                log.exception("batch of %d failed; retrying record by record", len(records))
-                outputs = await _one_by_one(pipeline, records, dead_letter_topic)
-            await sink.publish(outputs)
-            return
+            return await attempt()
         except DependencyError as exc:
-            log.warning("%s; retrying the batch in %.1f s", exc, delay)
+            log.warning("%s; retrying %s in %.1f s", exc, what, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-async def run_and_release(pipeline: Pipeline, sink: Sink, events: Sequence[Any], dead_letter_topic: str) -> None:
-    """``run_batch`` over Faust events, then let go of them: their offsets may be committed."""
-    await run_batch(pipeline, sink, [source_record(e) for e in events], dead_letter_topic)
-    for event in events:
-        event.ack()
 
 
 async def _one_by_one(pipeline: Pipeline, records: Sequence[SourceRecord], topic: str) -> list[OutputRecord]:
@@ -112,6 +123,10 @@ class LeanMonitor(Monitor):
 
     def on_message_out(self, tp: TP, offset: int, message: Any) -> None:
         return None
+
+
+def partition_of(event: Any) -> int:
+    return int(event.message.partition)
 
 
 def source_record(event: Any) -> SourceRecord:
@@ -163,10 +178,15 @@ def build_app(runtime: Runtime) -> faust.App:
 
     def make_agent(topic_name: str, pipeline: Pipeline, name: str) -> None:
         async def agent(stream: Any) -> None:
-            async def process(events: list[Any]) -> None:
-                await run_and_release(pipeline, runtime.sink, events, dead_letters)
+            async def process(events: list[Any]) -> list[OutputRecord]:
+                return await process_batch(pipeline, [source_record(e) for e in events], dead_letters)
 
-            async with Batcher(process, settings.batch.max_size) as batcher:
+            async def deliver(events: list[Any], outputs: list[OutputRecord]) -> None:
+                await publish_batch(runtime.sink, outputs)
+                for event in events:
+                    event.ack()  # let go of them: their offsets may be committed
+
+            async with Batcher(process, deliver, settings.batch.max_size, settings.batch.lanes, partition_of) as batcher:
                 async for events in stream.take_events(settings.batch.max_size, within=within):
                     for event in events:
                         event.message.incref()  # take_events acks on its next step: hold the offset until published

@@ -1,13 +1,21 @@
-"""Micro-batches that gather while the previous one is processed.
+"""Micro-batches that gather while the previous one is processed and delivered.
 
-An agent hands each chunk of events it takes from Faust to ``Batcher.add``; one task
-processes them in arrival order, at most ``max_size`` at a time, and starts the next
-batch with everything that arrived while the last one was in flight. At low load a
-batch is whatever the agent took (latency as without the batcher); under load batches
-fill up, and the events' per-event work in Faust runs while the processing task waits
-on Redis and the broker. One batch is in flight at a time, so a batch reads the state
-the previous one wrote. ``add`` waits while a full batch is already waiting, so the
-backlog stays in Faust's buffers.
+An agent hands each chunk of events it takes from Faust to ``Batcher.add``. Events go
+to a lane by their partition (``lane_of``); each lane processes its events in arrival
+order, at most ``max_size`` at a time, and starts its next batch with everything that
+arrived while its last one was in flight. At low load a batch is whatever the agent
+took (latency as without the batcher); under load batches fill up, and the events'
+per-event work in Faust runs while the lanes wait on Redis and the broker.
+
+A batch goes through two steps: ``process`` (its state read and written, its outputs
+made), then ``deliver`` (its outputs published and acknowledged, its events let go).
+Within a lane one batch is processed at a time, so a batch reads the state the
+previous one wrote; the next batch is processed while the previous one is delivered,
+and deliveries run one at a time in batch order. Lanes run side by side: while one
+waits on Redis, another computes. Since a key's events are all in one partition, a
+key's events are all in one lane, as they are all in one worker when several share a
+topic. ``add`` waits while a full batch is already waiting in a lane, so the backlog
+stays in Faust's buffers.
 """
 
 from __future__ import annotations
@@ -16,49 +24,101 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from streamer.errors import ConfigurationError
+
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-class Batcher(Generic[T]):
-    def __init__(self, process: Callable[[list[T]], Awaitable[None]], max_size: int) -> None:
+class Batcher(Generic[T, R]):
+    def __init__(self, process: Callable[[list[T]], Awaitable[R]], deliver: Callable[[list[T], R], Awaitable[None]],
+                 max_size: int, lanes: int = 1, lane_of: Callable[[T], int] = lambda item: 0) -> None:
+        if lanes < 1:
+            raise ConfigurationError(f"STREAMER_BATCH_LANES must be 1 or more, not {lanes}")
+        self.lanes = [Lane(process, deliver, max_size) for _ in range(lanes)]
+        self.lane_of = lane_of
+
+    @property
+    def pending(self) -> list[T]:
+        return [item for lane in self.lanes for item in lane.pending]
+
+    async def __aenter__(self) -> Batcher[T, R]:
+        for lane in self.lanes:
+            lane.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stops processing; the batches in flight are cancelled and what is pending
+        dropped, so none of them may have been acknowledged to Kafka (they are consumed
+        again)."""
+        await asyncio.gather(*(lane.stop() for lane in self.lanes))
+
+    async def add(self, items: Sequence[T]) -> None:
+        """Queue ``items`` for processing; returns once fewer than a batch are waiting
+        in every lane. Raises what a lane's processing or delivery died of."""
+        for lane in self.lanes:
+            lane.raise_if_dead()
+        if len(self.lanes) == 1:
+            self.lanes[0].queue(items)
+        else:
+            routed: dict[int, list[T]] = {}
+            for item in items:
+                routed.setdefault(self.lane_of(item) % len(self.lanes), []).append(item)
+            for index, lane_items in routed.items():
+                self.lanes[index].queue(lane_items)
+        for lane in self.lanes:
+            await lane.wait_for_room()
+
+
+class Lane(Generic[T, R]):
+    """One lane: its pending events, the task processing them batch by batch, and the
+    delivery of its last batch."""
+
+    def __init__(self, process: Callable[[list[T]], Awaitable[R]], deliver: Callable[[list[T], R], Awaitable[None]],
+                 max_size: int) -> None:
         self.process = process
+        self.deliver = deliver
         self.max_size = max_size
         self.pending: list[T] = []
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.delivering: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Batcher[T]:
-        self._task = asyncio.create_task(self._run())
-        return self
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
 
-    async def __aexit__(self, *exc: object) -> None:
-        """Stops processing; a batch in flight is cancelled and what is pending dropped,
-        so neither may have been acknowledged to Kafka (they are consumed again)."""
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.wait([self._task])  # its error, if it died, was raised by ``add``
+    async def stop(self) -> None:
+        tasks = [t for t in (self.task, self.delivering) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # their errors, if they died, were raised by ``add``
 
-    async def add(self, items: Sequence[T]) -> None:
-        """Queue ``items`` for processing; returns once fewer than a batch are waiting.
-        Raises what the processing task died of."""
-        self._raise_if_dead()
+    def queue(self, items: Sequence[T]) -> None:
         self.pending.extend(items)
         self._arrived.set()
         if len(self.pending) >= self.max_size:
             self._room.clear()
-            assert self._task is not None
-            room = asyncio.ensure_future(self._room.wait())
-            try:
-                await asyncio.wait([room, self._task], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                room.cancel()
-            self._raise_if_dead()
 
-    def _raise_if_dead(self) -> None:
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            self._task.result()  # re-raises the processing error
+    async def wait_for_room(self) -> None:
+        """Returns once fewer than a batch are waiting; raises what the lane died of."""
+        if self._room.is_set():
+            return
+        assert self.task is not None
+        room = asyncio.ensure_future(self._room.wait())
+        try:
+            await asyncio.wait([room, self.task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            room.cancel()
+        self.raise_if_dead()
+
+    def raise_if_dead(self) -> None:
+        for task in (self.delivering, self.task):
+            if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+                task.result()  # re-raises the error
+        if self.task is not None and self.task.done():
             raise RuntimeError("batch processing stopped")
 
     async def _run(self) -> None:
@@ -69,4 +129,7 @@ class Batcher(Generic[T]):
                 self._arrived.clear()
             if len(self.pending) < self.max_size:
                 self._room.set()
-            await self.process(batch)
+            result = await self.process(batch)
+            if self.delivering is not None:
+                await self.delivering  # deliveries in batch order; raises what the last one died of
+            self.delivering = asyncio.create_task(self.deliver(batch, result))

@@ -28,6 +28,7 @@ class FetchedHighWatermarks:
         self.known: dict[TopicPartition, int] = {}
         self.max_wait_s = max_wait_s
         self._lock = asyncio.Lock()
+        self._callers: dict[str, int] = {}
 
     async def _consumer(self, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
         async with self._lock:
@@ -51,9 +52,18 @@ class FetchedHighWatermarks:
         """High watermarks from fetch responses received after this call began, so that
         everything appended before the caller saw its own input is counted."""
         consumer, tps = await self._consumer(topic)
+        self._callers[topic] = self._callers.get(topic, 0) + 1
+        consumer.resume(*tps)
+        try:
+            return await self._fresh(topic, consumer, tps)
+        finally:
+            self._callers[topic] -= 1
+            if not self._callers[topic]:  # paused only once no caller waits (two lanes may ask at once)
+                consumer.pause(*tps)  # no fetching between calls: on a busy topic it would load the broker
+
+    async def _fresh(self, topic: str, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[int, int]:
         since_ms = time.time() * 1000.0
         deadline = time.monotonic() + self.max_wait_s
-        consumer.resume(*tps)
         while True:
             await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought
             highs = {tp: consumer.highwater(tp) for tp in tps}
@@ -69,7 +79,6 @@ class FetchedHighWatermarks:
         for tp, high in highs.items():
             if await consumer.position(tp) < high:  # type: ignore[operator]
                 consumer.seek(tp, high)  # type: ignore[arg-type]
-        consumer.pause(*tps)  # no fetching between calls: on a busy topic it would load the broker
         return {tp.partition: int(high) for tp, high in highs.items()}  # type: ignore[arg-type]
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from streamer.events import format_time
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
-from streamer.output.sink import ListSink
+from streamer.output.sink import ListSink, publish
 from streamer.pipeline.fraud import FraudPipeline
 from streamer.records import SCORE_TOLERANCE, SourceRecord
 from streamer.settings import Settings
@@ -50,7 +50,7 @@ def offline_scores(settings: Settings, values: list[bytes]) -> dict[str, float]:
 
     async def run() -> None:
         for start in range(0, len(records), 100):
-            await sink.publish(await pipeline.process(records[start : start + 100]))
+            await publish(sink, await pipeline.process(records[start : start + 100]))
 
     asyncio.run(run())
     scored = [orjson.loads(r.value) for r in sink.records if r.topic == settings.topics.fraud_scores]

@@ -91,8 +91,7 @@ async def test_card_embedding_is_replaced_only_by_a_later_one(store: StateStore)
 
 async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(store: StateStore) -> None:
     events = [tx(i, T0 + i * 60, card=f"c{i % 5}", terminal=f"t{i % 3}") for i in range(30)]
-    await store.write_fraud(events, [row(i) for i in range(30)])
-    await store.write_card_embeddings({
+    await store.write_fraud(events, [row(i) for i in range(30)], card_embeddings={
         f"c{c}": CachedEmbedding(np.full(4, c, dtype=np.float32), T0 + c, f"t{c:03d}", "m1") for c in (1, 3)})
     await store.write_users([
         UserUpdate(f"u{u}", [Click(f"e{u}-{i}", f"u{u}", f"item{u}-{i}", T0 + i, format_time(T0 + i), "click")

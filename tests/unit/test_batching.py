@@ -1,4 +1,4 @@
-"""Micro-batches gather while the previous one is processed (pure asyncio, no broker)."""
+"""Micro-batches gather while the previous one is processed and delivered (pure asyncio, no broker)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,25 @@ class SlowPipeline:
         self.release.clear()
 
 
+class SlowDelivery:
+    """Records each delivery as it starts and as it ends; a delivery ends only when the
+    test releases it."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, list[int]]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, batch: list[int], result: None) -> None:
+        self.log.append(("start", batch))
+        await self.release.wait()
+        self.release.clear()
+        self.log.append(("end", batch))
+
+
+async def delivered(batch: list[int], result: None) -> None:
+    return None
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -31,7 +50,7 @@ async def settle() -> None:
 
 async def test_what_arrives_during_a_batch_goes_together_into_the_next_in_order() -> None:
     pipeline = SlowPipeline()
-    async with Batcher(pipeline, max_size=10) as batcher:
+    async with Batcher(pipeline, delivered, max_size=10) as batcher:
         await batcher.add([1, 2])
         await pipeline.started.wait()
         for chunk in ([3], [4, 5], [6]):
@@ -48,7 +67,7 @@ async def test_what_arrives_during_a_batch_goes_together_into_the_next_in_order(
 
 async def test_batches_hold_at_most_max_size_and_add_waits_while_a_full_one_is_waiting() -> None:
     pipeline = SlowPipeline()
-    async with Batcher(pipeline, max_size=3) as batcher:
+    async with Batcher(pipeline, delivered, max_size=3) as batcher:
         await batcher.add([0])
         await pipeline.started.wait()
         blocked = asyncio.ensure_future(batcher.add([1, 2, 3, 4]))
@@ -67,7 +86,7 @@ async def test_a_processing_error_reaches_the_agent() -> None:
     async def failing(batch: list[int]) -> None:
         raise ValueError("boom")
 
-    async with Batcher(failing, max_size=2) as batcher:
+    async with Batcher(failing, delivered, max_size=2) as batcher:
         await batcher.add([1])
         await settle()
         with pytest.raises(ValueError, match="boom"):
@@ -76,8 +95,79 @@ async def test_a_processing_error_reaches_the_agent() -> None:
 
 async def test_leaving_cancels_the_batch_in_flight() -> None:
     pipeline = SlowPipeline()
-    async with Batcher(pipeline, max_size=2) as batcher:
+    async with Batcher(pipeline, delivered, max_size=2) as batcher:
         await batcher.add([1])
         await pipeline.started.wait()
-        task = batcher._task  # noqa: SLF001
+        task = batcher.lanes[0].task
     assert task is not None and task.cancelled()
+
+
+async def test_the_next_batch_is_processed_while_the_last_is_delivered_and_deliveries_keep_their_order() -> None:
+    pipeline, delivery = SlowPipeline(), SlowDelivery()
+    async with Batcher(pipeline, delivery, max_size=10) as batcher:
+        await batcher.add([1])
+        await pipeline.started.wait()
+        pipeline.release.set()
+        await settle()
+        assert delivery.log == [("start", [1])]
+        await batcher.add([2])
+        await settle()
+        assert pipeline.batches == [[1], [2]]  # processed while [1] is still being delivered
+        pipeline.release.set()
+        await settle()
+        assert delivery.log == [("start", [1])]  # [2] is delivered only after [1]
+        delivery.release.set()
+        await settle()
+        assert delivery.log == [("start", [1]), ("end", [1]), ("start", [2])]
+        delivery.release.set()
+        await settle()
+        assert delivery.log[-1] == ("end", [2])
+
+
+async def test_a_delivery_error_reaches_the_agent() -> None:
+    async def processed(batch: list[int]) -> None:
+        return None
+
+    async def failing(batch: list[int], result: None) -> None:
+        raise ValueError("broker said no")
+
+    async with Batcher(processed, failing, max_size=2) as batcher:
+        await batcher.add([1])
+        await settle()
+        with pytest.raises(ValueError, match="broker said no"):
+            await batcher.add([2])
+
+
+async def test_leaving_cancels_the_delivery_in_flight() -> None:
+    async def processed(batch: list[int]) -> None:
+        return None
+
+    delivery = SlowDelivery()
+    async with Batcher(processed, delivery, max_size=2) as batcher:
+        await batcher.add([1])
+        await settle()
+        assert delivery.log == [("start", [1])]
+        task = batcher.lanes[0].delivering
+    assert task is not None and task.cancelled() and delivery.log == [("start", [1])]
+
+
+async def test_lanes_process_side_by_side_each_in_its_own_order() -> None:
+    blocked = asyncio.Event()
+    processed: list[list[int]] = []
+
+    async def process(batch: list[int]) -> None:
+        processed.append(batch)
+        if batch[0] % 2 == 0:  # lane 0 (even items) waits, as on a slow Redis reply
+            await blocked.wait()
+
+    async with Batcher(process, delivered, max_size=10, lanes=2, lane_of=lambda item: item) as batcher:
+        await batcher.add([0, 1, 3])
+        await settle()
+        assert processed == [[0], [1, 3]]  # lane 1 did not wait for lane 0
+        await batcher.add([2, 5, 4, 7])
+        await settle()
+        assert processed == [[0], [1, 3], [5, 7]]  # lane 0's next batch waits for its first
+        blocked.set()
+        await settle()
+        assert processed == [[0], [1, 3], [5, 7], [2, 4]]
+        assert batcher.pending == []

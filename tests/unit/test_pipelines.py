@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import orjson
 import pytest
@@ -10,14 +13,14 @@ from streamer.errors import DependencyError
 from streamer.events import decode_transaction, format_time
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
-from streamer.output.sink import ListSink
+from streamer.output.sink import Delivery, ListSink, publish
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
 from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline
 from streamer.records import SCORE_TOLERANCE, OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import CachedEmbedding
-from streamer.worker.app import run_batch
+from streamer.worker.app import process_batch, publish_batch
 from tests.support import DATA, load_jsonl
 
 SETTINGS = Settings.from_env()
@@ -69,6 +72,31 @@ async def test_scores_do_not_depend_on_batch_size(scorer: FraudScorer) -> None:
     for run in runs[1:]:  # the same transactions in the same order, the same scores up to rounding
         assert [tx for tx, _ in run] == [tx for tx, _ in runs[0]]
         assert [score for _, score in run] == pytest.approx([score for _, score in runs[0]], abs=SCORE_TOLERANCE)
+
+
+class CountingStore(InMemoryStateStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    async def write_fraud(self, *args: Any, **kwargs: Any) -> None:
+        self.writes.append("write_fraud")
+        await super().write_fraud(*args, **kwargs)
+
+    async def write_card_embeddings(self, *args: Any, **kwargs: Any) -> None:
+        self.writes.append("write_card_embeddings")
+        await super().write_card_embeddings(*args, **kwargs)
+
+
+async def test_a_batch_stores_its_state_and_the_cards_embeddings_in_one_write(scorer: FraudScorer) -> None:
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")[:50]
+    store = CountingStore()
+    await score_all(FraudPipeline(scorer, store, SETTINGS), [orjson.dumps(t) for t in sample], 50)
+    assert scorer.sequence_length and store.writes == ["write_fraud"]
+    latest: dict[str, tuple[float, str]] = {}
+    for tx in (decode_transaction(orjson.dumps(t)) for t in sample):
+        latest[tx.card_id] = max(latest.get(tx.card_id, (tx.ts, tx.transaction_id)), (tx.ts, tx.transaction_id))
+    assert {card: (e.ts, e.event_id) for card, e in store.card_embeddings.items()} == latest
 
 
 async def test_large_amounts_raise_alerts_with_reasons(scorer: FraudScorer) -> None:
@@ -181,16 +209,44 @@ class Flaky:
         return [OutputRecord("out", r.key, r.value or b"") for r in batch]
 
 
-async def test_run_batch_retries_outside_failures_and_dead_letters_poison() -> None:
-    sink = ListSink()
+async def test_a_batch_is_retried_on_outside_failures_and_poison_goes_to_dead_letter() -> None:
     batch = records("in", [b"1", b"2"])
-    await run_batch(Flaky(2, DependencyError("redis down")), sink, batch, "dead-letter")
-    assert [r.value for r in sink.records] == [b"1", b"2"]
+    outputs = await process_batch(Flaky(2, DependencyError("redis down")), batch, "dead-letter")
+    assert [r.value for r in outputs] == [b"1", b"2"]
 
-    sink = ListSink()
-    await run_batch(Flaky(2, ValueError("bug")), sink, batch, "dead-letter")
-    assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in sink.records] == [
+    outputs = await process_batch(Flaky(2, ValueError("bug")), batch, "dead-letter")
+    assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in outputs] == [
         ("dead-letter", b"processing_error"), ("out", None)]
+
+
+class FlakySink(ListSink):
+    """Fails the first ``failures`` deliveries after queueing, as a broker that
+    dropped a request would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def send(self, records: Sequence[OutputRecord]) -> Delivery:
+        delivery = await super().send(records)
+        if self.failures:
+            self.failures -= 1
+            await delivery
+
+            async def failed() -> None:
+                raise DependencyError("kafka publish failed: not enough replicas")
+
+            return failed()
+        return delivery
+
+
+async def test_publishing_is_retried_until_acknowledged() -> None:
+    sink = FlakySink(failures=2)
+    outputs = [OutputRecord("out", None, b"1")]
+    with pytest.raises(DependencyError):
+        await publish(FlakySink(failures=1), outputs)
+    await publish_batch(sink, outputs)
+    assert sink.failures == 0 and [r.value for r in sink.records] == [b"1"] * 3  # at least once
 
 
 def test_alert_reasons_name_what_stands_out() -> None:

@@ -1,0 +1,52 @@
+"""High watermarks from fetch responses, asked by two batches at once (embedded broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+from aiokafka import TopicPartition
+
+from bench.run import produce
+from streamer.embedded import EmbeddedBroker
+from streamer.worker.highwater import FetchedHighWatermarks
+from streamer.worker.topics import delete_topics, ensure_topics
+
+pytestmark = pytest.mark.kafka
+
+
+def test_callers_at_once_each_get_fresh_watermarks(broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture) -> None:
+    bootstrap, topic = broker.bootstrap_servers, f"highwater-{uuid.uuid4().hex[:8]}"
+
+    async def asked_at_once() -> list[dict[int, int]]:
+        fetched = FetchedHighWatermarks(bootstrap, max_wait_s=3.0)
+        try:
+            await fetched.highwaters(topic)  # the consumer exists before the callers race
+            consumer, _ = fetched.consumers[topic]
+            position = consumer.position
+
+            async def slow_position(tp: TopicPartition) -> int:  # the first caller finishes slowly...
+                await asyncio.sleep(0.05)
+                return await position(tp)
+
+            consumer.position = slow_position  # type: ignore[method-assign]
+
+            async def second() -> dict[int, int]:  # ...while the second begins
+                await asyncio.sleep(0.02)
+                return await fetched.highwaters(topic)
+
+            return list(await asyncio.gather(fetched.highwaters(topic), second()))
+        finally:
+            await fetched.close()
+
+    asyncio.run(ensure_topics(bootstrap, [topic], 2))
+    try:
+        asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)]))
+        with caplog.at_level(logging.WARNING, logger="streamer.worker.highwater"):
+            results = asyncio.run(asked_at_once())
+        assert [sum(highs.values()) for highs in results] == [30, 30]
+        assert not [r for r in caplog.records if "no fresh high watermarks" in r.getMessage()]  # the second did not wait out
+    finally:
+        asyncio.run(delete_topics(bootstrap, [topic]))
