@@ -10,9 +10,11 @@ be converted to float16 at load (``fp16``; its inputs and outputs stay float32).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +22,21 @@ import onnxruntime as ort
 from streamer.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Batches of fewer rows run their inference on the event loop: handing one to a thread
+#: and back costs more than it frees.
+INLINE_ROWS = 64
+
+
+async def off_the_loop(rows: int, infer: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``infer(*args)`` in a thread for a batch of ``rows`` or more: ONNX Runtime lets go
+    of the GIL while it runs, so the event loop (the other lanes' batches, Faust's
+    fetching) carries on meanwhile, on the other core."""
+    if rows < INLINE_ROWS:
+        return infer(*args, **kwargs)
+    return await asyncio.to_thread(infer, *args, **kwargs)
 
 #: Graph rewrites left out on the CPU provider: ONNX Runtime's fused SkipLayerNormalization
 #: kernel is slower on CPU than the plain Add + LayerNormalization it replaces in our

@@ -23,6 +23,7 @@ from streamer.features.fraud import (
     CARD_HORIZON, DAY, DELAY_DAYS, FEATURE_NAMES, ROW_FIELDS, TERMINAL_HORIZON, TimeWindows, transaction_features,
 )
 from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
 from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.event_clock import EventClock, progress_of
@@ -112,9 +113,9 @@ class FraudPipeline:
         matrix = np.asarray(rows, dtype=np.float32)
         embeddings, fresh = None, None
         if self.card_embeddings is not None:
-            embeddings, fresh = self.card_embeddings.embed(transactions, matrix, cards)
+            embeddings, fresh = await off_the_loop(len(rows), self.card_embeddings.embed, transactions, matrix, cards)
         await self.store.write_fraud(transactions, rows if self.card_embeddings else None, progress, fresh)
-        scores = self.scorer.score(matrix, embeddings)
+        scores = await off_the_loop(len(rows), self.scorer.score, matrix, embeddings)
 
         scored_at = format_time(self.clock())
         for tx, row, score in zip(transactions, rows, scores.tolist()):

@@ -21,6 +21,7 @@ import numpy as np
 
 from streamer.events import Click, RankingRequest, decode_all, decode_click, decode_ranking_request, encode
 from streamer.inference.next_item import NextItemRanker, Ranked
+from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
@@ -78,18 +79,7 @@ class RecommendPipeline(_UserPipeline):
             reuse = cached is not None and cached.event_id == click.event_id and cached.model == self.ranker.version
             vectors.append(cached.vector if reuse and cached is not None else None)
 
-        to_encode = [i for i, seq in enumerate(sequences) if seq and vectors[i] is None]
-        if to_encode:
-            fresh = self.ranker.encode([sequences[i] for i in to_encode])
-            for row, i in enumerate(to_encode):
-                vectors[i] = fresh[row]
-        ranked_rows = [i for i, v in enumerate(vectors) if v is not None]
-        ranked: dict[int, Ranked] = {}
-        if ranked_rows:
-            embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
-            lists = self.ranker.rank(embeddings, [excluded[i] for i in ranked_rows], self.top_k)
-            ranked = dict(zip(ranked_rows, lists))
-
+        ranked = await off_the_loop(len(clicks), self._encode_and_rank, sequences, excluded, vectors)
         await self.store.write_users(self._updates(clicks, vectors))
         for i, click in enumerate(clicks):
             listed = ranked.get(i)
@@ -99,6 +89,21 @@ class RecommendPipeline(_UserPipeline):
             record = recommendation(click, listed, self.ranker.version, source)
             outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
         return outputs
+
+    def _encode_and_rank(self, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
+                         vectors: list[np.ndarray | None]) -> dict[int, Ranked]:
+        """Fills in the embeddings not cached (one encoder call), then ranks every click
+        that has one (one ranker call); returns the ranked lists by click."""
+        to_encode = [i for i, seq in enumerate(sequences) if seq and vectors[i] is None]
+        if to_encode:
+            fresh = self.ranker.encode([sequences[i] for i in to_encode])
+            for row, i in enumerate(to_encode):
+                vectors[i] = fresh[row]
+        ranked_rows = [i for i, v in enumerate(vectors) if v is not None]
+        if not ranked_rows:
+            return {}
+        embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
+        return dict(zip(ranked_rows, self.ranker.rank(embeddings, [excluded[i] for i in ranked_rows], self.top_k)))
 
     def _updates(self, clicks: Sequence[Click], vectors: Sequence[np.ndarray | None]) -> list[UserUpdate]:
         by_user: dict[str, list[Click]] = {}

@@ -25,3 +25,17 @@ def test_inputs_without_a_batch_axis_go_whole_to_every_slice() -> None:
     items, scores = ranker.run({"user_embedding": embeddings, "exclude": np.zeros((9, 1), dtype=np.int64),
                                 "k": np.array([5], dtype=np.int64)})
     assert items.shape == scores.shape == (9, 5)
+
+
+async def test_large_batches_are_inferred_in_a_thread_small_ones_on_the_loop() -> None:
+    import threading
+
+    from streamer.inference.runner import INLINE_ROWS, off_the_loop
+
+    def where(rows: int) -> tuple[int, int]:
+        return rows, threading.get_ident()
+
+    loop_thread = threading.get_ident()
+    assert await off_the_loop(INLINE_ROWS - 1, where, 1) == (1, loop_thread)
+    rows, thread = await off_the_loop(INLINE_ROWS, where, 2)
+    assert rows == 2 and thread != loop_thread
