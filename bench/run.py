@@ -86,10 +86,13 @@ def click_histories(n: int) -> list[list[str]]:
 
 
 def fresh_settings(base: Settings, batch: int) -> Settings:
+    """Topics, group and Redis namespace of their own, and batches of ``batch``. A batch
+    of one is the naive way, one event at a time: one lane, not one event per lane."""
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(**{f.name: f"bench-{getattr(TopicSettings(), f.name)}-{tag}" for f in dataclasses.fields(TopicSettings)})
+    batching = {"max_size": batch, **({"lanes": 1} if batch == 1 else {})}
     return dataclasses.replace(base, topics=topics).replace(
-        kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch={"max_size": batch})
+        kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch=batching)
 
 
 async def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0.0,
