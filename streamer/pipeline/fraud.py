@@ -2,8 +2,8 @@
 
 ``FraudPipeline.process``: decode → read card and terminal state (one round trip) →
 the 15 features per transaction, in arrival order → for a sequence model, the card
-embeddings (``card_sequence``: one encoder call for what is not cached) → write state,
-embeddings included (one round trip) → one scorer call → a score per transaction, an
+embeddings (``card_sequence``: one encoder call for what is not cached) → one scorer
+call → write state, embeddings included (one round trip) → a score per transaction, an
 alert with reasons for risky ones, and a dead letter per bad message. ``LabelPipeline`` stores late fraud labels that
 the terminal risk features read.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.event_clock import EventClock, progress_of
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
-from streamer.state.store import CardState, StateStore, StreamProgress
+from streamer.state.store import CachedEmbedding, CardState, StateStore, StreamProgress
 
 
 class TransactionFeatures:
@@ -68,8 +68,15 @@ class TransactionFeatures:
     async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
         """``rows``, then the batch stored (training, evaluation and tools run it batch by batch)."""
         rows, self.cards = await self.rows(transactions)
-        await self.store.write_fraud(transactions, rows if self.sequence_rows else None, progress)
+        await self.store_batch(transactions, rows, progress)
         return rows
+
+    async def store_batch(self, transactions: Sequence[Transaction], rows: list[list[float]],
+                          progress: StreamProgress | None = None,
+                          card_embeddings: Mapping[str, CachedEmbedding] | None = None) -> None:
+        """The batch's transactions, with their rows (for the sequence model) and the cards'
+        new embeddings, and the partitions' progress: one write."""
+        await self.store.write_fraud(transactions, rows if self.sequence_rows else None, progress, card_embeddings)
 
 
 class FraudPipeline:
@@ -83,7 +90,6 @@ class FraudPipeline:
         transaction_clock: EventClock | None = None,
     ) -> None:
         self.scorer = scorer
-        self.store = store
         self.features = TransactionFeatures(store, scorer.sequence_length)
         self.topics = settings.topics
         self.threshold = settings.fraud.alert_threshold
@@ -110,12 +116,8 @@ class FraudPipeline:
             lagging = await self.transaction_clock.lagging(newest)
             partial = any(p not in progress.partitions for p in lagging)
         rows, cards = await self.features.rows(transactions)
-        matrix = np.asarray(rows, dtype=np.float32)
-        embeddings, fresh = None, None
-        if self.card_embeddings is not None:
-            embeddings, fresh = await off_the_loop(len(rows), self.card_embeddings.embed, transactions, matrix, cards)
-        await self.store.write_fraud(transactions, rows if self.card_embeddings else None, progress, fresh)
-        scores = await off_the_loop(len(rows), self.scorer.score, matrix, embeddings)
+        scores, fresh = await off_the_loop(len(rows), self._embed_and_score, transactions, rows, cards)
+        await self.features.store_batch(transactions, rows, progress, fresh)
 
         scored_at = format_time(self.clock())
         for tx, row, score in zip(transactions, rows, scores.tolist()):
@@ -139,6 +141,16 @@ class FraudPipeline:
                 )
                 outputs.append(OutputRecord(self.topics.fraud_alerts, key, encode(record)))
         return outputs
+
+    def _embed_and_score(self, transactions: Sequence[Transaction], rows: list[list[float]],
+                         cards: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:
+        """The scores (for a sequence model, with the card embeddings: one encoder call
+        for what is not cached) and the cards' new embeddings to store."""
+        matrix = np.asarray(rows, dtype=np.float32)
+        if self.card_embeddings is None:
+            return self.scorer.score(matrix, None), None
+        embeddings, fresh = self.card_embeddings.embed(transactions, matrix, cards)
+        return self.scorer.score(matrix, embeddings), fresh
 
 
 class LabelPipeline:
