@@ -39,6 +39,10 @@ class SlowDelivery:
         self.log.append(("end", batch))
 
 
+async def processed(batch: list[int]) -> None:
+    return None
+
+
 async def delivered(batch: list[int], result: None) -> None:
     return None
 
@@ -125,9 +129,6 @@ async def test_the_next_batch_is_processed_while_the_last_is_delivered_and_deliv
 
 
 async def test_a_delivery_error_reaches_the_agent() -> None:
-    async def processed(batch: list[int]) -> None:
-        return None
-
     async def failing(batch: list[int], result: None) -> None:
         raise ValueError("broker said no")
 
@@ -139,9 +140,6 @@ async def test_a_delivery_error_reaches_the_agent() -> None:
 
 
 async def test_leaving_cancels_the_delivery_in_flight() -> None:
-    async def processed(batch: list[int]) -> None:
-        return None
-
     delivery = SlowDelivery()
     async with Batcher(processed, delivery, max_size=2) as batcher:
         await batcher.add([1])
