@@ -4,13 +4,14 @@ fetch is a list of messages, the streams a recording callback)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
 from faust.types import TP, Message
 
 from streamer.worker import transport
-from streamer.worker.main import make_worker
+from streamer.worker.main import GC_FIRST_THRESHOLD, make_worker, tune_gc
 from tests.support import idle_app
 
 TX = TP("transactions", 0)
@@ -129,3 +130,14 @@ def test_the_worker_leaves_the_log_level_alone() -> None:
         assert logger.level == logging.WARNING
     finally:
         loop.close()
+
+
+def test_the_worker_collects_garbage_less_often_and_skips_what_it_loaded() -> None:
+    threshold = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_FIRST_THRESHOLD, *threshold[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
