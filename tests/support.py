@@ -32,11 +32,11 @@ class NoOutputs:
         return []
 
 
-def idle_app() -> faust.App:
+def idle_app(on_rebalance: Iterable[Callable[[], None]] = ()) -> faust.App:
     """The worker's Faust app (default settings) over pipelines with no outputs: its
     wiring, consumer and monitor, without a broker."""
     pipeline = NoOutputs()
-    return build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline))
+    return build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline, tuple(on_rebalance)))
 
 
 def load_jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]

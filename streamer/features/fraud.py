@@ -58,7 +58,11 @@ CARD_HORIZON = max(WINDOWS_DAYS) * DAY
 TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
 
 
-def _insert_new(entries: list, entry: tuple) -> None:  # type: ignore[type-arg]
+#: Sorts after every id: ``(ts, AFTER_EVERY_ID)`` bounds the entries at or before ``ts``.
+AFTER_EVERY_ID = "\U0010ffff"
+
+
+def insert_new(entries: list, entry: tuple) -> None:  # type: ignore[type-arg]
     """Insert ``(ts, id, …)`` in order unless that transaction is there already (an id
     always comes with the same event time, so a repeat sits right at its place)."""
     at = bisect.bisect_left(entries, entry[:2])
@@ -79,16 +83,16 @@ class CardHistory:
         return cls(sorted(entries))
 
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
-        _insert_new(self.entries, (ts, transaction_id, amount))
+        insert_new(self.entries, (ts, transaction_id, amount))
 
     def windows(self, ts: float, transaction_id: str) -> list[float]:
         """Count and mean amount per window, for the event at ``(ts, transaction_id)``."""
         end = bisect.bisect_right(self.entries, (ts, transaction_id, float("inf")))
-        widest = bisect.bisect_right(self.entries, (ts - WINDOWS_DAYS[-1] * DAY, "\U0010ffff"))
+        widest = bisect.bisect_right(self.entries, (ts - WINDOWS_DAYS[-1] * DAY, AFTER_EVERY_ID))
         amounts = [entry[2] for entry in self.entries[widest:end]]
         out: list[float] = []
         for days in WINDOWS_DAYS:
-            start = bisect.bisect_right(self.entries, (ts - days * DAY, "\U0010ffff"), widest, end)
+            start = bisect.bisect_right(self.entries, (ts - days * DAY, AFTER_EVERY_ID), widest, end)
             window = amounts[start - widest :]
             count = len(window)
             out.append(float(count))
@@ -114,21 +118,21 @@ class TerminalHistory:
         return cls(sorted(transactions), sorted(frauds))
 
     def add_transaction(self, ts: float, transaction_id: str) -> None:
-        _insert_new(self.transactions, (ts, transaction_id))
+        insert_new(self.transactions, (ts, transaction_id))
 
     def add_fraud(self, ts: float, transaction_id: str, labelled_ts: float) -> None:
-        _insert_new(self.frauds, (ts, transaction_id, labelled_ts))
+        insert_new(self.frauds, (ts, transaction_id, labelled_ts))
 
     def windows(self, ts: float) -> list[float]:
         """Count and risk per window (t - delay - w, t - delay], labels known at t."""
         end_ts = ts - DELAY_DAYS * DAY
-        end = bisect.bisect_right(self.transactions, (end_ts, "\U0010ffff"))
-        fraud_end = bisect.bisect_right(self.frauds, (end_ts, "\U0010ffff"))
+        end = bisect.bisect_right(self.transactions, (end_ts, AFTER_EVERY_ID))
+        fraud_end = bisect.bisect_right(self.frauds, (end_ts, AFTER_EVERY_ID))
         out: list[float] = []
         for days in WINDOWS_DAYS:
             start_ts = end_ts - days * DAY
-            start = bisect.bisect_right(self.transactions, (start_ts, "\U0010ffff"))
-            fraud_start = bisect.bisect_right(self.frauds, (start_ts, "\U0010ffff"))
+            start = bisect.bisect_right(self.transactions, (start_ts, AFTER_EVERY_ID))
+            fraud_start = bisect.bisect_right(self.frauds, (start_ts, AFTER_EVERY_ID))
             count = end - start
             known = sum(1 for f in self.frauds[fraud_start:fraud_end] if f[2] <= ts)
             out.append(float(count))

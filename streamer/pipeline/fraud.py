@@ -11,9 +11,8 @@ the terminal risk features read.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,7 +28,16 @@ from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.event_clock import EventClock, progress_of
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
-from streamer.state.store import CachedEmbedding, CardState, StateStore, StreamProgress
+from streamer.state.card_cache import CardCache
+from streamer.state.store import CARD_ROWS_CAP, CachedEmbedding, CardState, StateStore, StreamProgress
+
+
+class FeatureBatch(NamedTuple):
+    rows: list[list[float]]
+    cards: dict[str, CardState]
+    """The card states the rows were computed from."""
+    generation: int
+    """The card cache's generation when they were read (``CardCache.store``)."""
 
 
 class TransactionFeatures:
@@ -37,25 +45,29 @@ class TransactionFeatures:
 
     With ``sequence_rows``, each transaction's feature row is stored too, and the cards'
     latest rows and cached embeddings are read with their history, for
-    ``CardEmbeddings``."""
+    ``CardEmbeddings``. With a ``cache``, cards it holds are not read from the store."""
 
-    def __init__(self, store: StateStore, sequence_rows: int = 0) -> None:
+    def __init__(self, store: StateStore, sequence_rows: int = 0, cache: CardCache | None = None) -> None:
         self.store = store
         self.sequence_rows = sequence_rows
+        self.cache = cache or CardCache(0)
         self.cards: dict[str, CardState] = {}
         """The card states ``compute`` read for its last batch."""
 
-    async def rows(self, transactions: Sequence[Transaction]) -> tuple[list[list[float]], dict[str, CardState]]:
+    async def rows(self, transactions: Sequence[Transaction]) -> FeatureBatch:
         """The feature rows, and the card states they were computed from; writes nothing."""
         cards = TimeWindows()
         terminals = TimeWindows()
         for tx in transactions:
             cards.cover(tx.card_id, tx.ts - CARD_HORIZON, tx.ts)
             terminals.cover(tx.terminal_id, tx.ts - TERMINAL_HORIZON, tx.ts - DELAY_DAYS * DAY)
-        rows_to_read = 0
-        if self.sequence_rows:  # the batch's own rows may be stored already (re-processing): read that many more
-            rows_to_read = self.sequence_rows + max(Counter(tx.card_id for tx in transactions).values(), default=0)
-        card_state, terminal_state = await self.store.read_fraud(cards.ranges, terminals.ranges, rows_to_read)
+        # Every row the store keeps: a transaction that arrives after later ones of its card
+        # needs the rows before it, below those; the cache takes a card's rows whole.
+        rows_to_read = CARD_ROWS_CAP if self.sequence_rows else 0
+        generation = self.cache.generation
+        card_state, to_read = self.cache.split(cards.ranges)
+        read, terminal_state = await self.store.read_fraud(to_read, terminals.ranges, rows_to_read)
+        card_state.update(self.cache.take(read, to_read, cards.ranges, generation))
         rows = []
         for tx in transactions:
             card = card_state[tx.card_id].history
@@ -63,20 +75,23 @@ class TransactionFeatures:
             terminal = terminal_state[tx.terminal_id]
             rows.append(transaction_features(tx.ts, tx.transaction_id, tx.amount, card, terminal))
             terminal.add_transaction(tx.ts, tx.transaction_id)
-        return rows, card_state
+        return FeatureBatch(rows, card_state, generation)
 
     async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
         """``rows``, then the batch stored (training, evaluation and tools run it batch by batch)."""
-        rows, self.cards = await self.rows(transactions)
-        await self.store_batch(transactions, rows, progress)
-        return rows
+        batch = await self.rows(transactions)
+        self.cards = batch.cards
+        await self.store_batch(transactions, batch, progress)
+        return batch.rows
 
-    async def store_batch(self, transactions: Sequence[Transaction], rows: list[list[float]],
+    async def store_batch(self, transactions: Sequence[Transaction], batch: FeatureBatch,
                           progress: StreamProgress | None = None,
                           card_embeddings: Mapping[str, CachedEmbedding] | None = None) -> None:
         """The batch's transactions, with their rows (for the sequence model) and the cards'
-        new embeddings, and the partitions' progress: one write."""
-        await self.store.write_fraud(transactions, rows if self.sequence_rows else None, progress, card_embeddings)
+        new embeddings, and the partitions' progress: one write; then the card cache."""
+        rows = np.asarray(batch.rows, dtype=np.float32) if self.sequence_rows else None
+        await self.store.write_fraud(transactions, rows, progress, card_embeddings)
+        self.cache.store(transactions, rows, card_embeddings, batch.generation)
 
 
 class FraudPipeline:
@@ -90,7 +105,7 @@ class FraudPipeline:
         transaction_clock: EventClock | None = None,
     ) -> None:
         self.scorer = scorer
-        self.features = TransactionFeatures(store, scorer.sequence_length)
+        self.features = TransactionFeatures(store, scorer.sequence_length, CardCache(settings.redis.card_cache))
         self.topics = settings.topics
         self.threshold = settings.fraud.alert_threshold
         self.max_reasons = settings.fraud.max_reasons
@@ -115,9 +130,11 @@ class FraudPipeline:
         if self.transaction_clock is not None:  # this batch's own partitions are stored in order
             lagging = await self.transaction_clock.lagging(newest)
             partial = any(p not in progress.partitions for p in lagging)
-        rows, cards = await self.features.rows(transactions)
-        scores, fresh = await off_the_loop(len(rows), self._embed_and_score, transactions, rows, cards)
-        await self.features.store_batch(transactions, rows, progress, fresh)
+        self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
+        batch = await self.features.rows(transactions)
+        rows = batch.rows
+        scores, fresh = await off_the_loop(len(rows), self._embed_and_score, transactions, rows, batch.cards)
+        await self.features.store_batch(transactions, batch, progress, fresh)
 
         scored_at = format_time(self.clock())
         for tx, row, score in zip(transactions, rows, scores.tolist()):

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from streamer.events import FraudLabel, Transaction
-from streamer.features.fraud import CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
+from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
 from streamer.state.store import (
     CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, StreamProgress, TimeRange, UserState, UserUpdate,
 )
@@ -40,12 +40,11 @@ class _EventLog:
 
     def window(self, window: TimeRange) -> list[tuple]:  # type: ignore[type-arg]
         """Entries with lo < ts <= hi."""
-        lo = bisect.bisect_right(self.entries, (window[0], _AFTER_EVERY_ID))
-        hi = bisect.bisect_right(self.entries, (window[1], _AFTER_EVERY_ID))
+        lo = bisect.bisect_right(self.entries, (window[0], AFTER_EVERY_ID))
+        hi = bisect.bisect_right(self.entries, (window[1], AFTER_EVERY_ID))
         return self.entries[lo:hi]
 
 
-_AFTER_EVERY_ID = "\U0010ffff"
 _EMPTY = _EventLog()
 
 

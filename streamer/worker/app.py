@@ -56,6 +56,9 @@ class Runtime:
     labels: Pipeline
     clicks: Pipeline
     ranking_requests: Pipeline
+    on_rebalance: Sequence[Callable[[], None]] = ()
+    """Called whenever partitions move: what a worker keeps of its partitions' state is
+    forgotten (another worker may write it now)."""
 
 
 async def process_batch(pipeline: Pipeline, records: Sequence[SourceRecord], dead_letter_topic: str) -> list[OutputRecord]:
@@ -195,6 +198,13 @@ def build_app(runtime: Runtime) -> faust.App:
         agent.__name__ = name
         agent.__qualname__ = name
         app.agent(raw_topic(topic_name), name=name)(agent)
+
+    async def forget_local_state(sender: Any, partitions: Any, **kwargs: Any) -> None:
+        for forget in runtime.on_rebalance:
+            forget()
+
+    app.on_partitions_revoked.connect(forget_local_state)
+    app.on_partitions_assigned.connect(forget_local_state)
 
     make_agent(settings.topics.transactions, runtime.transactions, "score_transactions")
     make_agent(settings.topics.fraud_labels, runtime.labels, "store_labels")

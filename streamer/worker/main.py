@@ -40,15 +40,15 @@ def build_runtime(settings: Settings) -> Runtime:
     highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers)
     label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
     transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
+    fraud = FraudPipeline(scorer, store, settings, label_clock=label_clock, transaction_clock=transaction_clock)
     return Runtime(
         settings=settings,
         sink=KafkaSink(settings.kafka.bootstrap_servers),
-        transactions=FraudPipeline(
-            scorer, store, settings, label_clock=label_clock, transaction_clock=transaction_clock,
-        ),
+        transactions=fraud,
         labels=LabelPipeline(store, settings),
         clicks=RecommendPipeline(ranker, store, settings),
         ranking_requests=RankingRequestPipeline(ranker, store, settings),
+        on_rebalance=(fraud.features.cache.clear,),
     )
 
 

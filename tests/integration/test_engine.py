@@ -245,3 +245,35 @@ def test_workers_joining_and_leaving_midstream_answer_every_event(settings: Sett
         first.stop()
         second.stop()
     assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
+
+
+def test_a_worker_given_partitions_back_reads_their_cards_again(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    """What a worker keeps of its cards must not outlive a rebalance: the first worker
+    hands partitions to a second, which scores more of those cards, then takes them back
+    when the second stops. Every score is the offline one (20 cards: each card is in
+    every phase)."""
+    sample = [{**tx, "card_id": f"card{int(tx['card_id']) % 20}"} for tx in load_jsonl(DATA / "transactions_sample.jsonl")]
+    values = [orjson.dumps(tx) for tx in sample]
+    messages = [(tx["card_id"].encode(), value) for tx, value in zip(sample, values)]
+    bootstrap = settings.kafka.bootstrap_servers
+    first = WorkerProcess(settings, worker_log).start()
+    second = WorkerProcess(settings, worker_log)
+    try:
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[:500]))
+        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 500, timeout_s=60))
+        second.start()
+        time.sleep(10)  # the group has rebalanced onto two workers
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[500:1000]))
+        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 1000, timeout_s=60))
+        second.stop()
+        asyncio.run(produce(bootstrap, settings.topics.transactions, messages[1000:]))
+        wanted = {tx["transaction_id"] for tx in sample}
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=120, done=scores_for(wanted)))
+        assert first.alive()
+    finally:
+        first.stop()
+        second.stop()
+    expected = offline_scores(settings, values)
+    for record in scores:
+        value = orjson.loads(record.value)
+        assert value["score"] == pytest.approx(expected[value["transaction_id"]], abs=SCORE_TOLERANCE), value

@@ -64,3 +64,18 @@ async def test_history_comes_from_the_store_and_later_rows_stay_invisible(scorer
     again_rows = np.asarray(await features.compute(events[4:5]), dtype=np.float32)
     again = scorer.score(again_rows, await embeddings.for_batch(events[4:5], again_rows, features.cards))
     assert again[0] == pytest.approx(first[4], abs=1e-6)
+
+
+
+async def test_a_transaction_arriving_late_with_a_later_one_of_its_card_is_scored_as_in_order(scorer: FraudScorer) -> None:
+    """Scores depend on the events, not their arrival: a card's transaction that comes
+    after 30 later ones, in one batch with a yet later one, still gets the embedding of
+    the rows before it (they lie below the card's latest rows in the store)."""
+    events = [Transaction(f"{i:04d}", "c", "t", 10.0 + i, T0 + 1800 * i, format_time(T0 + 1800 * i)) for i in range(40)]
+    in_order, _ = await scores_in_batches(scorer, events, 1)
+    store = InMemoryStateStore()
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer, store)
+    for batch in [*([e] for e in events[:5] + events[6:36]), [events[5], events[36]]]:
+        rows = np.asarray(await features.compute(batch), dtype=np.float32)
+        scores = scorer.score(rows, await embeddings.for_batch(batch, rows, features.cards))
+    assert scores[0] == pytest.approx(in_order[5], abs=1e-6)  # the later one's history rows were computed without it

@@ -1,0 +1,161 @@
+"""The card cache in front of the state store: the same features, scores and state as
+reading every card from the store, with fewer reads (pure logic: the in-memory store)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from streamer.errors import DependencyError
+from streamer.events import Transaction, format_time
+from streamer.features.fraud import DAY
+from streamer.inference.fraud_scorer import FraudScorer
+from streamer.pipeline.card_sequence import CardEmbeddings
+from streamer.pipeline.fraud import TransactionFeatures
+from streamer.settings import Settings
+from streamer.state.card_cache import CardCache
+from streamer.state.memory import InMemoryStateStore
+from streamer.state.store import CARD_ROWS_CAP, CardState, TimeRange
+
+T0 = 1533081600.0
+
+
+class CountingStore(InMemoryStateStore):
+    """Counts the cards read; ``during_read`` runs while a read is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards_read = 0
+        self.during_read = lambda: None
+        self.fail_writes = False
+
+    async def read_fraud(self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0):  # type: ignore[no-untyped-def]
+        self.cards_read += len(cards)
+        self.during_read()
+        return await super().read_fraud(cards, terminals, sequence_rows)
+
+    async def write_fraud(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.fail_writes:
+            raise DependencyError("redis: connection reset")
+        return await super().write_fraud(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def scorer() -> FraudScorer:
+    return FraudScorer(Settings.from_env().models.fraud)
+
+
+def stream(n: int, seed: int = 7) -> list[Transaction]:
+    """Four cards over about 100 days (past the 37 days a card keeps, and past its 64
+    rows), with some events out of order by up to two days, the cards' repeats included."""
+    rng = random.Random(seed)
+    out, ts = [], T0
+    for i in range(n):
+        ts += rng.uniform(0, 4 * 3600)
+        at = ts - rng.uniform(0, 2 * DAY) if rng.random() < 0.1 else ts
+        out.append(Transaction(f"{i:05d}", f"c{rng.randrange(4)}", f"t{rng.randrange(5)}", round(rng.uniform(1, 200), 2),
+                               at, format_time(at)))
+    return out
+
+
+class Scoring:
+    """What ``FraudPipeline`` does with a batch, minus decoding and publishing."""
+
+    def __init__(self, scorer: FraudScorer, cache: CardCache) -> None:
+        self.store = CountingStore()
+        self.scorer = scorer
+        self.features = TransactionFeatures(self.store, scorer.sequence_length, cache)
+        self.embeddings = CardEmbeddings(scorer, self.store)
+
+    async def batch(self, transactions: list[Transaction]) -> tuple[np.ndarray, np.ndarray]:
+        batch = await self.features.rows(transactions)
+        rows = np.asarray(batch.rows, dtype=np.float32)
+        vectors, fresh = self.embeddings.embed(transactions, rows, batch.cards)
+        await self.features.store_batch(transactions, batch, None, fresh)
+        return rows, self.scorer.score(rows, vectors)
+
+
+async def stored(store: InMemoryStateStore, card_id: str, since: float) -> CardState:
+    cards, _ = await store.read_fraud({card_id: (since, float("inf"))}, {}, CARD_ROWS_CAP)
+    return cards[card_id]
+
+
+def same_state(a: CardState, b: CardState) -> bool:
+    return (a.history.entries == b.history.entries and [(ts, i) for ts, i, _ in a.rows] == [(ts, i) for ts, i, _ in b.rows]
+            and all(np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(a.rows, b.rows))
+            and (a.embedding is None) == (b.embedding is None)
+            and (a.embedding is None or (a.embedding.ts, a.embedding.event_id) == (b.embedding.ts, b.embedding.event_id)))  # type: ignore[union-attr]
+
+
+async def test_features_scores_and_state_are_those_of_reading_every_card_from_the_store(scorer: FraudScorer) -> None:
+    events = stream(1200)
+    cache = CardCache(capacity=3)  # fewer than the cards: evictions too
+    cached, uncached = Scoring(scorer, cache), Scoring(scorer, CardCache(0))
+    rng = random.Random(3)
+    start, batches = 0, []
+    while start < len(events):
+        size = rng.randint(1, 40)
+        batches.append(events[start : start + size])
+        start += size
+    batches.insert(20, batches[12])  # a batch processed again (at-least-once)
+    for batch in batches:
+        rows, scores = await cached.batch(batch)
+        want_rows, want_scores = await uncached.batch(batch)
+        assert np.array_equal(rows, want_rows)
+        assert scores == pytest.approx(want_scores, abs=1e-6)
+        for card_id, card in cache.cards.items():
+            assert same_state(cache.view(card_id), await stored(uncached.store, card_id, card.since)), card_id  # type: ignore[arg-type]
+    assert cache.hits > cache.misses > 0
+    assert cached.store.cards_read < uncached.store.cards_read / 2
+
+
+async def test_a_card_needed_further_back_than_it_is_held_is_read_again(scorer: FraudScorer) -> None:
+    cache = CardCache(capacity=10)
+    cached, uncached = Scoring(scorer, cache), Scoring(scorer, CardCache(0))
+    late = [Transaction("b", "c", "t", 20.0, T0 + 5 * DAY, format_time(T0 + 5 * DAY))]
+    early = [Transaction("a", "c", "t", 10.0, T0, format_time(T0))]  # arrives after: its window starts 5 days earlier
+    for batch in (late, early):
+        rows, _ = await cached.batch(batch)
+        want, _ = await uncached.batch(batch)
+        assert np.array_equal(rows, want)
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert [tx_id for _, tx_id, _ in cache.view("c").history.entries] == ["a", "b"]  # type: ignore[union-attr]
+
+
+def test_a_transaction_not_keyed_by_its_card_switches_the_cache_off() -> None:
+    cache = CardCache(capacity=10)
+    events = stream(3)
+    cache.check_keys([tx.card_id.encode() for tx in events], events)
+    assert cache.enabled
+    cache.check_keys([b"some-other-key"], events[:1])
+    assert not cache.enabled
+    served, to_read = cache.split({"c0": (T0, T0 + 1)})
+    assert not served and to_read == {"c0": (T0, T0 + 1)}  # read as asked, not to +inf
+
+
+async def test_a_batch_that_read_before_partitions_moved_does_not_fill_the_cache(scorer: FraudScorer) -> None:
+    cache = CardCache(capacity=10)
+    scoring = Scoring(scorer, cache)
+    scoring.store.during_read = cache.clear  # a rebalance while the read is in flight
+    await scoring.batch(stream(10))
+    assert cache.cards == {}
+
+
+async def test_a_failed_write_leaves_the_cache_as_the_store_is(scorer: FraudScorer) -> None:
+    cache = CardCache(capacity=10)
+    scoring = Scoring(scorer, cache)
+    events = stream(20)
+    await scoring.batch(events[:10])
+    before = {card_id: cache.view(card_id) for card_id in cache.cards}
+    scoring.store.fail_writes = True
+    with pytest.raises(DependencyError):
+        await scoring.batch(events[10:])
+    for card_id, state in before.items():
+        assert same_state(cache.view(card_id), state)  # type: ignore[arg-type]
+    scoring.store.fail_writes = False
+    await scoring.batch(events[10:])  # the retry
+    for card_id, card in cache.cards.items():
+        assert same_state(cache.view(card_id), await stored(scoring.store, card_id, card.since))  # type: ignore[arg-type]
