@@ -1,6 +1,7 @@
 """Fraud scoring of a micro-batch of transactions, and the labels that feed it.
 
-``FraudPipeline.process``: decode → read card and terminal state (one round trip) →
+``FraudPipeline.process``: decode → read card and terminal state (one round trip; the
+cards this worker holds come from its ``CardCache``) →
 the 15 features per transaction, in arrival order → for a sequence model, the card
 embeddings (``card_sequence``: one encoder call for what is not cached) → one scorer
 call → write state, embeddings included (one round trip) → a score per transaction, an
