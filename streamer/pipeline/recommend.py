@@ -25,7 +25,7 @@ from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
-from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate
+from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
 
 
 def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
@@ -113,7 +113,7 @@ class RecommendPipeline(_UserPipeline):
             if vector is not None:
                 emb = CachedEmbedding(vector, click.ts, click.event_id, self.ranker.version)
                 old = latest.get(click.user_id)
-                if old is None or (old.ts, old.event_id) <= (emb.ts, emb.event_id):
+                if replaces(emb, old):
                     latest[click.user_id] = emb
         return [UserUpdate(user, user_clicks, latest.get(user)) for user, user_clicks in by_user.items()]
 

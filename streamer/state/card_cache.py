@@ -36,7 +36,7 @@ import numpy as np
 
 from streamer.events import Transaction
 from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, CardHistory, insert_new
-from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, CachedEmbedding, CardState, TimeRange
+from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, CachedEmbedding, CardState, TimeRange, replaces
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class CachedCard:
             for tx, row in zip(transactions, rows):
                 insert_new(self.rows, (tx.ts, tx.transaction_id, row))
             del self.rows[:-CARD_ROWS_CAP]
-        if embedding is not None and (self.embedding is None or _later_or_same(embedding, self.embedding)):
+        if embedding is not None and replaces(embedding, self.embedding):
             self.embedding = embedding
 
 
@@ -82,7 +82,7 @@ class CardCache:
         self.generation = 0
         """Bumped by ``clear``: a batch that read before it must not fill the cache."""
         self.enabled = capacity > 0
-        self.hits = 0  # card reads served here, for the benchmarks and tests
+        self.hits = 0  # card reads served here, for the tests
         self.misses = 0
 
     def clear(self) -> None:
@@ -154,9 +154,3 @@ class CardCache:
         """What is held for a card, for tests and tools."""
         cached = self.cards.get(card_id)
         return None if cached is None else cached.serve((cached.since, float("inf")))
-
-
-def _later_or_same(new: CachedEmbedding, old: CachedEmbedding) -> bool:
-    """The store's rule for replacing a cached embedding (``SET_EMBEDDINGS_IF_NEWER``)."""
-    return old.ts < new.ts or (old.ts == new.ts and old.event_id <= new.event_id)
-

@@ -16,6 +16,7 @@ from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
 from streamer.state.store import (
     CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, StreamProgress, TimeRange, UserState, UserUpdate,
+    replaces,
 )
 
 
@@ -101,7 +102,7 @@ class InMemoryStateStore:
     def _keep_later_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
         for card_id, new in embeddings.items():
             old = self.card_embeddings.get(card_id)
-            if old is None or (old.ts, old.event_id) <= (new.ts, new.event_id):
+            if replaces(new, old):
                 self.card_embeddings[card_id] = new
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
@@ -139,7 +140,7 @@ class InMemoryStateStore:
                 self.seen[update.user_id] = dict(sorted(seen.items(), key=lambda kv: (kv[1], kv[0]))[-SEEN_CAP:])
             new = update.embedding
             old = self.embeddings.get(update.user_id)
-            if new is not None and (old is None or (old.ts, old.event_id) <= (new.ts, new.event_id)):
+            if new is not None and replaces(new, old):
                 self.embeddings[update.user_id] = new
 
     async def close(self) -> None:

@@ -85,6 +85,13 @@ class CardState:
     """The embedding of the rows up to and including ``(embedding.ts, embedding.event_id)``."""
 
 
+def replaces(new: CachedEmbedding, old: CachedEmbedding | None) -> bool:
+    """Whether ``new`` replaces a stored ``old``: it covers a later or the same
+    ``(event time, event id)``. The Redis store's script (``SET_EMBEDDINGS_IF_NEWER``)
+    applies the same rule on the server."""
+    return old is None or (old.ts, old.event_id) <= (new.ts, new.event_id)
+
+
 def decode_embedding(cached: Mapping[bytes, bytes]) -> CachedEmbedding | None:
     if not cached:
         return None
