@@ -35,6 +35,8 @@ from streamer.state.store import CARD_ROWS_CAP, CachedEmbedding, CardState, Stat
 
 class FeatureBatch(NamedTuple):
     rows: list[list[float]]
+    matrix: np.ndarray
+    """The rows as float32, as the models take them and the store keeps them."""
     cards: dict[str, CardState]
     """The card states the rows were computed from."""
     generation: int
@@ -76,7 +78,7 @@ class TransactionFeatures:
             terminal = terminal_state[tx.terminal_id]
             rows.append(transaction_features(tx.ts, tx.transaction_id, tx.amount, card, terminal))
             terminal.add_transaction(tx.ts, tx.transaction_id)
-        return FeatureBatch(rows, card_state, generation)
+        return FeatureBatch(rows, np.asarray(rows, dtype=np.float32), card_state, generation)
 
     async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
         """``rows``, then the batch stored (training, evaluation and tools run it batch by batch)."""
@@ -90,7 +92,7 @@ class TransactionFeatures:
                           card_embeddings: Mapping[str, CachedEmbedding] | None = None) -> None:
         """The batch's transactions, with their rows (for the sequence model) and the cards'
         new embeddings, and the partitions' progress: one write; then the card cache."""
-        rows = np.asarray(batch.rows, dtype=np.float32) if self.sequence_rows else None
+        rows = batch.matrix if self.sequence_rows else None
         await self.store.write_fraud(transactions, rows, progress, card_embeddings)
         self.cache.store(transactions, rows, card_embeddings, batch.generation)
 
@@ -133,12 +135,11 @@ class FraudPipeline:
             partial = any(p not in progress.partitions for p in lagging)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
         batch = await self.features.rows(transactions)
-        rows = batch.rows
-        scores, fresh = await off_the_loop(len(rows), self._embed_and_score, transactions, rows, batch.cards)
+        scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards)
         await self.features.store_batch(transactions, batch, progress, fresh)
 
         scored_at = format_time(self.clock())
-        for tx, row, score in zip(transactions, rows, scores.tolist()):
+        for tx, row, score in zip(transactions, batch.rows, scores.tolist()):
             key = tx.card_id.encode()
             record: dict[str, Any] = {
                 "transaction_id": tx.transaction_id,
@@ -160,11 +161,10 @@ class FraudPipeline:
                 outputs.append(OutputRecord(self.topics.fraud_alerts, key, encode(record)))
         return outputs
 
-    def _embed_and_score(self, transactions: Sequence[Transaction], rows: list[list[float]],
+    def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,
                          cards: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:
         """The scores (for a sequence model, with the card embeddings: one encoder call
         for what is not cached) and the cards' new embeddings to store."""
-        matrix = np.asarray(rows, dtype=np.float32)
         if self.card_embeddings is None:
             return self.scorer.score(matrix, None), None
         embeddings, fresh = self.card_embeddings.embed(transactions, matrix, cards)

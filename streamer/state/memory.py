@@ -91,7 +91,7 @@ class InMemoryStateStore:
             self.terminal_tx[tx.terminal_id].insert((tx.ts, tx.transaction_id), TERMINAL_HORIZON)
             if rows is not None:
                 stored = self.card_rows[tx.card_id]
-                stored.setdefault(tx.transaction_id, (tx.ts, np.asarray(rows[i], dtype=np.float32)))
+                stored.setdefault(tx.transaction_id, (tx.ts, np.array(rows[i], dtype=np.float32)))  # its own copy
                 if len(stored) > CARD_ROWS_CAP:
                     ordered = sorted(stored.items(), key=lambda kv: (kv[1][0], kv[0]))
                     self.card_rows[tx.card_id] = dict(ordered[-CARD_ROWS_CAP:])

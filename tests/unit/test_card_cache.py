@@ -72,7 +72,7 @@ class Scoring:
 
     async def batch(self, transactions: list[Transaction]) -> tuple[np.ndarray, np.ndarray]:
         batch = await self.features.rows(transactions)
-        rows = np.asarray(batch.rows, dtype=np.float32)
+        rows = batch.matrix
         vectors, fresh = self.embeddings.embed(transactions, rows, batch.cards)
         await self.features.store_batch(transactions, batch, None, fresh)
         return rows, self.scorer.score(rows, vectors)
