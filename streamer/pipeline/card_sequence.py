@@ -1,7 +1,7 @@
 """Card embeddings for the fraud sequence model, cached in Redis.
 
 A transaction is scored with the embedding of the card's rows ordered before it (by
-``(event time, id)``), the last ``L`` of them. The embedding of a card's rows up to its
+``(event time, id)``) among those that came before it, the last ``L`` of them. The embedding of a card's rows up to its
 latest transaction is stored with that transaction's ``(ts, id)``; when the next
 transaction of the card comes, that cached embedding is exactly the one it needs, so
 scoring needs no encoder call. Per batch: the cards' latest rows and embeddings come
@@ -12,6 +12,7 @@ embedding of each card); the new embeddings are stored with the rows.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,8 +21,11 @@ from streamer.events import Transaction
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.state.store import CachedEmbedding, CardState, StateStore
 
-Key = tuple[float, str]
 History = list[tuple[float, str, np.ndarray]]
+Key = tuple[str, tuple[float, str] | None, int]
+"""An embedding wanted: the card, the ``(event time, id)`` of the last row it covers
+(None: no rows), and how many of the batch's rows had landed below the card's latest
+by then (the same last row then sits on different rows below it)."""
 
 
 class CardEmbeddings:
@@ -42,42 +46,55 @@ class CardEmbeddings:
     def embed(self, transactions: Sequence[Transaction], rows: np.ndarray,
               states: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding]]:
         """The embedding each transaction is scored with, from the cards' state as read
-        with their features, and the cards' new embeddings to store."""
-        merged: dict[str, History] = {}
-        for tx, row in zip(transactions, rows):
-            history = merged.setdefault(tx.card_id, list(states[tx.card_id].rows))
-            if all(tx_id != tx.transaction_id for _, tx_id, _ in history):
-                history.append((tx.ts, tx.transaction_id, row))
-        for history in merged.values():
-            history.sort(key=lambda entry: (entry[0], entry[1]))
+        with their features, and the cards' new embeddings to store.
 
-        needed: dict[tuple[str, Key | None], History] = {}
-        wanted: list[tuple[str, Key | None]] = []
-        for tx in transactions:
-            before = [e for e in merged[tx.card_id] if (e[0], e[1]) < (tx.ts, tx.transaction_id)][-self.length :]
-            key = (tx.card_id, (before[-1][0], before[-1][1]) if before else None)
+        A transaction sees the rows ordered before it among those stored and those of
+        the batch's earlier transactions, as its features do, so batch boundaries never
+        change a score. A row that lands below a card's latest one (a transaction that
+        arrives after a later one of its card) changes the history of every key from
+        there up without changing the key: embeddings keyed before that are not reused
+        (``Key``'s count), and the card's latest is encoded again and stored."""
+        histories: dict[str, History] = {}
+        late: dict[str, int] = {}
+        needed: dict[Key, History] = {}
+        wanted: list[Key] = []
+        for tx, row in zip(transactions, rows):
+            card_id = tx.card_id
+            if card_id not in histories:
+                histories[card_id], late[card_id] = list(states[card_id].rows), 0
+            history = histories[card_id]
+            at = bisect.bisect_left(history, (tx.ts, tx.transaction_id))
+            before = history[max(at - self.length, 0) : at]
+            key = (card_id, (before[-1][0], before[-1][1]) if before else None, late[card_id])
             wanted.append(key)
             needed[key] = before
-        latest: dict[str, tuple[str, Key]] = {}
-        for card_id, history in merged.items():
-            key = (card_id, (history[-1][0], history[-1][1]))
+            if at < len(history) and history[at][1] == tx.transaction_id:
+                continue  # stored already (re-processed)
+            history.insert(at, (tx.ts, tx.transaction_id, row))
+            if at < len(history) - 1:
+                late[card_id] += 1
+        latest: dict[str, Key] = {}
+        for card_id, history in histories.items():
+            key = (card_id, (history[-1][0], history[-1][1]), late[card_id])
             latest[card_id] = key
             needed[key] = history[-self.length :]
 
         vectors = self._vectors(needed, states)
         fresh = {
-            card_id: CachedEmbedding(vectors[key], key[1][0], key[1][1], self.scorer.version)
+            card_id: CachedEmbedding(vectors[key], key[1][0], key[1][1], self.scorer.version)  # type: ignore[index]
             for card_id, key in latest.items()
             if not self._matches(states[card_id].embedding, key)
         }
         return np.stack([vectors[key] for key in wanted]), fresh
 
-    def _matches(self, cached: CachedEmbedding | None, key: tuple[str, Key | None]) -> bool:
-        return cached is not None and key[1] == (cached.ts, cached.event_id) and cached.model == self.scorer.version
+    def _matches(self, cached: CachedEmbedding | None, key: Key) -> bool:
+        """Whether the stored embedding is the one ``key`` asks for: the stored one covers
+        the card's rows as read, before the batch put any of its own below the latest."""
+        return (cached is not None and key[2] == 0 and key[1] == (cached.ts, cached.event_id)
+                and cached.model == self.scorer.version)
 
-    def _vectors(self, needed: dict[tuple[str, Key | None], History],
-                 states: Mapping[str, CardState]) -> dict[tuple[str, Key | None], np.ndarray]:
-        vectors: dict[tuple[str, Key | None], np.ndarray] = {}
+    def _vectors(self, needed: dict[Key, History], states: Mapping[str, CardState]) -> dict[Key, np.ndarray]:
+        vectors: dict[Key, np.ndarray] = {}
         to_encode = []
         for key, history in needed.items():
             cached = states[key[0]].embedding

@@ -79,3 +79,20 @@ async def test_a_transaction_arriving_late_with_a_later_one_of_its_card_is_score
         rows = np.asarray(await features.compute(batch), dtype=np.float32)
         scores = scorer.score(rows, await embeddings.for_batch(batch, rows, features.cards))
     assert scores[0] == pytest.approx(in_order[5], abs=1e-6)  # the later one's history rows were computed without it
+
+
+async def test_a_transaction_arriving_after_a_later_one_of_its_card_is_scored_alike_in_any_batches(scorer: FraudScorer) -> None:
+    """Two transactions of a card at the same second arrive in reverse id order (so the
+    second to arrive is ordered first): the scores, theirs and the next ones', are the
+    same whether the two share a batch or not. The first to arrive does not see the
+    other; the card's latest embedding then covers both, though its key (the latest
+    row) stays the same."""
+    events = transactions(30)
+    late, early = events[12], events[15]  # both of card c0
+    events[12] = Transaction("0013b", late.card_id, late.terminal_id, late.amount, late.ts, late.timestamp)
+    events[15] = Transaction("0013a", early.card_id, early.terminal_id, early.amount, late.ts, late.timestamp)
+    events.insert(13, events.pop(15))  # "0013b" arrives, then "0013a", ordered before it
+    together, _ = await scores_in_batches(scorer, events, 30)
+    for size in (1, 13):  # "0013a" in the batch after "0013b"'s
+        apart, _ = await scores_in_batches(scorer, events, size)
+        assert apart == pytest.approx(together, abs=1e-6), size
