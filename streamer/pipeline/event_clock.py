@@ -11,7 +11,9 @@ waits until every partition of the label topic has either stored a label at or p
 broker holds for it. The label stage records its progress in Redis in the same round
 trip as the labels; the broker's high watermarks come from fetch responses.
 
-The wait is bounded (``STREAMER_FRAUD_LABEL_WAIT_MS``): a stalled label feed delays
+The fraud pipeline reads the progress in the round trip that reads the batch's state,
+while the high watermarks are fetched (``fetch_ahead``); only a batch whose labels lag
+waits, then reads its state again. The wait is bounded (``STREAMER_FRAUD_LABEL_WAIT_MS``): a stalled label feed delays
 scoring by at most that much, then scoring goes on with the labels it has.
 
 **Transactions of other partitions.** Terminal features count other cards'
@@ -33,7 +35,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from streamer.records import SourceRecord
-from streamer.state.store import StreamProgress, StateStore
+from streamer.state.store import Progress, StreamProgress, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class HighWatermarks(Protocol):
 def progress_of(records: Sequence[SourceRecord], times: Sequence[tuple[int, float]], topic: str) -> StreamProgress:
     """Next offset and latest event time per partition, from one batch of a topic;
     ``times`` holds (record index, event time) of the records that decoded."""
-    partitions: dict[int, tuple[int, float]] = {}
+    partitions: Progress = {}
     for record in records:
         offset, ts = partitions.get(record.partition, (0, float("-inf")))
         partitions[record.partition] = (max(offset, record.offset + 1), ts)
@@ -66,18 +68,37 @@ class EventClock:
         self.brokers = brokers
         self.max_wait_s = max_wait_ms / 1000.0
         self.poll_s = poll_ms / 1000.0
+        self.asked_broker = True
+        """Whether the last check needed the broker's high watermarks."""
 
-    async def lagging(self, ts: float) -> list[int]:
+    def fetch_ahead(self) -> asyncio.Future[dict[int, int]] | None:
+        """The broker's high watermarks, fetched from now on while the caller reads the
+        progress (``lagging``): when the last check needed them, the next one likely
+        does too, and waiting for them after the read would add a broker round trip to
+        the batch. None when the last check did without."""
+        return asyncio.ensure_future(self.brokers.highwaters(self.topic)) if self.asked_broker else None
+
+    async def lagging(self, ts: float, progress: Progress | None = None,
+                      highwaters: asyncio.Future[dict[int, int]] | None = None) -> list[int]:
         """Partitions that may still hold an event at or before ``ts`` minus the slack,
-        not yet stored."""
-        progress = await self.store.read_progress(self.topic)
+        not yet stored. ``progress``: the topic's stored progress as the caller read it
+        (else read here); ``highwaters``: from ``fetch_ahead``, called once the events
+        to check were in hand (it may answer before or after the progress was read:
+        either way, whatever the broker held before the call is stored when the
+        progress reaches its high watermark)."""
+        if progress is None:
+            progress = await self.store.read_progress(self.topic)
         limit = ts - self.slack_s
         if self.partitions and all(progress.get(p, (0, float("-inf")))[1] >= limit for p in self.partitions):
+            self.asked_broker = False
+            if highwaters is not None:
+                highwaters.cancel()
             return []  # every partition has stored that far: no need to ask the broker
-        highwaters = await self.brokers.highwaters(self.topic)
-        self.partitions = sorted(highwaters)
+        self.asked_broker = True
+        highs = await highwaters if highwaters is not None else await self.brokers.highwaters(self.topic)
+        self.partitions = sorted(highs)
         behind = []
-        for partition, high in highwaters.items():
+        for partition, high in highs.items():
             offset, latest = progress.get(partition, (0, float("-inf")))
             if latest < limit and offset < high:
                 behind.append(partition)

@@ -1,6 +1,7 @@
 """Fraud scoring of a micro-batch of transactions, and the labels that feed it.
 
-``FraudPipeline.process``: decode → read card and terminal state (one round trip; the
+``FraudPipeline.process``: decode → read card and terminal state and the clocks' stream
+progress (one round trip, while the label topic's high watermarks are fetched; the
 cards this worker holds come from its ``CardCache``) →
 the 15 features per transaction, in arrival order → for a sequence model, the card
 embeddings (``card_sequence``: one encoder call for what is not cached) → one scorer
@@ -30,7 +31,7 @@ from streamer.pipeline.event_clock import EventClock, progress_of
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.card_cache import CardCache
-from streamer.state.store import CARD_ROWS_CAP, CachedEmbedding, CardState, StateStore, StreamProgress
+from streamer.state.store import CARD_ROWS_CAP, CachedEmbedding, CardState, Progress, StateStore, StreamProgress
 
 
 class FeatureBatch(NamedTuple):
@@ -41,6 +42,8 @@ class FeatureBatch(NamedTuple):
     """The card states the rows were computed from."""
     generation: int
     """The card cache's generation when they were read (``CardCache.store``)."""
+    progress: dict[str, Progress]
+    """The stored progress of the topics asked for, read before the state."""
 
 
 class TransactionFeatures:
@@ -57,8 +60,9 @@ class TransactionFeatures:
         self.cards: dict[str, CardState] = {}
         """The card states ``compute`` read for its last batch."""
 
-    async def rows(self, transactions: Sequence[Transaction]) -> FeatureBatch:
-        """The feature rows, and the card states they were computed from; writes nothing."""
+    async def rows(self, transactions: Sequence[Transaction], progress_of: Sequence[str] = ()) -> FeatureBatch:
+        """The feature rows, the card states they were computed from, and the stored
+        progress of the topics in ``progress_of`` (same round trip); writes nothing."""
         cards = TimeWindows()
         terminals = TimeWindows()
         for tx in transactions:
@@ -69,7 +73,7 @@ class TransactionFeatures:
         rows_to_read = CARD_ROWS_CAP if self.sequence_rows else 0
         generation = self.cache.generation
         card_state, to_read = self.cache.split(cards.ranges)
-        read, terminal_state = await self.store.read_fraud(to_read, terminals.ranges, rows_to_read)
+        read, terminal_state, progress = await self.store.read_fraud(to_read, terminals.ranges, rows_to_read, progress_of)
         card_state.update(self.cache.take(read, to_read, cards.ranges, generation))
         rows = []
         for tx in transactions:
@@ -78,7 +82,7 @@ class TransactionFeatures:
             terminal = terminal_state[tx.terminal_id]
             rows.append(transaction_features(tx.ts, tx.transaction_id, tx.amount, card, terminal))
             terminal.add_transaction(tx.ts, tx.transaction_id)
-        return FeatureBatch(rows, np.asarray(rows, dtype=np.float32), card_state, generation)
+        return FeatureBatch(rows, np.asarray(rows, dtype=np.float32), card_state, generation, progress)
 
     async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
         """``rows``, then the batch stored (training, evaluation and tools run it batch by batch)."""
@@ -125,16 +129,9 @@ class FraudPipeline:
         if not good:
             return outputs
         transactions = [tx for _, tx in good]
-        newest = max(tx.ts for tx in transactions)
-        if self.label_clock is not None:
-            await self.label_clock.wait_until(newest)
         progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
-        partial = False
-        if self.transaction_clock is not None:  # this batch's own partitions are stored in order
-            lagging = await self.transaction_clock.lagging(newest)
-            partial = any(p not in progress.partitions for p in lagging)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
-        batch = await self.features.rows(transactions)
+        batch, partial = await self._read(transactions, progress)
         scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards)
         await self.features.store_batch(transactions, batch, progress, fresh)
 
@@ -160,6 +157,27 @@ class FraudPipeline:
                 )
                 outputs.append(OutputRecord(self.topics.fraud_alerts, key, encode(record)))
         return outputs
+
+    async def _read(self, transactions: Sequence[Transaction], progress: StreamProgress) -> tuple[FeatureBatch, bool]:
+        """The batch's features once every label up to its newest transaction is stored
+        (or the wait ran out), and whether another partition's transactions may be
+        missing from its terminal features (``partial_state``)."""
+        newest = max(tx.ts for tx in transactions)
+        clocks = [clock for clock in (self.label_clock, self.transaction_clock) if clock is not None]
+        highwaters = self.label_clock.fetch_ahead() if self.label_clock is not None else None
+        try:
+            batch = await self.features.rows(transactions, [clock.topic for clock in clocks])
+            if self.label_clock is not None and await self.label_clock.lagging(
+                    newest, batch.progress[self.label_clock.topic], highwaters):
+                await self.label_clock.wait_until(newest)
+                batch = await self.features.rows(transactions, [clock.topic for clock in clocks])  # with those labels
+        finally:
+            if highwaters is not None:
+                highwaters.cancel()
+        if self.transaction_clock is None:
+            return batch, False
+        lagging = await self.transaction_clock.lagging(newest, batch.progress[self.transaction_clock.topic])
+        return batch, any(p not in progress.partitions for p in lagging)  # this batch's own are stored in order
 
     def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,
                          cards: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:

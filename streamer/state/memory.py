@@ -15,8 +15,8 @@ import numpy as np
 from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
 from streamer.state.store import (
-    CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, StreamProgress, TimeRange, UserState, UserUpdate,
-    replaces,
+    CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FraudState, Progress, StreamProgress,
+    TimeRange, UserState, UserUpdate, replaces,
 )
 
 
@@ -57,13 +57,15 @@ class InMemoryStateStore:
         self.sequences: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
         self.seen: dict[str, dict[str, float]] = defaultdict(dict)
         self.embeddings: dict[str, CachedEmbedding] = {}
-        self.stream_progress: dict[str, dict[int, tuple[int, float]]] = {}
+        self.stream_progress: dict[str, Progress] = {}
         self.card_rows: dict[str, dict[str, tuple[float, np.ndarray]]] = defaultdict(dict)
         self.card_embeddings: dict[str, CachedEmbedding] = {}
 
     async def read_fraud(
-        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0
-    ) -> tuple[dict[str, CardState], dict[str, TerminalHistory]]:
+        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
+        progress_of: Sequence[str] = (),
+    ) -> FraudState:
+        progress = {topic: dict(self.stream_progress.get(topic, {})) for topic in progress_of}
         card_state: dict[str, CardState] = {}
         for card_id, window in cards.items():
             state = card_state[card_id] = CardState(CardHistory.of(self.cards.get(card_id, _EMPTY).window(window)))
@@ -77,7 +79,7 @@ class InMemoryStateStore:
                 self.terminal_tx.get(terminal_id, _EMPTY).window(window),
                 self.terminal_fraud.get(terminal_id, _EMPTY).window(window),
             )
-        return card_state, terminal_state
+        return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
@@ -113,7 +115,7 @@ class InMemoryStateStore:
                 entry = (label.ts, label.transaction_id, label.labelled_ts)
                 self.terminal_fraud[label.terminal_id].insert(entry, TERMINAL_HORIZON)
 
-    async def read_progress(self, topic: str) -> dict[int, tuple[int, float]]:
+    async def read_progress(self, topic: str) -> Progress:
         return dict(self.stream_progress.get(topic, {}))
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:

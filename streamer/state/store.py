@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -46,6 +46,9 @@ ROW_WIDTH = 16
 TimeRange = tuple[float, float]
 """``(lo, hi)``: entries with lo < event time <= hi."""
 
+Progress = dict[int, tuple[int, float]]
+"""Per partition of a topic: the next offset to store and the latest event time stored."""
+
 
 @dataclass(frozen=True)
 class StreamProgress:
@@ -53,7 +56,7 @@ class StreamProgress:
     latest ``labelled_at`` (event time) seen. Written in the same round trip as the labels."""
 
     topic: str
-    partitions: dict[int, tuple[int, float]]
+    partitions: Progress
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,16 @@ class UserState:
     seen: dict[str, float] = field(default_factory=dict)
     """item id -> first time the user touched it."""
     embedding: CachedEmbedding | None = None
+
+
+class FraudState(NamedTuple):
+    """What ``read_fraud`` returns."""
+
+    cards: dict[str, CardState]
+    terminals: dict[str, TerminalHistory]
+    progress: dict[str, Progress]
+    """Per topic asked for, its stored progress, read before the state: the state holds
+    everything that progress says is stored (writers store it last)."""
 
 
 @dataclass
@@ -112,11 +125,12 @@ class UserUpdate:
 
 class StateStore(Protocol):
     async def read_fraud(
-        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0
-    ) -> tuple[dict[str, CardState], dict[str, TerminalHistory]]:
+        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
+        progress_of: Sequence[str] = (),
+    ) -> FraudState:
         """Card transactions and terminal transactions and frauds in the given ranges; with
         ``sequence_rows``, also that many of each card's latest rows up to the range's
-        end (a few more than the model reads, for the batch's own) and its embedding."""
+        end and its embedding; the stored progress of the topics in ``progress_of``."""
         ...
 
     async def write_fraud(
@@ -131,7 +145,7 @@ class StateStore(Protocol):
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None: ...
 
-    async def read_progress(self, topic: str) -> dict[int, tuple[int, float]]: ...
+    async def read_progress(self, topic: str) -> Progress: ...
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
 
@@ -193,10 +207,13 @@ class RedisStateStore:
             return False
 
     async def read_fraud(
-        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0
-    ) -> tuple[dict[str, CardState], dict[str, TerminalHistory]]:
+        self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
+        progress_of: Sequence[str] = (),
+    ) -> FraudState:
         ns = self.ns
         pipe = self.client.pipeline(transaction=False)
+        for topic in progress_of:  # first: what the state read next holds at least
+            pipe.hgetall(keys.stream_progress(ns, topic))
         card_calls = await self._call_per_entity(pipe, self._read_cards, [
             ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id), keys.card_embedding(ns, card_id)],
              [f"({lo!r}", repr(hi)])
@@ -207,6 +224,8 @@ class RedisStateStore:
             for terminal_id, (lo, hi) in terminals.items()
         ])
         replies: list[list] = await self._execute(pipe)  # type: ignore[assignment]
+        progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
+        replies = replies[len(progress_of) :]
         card_replies = (card for call in replies[:card_calls] for card in call)
         card_state: dict[str, CardState] = {}
         for card_id, reply in zip(cards, card_replies):
@@ -219,7 +238,7 @@ class RedisStateStore:
         terminal_state: dict[str, TerminalHistory] = {}
         for terminal_id, (tx_reply, fraud_reply) in zip(terminals, terminal_replies):
             terminal_state[terminal_id] = TerminalHistory.of(protocol.id_entries(tx_reply), protocol.numbered_entries(fraud_reply))
-        return card_state, terminal_state
+        return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
@@ -277,28 +296,25 @@ class RedisStateStore:
     async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None,
                                embeddings: Sequence[tuple[list[str], list[object]]] = ()) -> None:
         """One round trip: the sorted-set additions, the embeddings (each replaced only
-        by a later one) and the consuming partitions' progress."""
+        by a later one), then the consuming partitions' progress. Redis runs one
+        connection's commands in order, so a reader that sees the progress (and reads
+        the state after it, as ``read_fraud`` does) sees what it covers."""
         pipe = self.client.pipeline(transaction=False)
-        if progress is not None:
-            self._write_progress(pipe, progress)
         await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
         await self._call_per_entity(pipe, self._set_embeddings, embeddings, head=[self.ttl])
+        if progress is not None:
+            self._write_progress(pipe, progress)
         await self._execute(pipe)
 
     def _write_progress(self, pipe: aioredis.client.Pipeline, progress: StreamProgress) -> None:
         mapping = {str(p): f"{offset}|{ts!r}" for p, (offset, ts) in progress.partitions.items()}
         pipe.hset(keys.stream_progress(self.ns, progress.topic), mapping=mapping)  # type: ignore[arg-type]
 
-    async def read_progress(self, topic: str) -> dict[int, tuple[int, float]]:
+    async def read_progress(self, topic: str) -> Progress:
         try:
-            raw = await self.client.hgetall(keys.stream_progress(self.ns, topic))
+            return _progress(await self.client.hgetall(keys.stream_progress(self.ns, topic)))
         except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
             raise DependencyError(f"redis: {exc}") from exc
-        progress = {}
-        for partition, value in raw.items():
-            offset, ts = (value.decode() if isinstance(value, bytes) else value).split("|")
-            progress[int(partition)] = (int(offset), float(ts))
-        return progress
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         ns = self.ns
@@ -351,6 +367,15 @@ class RedisStateStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _progress(raw: Mapping[bytes, bytes]) -> Progress:
+    """A stream progress hash (partition -> ``offset|event time``) as read."""
+    progress = {}
+    for partition, value in raw.items():
+        offset, ts = value.decode().split("|")
+        progress[int(partition)] = (int(offset), float(ts))
+    return progress
 
 
 async def delete_namespace(redis: RedisSettings) -> int:

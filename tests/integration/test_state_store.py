@@ -43,13 +43,36 @@ async def test_transactions_and_frauds_are_read_back_by_event_time_window(store:
     await store.write_fraud(events[:5])
     await store.write_fraud(events[:2])  # re-processed: nothing doubles
     await store.write_labels([FraudLabel("t002", "c", "t0", T0 + 2 * DAY, True, T0 + 9 * DAY)])
-    cards, terminals = await store.read_fraud({"c": (T0 + 1.5 * DAY, T0 + 6 * DAY)}, {"t0": (T0, T0 + 8 * DAY)})
+    cards, terminals, _ = await store.read_fraud({"c": (T0 + 1.5 * DAY, T0 + 6 * DAY)}, {"t0": (T0, T0 + 8 * DAY)})
     assert [entry[1] for entry in cards["c"].history.entries] == ["t002", "t003", "t004", "t005", "t006"]
     assert cards["c"].history.entries[0][2] == 12.0
     assert [t[1] for t in terminals["t0"].transactions] == ["t002", "t004", "t006", "t008"]
     assert terminals["t0"].frauds == [(T0 + 2 * DAY, "t002", T0 + 9 * DAY)]
     assert cards["c"].rows == [] and cards["c"].embedding is None  # no sequence asked for
     assert await store.read_progress("transactions") == {0: (10, T0 + 9 * DAY)}
+    _, _, progress = await store.read_fraud({"c": (T0, T0 + DAY)}, {}, progress_of=["transactions", "fraud-labels"])
+    assert progress == {"transactions": {0: (10, T0 + 9 * DAY)}, "fraud-labels": {}}
+
+
+async def test_a_write_stores_its_progress_after_the_state_it_covers(redis_url: str, namespace: str) -> None:
+    """A reader that sees the progress then reads the state (``read_fraud``) must find
+    every event the progress covers: Redis runs a connection's commands in order, so
+    the progress goes last (checked on the commands Redis ran, through MONITOR)."""
+    store = RedisStateStore(redis_url, namespace)
+    try:
+        async with store.client.monitor() as monitor:
+            await store.write_fraud([tx(1, T0)], [row(1)], StreamProgress("transactions", {0: (2, T0)}),
+                                    {"c": CachedEmbedding(np.ones(4, dtype=np.float32), T0, "t001", "m")})
+            await store.client.ping()
+            commands: list[str] = []  # those the client sent (not those its scripts ran)
+            while not commands or commands[-1] != "PING":
+                command = await monitor.next_command()
+                if command["client_type"] != "lua":
+                    commands.append(command["command"].split(" ")[0].upper())
+    finally:
+        await store.close()
+    writes = [c for c in commands if c in ("EVALSHA", "EVAL", "HSET")]
+    assert writes == ["EVALSHA", "EVALSHA", "HSET"], commands  # rows, embedding, then progress
 
 
 async def test_card_rows_keep_the_latest_in_event_order_without_duplicates(store: StateStore) -> None:
@@ -58,10 +81,10 @@ async def test_card_rows_keep_the_latest_in_event_order_without_duplicates(store
     await store.write_fraud(events[-3:], [row(i) for i in range(CARD_ROWS_CAP + 2, CARD_ROWS_CAP + 5)])
     await store.write_fraud(events[:5], [row(i) for i in range(5)])  # older than the cap keeps
     window = {"c": (T0 - DAY, T0 + DAY)}
-    cards, _ = await store.read_fraud(window, {}, sequence_rows=20)
+    cards, _, _ = await store.read_fraud(window, {}, sequence_rows=20)
     assert [tx_id for _, tx_id, _ in cards["c"].rows] == [e.transaction_id for e in events[-20:]]
     assert all(r[0] == float(int(tx_id[1:])) for _, tx_id, r in cards["c"].rows)
-    cards, _ = await store.read_fraud({"c": (T0 - DAY, T0 + 60 * 30)}, {}, sequence_rows=4)
+    cards, _, _ = await store.read_fraud({"c": (T0 - DAY, T0 + 60 * 30)}, {}, sequence_rows=4)
     assert [tx_id for _, tx_id, _ in cards["c"].rows] == ["t027", "t028", "t029", "t030"]  # none after the window
 
 
@@ -83,7 +106,7 @@ async def test_card_embedding_is_replaced_only_by_a_later_one(store: StateStore)
     older = CachedEmbedding(np.zeros(4, dtype=np.float32), 1000.0, "a", "m1")
     await store.write_card_embeddings({"c": newer})
     await store.write_card_embeddings({"c": older})
-    cards, _ = await store.read_fraud({"c": (0.0, 3000.0)}, {}, sequence_rows=16)
+    cards, _, _ = await store.read_fraud({"c": (0.0, 3000.0)}, {}, sequence_rows=16)
     cached = cards["c"].embedding
     assert cached is not None and (cached.ts, cached.event_id, cached.model) == (2000.0, "b", "m1")
     assert np.array_equal(cached.vector, newer.vector)
@@ -100,7 +123,7 @@ async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(
         for u in range(5)
     ])
     window = (T0 - DAY, T0 + DAY)
-    cards, terminals = await store.read_fraud({f"c{c}": window for c in range(5)}, {f"t{t}": window for t in range(3)},
+    cards, terminals, _ = await store.read_fraud({f"c{c}": window for c in range(5)}, {f"t{t}": window for t in range(3)},
                                               sequence_rows=3)
     for c in range(5):
         mine = [e.transaction_id for e in events if e.card_id == f"c{c}"]
@@ -125,9 +148,9 @@ async def test_deleting_a_namespace_leaves_the_others(redis_url: str, namespace:
         for store in (mine, other):
             await store.write_fraud([tx(i, T0 + i, card=f"c{i}", terminal=f"t{i}") for i in range(3)], [row(i) for i in range(3)])
         assert await mine.delete_namespace() == 9  # per transaction: card tx, card rows, terminal tx
-        cards, _ = await mine.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)
+        cards, _, _ = await mine.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)
         assert cards["c0"].history.entries == [] and cards["c0"].rows == []
-        cards, _ = await other.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)
+        cards, _, _ = await other.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)
         assert [entry[1] for entry in cards["c0"].history.entries] == ["t000"]
     finally:
         await other.delete_namespace()

@@ -32,10 +32,10 @@ class CountingStore(InMemoryStateStore):
         self.during_read = lambda: None
         self.fail_writes = False
 
-    async def read_fraud(self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0):  # type: ignore[no-untyped-def]
+    async def read_fraud(self, cards: Mapping[str, TimeRange], *args, **kwargs):  # type: ignore[no-untyped-def]
         self.cards_read += len(cards)
         self.during_read()
-        return await super().read_fraud(cards, terminals, sequence_rows)
+        return await super().read_fraud(cards, *args, **kwargs)
 
     async def write_fraud(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         if self.fail_writes:
@@ -79,7 +79,7 @@ class Scoring:
 
 
 async def stored(store: InMemoryStateStore, card_id: str, since: float) -> CardState:
-    cards, _ = await store.read_fraud({card_id: (since, float("inf"))}, {}, CARD_ROWS_CAP)
+    cards, _, _ = await store.read_fraud({card_id: (since, float("inf"))}, {}, CARD_ROWS_CAP)
     return cards[card_id]
 
 

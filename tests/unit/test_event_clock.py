@@ -94,3 +94,51 @@ async def test_scores_are_marked_partial_when_another_partition_lags_more_than_t
     calls = brokers.calls
     assert not await flagged(transaction(0, 2, T0 + 10 * 86400))
     assert brokers.calls == calls  # all partitions within the delay: the broker is not asked
+
+
+class CountingStore(InMemoryStateStore):
+    progress_reads = 0
+
+    async def read_progress(self, topic: str):  # type: ignore[no-untyped-def]
+        self.progress_reads += 1
+        return await super().read_progress(topic)
+
+
+def labelled_pipeline(store: InMemoryStateStore, brokers: Brokers):  # type: ignore[no-untyped-def]
+    from streamer.inference.fraud_scorer import FraudScorer
+    from streamer.pipeline.fraud import FraudPipeline
+
+    settings = Settings().replace(fraud={"publish_features": True})
+    clock = EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1)
+    return FraudPipeline(FraudScorer(settings.models.fraud), store, settings, label_clock=clock)
+
+
+def terminal_risk(output) -> float:  # type: ignore[no-untyped-def]
+    return float(orjson.loads(output.value)["features"]["TERMINAL_ID_RISK_1DAY_WINDOW"])
+
+
+async def test_a_label_stored_while_the_batch_waits_reaches_its_features() -> None:
+    """The batch's state is read before its label wait ends: it is read again after."""
+    store = InMemoryStateStore()
+    brokers = Brokers({0: 0})
+    pipeline = labelled_pipeline(store, brokers)
+    await pipeline.process([transaction(0, 0, T0 + 0.5 * 86400)])  # id "0-0", terminal "t"
+    brokers.highs[0] = 1  # its fraud label is on the broker, not yet stored
+    scoring = asyncio.create_task(pipeline.process([transaction(1, 0, T0 + 8 * 86400)]))
+    await asyncio.sleep(0.02)
+    assert not scoring.done()
+    value = {"transaction_id": "0-0", "card_id": "c0", "terminal_id": "t", "timestamp": format_time(T0 + 0.5 * 86400),
+             "is_fraud": True, "labelled_at": format_time(T0 + 2 * 86400)}
+    await LabelPipeline(store, Settings()).process([SourceRecord("fraud-labels", 0, 0, b"c0", orjson.dumps(value))])
+    (score, *_) = await asyncio.wait_for(scoring, 1.0)
+    assert terminal_risk(score) == 1.0  # the one earlier transaction at "t" was a fraud
+
+
+async def test_a_batch_whose_labels_are_stored_reads_the_progress_with_its_state() -> None:
+    store = CountingStore()
+    brokers = CountingBrokers({0: 0})
+    pipeline = labelled_pipeline(store, brokers)
+    for offset in range(3):
+        await pipeline.process([transaction(0, offset, T0 + offset)])
+    assert store.progress_reads == 0  # no round trip of its own
+    assert brokers.calls == 3  # nothing at or past the batch's time stored: the broker is asked each time
