@@ -112,10 +112,12 @@ class BatchSettings:
     max_wait_ms: int = 5
     """STREAMER_BATCH_MAX_WAIT_MS: ...or after this long, whichever comes first (a busy stream
     fills batches while the previous one is processed, so a short wait costs no throughput)."""
-    lanes: int = 2
+    lanes: int = 1
     """STREAMER_BATCH_LANES: batches of different partitions processed side by side in one
     worker (a partition's batches stay in order): while one waits on Redis, another
-    computes."""
+    computes. One by default: on the 2-core benchmark machine two lanes' batches are half
+    as large, and their per-batch work cost more latency above 1,000 events/s than the
+    overlap saved (docs/benchmarks.md, 2026-12-02)."""
 
 
 @dataclass(frozen=True)
