@@ -27,26 +27,35 @@ class FetchedHighWatermarks:
         self.consumers: dict[str, tuple[AIOKafkaConsumer, list[TopicPartition]]] = {}
         self.known: dict[TopicPartition, int] = {}
         self.max_wait_s = max_wait_s
-        self._lock = asyncio.Lock()
         self._callers: dict[str, int] = {}
+        self._starting: dict[str, asyncio.Future[None]] = {}
 
     async def _consumer(self, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
-        async with self._lock:
-            if topic not in self.consumers:
-                consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                    fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=1,
-                    auto_offset_reset="earliest",
-                )
-                await consumer.start()
-                partitions = None
-                while not partitions:
-                    await consumer._client.force_metadata_update()  # noqa: SLF001
-                    partitions = consumer.partitions_for_topic(topic)
-                tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-                consumer.assign(tps)
-                self.consumers[topic] = (consumer, tps)
-            return self.consumers[topic]
+        """The topic's consumer, started once. A caller cancelled meanwhile (the fraud
+        pipeline cancels a fetch it no longer needs) leaves the start running for the next."""
+        if topic not in self.consumers:
+            if topic not in self._starting:
+                self._starting[topic] = asyncio.ensure_future(self._start(topic))
+            await asyncio.shield(self._starting[topic])
+        return self.consumers[topic]
+
+    async def _start(self, topic: str) -> None:
+        try:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=1,
+                auto_offset_reset="earliest",
+            )
+            await consumer.start()
+            partitions = None
+            while not partitions:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                partitions = consumer.partitions_for_topic(topic)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            self.consumers[topic] = (consumer, tps)
+        finally:
+            del self._starting[topic]  # a failed start is tried again by the next caller
 
     async def highwaters(self, topic: str) -> dict[int, int]:
         """High watermarks from fetch responses received after this call began, so that
@@ -82,6 +91,7 @@ class FetchedHighWatermarks:
         return {tp.partition: int(high) for tp, high in highs.items()}  # type: ignore[arg-type]
 
     async def close(self) -> None:
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
         for consumer, _ in self.consumers.values():
             await consumer.stop()
         self.consumers.clear()

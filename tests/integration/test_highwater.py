@@ -7,7 +7,7 @@ import logging
 import uuid
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.run import produce
 from streamer.embedded import EmbeddedBroker
@@ -48,5 +48,38 @@ def test_callers_at_once_each_get_fresh_watermarks(broker: EmbeddedBroker, caplo
             results = asyncio.run(asked_at_once())
         assert [sum(highs.values()) for highs in results] == [30, 30]
         assert not [r for r in caplog.records if "no fresh high watermarks" in r.getMessage()]  # the second did not wait out
+    finally:
+        asyncio.run(delete_topics(bootstrap, [topic]))
+
+
+def test_a_caller_cancelled_while_the_consumer_starts_leaves_it_to_the_next(
+        broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fraud pipeline cancels a fetch it no longer needs: the consumer's start goes
+    on, and the next caller uses that consumer (no second one, no half-started one left)."""
+    bootstrap, topic = broker.bootstrap_servers, f"highwater-{uuid.uuid4().hex[:8]}"
+    created: list[AIOKafkaConsumer] = []
+
+    class Counted(AIOKafkaConsumer):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    monkeypatch.setattr("streamer.worker.highwater.AIOKafkaConsumer", Counted)
+
+    async def cancelled_then_asked() -> dict[int, int]:
+        fetched = FetchedHighWatermarks(bootstrap, max_wait_s=3.0)
+        try:
+            first = asyncio.ensure_future(fetched.highwaters(topic))
+            await asyncio.sleep(0)  # its consumer is starting
+            first.cancel()
+            return await fetched.highwaters(topic)
+        finally:
+            await fetched.close()
+
+    asyncio.run(ensure_topics(bootstrap, [topic], 2))
+    try:
+        asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(10)]))
+        highs = asyncio.run(cancelled_then_asked())
+        assert len(created) == 1 and sum(highs.values()) == 10
     finally:
         asyncio.run(delete_topics(bootstrap, [topic]))
