@@ -62,13 +62,15 @@ TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
 AFTER_EVERY_ID = "\U0010ffff"
 
 
-def insert_new(entries: list, entry: tuple) -> None:  # type: ignore[type-arg]
+def insert_new(entries: list, entry: tuple) -> bool:  # type: ignore[type-arg]
     """Insert ``(ts, id, …)`` in order unless that transaction is there already (an id
-    always comes with the same event time, so a repeat sits right at its place)."""
+    always comes with the same event time, so a repeat sits right at its place); returns
+    whether it was inserted."""
     at = bisect.bisect_left(entries, entry[:2])
     if at < len(entries) and entries[at][1] == entry[1] and entries[at][0] == entry[0]:
-        return
+        return False
     entries.insert(at, entry)
+    return True
 
 
 @dataclass

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from streamer.events import Transaction
+from streamer.features.fraud import insert_new
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.state.store import CachedEmbedding, CardState, StateStore
 
@@ -68,10 +69,7 @@ class CardEmbeddings:
             key = (card_id, (before[-1][0], before[-1][1]) if before else None, late[card_id])
             wanted.append(key)
             needed[key] = before
-            if at < len(history) and history[at][1] == tx.transaction_id:
-                continue  # stored already (re-processed)
-            history.insert(at, (tx.ts, tx.transaction_id, row))
-            if at < len(history) - 1:
+            if insert_new(history, (tx.ts, tx.transaction_id, row)) and at < len(history) - 1:  # not if re-processed
                 late[card_id] += 1
         latest: dict[str, Key] = {}
         for card_id, history in histories.items():

@@ -163,14 +163,14 @@ class FraudPipeline:
         (or the wait ran out), and whether another partition's transactions may be
         missing from its terminal features (``partial_state``)."""
         newest = max(tx.ts for tx in transactions)
-        clocks = [clock for clock in (self.label_clock, self.transaction_clock) if clock is not None]
+        topics = [clock.topic for clock in (self.label_clock, self.transaction_clock) if clock is not None]
         highwaters = self.label_clock.fetch_ahead() if self.label_clock is not None else None
         try:
-            batch = await self.features.rows(transactions, [clock.topic for clock in clocks])
+            batch = await self.features.rows(transactions, topics)
             if self.label_clock is not None and await self.label_clock.lagging(
                     newest, batch.progress[self.label_clock.topic], highwaters):
                 await self.label_clock.wait_until(newest)
-                batch = await self.features.rows(transactions, [clock.topic for clock in clocks])  # with those labels
+                batch = await self.features.rows(transactions, topics)  # with those labels
         finally:
             if highwaters is not None:
                 highwaters.cancel()
