@@ -66,5 +66,19 @@ def settings(broker: EmbeddedBroker, redis_url: str, namespace: str) -> Iterator
 
 
 @pytest.fixture
+def topic(broker: EmbeddedBroker) -> Iterator[str]:
+    """A topic of this test alone, with 2 partitions, deleted afterwards."""
+    from streamer.worker.topics import delete_topics, ensure_topics
+
+    name = f"topic-{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(broker.bootstrap_servers, [name], 2))
+    yield name
+    try:
+        asyncio.run(delete_topics(broker.bootstrap_servers, [name]))
+    except Exception:  # noqa: BLE001 - cleanup must not hide the test's own result
+        pass
+
+
+@pytest.fixture
 def worker_log(tmp_path: Path) -> Path:
     return tmp_path / "worker.log"

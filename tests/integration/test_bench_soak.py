@@ -12,13 +12,12 @@ from bench.run import produce
 from bench.soak import backlog, wait_caught_up
 from streamer.embedded import EmbeddedBroker
 from streamer.worker.highwater import FetchedHighWatermarks
-from streamer.worker.topics import delete_topics, ensure_topics
 
 pytestmark = pytest.mark.kafka
 
 
-def test_the_backlog_is_what_the_group_has_not_committed(broker: EmbeddedBroker) -> None:
-    bootstrap, topic, group = broker.bootstrap_servers, f"soak-{uuid.uuid4().hex[:8]}", f"soak-{uuid.uuid4().hex[:8]}"
+def test_the_backlog_is_what_the_group_has_not_committed(broker: EmbeddedBroker, topic: str) -> None:
+    bootstrap, group = broker.bootstrap_servers, f"soak-{uuid.uuid4().hex[:8]}"
 
     async def highwaters() -> dict[int, int]:
         fetched = FetchedHighWatermarks(bootstrap)
@@ -36,18 +35,14 @@ def test_the_backlog_is_what_the_group_has_not_committed(broker: EmbeddedBroker)
         finally:
             await consumer.stop()
 
-    asyncio.run(ensure_topics(bootstrap, [topic], 2))
-    try:
-        asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(40)]))
-        highs = asyncio.run(highwaters())
-        assert sum(highs.values()) == 40 and all(highs.values())  # both partitions hold some
-        assert asyncio.run(backlog(bootstrap, group, [topic])) == {topic: 40}
-        asyncio.run(commit({0: highs[0]}))
-        assert asyncio.run(backlog(bootstrap, group, [topic])) == {topic: highs[1]}
-        asyncio.run(commit({1: highs[1] - 1}))
-        assert asyncio.run(wait_caught_up(bootstrap, group, [topic], timeout_s=2))[0] == {topic: 1}
-        asyncio.run(commit({1: highs[1]}))
-        left, waited = asyncio.run(wait_caught_up(bootstrap, group, [topic], timeout_s=10))
-        assert left == {topic: 0} and waited < 10
-    finally:
-        asyncio.run(delete_topics(bootstrap, [topic]))
+    asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(40)]))
+    highs = asyncio.run(highwaters())
+    assert sum(highs.values()) == 40 and all(highs.values())  # both partitions hold some
+    assert asyncio.run(backlog(bootstrap, group, [topic])) == {topic: 40}
+    asyncio.run(commit({0: highs[0]}))
+    assert asyncio.run(backlog(bootstrap, group, [topic])) == {topic: highs[1]}
+    asyncio.run(commit({1: highs[1] - 1}))
+    assert asyncio.run(wait_caught_up(bootstrap, group, [topic], timeout_s=2))[0] == {topic: 1}
+    asyncio.run(commit({1: highs[1]}))
+    left, waited = asyncio.run(wait_caught_up(bootstrap, group, [topic], timeout_s=10))
+    assert left == {topic: 0} and waited < 10

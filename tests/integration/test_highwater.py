@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -12,13 +11,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.run import produce
 from streamer.embedded import EmbeddedBroker
 from streamer.worker.highwater import FetchedHighWatermarks
-from streamer.worker.topics import delete_topics, ensure_topics
 
 pytestmark = pytest.mark.kafka
 
 
-def test_callers_at_once_each_get_fresh_watermarks(broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture) -> None:
-    bootstrap, topic = broker.bootstrap_servers, f"highwater-{uuid.uuid4().hex[:8]}"
+def test_callers_at_once_each_get_fresh_watermarks(broker: EmbeddedBroker, topic: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    bootstrap = broker.bootstrap_servers
 
     async def asked_at_once() -> list[dict[int, int]]:
         fetched = FetchedHighWatermarks(bootstrap, max_wait_s=3.0)
@@ -41,22 +40,18 @@ def test_callers_at_once_each_get_fresh_watermarks(broker: EmbeddedBroker, caplo
         finally:
             await fetched.close()
 
-    asyncio.run(ensure_topics(bootstrap, [topic], 2))
-    try:
-        asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)]))
-        with caplog.at_level(logging.WARNING, logger="streamer.worker.highwater"):
-            results = asyncio.run(asked_at_once())
-        assert [sum(highs.values()) for highs in results] == [30, 30]
-        assert not [r for r in caplog.records if "no fresh high watermarks" in r.getMessage()]  # the second did not wait out
-    finally:
-        asyncio.run(delete_topics(bootstrap, [topic]))
+    asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)]))
+    with caplog.at_level(logging.WARNING, logger="streamer.worker.highwater"):
+        results = asyncio.run(asked_at_once())
+    assert [sum(highs.values()) for highs in results] == [30, 30]
+    assert not [r for r in caplog.records if "no fresh high watermarks" in r.getMessage()]  # the second did not wait out
 
 
 def test_a_caller_cancelled_while_the_consumer_starts_leaves_it_to_the_next(
-        broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+        broker: EmbeddedBroker, topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fraud pipeline cancels a fetch it no longer needs: the consumer's start goes
     on, and the next caller uses that consumer (no second one, no half-started one left)."""
-    bootstrap, topic = broker.bootstrap_servers, f"highwater-{uuid.uuid4().hex[:8]}"
+    bootstrap = broker.bootstrap_servers
     created: list[AIOKafkaConsumer] = []
 
     class Counted(AIOKafkaConsumer):
@@ -76,10 +71,6 @@ def test_a_caller_cancelled_while_the_consumer_starts_leaves_it_to_the_next(
         finally:
             await fetched.close()
 
-    asyncio.run(ensure_topics(bootstrap, [topic], 2))
-    try:
-        asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(10)]))
-        highs = asyncio.run(cancelled_then_asked())
-        assert len(created) == 1 and sum(highs.values()) == 10
-    finally:
-        asyncio.run(delete_topics(bootstrap, [topic]))
+    asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(10)]))
+    highs = asyncio.run(cancelled_then_asked())
+    assert len(created) == 1 and sum(highs.values()) == 10
