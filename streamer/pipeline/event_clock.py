@@ -85,14 +85,12 @@ class EventClock:
         (else read here); ``highwaters``: from ``fetch_ahead``, called once the events
         to check were in hand (it may answer before or after the progress was read:
         either way, whatever the broker held before the call is stored when the
-        progress reaches its high watermark)."""
+        progress reaches its high watermark); the caller cancels it when done."""
         if progress is None:
             progress = await self.store.read_progress(self.topic)
         limit = ts - self.slack_s
         if self.partitions and all(progress.get(p, (0, float("-inf")))[1] >= limit for p in self.partitions):
             self.asked_broker = False
-            if highwaters is not None:
-                highwaters.cancel()
             return []  # every partition has stored that far: no need to ask the broker
         self.asked_broker = True
         highs = await highwaters if highwaters is not None else await self.brokers.highwaters(self.topic)
