@@ -12,3 +12,31 @@ def test_the_naive_agent_has_one_lane_and_the_engine_its_configured_lanes() -> N
     assert (naive.batch.max_size, naive.batch.lanes) == (1, 1)
     assert (engine.batch.max_size, engine.batch.lanes) == (512, 2)
     assert naive.topics.transactions != engine.topics.transactions and naive.redis.namespace != engine.redis.namespace
+
+
+def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monkeypatch, tmp_path) -> None:
+    """The embedded broker's work per fetch grows with a partition's length, so a rate
+    must not run on the topics the rates before it filled (bench.broker_growth)."""
+    import bench.run as run
+
+    calls, deleted = [], []
+
+    def one_rate(settings, kind, rate, messages, log):
+        calls.append((settings, rate, messages))
+        return {"offered": rate}
+
+    async def delete_namespace(redis):
+        deleted.append(redis.namespace)
+
+    monkeypatch.setattr(run, "_latency_at", one_rate)
+    monkeypatch.setattr(run, "delete_namespace", delete_namespace)
+    messages = [(b"k", str(i).encode()) for i in range(100)]
+    results = run.latency(Settings.from_env(), "transactions", messages, [2.0, 4.0], 5, tmp_path / "log")
+
+    assert results == [{"offered": 2.0}, {"offered": 4.0}]
+    (first, _, first_messages), (second, _, second_messages) = calls
+    assert first.topics.transactions != second.topics.transactions
+    assert first.kafka.group_id != second.kafka.group_id
+    assert first.redis.namespace == second.redis.namespace == deleted[0] and len(deleted) == 1
+    # one message to wait for the worker, then rate x seconds, the feed read on
+    assert first_messages == messages[:11] and second_messages == messages[11:32]
