@@ -31,6 +31,8 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         for key, style in (("p50_ms", "o-"), ("p99_ms", "s-"), ("max_ms", "^:")):
             ax.plot(rates, [p[key] for p in points], style, label=key.replace("_ms", ""))
         ax.set_xscale("log")
+        ax.set_xticks(rates, [f"{r:,.0f}" for r in rates])  # the offered rates, not the log scale's ticks
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_xlabel(f"offered {kind}/s")
         ax.set_ylabel("latency, ms (input → output record)")
