@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     n_tx, n_clicks, n_naive = (5000, 5000, 1000) if args.quick else (30000, 20000, 3000)
-    rates = [500, 2000] if args.quick else [500, 1000, 2000, 4000, 8000]
+    rates = [500, 2000] if args.quick else [500, 1000, 2000, 3000, 4000, 8000]
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "worker.log"
