@@ -150,14 +150,21 @@ async def output_times(bootstrap: str, topic: str, expected: int, id_field: str,
         await consumer.stop()
 
 
+def endpoints(topics: TopicSettings, kind: str) -> tuple[str, str, str]:
+    """The input topic of ``kind`` ("transactions" or "clicks"), the topic its outputs go
+    to, and the output field that names the input event."""
+    if kind == "transactions":
+        return topics.transactions, topics.fraud_scores, "transaction_id"
+    return topics.clickstream, topics.recommendations, "event_id"
+
+
 def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1,
           module: str = "streamer.cli worker") -> float:
     """Events per second for a backlog, first output to last output, with 1 or more
     workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``)."""
     settings = fresh_settings(base, batch)
     topics = settings.topics
-    source, sink, id_field = ((topics.transactions, topics.fraud_scores, "transaction_id") if kind == "transactions"
-                              else (topics.clickstream, topics.recommendations, "event_id"))
+    source, sink, id_field = endpoints(topics, kind)
     bootstrap = settings.kafka.bootstrap_servers
     asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
     try:
@@ -200,8 +207,7 @@ def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Messa
     """One rate on fresh topics: the first message waits for the worker to be up, the rest
     are offered at ``rate``."""
     topics = settings.topics
-    source, sink, id_field = ((topics.transactions, topics.fraud_scores, "transaction_id") if kind == "transactions"
-                              else (topics.clickstream, topics.recommendations, "event_id"))
+    source, sink, id_field = endpoints(topics, kind)
     bootstrap = settings.kafka.bootstrap_servers
     asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
     try:
