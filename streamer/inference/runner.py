@@ -30,13 +30,26 @@ R = TypeVar("R")
 INLINE_ROWS = 64
 
 
+def runs_off_the_loop(rows: int) -> bool:
+    """Whether ``off_the_loop`` hands a batch of ``rows`` to a thread."""
+    return rows >= INLINE_ROWS
+
+
 async def off_the_loop(rows: int, infer: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``infer(*args)`` in a thread for a batch of ``rows`` or more: ONNX Runtime lets go
     of the GIL while it runs, so the event loop (the other lanes' batches, Faust's
-    fetching) carries on meanwhile, on the other core."""
-    if rows < INLINE_ROWS:
+    fetching, the batch's own state write) carries on meanwhile, on the other core."""
+    if not runs_off_the_loop(rows):
         return infer(*args, **kwargs)
     return await asyncio.to_thread(infer, *args, **kwargs)
+
+
+async def settle(task: asyncio.Future[object]) -> None:
+    """Wait for ``task`` to end, without raising what it raised: its outcome no longer
+    matters to the caller, which is raising an error of its own."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 #: Graph rewrites left out on the CPU provider: ONNX Runtime's fused SkipLayerNormalization
 #: kernel is slower on CPU than the plain Add + LayerNormalization it replaces in our

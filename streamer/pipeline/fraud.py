@@ -5,13 +5,16 @@ progress (one round trip, while the label topic's high watermarks are fetched; t
 cards this worker holds come from its ``CardCache``) →
 the 15 features per transaction, in arrival order → for a sequence model, the card
 embeddings (``card_sequence``: one encoder call for what is not cached) → one scorer
-call → write state, embeddings included (one round trip) → a score per transaction, an
+call, while the batch's transactions and rows are written (when the models run on the
+inference thread) → write the cards' new embeddings and the partitions' progress (all of
+the state in one round trip for a small batch) → a score per transaction, an
 alert with reasons for risky ones, and a dead letter per bad message. ``LabelPipeline`` stores late fraud labels that
 the terminal risk features read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -24,7 +27,7 @@ from streamer.features.fraud import (
     CARD_HORIZON, DAY, DELAY_DAYS, FEATURE_NAMES, ROW_FIELDS, TERMINAL_HORIZON, TimeWindows, transaction_features,
 )
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.inference.runner import off_the_loop
+from streamer.inference.runner import off_the_loop, runs_off_the_loop, settle
 from streamer.output.dead_letter import dead_letter
 from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.event_clock import EventClock, progress_of
@@ -91,13 +94,23 @@ class TransactionFeatures:
         await self.store_batch(transactions, batch, progress)
         return batch.rows
 
+    async def store_transactions(self, transactions: Sequence[Transaction], batch: FeatureBatch) -> None:
+        """The batch's transactions with their rows (for the sequence model): what scoring
+        the batch does not change, so the pipeline writes it while the models run."""
+        await self.store.write_fraud(transactions, batch.matrix if self.sequence_rows else None)
+
     async def store_batch(self, transactions: Sequence[Transaction], batch: FeatureBatch,
                           progress: StreamProgress | None = None,
-                          card_embeddings: Mapping[str, CachedEmbedding] | None = None) -> None:
+                          card_embeddings: Mapping[str, CachedEmbedding] | None = None,
+                          transactions_stored: bool = False) -> None:
         """The batch's transactions, with their rows (for the sequence model) and the cards'
-        new embeddings, and the partitions' progress: one write; then the card cache."""
+        new embeddings, and the partitions' progress: one write (without the transactions
+        when ``store_transactions`` wrote them already); then the card cache."""
         rows = batch.matrix if self.sequence_rows else None
-        await self.store.write_fraud(transactions, rows, progress, card_embeddings)
+        if transactions_stored:
+            await self.store.write_fraud([], None, progress, card_embeddings)
+        else:
+            await self.store.write_fraud(transactions, rows, progress, card_embeddings)
         self.cache.store(transactions, rows, card_embeddings, batch.generation)
 
 
@@ -132,8 +145,8 @@ class FraudPipeline:
         progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
         batch, partial = await self._read(transactions, progress)
-        scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards)
-        await self.features.store_batch(transactions, batch, progress, fresh)
+        scores, fresh, stored = await self._score_while_storing(transactions, batch)
+        await self.features.store_batch(transactions, batch, progress, fresh, transactions_stored=stored)
 
         scored_at = format_time(self.clock())
         for tx, row, score in zip(transactions, batch.rows, scores.tolist()):
@@ -178,6 +191,27 @@ class FraudPipeline:
             return batch, False
         lagging = await self.transaction_clock.lagging(newest, batch.progress[self.transaction_clock.topic])
         return batch, any(p not in progress.partitions for p in lagging)  # this batch's own are stored in order
+
+    async def _score_while_storing(self, transactions: Sequence[Transaction], batch: FeatureBatch,
+                                   ) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None, bool]:
+        """The scores and the cards' new embeddings (``_embed_and_score``). When the models
+        run on the inference thread, the batch's transactions and rows are written
+        meanwhile (Redis works while the models do); the embeddings and the partitions'
+        progress are written after them, so a reader that sees the progress sees what it
+        covers. Returns whether the transactions were written."""
+        if not runs_off_the_loop(len(batch.rows)):
+            return (*self._embed_and_score(transactions, batch.matrix, batch.cards), False)
+        storing = asyncio.ensure_future(self.features.store_transactions(transactions, batch))
+        try:
+            scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix,
+                                               batch.cards)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                storing.cancel()  # stopping: not worth waiting on Redis for
+            await settle(storing)  # the batch is retried or dropped; what it wrote is rewritten the same
+            raise
+        await storing
+        return scores, fresh, True
 
     def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,
                          cards: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,6 +99,72 @@ async def test_a_batch_stores_its_state_and_the_cards_embeddings_in_one_write(sc
     for tx in (decode_transaction(orjson.dumps(t)) for t in sample):
         latest[tx.card_id] = max(latest.get(tx.card_id, (tx.ts, tx.transaction_id)), (tx.ts, tx.transaction_id))
     assert {card: (e.ts, e.event_id) for card, e in store.card_embeddings.items()} == latest
+
+
+class RecordingStore(InMemoryStateStore):
+    """Records what each ``write_fraud`` carried; ``fail_with`` makes the first one fail
+    after ``delay_s``."""
+
+    def __init__(self, delay_s: float = 0.0, fail_with: Exception | None = None) -> None:
+        super().__init__()
+        self.writes: list[tuple[int, bool, bool, bool]] = []
+        self.finished: list[bool] = []
+        self.started = threading.Event()
+        self.delay_s = delay_s
+        self.fail_with = fail_with
+
+    async def write_fraud(self, transactions: Sequence[Any], rows: Any = None, progress: Any = None,
+                          card_embeddings: Any = None) -> None:
+        self.writes.append((len(transactions), rows is not None, progress is not None, bool(card_embeddings)))
+        self.started.set()
+        await asyncio.sleep(self.delay_s)
+        if self.fail_with is not None and len(self.writes) == 1:
+            self.finished.append(False)
+            raise self.fail_with
+        await super().write_fraud(transactions, rows, progress, card_embeddings)
+        self.finished.append(True)
+
+
+def transaction_records(n: int) -> list[SourceRecord]:
+    return records("transactions", [orjson.dumps(t) for t in load_jsonl(DATA / "transactions_sample.jsonl")[:n]])
+
+
+async def test_a_large_batch_writes_its_transactions_while_the_models_run(scorer: FraudScorer) -> None:
+    store = RecordingStore()
+    pipeline = FraudPipeline(scorer, store, SETTINGS)
+    score = pipeline._embed_and_score
+    write_began_first: list[bool] = []
+
+    def embed_and_score(*args: Any) -> Any:  # on the inference thread
+        write_began_first.append(store.started.wait(timeout=10))
+        return score(*args)
+
+    pipeline._embed_and_score = embed_and_score  # type: ignore[method-assign]
+    outputs = await pipeline.process(transaction_records(200))
+    assert write_began_first == [True]
+    # first the transactions and rows, then the embeddings with the progress
+    assert store.writes == [(200, True, False, False), (0, False, True, True)]
+    assert len([o for o in outputs if o.topic == SETTINGS.topics.fraud_scores]) == 200
+
+
+async def test_a_batch_whose_scoring_fails_lets_its_transactions_write_end_first(scorer: FraudScorer) -> None:
+    store = RecordingStore(delay_s=0.2)
+    pipeline = FraudPipeline(scorer, store, SETTINGS)
+
+    def fail(*args: Any) -> Any:
+        raise RuntimeError("the model broke")
+
+    pipeline._embed_and_score = fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="the model broke"):
+        await pipeline.process(transaction_records(100))
+    assert store.finished == [True] and len(store.writes) == 1  # ended, and nothing written after
+
+
+async def test_a_failed_transactions_write_fails_the_batch_after_scoring(scorer: FraudScorer) -> None:
+    store = RecordingStore(fail_with=DependencyError("redis: down"))
+    with pytest.raises(DependencyError):
+        await FraudPipeline(scorer, store, SETTINGS).process(transaction_records(100))
+    assert store.writes == [(100, True, False, False)]  # no progress written for it
 
 
 async def test_large_amounts_raise_alerts_with_reasons(scorer: FraudScorer) -> None:
