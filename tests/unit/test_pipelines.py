@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,6 +159,24 @@ async def test_a_batch_whose_scoring_fails_lets_its_transactions_write_end_first
     with pytest.raises(RuntimeError, match="the model broke"):
         await pipeline.process(transaction_records(100))
     assert store.finished == [True] and len(store.writes) == 1  # ended, and nothing written after
+
+
+async def test_a_batch_cancelled_while_scoring_cancels_its_transactions_write(scorer: FraudScorer) -> None:
+    store = RecordingStore(delay_s=60.0)  # Redis hanging
+    pipeline = FraudPipeline(scorer, store, SETTINGS)
+    score = pipeline._embed_and_score
+
+    def slow(*args: Any) -> Any:
+        time.sleep(0.3)
+        return score(*args)
+
+    pipeline._embed_and_score = slow  # type: ignore[method-assign]
+    task = asyncio.ensure_future(pipeline.process(transaction_records(100)))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=10)  # not the write's 60 s
+    assert done and task.cancelled()
+    assert len(store.writes) == 1 and store.finished == []
 
 
 async def test_a_failed_transactions_write_fails_the_batch_after_scoring(scorer: FraudScorer) -> None:
