@@ -49,6 +49,8 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         "",
         f"Machine: {results['machine']}. Date: {results['date']}. Command: `{results['command']}` "
         f"(embedded Tansu broker, Redis and the worker on the same machine; micro-batch size {results['batch_size']}).",
+        *([f"CPU time taken by the hypervisor for other guests during the run (steal): {results['cpu_stolen_share']:.1%}."]
+          if results.get("cpu_stolen_share") is not None else []),
         "",
         "Drain throughput, events per second (median of the runs, min – max). The engine's share is of the",
         "smaller ceiling: the bare consume → produce loop, or the model alone.",

@@ -16,7 +16,9 @@ all on this machine, and measures in one run:
 * latency at fixed offered rates: input record timestamp → output record timestamp,
   p50 / p99 / max, at several rates up to saturation.
 
-Each drain is repeated (median and spread reported). Results go to
+Each drain is repeated (median and spread reported), and the share of the machine's CPU
+time the hypervisor gave other guests over the run (steal) is recorded: these VMs are
+noisy. Results go to
 ``bench/results/latest.json`` and, with ``--write-docs``, to ``docs/benchmarks.md`` and
 ``docs/latency.png``.
 """
@@ -333,6 +335,25 @@ def local_services(stack: contextlib.ExitStack) -> tuple[EmbeddedBroker, Setting
     return broker, start_missing_services(base, stack)
 
 
+def cpu_times(stat: Path = Path("/proc/stat")) -> list[int] | None:
+    """The machine's CPU time so far, in ticks, by kind (user, nice, system, idle, iowait,
+    irq, softirq, steal, ...), from the first line of ``/proc/stat``; None off Linux."""
+    try:
+        return [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def stolen_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the machine's CPU time between two ``cpu_times`` that the hypervisor
+    gave to other guests (steal): a VM's noise, measured. Guest time, already counted in
+    user time, is left out of the total."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    spent = [b - a for a, b in zip(before[:8], after[:8])]
+    return round(spent[7] / max(sum(spent), 1), 4)
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values)), "min": round(min(values)), "max": round(max(values)), "runs": len(values)}
 
@@ -350,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "worker.log"
 
+    started_cpu = cpu_times()
     with contextlib.ExitStack() as stack:
         broker, base = local_services(stack)
         offered = int(sum(rates) * 8) + len(rates)  # each rate's first message waits for its worker
@@ -375,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{kind}_drain_two_workers_per_s"] = spread([drain(base, kind, messages[:n], batch, log, workers=2) for _ in range(repeats)])
             print(f"  two workers {results[f'{kind}_drain_two_workers_per_s']}", flush=True)
             results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, 4 if args.quick else 8, log)
+    results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     if args.write_docs:

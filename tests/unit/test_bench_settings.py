@@ -1,8 +1,11 @@
-"""The benchmark's settings: the naive agent really takes one event at a time."""
+"""The benchmark's settings and bookkeeping: the naive agent really takes one event at a time,
+the latency runs split by rate, the CPU time stolen from the VM."""
 
 from __future__ import annotations
 
-from bench.run import fresh_settings
+from pathlib import Path
+
+from bench.run import cpu_times, fresh_settings, stolen_share
 from streamer.settings import Settings
 
 
@@ -40,3 +43,15 @@ def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monke
     assert first.redis.namespace == second.redis.namespace == deleted[0] and len(deleted) == 1
     # one message to wait for the worker, then rate x seconds, the feed read on
     assert first_messages == messages[:11] and second_messages == messages[11:32]
+
+
+def test_the_suite_reports_the_share_of_cpu_time_the_hypervisor_stole(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 17 3 0\n")
+    before = cpu_times(stat)
+    assert before == [100, 0, 50, 800, 10, 0, 5, 35, 7, 0]
+    stat.write_text("cpu  180 0 70 1500 10 0 5 135 9 0\n")
+    # 80 user + 20 system + 700 idle + 100 steal: guest time (already in user) left out
+    assert stolen_share(before, cpu_times(stat)) == 0.1111
+    assert stolen_share(None, cpu_times(stat)) is None
+    assert cpu_times(tmp_path / "missing") is None
