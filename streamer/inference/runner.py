@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -44,12 +44,13 @@ async def off_the_loop(rows: int, infer: Callable[P, R], *args: P.args, **kwargs
     return await asyncio.to_thread(infer, *args, **kwargs)
 
 
-async def settle(task: asyncio.Future[object]) -> None:
+async def settle(task: asyncio.Future[Any]) -> None:
     """Wait for ``task`` to end, without raising what it raised: its outcome no longer
     matters to the caller, which is raising an error of its own."""
     await asyncio.wait([task])
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
 
 #: Graph rewrites left out on the CPU provider: ONNX Runtime's fused SkipLayerNormalization
 #: kernel is slower on CPU than the plain Add + LayerNormalization it replaces in our
