@@ -55,7 +55,7 @@ from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings, TopicSettings
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import delete_namespace
-from streamer.worker.topics import delete_topics, ensure_topics
+from streamer.worker.topics import assign_topic, delete_topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 Message = tuple[bytes, bytes]
@@ -136,13 +136,7 @@ async def output_times(bootstrap: str, topic: str, expected: int, id_field: str,
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     try:
-        partitions = None
-        while not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await consumer.seek_to_beginning(*await assign_topic(consumer, topic))
         times: dict[str, int] = {}
         deadline = time.monotonic() + timeout_s
         while len(times) < expected and time.monotonic() < deadline:
@@ -163,12 +157,7 @@ async def wait_committed(bootstrap: str, group: str, topic: str, records: int, t
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = None
-        while not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
+        tps = await assign_topic(consumer, topic)
         deadline = time.monotonic() + timeout_s
         while True:
             committed = sum([await consumer.committed(tp) or 0 for tp in tps])

@@ -17,6 +17,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamer.worker.topics import assign_topic
+
 log = logging.getLogger(__name__)
 
 
@@ -47,13 +49,7 @@ class FetchedHighWatermarks:
                 auto_offset_reset="earliest",
             )
             await consumer.start()
-            partitions = None
-            while not partitions:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                partitions = consumer.partitions_for_topic(topic)
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            self.consumers[topic] = (consumer, tps)
+            self.consumers[topic] = (consumer, await assign_topic(consumer, topic))
         finally:
             del self._starting[topic]  # a failed start is tried again by the next caller
 

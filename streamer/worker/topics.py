@@ -1,4 +1,5 @@
-"""Creating the engine's topics on start, with the configured partition count.
+"""Creating the engine's topics on start, with the configured partition count; assigning
+a consumer the whole of one.
 
 Existing topics are left as they are (Kafka cannot shrink partitions, and the
 embedded broker cannot add any), so a running deployment keeps its layout.
@@ -10,12 +11,26 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from streamer.errors import DependencyError
 
 log = logging.getLogger(__name__)
+
+
+async def assign_topic(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign a started group-less (or not joining) consumer every partition of ``topic``,
+    once its metadata knows them (a topic just created may take a refresh or two); returns
+    them in order."""
+    partitions = None
+    while not partitions:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka offers no public refresh
+        partitions = consumer.partitions_for_topic(topic)
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    return tps
 
 
 async def ensure_topics(
