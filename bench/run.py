@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.datasets import BEAUTY, FRAUD_CSV, read_fraud_csv, read_sequences
@@ -298,10 +298,7 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
         await consumer.start()
         await producer.start()
         try:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            tps = [TopicPartition(source, p) for p in consumer.partitions_for_topic(source) or ()]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await consumer.seek_to_beginning(*await assign_topic(consumer, source))
             seen, started = 0, time.perf_counter()
             while seen < len(messages):
                 for batch in (await consumer.getmany(timeout_ms=200, max_records=2000)).values():
