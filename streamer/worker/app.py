@@ -1,15 +1,15 @@
 """The Faust app: four thin agents over the input topics.
 
-Each agent takes micro-batches (``take_events``: closes on size or on maximum wait,
-partition order kept), hands them to a pipeline and publishes the outputs. While a
-batch is processed, the next one gathers (``streamer.worker.batching``: Faust's
-per-event work fills the waits on Redis and the broker). The next batch is processed
-once this one's state is written, so it reads that state, while this one's outputs
-are still on their way to the broker; its outputs are sent only after this one's are
-acknowledged, so outputs keep their order. A batch's events are held (one more
-reference on each message) until its outputs are acknowledged: Faust commits their
-offsets only after their outputs are safe, so a crash loses nothing (at-least-once;
-reprocessing is harmless).
+Each agent takes the runs of records the transport delivers (one per partition and
+fetch, ``streamer.worker.transport.RecordRun``) and hands their records to micro-batches
+(``streamer.worker.batching``: closes on size or on maximum wait, partition order
+kept), which go to a pipeline, then to the sink. While a batch is processed, the next
+one gathers. The next batch is processed once this one's state is written, so it reads
+that state, while this one's outputs are still on their way to the broker; its outputs
+are sent only after this one's are acknowledged, so outputs keep their order. A run is
+held (one more reference on its message, ``HeldRuns``) until the outputs of all its
+records are acknowledged: Faust commits its offsets only after its outputs are safe,
+so a crash loses nothing (at-least-once; reprocessing is harmless).
 
 A batch whose processing fails on an outside system is retried with back-off until it
 succeeds, and so is its publishing. A batch that fails for any other reason is split
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -40,6 +41,11 @@ from streamer.worker.batching import Batcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Runs (a partition's records of one fetch) a stream buffers before Faust pauses
+#: fetching that partition; Faust's default of 4,096 counts messages, and a run holds up
+#: to a fetch's records.
+STREAM_BUFFER_RUNS = 16
 
 
 class Pipeline(Protocol):
@@ -128,21 +134,45 @@ class LeanMonitor(Monitor):
         return None
 
 
-def partition_of(event: Any) -> int:
-    return int(event.message.partition)
+def partition_of(record: SourceRecord) -> int:
+    return record.partition
 
 
-def source_record(event: Any) -> SourceRecord:
-    message = event.message
-    return SourceRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        headers=tuple((k, v) for k, v in (message.headers or ())),
-    )
+class HeldRuns:
+    """The runs an agent took and has not let go of yet, per partition in offset order.
+    A run is let go of (acknowledged: Faust may commit its offsets) once the outputs of
+    its last record, and so of all of its records, are acknowledged."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, deque[Any]] = {}
+
+    def hold(self, event: Any) -> None:
+        """Keep ``event`` (its message a ``RecordRun``) from being acknowledged when the
+        stream takes its next one."""
+        event.message.incref()
+        self.runs.setdefault(event.message.partition, deque()).append(event)
+
+    def release(self, delivered: Sequence[SourceRecord]) -> None:
+        """Let go of the runs whose records are all in ``delivered`` or delivered before."""
+        last: dict[int, int] = {}
+        for record in delivered:
+            last[record.partition] = record.offset
+        for partition, offset in last.items():
+            runs = self.runs.get(partition)
+            while runs and runs[0].message.offset <= offset:
+                runs.popleft().ack()
+
+
+class RecordRunSchema(faust.Schema):
+    """A topic's values as the transport made them: a run's records pass through."""
+
+    def compile(self, app: Any, **kwargs: Any) -> Callable[..., Awaitable[Any]]:  # type: ignore[override]
+        create_event = app.create_event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return create_event(None, message.value, message.headers, message)
+
+        return decode
 
 
 def broker_url(bootstrap_servers: str) -> str:
@@ -165,6 +195,7 @@ def build_app(runtime: Runtime) -> faust.App:
         broker_request_timeout=max(40.0, kafka.session_timeout_s * 2),
         broker_commit_interval=kafka.commit_interval_s,
         broker_max_poll_records=max(500, settings.batch.max_size * 2),
+        stream_buffer_maxsize=STREAM_BUFFER_RUNS,
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         topic_disable_leader=True,
@@ -176,28 +207,29 @@ def build_app(runtime: Runtime) -> faust.App:
     within = settings.batch.max_wait_ms / 1000.0
     dead_letters = settings.topics.dead_letter
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    def run_topic(name: str) -> Any:
+        return app.topic(name, schema=RecordRunSchema())
 
     def make_agent(topic_name: str, pipeline: Pipeline, name: str) -> None:
         async def agent(stream: Any) -> None:
-            async def process(events: list[Any]) -> list[OutputRecord]:
-                return await process_batch(pipeline, [source_record(e) for e in events], dead_letters)
+            held = HeldRuns()
 
-            async def deliver(events: list[Any], outputs: list[OutputRecord]) -> None:
+            async def process(records: list[SourceRecord]) -> list[OutputRecord]:
+                return await process_batch(pipeline, records, dead_letters)
+
+            async def deliver(records: list[SourceRecord], outputs: list[OutputRecord]) -> None:
                 await publish_batch(runtime.sink, outputs)
-                for event in events:
-                    event.ack()  # let go of them: their offsets may be committed
+                held.release(records)  # their offsets may be committed
 
-            async with Batcher(process, deliver, settings.batch.max_size, settings.batch.lanes, partition_of) as batcher:
-                async for events in stream.take_events(settings.batch.max_size, within=within):
-                    for event in events:
-                        event.message.incref()  # take_events acks on its next step: hold the offset until published
-                    await batcher.add(events)
+            async with Batcher(process, deliver, settings.batch.max_size, settings.batch.lanes, partition_of,
+                               max_wait_s=within) as batcher:
+                async for event in stream.events():
+                    held.hold(event)
+                    await batcher.add(event.value)
 
         agent.__name__ = name
         agent.__qualname__ = name
-        app.agent(raw_topic(topic_name), name=name)(agent)
+        app.agent(run_topic(topic_name), name=name)(agent)
 
     async def forget_local_state(sender: Any, partitions: Any, **kwargs: Any) -> None:
         for forget in runtime.on_rebalance:

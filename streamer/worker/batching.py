@@ -3,9 +3,10 @@
 An agent hands each chunk of events it takes from Faust to ``Batcher.add``. Events go
 to a lane by their partition (``lane_of``); each lane processes its events in arrival
 order, at most ``max_size`` at a time, and starts its next batch with everything that
-arrived while its last one was in flight. At low load a batch is whatever the agent
-took (latency as without the batcher); under load batches fill up, and the events'
-per-event work in Faust runs while the lanes wait on Redis and the broker.
+arrived while its last one was in flight. A batch closes once it holds ``max_size``
+events or its oldest event has waited ``max_wait_s``, whichever comes first: at low
+load a batch is what arrived within that wait; under load batches fill up, and the
+work of fetching the next events runs while the lanes wait on Redis and the broker.
 
 A batch goes through two steps: ``process`` (its state read and written, its outputs
 made), then ``deliver`` (its outputs published and acknowledged, its events let go).
@@ -32,10 +33,11 @@ R = TypeVar("R")
 
 class Batcher(Generic[T, R]):
     def __init__(self, process: Callable[[list[T]], Awaitable[R]], deliver: Callable[[list[T], R], Awaitable[None]],
-                 max_size: int, lanes: int = 1, lane_of: Callable[[T], int] = lambda item: 0) -> None:
+                 max_size: int, lanes: int = 1, lane_of: Callable[[T], int] = lambda item: 0,
+                 max_wait_s: float = 0.0) -> None:
         if lanes < 1:
             raise ConfigurationError(f"STREAMER_BATCH_LANES must be 1 or more, not {lanes}")
-        self.lanes = [Lane(process, deliver, max_size) for _ in range(lanes)]
+        self.lanes = [Lane(process, deliver, max_size, max_wait_s) for _ in range(lanes)]
         self.lane_of = lane_of
 
     @property
@@ -75,11 +77,14 @@ class Lane(Generic[T, R]):
     delivery of its last batch."""
 
     def __init__(self, process: Callable[[list[T]], Awaitable[R]], deliver: Callable[[list[T], R], Awaitable[None]],
-                 max_size: int) -> None:
+                 max_size: int, max_wait_s: float = 0.0) -> None:
         self.process = process
         self.deliver = deliver
         self.max_size = max_size
+        self.max_wait_s = max_wait_s
         self.pending: list[T] = []
+        self._oldest_arrival = 0.0
+        """When the oldest pending event arrived (the event loop's clock)."""
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -97,6 +102,8 @@ class Lane(Generic[T, R]):
             await asyncio.wait(tasks)  # their errors, if they died, were raised by ``add``
 
     def queue(self, items: Sequence[T]) -> None:
+        if not self.pending:
+            self._oldest_arrival = asyncio.get_running_loop().time()
         self.pending.extend(items)
         self._arrived.set()
         if len(self.pending) >= self.max_size:
@@ -121,11 +128,29 @@ class Lane(Generic[T, R]):
         if self.task is not None and self.task.done():
             raise RuntimeError("batch processing stopped")
 
+    async def _fill(self) -> None:
+        """Wait until a batch is full or its oldest event has waited ``max_wait_s``."""
+        remaining = self._oldest_arrival + self.max_wait_s - asyncio.get_running_loop().time()
+        if remaining <= 0 or len(self.pending) >= self.max_size:
+            return
+        try:
+            await asyncio.wait_for(self._full(), remaining)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _full(self) -> None:
+        while len(self.pending) < self.max_size:
+            self._arrived.clear()
+            await self._arrived.wait()
+
     async def _run(self) -> None:
         while True:
             await self._arrived.wait()
+            await self._fill()
             batch, self.pending = self.pending[: self.max_size], self.pending[self.max_size :]
-            if not self.pending:
+            if self.pending:
+                self._arrived.set()  # ``_fill`` may have cleared it
+            else:
                 self._arrived.clear()
             if len(self.pending) < self.max_size:
                 self._room.set()

@@ -169,3 +169,43 @@ async def test_lanes_process_side_by_side_each_in_its_own_order() -> None:
         await settle()
         assert processed == [[0], [1, 3], [5, 7], [2, 4]]
         assert batcher.pending == []
+
+
+async def test_a_batch_waits_up_to_max_wait_for_more_events() -> None:
+    pipeline = SlowPipeline()
+    async with Batcher(pipeline, delivered, max_size=10, max_wait_s=0.2) as batcher:
+        await batcher.add([1])
+        await asyncio.sleep(0.05)
+        await batcher.add([2, 3])
+        assert pipeline.batches == []  # the oldest has waited less than max_wait
+        await asyncio.wait_for(pipeline.started.wait(), 1.0)
+        assert pipeline.batches == [[1, 2, 3]]
+        pipeline.release.set()
+
+
+async def test_a_batch_closes_as_soon_as_it_is_full_whatever_the_wait() -> None:
+    pipeline = SlowPipeline()
+    async with Batcher(pipeline, delivered, max_size=3, max_wait_s=60.0) as batcher:
+        await batcher.add([1, 2])
+        await settle()
+        assert pipeline.batches == []
+        await batcher.add([3, 4])
+        await asyncio.wait_for(pipeline.started.wait(), 1.0)
+        assert pipeline.batches == [[1, 2, 3]]
+        pipeline.release.set()
+
+
+async def test_events_that_waited_while_a_batch_ran_go_without_waiting_again() -> None:
+    """Under load the next batch's events have waited out ``max_wait`` during the batch
+    in flight: it starts at once, full or not."""
+    pipeline = SlowPipeline()
+    async with Batcher(pipeline, delivered, max_size=10, max_wait_s=0.05) as batcher:
+        await batcher.add([1])
+        await asyncio.wait_for(pipeline.started.wait(), 1.0)
+        pipeline.started.clear()
+        await batcher.add([2])
+        await asyncio.sleep(0.1)
+        pipeline.release.set()
+        await settle()
+        assert pipeline.batches == [[1], [2]]
+        pipeline.release.set()

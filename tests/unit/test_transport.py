@@ -8,9 +8,12 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP, Message
 
+from streamer.records import SourceRecord
 from streamer.worker import transport
+from streamer.worker.app import HeldRuns
 from streamer.worker.main import GC_FIRST_THRESHOLD, make_worker, tune_gc
 from tests.support import idle_app
 
@@ -103,6 +106,91 @@ def test_a_rebalance_stops_the_delivery_of_a_fetch_between_two_messages() -> Non
         await asyncio.wait_for(drain, 5)
 
     asyncio.run(scenario())
+
+
+def kafka_record(tp: TP, offset: int) -> ConsumerRecord:  # type: ignore[type-arg]
+    return ConsumerRecord(tp.topic, tp.partition, offset, 1_700_000_000_000 + offset, 0, b"card", b"{}", None, 4, 2,
+                          [("trace", b"t")])
+
+
+def run_of(tp: TP, offsets: list[int]) -> transport.RecordRun:
+    records = transport.source_records([kafka_record(tp, o) for o in offsets])
+    return transport.RecordRun(tp, records, offsets[0], generation_id=1)
+
+
+def test_a_fetch_reaches_the_streams_as_one_run_of_records_per_partition() -> None:
+    async def scenario() -> None:
+        consumer = consumer_of_new_app()
+        other = TP("transactions", 1)
+        fetched = {TX: [kafka_record(TX, o) for o in (7, 8, 10)], other: [kafka_record(other, 3)]}
+
+        async def wait_next_records(timeout: float) -> tuple[dict, None]:  # type: ignore[type-arg]
+            return fetched, None
+
+        consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+        runs = [message async for _, message in consumer.getmany(1.0)]
+        assert [(r.tp, r.first_offset, r.offset) for r in runs] == [(TX, 7, 10), (other, 3, 3)]
+        assert all(isinstance(r, transport.RecordRun) for r in runs)
+        assert runs[0].records[2] == SourceRecord("transactions", 0, 10, b"card", b"{}", 1_700_000_000_010,
+                                                  (("trace", b"t"),))
+
+    asyncio.run(scenario())
+
+
+def test_acknowledging_a_run_lets_commits_pass_every_offset_it_covers() -> None:
+    consumer = consumer_of_new_app()
+    consumer.app.topics._acking_topics.add(TX.topic)
+    first, second = run_of(TX, [0, 1, 3]), run_of(TX, [4, 5])  # offset 2 skipped by the broker
+    for run in (first, second):
+        run.incref()
+    first.ack(consumer)
+    assert consumer._n_acked == 4
+    assert consumer._new_offset(TX) == 4  # past the skipped offset
+    second.ack(consumer)
+    second.ack(consumer)  # once is enough
+    assert consumer._n_acked == 6
+    assert consumer._new_offset(TX) == 6
+
+
+def test_a_run_fetched_again_after_a_seek_delivers_from_the_offset_sought() -> None:
+    async def scenario() -> None:
+        consumer = consumer_of_new_app()
+        delivered: list[list[int]] = []
+
+        async def callback(m: Message) -> None:
+            delivered.append([r.offset for r in m.value])  # type: ignore[union-attr]
+
+        consumer.callback = callback
+        consumer._read_offset[TX] = 12  # as after a seek to the committed offset 12
+        await consumer._deliver(fetch(run_of(TX, [8, 9]), run_of(TX, [10, 11, 12, 13])))
+        assert delivered == [[12, 13]]
+        assert consumer._read_offset[TX] == 13
+
+    asyncio.run(scenario())
+
+
+class HeldEvent:
+    def __init__(self, run: transport.RecordRun, acked: list[int]) -> None:
+        self.message = run
+        self.acked = acked
+
+    def ack(self) -> None:
+        self.acked.append(self.message.offset)
+
+
+def test_a_run_is_let_go_only_once_its_last_record_is_delivered() -> None:
+    acked: list[int] = []
+    held = HeldRuns()
+    runs = [run_of(TX, [0, 1, 2]), run_of(TX, [3, 4]), run_of(TP("transactions", 1), [0])]
+    for run in runs:
+        held.hold(HeldEvent(run, acked))
+    assert [r.refcount for r in runs] == [1, 1, 1]  # the stream's own step no longer lets go of them
+    held.release(list(runs[0].records[:2]))
+    assert acked == []  # record 2 of the first run is still in a later batch
+    held.release([runs[0].records[2], runs[1].records[0], *runs[2].records])
+    assert acked == [2, 0]
+    held.release(list(runs[1].records[1:]))
+    assert acked == [2, 0, 4]
 
 
 def test_fetches_wait_briefly_while_a_partition_is_paused_for_a_full_buffer() -> None:
