@@ -110,8 +110,9 @@ class BatchSettings:
     max_size: int = 512
     """STREAMER_BATCH_MAX_SIZE: a micro-batch closes at this many events..."""
     max_wait_ms: int = 5
-    """STREAMER_BATCH_MAX_WAIT_MS: ...or after this long, whichever comes first (a busy stream
-    fills batches while the previous one is processed, so a short wait costs no throughput)."""
+    """STREAMER_BATCH_MAX_WAIT_MS: ...or once its oldest event has waited this long, whichever
+    comes first (a busy stream fills batches while the previous one is processed, so a short
+    wait costs no throughput)."""
     lanes: int = 1
     """STREAMER_BATCH_LANES: batches of different partitions processed side by side in one
     worker (a partition's batches stay in order): while one waits on Redis, another

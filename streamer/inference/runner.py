@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -42,6 +42,28 @@ async def off_the_loop(rows: int, infer: Callable[P, R], *args: P.args, **kwargs
     if not runs_off_the_loop(rows):
         return infer(*args, **kwargs)
     return await asyncio.to_thread(infer, *args, **kwargs)
+
+
+async def off_the_loop_beside(rows: int, write: Callable[[], Awaitable[None]], infer: Callable[P, R],
+                              *args: P.args, **kwargs: P.kwargs) -> tuple[R, bool]:
+    """``off_the_loop``, and for a batch that goes to the thread, ``write()`` on the event
+    loop meanwhile (Redis works while the models do); returns the result once both are
+    done, and whether ``write`` ran (a batch run inline writes nothing here: its caller
+    writes it with the rest). When the inference fails, the write is let finish first
+    (the batch is retried or dropped, and what it wrote is rewritten the same); when
+    the batch is cancelled, so is the write."""
+    if not runs_off_the_loop(rows):
+        return infer(*args, **kwargs), False
+    writing = asyncio.ensure_future(write())
+    try:
+        result = await asyncio.to_thread(infer, *args, **kwargs)
+    except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError):
+            writing.cancel()  # stopping: not worth waiting on Redis for
+        await settle(writing)
+        raise
+    await writing
+    return result, True
 
 
 async def settle(task: asyncio.Future[Any]) -> None:

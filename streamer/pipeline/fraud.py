@@ -27,7 +27,7 @@ from streamer.features.fraud import (
     CARD_HORIZON, DAY, DELAY_DAYS, FEATURE_NAMES, ROW_FIELDS, TERMINAL_HORIZON, TimeWindows, transaction_features,
 )
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.inference.runner import off_the_loop, runs_off_the_loop, settle
+from streamer.inference.runner import off_the_loop_beside
 from streamer.output.dead_letter import dead_letter
 from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.event_clock import EventClock, progress_of
@@ -196,22 +196,13 @@ class FraudPipeline:
                                    ) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None, bool]:
         """The scores and the cards' new embeddings (``_embed_and_score``). When the models
         run on the inference thread, the batch's transactions and rows are written
-        meanwhile (Redis works while the models do); the embeddings and the partitions'
-        progress are written after them, so a reader that sees the progress sees what it
-        covers. Returns whether the transactions were written."""
-        if not runs_off_the_loop(len(batch.rows)):
-            return (*self._embed_and_score(transactions, batch.matrix, batch.cards), False)
-        storing = asyncio.ensure_future(self.features.store_transactions(transactions, batch))
-        try:
-            scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix,
-                                               batch.cards)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                storing.cancel()  # stopping: not worth waiting on Redis for
-            await settle(storing)  # the batch is retried or dropped; what it wrote is rewritten the same
-            raise
-        await storing
-        return scores, fresh, True
+        meanwhile; the embeddings and the partitions' progress are written after them,
+        so a reader that sees the progress sees what it covers. Returns whether the
+        transactions were written."""
+        (scores, fresh), stored = await off_the_loop_beside(
+            len(batch.rows), lambda: self.features.store_transactions(transactions, batch),
+            self._embed_and_score, transactions, batch.matrix, batch.cards)
+        return scores, fresh, stored
 
     def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,
                          cards: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,18 @@ class RecordingStore(InMemoryStateStore):
         self.finished.append(True)
 
 
+def noting_the_write(started: threading.Event, infer: Callable[..., Any]) -> tuple[Callable[..., Any], list[bool]]:
+    """``infer`` as the inference thread runs it, first noting (in the list returned)
+    whether the store's write had begun by then."""
+    began: list[bool] = []
+
+    def noted(*args: Any) -> Any:
+        began.append(started.wait(timeout=10))
+        return infer(*args)
+
+    return noted, began
+
+
 def transaction_records(n: int) -> list[SourceRecord]:
     return records("transactions", [orjson.dumps(t) for t in load_jsonl(DATA / "transactions_sample.jsonl")[:n]])
 
@@ -133,14 +145,7 @@ def transaction_records(n: int) -> list[SourceRecord]:
 async def test_a_large_batch_writes_its_transactions_while_the_models_run(scorer: FraudScorer) -> None:
     store = RecordingStore()
     pipeline = FraudPipeline(scorer, store, SETTINGS)
-    score = pipeline._embed_and_score
-    write_began_first: list[bool] = []
-
-    def embed_and_score(*args: Any) -> Any:  # on the inference thread
-        write_began_first.append(store.started.wait(timeout=10))
-        return score(*args)
-
-    pipeline._embed_and_score = embed_and_score  # type: ignore[method-assign]
+    pipeline._embed_and_score, write_began_first = noting_the_write(store.started, pipeline._embed_and_score)  # type: ignore[method-assign]
     outputs = await pipeline.process(transaction_records(200))
     assert write_began_first == [True]
     # first the transactions and rows, then the embeddings with the progress
