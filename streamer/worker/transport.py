@@ -26,10 +26,8 @@ Two changes to faust-streaming's aiokafka transport, both about speed:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
-
-from collections.abc import Sequence
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import TRANSPORTS
