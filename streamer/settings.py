@@ -107,10 +107,11 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_size: int = 1024
+    max_size: int = 512
     """STREAMER_BATCH_MAX_SIZE: a micro-batch closes at this many events... (it fills only
-    while the worker is behind: drains side by side on the 2-core machine, 1,024 against
-    512, 1.14x transactions and 1.07x clicks; docs/benchmarks.md, 2026-12-03)"""
+    while the worker is behind. On the 2-core benchmark machine 1,024 drained a backlog
+    1.14x faster, but near saturation (3,000 transactions/s) its p99 was 1.4-1.6x higher:
+    docs/benchmarks.md, 2026-12-03. A backfill-only deployment can set 1024.)"""
     max_wait_ms: int = 5
     """STREAMER_BATCH_MAX_WAIT_MS: ...or once its oldest event has waited this long, whichever
     comes first (a busy stream fills batches while the previous one is processed, so a short
