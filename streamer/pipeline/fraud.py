@@ -14,7 +14,6 @@ the terminal risk features read.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple

@@ -1,6 +1,6 @@
 """The engine's Faust Kafka transport, registered as the ``streamer-kafka://`` scheme.
 
-Two changes to faust-streaming's aiokafka transport, both about speed:
+Four changes to faust-streaming's aiokafka transport, all about speed:
 
 * The consumer waits at most ``fetch_max_wait_ms`` per fetch. faust-streaming hard-codes
   1500 ms; brokers that ignore fetch-min-bytes (the embedded Tansu does) then hold every
