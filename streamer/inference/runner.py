@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -37,41 +37,12 @@ def runs_off_the_loop(rows: int) -> bool:
 
 async def off_the_loop(rows: int, infer: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``infer(*args)`` in a thread for a batch of ``rows`` or more: ONNX Runtime lets go
-    of the GIL while it runs, so the event loop (the other lanes' batches, Faust's
-    fetching, the batch's own state write) carries on meanwhile, on the other core."""
+    of the GIL while it runs, so the event loop (Faust's fetching, the next batch's
+    state read and write, the other lanes' batches) carries on meanwhile, on the other
+    core."""
     if not runs_off_the_loop(rows):
         return infer(*args, **kwargs)
     return await asyncio.to_thread(infer, *args, **kwargs)
-
-
-async def off_the_loop_beside(rows: int, write: Callable[[], Awaitable[None]], infer: Callable[P, R],
-                              *args: P.args, **kwargs: P.kwargs) -> tuple[R, bool]:
-    """``off_the_loop``, and for a batch that goes to the thread, ``write()`` on the event
-    loop meanwhile (Redis works while the models do); returns the result once both are
-    done, and whether ``write`` ran (a batch run inline writes nothing here: its caller
-    writes it with the rest). When the inference fails, the write is let finish first
-    (the batch is retried or dropped, and what it wrote is rewritten the same); when
-    the batch is cancelled, so is the write."""
-    if not runs_off_the_loop(rows):
-        return infer(*args, **kwargs), False
-    writing = asyncio.ensure_future(write())
-    try:
-        result = await asyncio.to_thread(infer, *args, **kwargs)
-    except BaseException as exc:
-        if isinstance(exc, asyncio.CancelledError):
-            writing.cancel()  # stopping: not worth waiting on Redis for
-        await settle(writing)
-        raise
-    await writing
-    return result, True
-
-
-async def settle(task: asyncio.Future[Any]) -> None:
-    """Wait for ``task`` to end, without raising what it raised: its outcome no longer
-    matters to the caller, which is raising an error of its own."""
-    await asyncio.wait([task])
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 #: Graph rewrites left out on the CPU provider: ONNX Runtime's fused SkipLayerNormalization

@@ -1,15 +1,20 @@
 """Fraud scoring of a micro-batch of transactions, and the labels that feed it.
 
-``FraudPipeline.process``: decode → read card and terminal state and the clocks' stream
-progress (one round trip, while the label topic's high watermarks are fetched; the
-cards this worker holds come from its ``CardCache``) →
-the 15 features per transaction, in arrival order → for a sequence model, the card
-embeddings (``card_sequence``: one encoder call for what is not cached) → one scorer
-call, while the batch's transactions and rows are written (when the models run on the
-inference thread) → write the cards' new embeddings and the partitions' progress (all of
-the state in one round trip for a small batch) → a score per transaction, an
-alert with reasons for risky ones, and a dead letter per bad message. ``LabelPipeline`` stores late fraud labels that
-the terminal risk features read.
+``FraudPipeline.process`` runs in two steps (``prepare``, then the step it returns; a
+worker runs a batch's first step while the previous batch's second one runs):
+
+1. decode → read card and terminal state and the clocks' stream progress (one round
+   trip, while the label topic's high watermarks are fetched; the cards this worker
+   holds come from its ``CardCache``) → the 15 features per transaction, in arrival
+   order → write the batch's transactions, their rows (for a sequence model) and the
+   partitions' progress (one round trip): what the next batch's features read;
+2. the models (on the inference thread for a large batch): for a sequence model, the
+   card embeddings (``card_sequence``: one encoder call for what is not cached; the
+   previous batch's new ones are taken as cached), then one scorer call → write the
+   cards' new embeddings → a score per transaction, an alert with reasons for risky
+   ones, and a dead letter per bad message.
+
+``LabelPipeline`` stores late fraud labels that the terminal risk features read.
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ from streamer.features.fraud import (
     CARD_HORIZON, DAY, DELAY_DAYS, FEATURE_NAMES, ROW_FIELDS, TERMINAL_HORIZON, TimeWindows, transaction_features,
 )
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.inference.runner import off_the_loop_beside
+from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
 from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.event_clock import EventClock, progress_of
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.card_cache import CardCache
-from streamer.state.store import CARD_ROWS_CAP, CachedEmbedding, CardState, Progress, StateStore, StreamProgress
+from streamer.state.store import (
+    CARD_ROWS_CAP, CachedEmbedding, CardState, Progress, StateStore, StreamProgress, replaces,
+)
+from streamer.worker.batching import Finish, finished
 
 
 class FeatureBatch(NamedTuple):
@@ -93,23 +101,29 @@ class TransactionFeatures:
         await self.store_batch(transactions, batch, progress)
         return batch.rows
 
-    async def store_transactions(self, transactions: Sequence[Transaction], batch: FeatureBatch) -> None:
-        """The batch's transactions with their rows (for the sequence model): what scoring
-        the batch does not change, so the pipeline writes it while the models run."""
-        await self.store.write_fraud(transactions, batch.matrix if self.sequence_rows else None)
+    async def store_transactions(self, transactions: Sequence[Transaction], batch: FeatureBatch,
+                                 progress: StreamProgress | None = None) -> None:
+        """The batch's transactions with their rows (for the sequence model) and the
+        partitions' progress, then the card cache: what the next batch's features read,
+        and what scoring the batch does not change."""
+        rows = batch.matrix if self.sequence_rows else None
+        await self.store.write_fraud(transactions, rows, progress)
+        self.cache.store(transactions, rows, None, batch.generation)
+
+    async def store_embeddings(self, card_embeddings: Mapping[str, CachedEmbedding], generation: int) -> None:
+        """The cards' new embeddings, once their batch was scored; then the card cache."""
+        if card_embeddings:
+            await self.store.write_fraud([], None, None, card_embeddings)
+            self.cache.store_embeddings(card_embeddings, generation)
 
     async def store_batch(self, transactions: Sequence[Transaction], batch: FeatureBatch,
                           progress: StreamProgress | None = None,
-                          card_embeddings: Mapping[str, CachedEmbedding] | None = None,
-                          transactions_stored: bool = False) -> None:
-        """The batch's transactions, with their rows (for the sequence model) and the cards'
-        new embeddings, and the partitions' progress: one write (without the transactions
-        when ``store_transactions`` wrote them already); then the card cache."""
+                          card_embeddings: Mapping[str, CachedEmbedding] | None = None) -> None:
+        """The batch's transactions, with their rows (for the sequence model) and the
+        cards' new embeddings, and the partitions' progress: one write; then the card
+        cache."""
         rows = batch.matrix if self.sequence_rows else None
-        if transactions_stored:
-            await self.store.write_fraud([], None, progress, card_embeddings)
-        else:
-            await self.store.write_fraud(transactions, rows, progress, card_embeddings)
+        await self.store.write_fraud(transactions, rows, progress, card_embeddings)
         self.cache.store(transactions, rows, card_embeddings, batch.generation)
 
 
@@ -134,19 +148,41 @@ class FraudPipeline:
         self.label_clock = label_clock
         self.transaction_clock = transaction_clock
         self.card_embeddings = CardEmbeddings(scorer, store) if scorer.sequence_length else None
+        self._last_embeddings: dict[str, CachedEmbedding] = {}
+        """The cards' new embeddings from the last batch scored (``_take_newer_embeddings``)."""
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
+        """Both steps, one after the other."""
+        return await (await self.prepare(records))()
+
+    async def prepare(self, records: Sequence[SourceRecord]) -> Finish[list[OutputRecord]]:
+        """The first step: features, and the batch's transactions and progress stored.
+        Returns the second: scores, alerts and the cards' new embeddings."""
         good, bad = decode_all([r.value for r in records], decode_transaction, self.max_bytes)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
-            return outputs
+            return finished(outputs)
         transactions = [tx for _, tx in good]
         progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
         batch, partial = await self._read(transactions, progress)
-        scores, fresh, stored = await self._score_while_storing(transactions, batch)
-        await self.features.store_batch(transactions, batch, progress, fresh, transactions_stored=stored)
+        await self.features.store_transactions(transactions, batch, progress)
 
+        async def finish() -> list[OutputRecord]:
+            return outputs + await self._score(transactions, batch, partial)
+
+        return finish
+
+    async def _score(self, transactions: Sequence[Transaction], batch: FeatureBatch, partial: bool) -> list[OutputRecord]:
+        """The second step: a score per transaction and an alert per risky one; the
+        cards' new embeddings stored."""
+        self._take_newer_embeddings(batch.cards)
+        scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards)
+        if fresh:
+            await self.features.store_embeddings(fresh, batch.generation)
+            self._last_embeddings = fresh
+
+        outputs = []
         scored_at = format_time(self.clock())
         for tx, row, score in zip(transactions, batch.rows, scores.tolist()):
             key = tx.card_id.encode()
@@ -170,6 +206,14 @@ class FraudPipeline:
                 outputs.append(OutputRecord(self.topics.fraud_alerts, key, encode(record)))
         return outputs
 
+    def _take_newer_embeddings(self, cards: Mapping[str, CardState]) -> None:
+        """The cards' state was read while the previous batch's models ran: its cards'
+        new embeddings, stored since, replace those read."""
+        for card_id, embedding in self._last_embeddings.items():
+            state = cards.get(card_id)
+            if state is not None and replaces(embedding, state.embedding):
+                state.embedding = embedding
+
     async def _read(self, transactions: Sequence[Transaction], progress: StreamProgress) -> tuple[FeatureBatch, bool]:
         """The batch's features once every label up to its newest transaction is stored
         (or the wait ran out), and whether another partition's transactions may be
@@ -190,18 +234,6 @@ class FraudPipeline:
             return batch, False
         lagging = await self.transaction_clock.lagging(newest, batch.progress[self.transaction_clock.topic])
         return batch, any(p not in progress.partitions for p in lagging)  # this batch's own are stored in order
-
-    async def _score_while_storing(self, transactions: Sequence[Transaction], batch: FeatureBatch,
-                                   ) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None, bool]:
-        """The scores and the cards' new embeddings (``_embed_and_score``). When the models
-        run on the inference thread, the batch's transactions and rows are written
-        meanwhile; the embeddings and the partitions' progress are written after them,
-        so a reader that sees the progress sees what it covers. Returns whether the
-        transactions were written."""
-        (scores, fresh), stored = await off_the_loop_beside(
-            len(batch.rows), lambda: self.features.store_transactions(transactions, batch),
-            self._embed_and_score, transactions, batch.matrix, batch.cards)
-        return scores, fresh, stored
 
     def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,
                          cards: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:

@@ -1,11 +1,16 @@
 """Next-item ranking of a micro-batch of clicks.
 
-``RecommendPipeline.process``: decode → read each user's sequence, seen items and
-cached embedding (one round trip) → per click, in arrival order, the user's events
-ordered at or before it by ``(event time, event id)`` → one encoder call for all
-clicks (a cached embedding of the same event and model is reused) → one ranker call
-excluding the items each user already touched → write state (one round trip) → one
-recommendation per click, and a dead letter per bad message.
+``RecommendPipeline.process`` runs in two steps (``prepare``, then the step it returns;
+a worker runs a batch's first step while the previous batch's second one runs):
+
+1. decode → read each user's sequence, seen items and cached embedding (one round
+   trip) → per click, in arrival order, the user's events ordered at or before it by
+   ``(event time, event id)`` → write the clicks to the users' sequences and seen
+   items (one round trip): what the next batch reads;
+2. one encoder call for all clicks (a cached embedding of the same event and model is
+   reused) → one ranker call excluding the items each user already touched → write
+   the users' new embeddings (one round trip) → one recommendation per click, and a
+   dead letter per bad message.
 
 ``RankingRequestPipeline`` answers a ranking asked for without a click (a page view, a
 push campaign): it ranks from the user's cached embedding with no encoder call, encodes
@@ -26,6 +31,7 @@ from streamer.output.dead_letter import dead_letter
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
+from streamer.worker.batching import Finish, finished
 
 
 def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
@@ -57,10 +63,16 @@ class _UserPipeline:
 
 class RecommendPipeline(_UserPipeline):
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
+        """Both steps, one after the other."""
+        return await (await self.prepare(records))()
+
+    async def prepare(self, records: Sequence[SourceRecord]) -> Finish[list[OutputRecord]]:
+        """The first step: the users' histories per click, and the clicks stored.
+        Returns the second: the rankings, and the users' new embeddings stored."""
         good, bad = decode_all([r.value for r in records], decode_click, self.max_bytes)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
-            return outputs
+            return finished(outputs)
         clicks = [click for _, click in good]
         states = await self.store.read_users(list(dict.fromkeys(c.user_id for c in clicks)))
 
@@ -78,17 +90,21 @@ class RecommendPipeline(_UserPipeline):
             cached = state.embedding
             reuse = cached is not None and cached.event_id == click.event_id and cached.model == self.ranker.version
             vectors.append(cached.vector if reuse and cached is not None else None)
+        await self.store.write_users(self._updates(clicks, [None] * len(clicks)))
 
-        ranked = await off_the_loop(len(clicks), self._encode_and_rank, sequences, excluded, vectors)
-        await self.store.write_users(self._updates(clicks, vectors))
-        for i, click in enumerate(clicks):
-            listed = ranked.get(i)
-            source = "model"
-            if listed is None:
-                listed, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
-            record = recommendation(click, listed, self.ranker.version, source)
-            outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
-        return outputs
+        async def finish() -> list[OutputRecord]:
+            ranked = await off_the_loop(len(clicks), self._encode_and_rank, sequences, excluded, vectors)
+            await self.store.write_users(self._updates(clicks, vectors, embeddings_only=True))
+            for i, click in enumerate(clicks):
+                listed = ranked.get(i)
+                source = "model"
+                if listed is None:
+                    listed, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
+                record = recommendation(click, listed, self.ranker.version, source)
+                outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
+            return outputs
+
+        return finish
 
     def _encode_and_rank(self, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
                          vectors: list[np.ndarray | None]) -> dict[int, Ranked]:
@@ -105,7 +121,10 @@ class RecommendPipeline(_UserPipeline):
         embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
         return dict(zip(ranked_rows, self.ranker.rank(embeddings, [excluded[i] for i in ranked_rows], self.top_k)))
 
-    def _updates(self, clicks: Sequence[Click], vectors: Sequence[np.ndarray | None]) -> list[UserUpdate]:
+    def _updates(self, clicks: Sequence[Click], vectors: Sequence[np.ndarray | None],
+                 embeddings_only: bool = False) -> list[UserUpdate]:
+        """Per user, the batch's clicks (none with ``embeddings_only``) and the embedding
+        of the latest click that has one."""
         by_user: dict[str, list[Click]] = {}
         latest: dict[str, CachedEmbedding] = {}
         for click, vector in zip(clicks, vectors):
@@ -115,6 +134,8 @@ class RecommendPipeline(_UserPipeline):
                 old = latest.get(click.user_id)
                 if replaces(emb, old):
                     latest[click.user_id] = emb
+        if embeddings_only:
+            return [UserUpdate(user, [], embedding) for user, embedding in latest.items()]
         return [UserUpdate(user, user_clicks, latest.get(user)) for user, user_clicks in by_user.items()]
 
 

@@ -150,6 +150,16 @@ class CardCache:
                 card_rows = None if rows is None else [np.array(rows[i], dtype=np.float32) for i in indices]
                 cached.store([transactions[i] for i in indices], card_rows, (embeddings or {}).get(card_id))
 
+    def store_embeddings(self, embeddings: Mapping[str, CachedEmbedding], generation: int) -> None:
+        """Cards' new embeddings, once the store acknowledged them (a batch writes them
+        after its transactions, once its models ran)."""
+        if not self.enabled or generation != self.generation:
+            return
+        for card_id, embedding in embeddings.items():
+            cached = self.cards.get(card_id)
+            if cached is not None and replaces(embedding, cached.embedding):
+                cached.embedding = embedding
+
     def view(self, card_id: str) -> CardState | None:
         """What is held for a card, for tests and tools."""
         cached = self.cards.get(card_id)

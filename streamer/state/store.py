@@ -341,12 +341,13 @@ class RedisStateStore:
             first_seen: dict[str, float] = {}
             for click in update.clicks:
                 first_seen[click.item_id] = min(first_seen.get(click.item_id, click.ts), click.ts)
-            additions.add([
-                (keys.user_sequence(self.ns, update.user_id), "", SEQUENCE_CAP, "",
-                 [x for c in update.clicks for x in (repr(c.ts), f"{c.event_id}|{c.item_id}")]),
-                (keys.user_seen(self.ns, update.user_id), "", SEEN_CAP, "LT",
-                 [x for item, ts in first_seen.items() for x in (repr(ts), item)]),
-            ])
+            if first_seen:  # an update may carry only the embedding
+                additions.add([
+                    (keys.user_sequence(self.ns, update.user_id), "", SEQUENCE_CAP, "",
+                     [x for c in update.clicks for x in (repr(c.ts), f"{c.event_id}|{c.item_id}")]),
+                    (keys.user_seen(self.ns, update.user_id), "", SEEN_CAP, "LT",
+                     [x for item, ts in first_seen.items() for x in (repr(ts), item)]),
+                ])
             if update.embedding is not None:
                 embeddings.append(self._embedding_entity(keys.user_embedding(self.ns, update.user_id), update.embedding))
         await self._write_additions(additions, None, embeddings)

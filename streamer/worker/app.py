@@ -4,16 +4,18 @@ Each agent takes the runs of records the transport delivers (one per partition a
 fetch, ``streamer.worker.transport.RecordRun``) and hands their records to micro-batches
 (``streamer.worker.batching``: closes on size or on maximum wait, partition order
 kept), which go to a pipeline, then to the sink. While a batch is processed, the next
-one gathers. The next batch is processed once this one's state is written, so it reads
-that state, while this one's outputs are still on their way to the broker; its outputs
-are sent only after this one's are acknowledged, so outputs keep their order. A run is
+one gathers. A pipeline with two steps (``Staged``) reads a batch's state and writes
+what the next batch reads first, then runs the models and makes the outputs: the next
+batch is read and written while this one's models run, and this one's outputs are
+still on their way to the broker while the next one's models run; outputs are sent
+only after the previous batch's are acknowledged, so they keep their order. A run is
 held (one more reference on its message, ``HeldRuns``) until the outputs of all its
 records are acknowledged: Faust commits its offsets only after its outputs are safe,
 so a crash loses nothing (at-least-once; reprocessing is harmless).
 
-A batch whose processing fails on an outside system is retried with back-off until it
-succeeds, and so is its publishing. A batch that fails for any other reason is split
-and retried record by record; a record that still fails goes to dead-letter, so the
+A batch whose processing (either step) fails on an outside system is retried whole with
+back-off until it succeeds, and so is its publishing. A batch that fails for any other
+reason is split and retried record by record; a record that still fails goes to dead-letter, so the
 stream always moves on.
 """
 
@@ -37,7 +39,7 @@ from streamer.output.dead_letter import dead_letter
 from streamer.output.sink import Sink, publish
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
-from streamer.worker.batching import Batcher
+from streamer.worker.batching import Batcher, Finish, finished
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +52,17 @@ STREAM_BUFFER_RUNS = 16
 
 class Pipeline(Protocol):
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]: ...
+
+
+class Staged(Pipeline, Protocol):
+    """A pipeline whose ``process`` runs in two steps, which a worker lets overlap with
+    the neighbouring batches' (``streamer.worker.batching``)."""
+
+    async def prepare(self, records: Sequence[SourceRecord]) -> Finish[list[OutputRecord]]:
+        """The first step: the batch's state read, and what the next batch reads
+        written. Returns the second step (the models, the rest of the state, the
+        outputs), which must run before the next batch's second step."""
+        ...
 
 
 @dataclass
@@ -81,6 +94,40 @@ async def process_batch(pipeline: Pipeline, records: Sequence[SourceRecord], dea
             return await _one_by_one(pipeline, records, dead_letter_topic)
 
     return await with_backoff(attempt, "the batch")
+
+
+async def prepare_batch(pipeline: Pipeline, records: Sequence[SourceRecord],
+                        dead_letter_topic: str) -> Finish[list[OutputRecord]]:
+    """A batch's first step, and its second, with ``process_batch``'s rules: when either
+    step fails on an outside system the batch is processed again whole (its writes are
+    idempotent), with back-off; when either fails otherwise, record by record. A
+    pipeline without two steps is processed whole in the first."""
+    if not hasattr(pipeline, "prepare"):
+        return finished(await process_batch(pipeline, records, dead_letter_topic))
+    staged: Staged = pipeline  # type: ignore[assignment]
+
+    async def attempt() -> Finish[list[OutputRecord]]:
+        try:
+            return await staged.prepare(records)
+        except DependencyError:
+            raise
+        except Exception:
+            log.exception("batch of %d failed; retrying record by record", len(records))
+            return finished(await _one_by_one(pipeline, records, dead_letter_topic))
+
+    finish = await with_backoff(attempt, "the batch")
+
+    async def finish_batch() -> list[OutputRecord]:
+        try:
+            return await finish()
+        except DependencyError as exc:
+            log.warning("%s; processing the batch again", exc)
+            return await process_batch(pipeline, records, dead_letter_topic)
+        except Exception:
+            log.exception("batch of %d failed; retrying record by record", len(records))
+            return await with_backoff(lambda: _one_by_one(pipeline, records, dead_letter_topic), "the batch")
+
+    return finish_batch
 
 
 async def publish_batch(sink: Sink, outputs: Sequence[OutputRecord]) -> None:
@@ -214,8 +261,8 @@ def build_app(runtime: Runtime) -> faust.App:
         async def agent(stream: Any) -> None:
             held = HeldRuns()
 
-            async def process(records: list[SourceRecord]) -> list[OutputRecord]:
-                return await process_batch(pipeline, records, dead_letters)
+            async def process(records: list[SourceRecord]) -> Finish[list[OutputRecord]]:
+                return await prepare_batch(pipeline, records, dead_letters)
 
             async def deliver(records: list[SourceRecord], outputs: list[OutputRecord]) -> None:
                 await publish_batch(runtime.sink, outputs)

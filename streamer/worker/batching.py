@@ -8,15 +8,18 @@ events or its oldest event has waited ``max_wait_s``, whichever comes first: at 
 load a batch is what arrived within that wait; under load batches fill up, and the
 work of fetching the next events runs while the lanes wait on Redis and the broker.
 
-A batch goes through two steps: ``process`` (its state read and written, its outputs
-made), then ``deliver`` (its outputs published and acknowledged, its events let go).
-Within a lane one batch is processed at a time, so a batch reads the state the
-previous one wrote; the next batch is processed while the previous one is delivered,
-and deliveries run one at a time in batch order. Lanes run side by side: while one
-waits on Redis, another computes. Since a key's events are all in one partition, a
-key's events are all in one lane, as they are all in one worker when several share a
-topic. ``add`` waits while a full batch is already waiting in a lane, so the backlog
-stays in Faust's buffers.
+A batch goes through three steps: ``process`` (its state read, and what the next batch
+reads written; returns its second step), that second step, ``finish`` (its inference,
+the rest of its state written, its outputs made), then ``deliver`` (its outputs
+published and acknowledged, its events let go). Within a lane the steps of one kind run
+one at a time in batch order: a batch is processed once the previous one has been
+processed, so it reads the state the previous one wrote, while the previous one
+finishes (its models run on the inference thread while the event loop reads and writes
+for the next); it finishes once the previous one finished, and is delivered once the
+previous one was. Lanes run side by side: while one waits on Redis, another computes.
+Since a key's events are all in one partition, a key's events are all in one lane, as
+they are all in one worker when several share a topic. ``add`` waits while a full batch
+is already waiting in a lane, so the backlog stays in Faust's buffers.
 """
 
 from __future__ import annotations
@@ -30,9 +33,21 @@ from streamer.errors import ConfigurationError
 T = TypeVar("T")
 R = TypeVar("R")
 
+Finish = Callable[[], Awaitable[R]]
+"""A batch's second step, as its first step (``process``) returns it."""
+
+
+def finished(result: R) -> Finish[R]:
+    """The second step of a batch whose first step did everything: ``result`` as it is."""
+
+    async def finish() -> R:
+        return result
+
+    return finish
+
 
 class Batcher(Generic[T, R]):
-    def __init__(self, process: Callable[[list[T]], Awaitable[R]], deliver: Callable[[list[T], R], Awaitable[None]],
+    def __init__(self, process: Callable[[list[T]], Awaitable[Finish[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
                  max_size: int, lanes: int = 1, lane_of: Callable[[T], int] = lambda item: 0,
                  max_wait_s: float = 0.0) -> None:
         if lanes < 1:
@@ -50,7 +65,7 @@ class Batcher(Generic[T, R]):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Stops processing; the batches in flight are cancelled and what is pending
+        """Stops processing; the batches in flight (in any step) are cancelled and what is pending
         dropped, so none of them may have been acknowledged to Kafka (they are consumed
         again)."""
         await asyncio.gather(*(lane.stop() for lane in self.lanes))
@@ -73,10 +88,10 @@ class Batcher(Generic[T, R]):
 
 
 class Lane(Generic[T, R]):
-    """One lane: its pending events, the task processing them batch by batch, and the
-    delivery of its last batch."""
+    """One lane: its pending events, the task processing them batch by batch, the
+    finishing of its last processed batch and the delivery of its last finished one."""
 
-    def __init__(self, process: Callable[[list[T]], Awaitable[R]], deliver: Callable[[list[T], R], Awaitable[None]],
+    def __init__(self, process: Callable[[list[T]], Awaitable[Finish[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
                  max_size: int, max_wait_s: float = 0.0) -> None:
         self.process = process
         self.deliver = deliver
@@ -89,13 +104,14 @@ class Lane(Generic[T, R]):
         self._room = asyncio.Event()
         self._room.set()
         self.task: asyncio.Task[None] | None = None
+        self.finishing: asyncio.Task[None] | None = None
         self.delivering: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        tasks = [t for t in (self.task, self.delivering) if t is not None]
+        tasks = [t for t in (self.task, self.finishing, self.delivering) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -122,7 +138,7 @@ class Lane(Generic[T, R]):
         self.raise_if_dead()
 
     def raise_if_dead(self) -> None:
-        for task in (self.delivering, self.task):
+        for task in (self.delivering, self.finishing, self.task):
             if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
                 task.result()  # re-raises the error
         if self.task is not None and self.task.done():
@@ -154,7 +170,13 @@ class Lane(Generic[T, R]):
                 self._arrived.clear()
             if len(self.pending) < self.max_size:
                 self._room.set()
-            result = await self.process(batch)
-            if self.delivering is not None:
-                await self.delivering  # deliveries in batch order; raises what the last one died of
-            self.delivering = asyncio.create_task(self.deliver(batch, result))
+            finish = await self.process(batch)
+            if self.finishing is not None:
+                await self.finishing  # finishes in batch order; raises what the last one died of
+            self.finishing = asyncio.create_task(self._finish(batch, finish))
+
+    async def _finish(self, batch: list[T], finish: Finish[R]) -> None:
+        result = await finish()
+        if self.delivering is not None:
+            await self.delivering  # deliveries in batch order; raises what the last one died of
+        self.delivering = asyncio.create_task(self.deliver(batch, result))

@@ -6,22 +6,43 @@ import asyncio
 
 import pytest
 
-from streamer.worker.batching import Batcher
+from streamer.worker.batching import Batcher, Finish, finished
 
 
 class SlowPipeline:
-    """Records each batch; a batch finishes only when the test releases it."""
+    """Records each batch; a batch's first step ends only when the test releases it."""
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
         self.release = asyncio.Event()
         self.started = asyncio.Event()
 
-    async def __call__(self, batch: list[int]) -> None:
+    async def __call__(self, batch: list[int]) -> Finish[None]:
         self.batches.append(batch)
         self.started.set()
         await self.release.wait()
         self.release.clear()
+        return finished(None)
+
+
+class SlowSecondStep:
+    """Records each batch's first step as it ends, and its second step as it starts and
+    as it ends; a second step ends only when the test releases it."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, list[int]]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, batch: list[int]) -> Finish[None]:
+        self.log.append(("first", batch))
+
+        async def finish() -> None:
+            self.log.append(("second", batch))
+            await self.release.wait()
+            self.release.clear()
+            self.log.append(("second ended", batch))
+
+        return finish
 
 
 class SlowDelivery:
@@ -39,8 +60,8 @@ class SlowDelivery:
         self.log.append(("end", batch))
 
 
-async def processed(batch: list[int]) -> None:
-    return None
+async def processed(batch: list[int]) -> Finish[None]:
+    return finished(None)
 
 
 async def delivered(batch: list[int], result: None) -> None:
@@ -87,7 +108,7 @@ async def test_batches_hold_at_most_max_size_and_add_waits_while_a_full_one_is_w
 
 
 async def test_a_processing_error_reaches_the_agent() -> None:
-    async def failing(batch: list[int]) -> None:
+    async def failing(batch: list[int]) -> Finish[None]:
         raise ValueError("boom")
 
     async with Batcher(failing, delivered, max_size=2) as batcher:
@@ -128,6 +149,54 @@ async def test_the_next_batch_is_processed_while_the_last_is_delivered_and_deliv
         assert delivery.log[-1] == ("end", [2])
 
 
+async def test_the_next_batch_takes_its_first_step_while_the_last_takes_its_second_and_seconds_keep_their_order() -> None:
+    steps = SlowSecondStep()
+    async with Batcher(steps, delivered, max_size=10) as batcher:
+        await batcher.add([1])
+        await settle()
+        assert steps.log == [("first", [1]), ("second", [1])]
+        await batcher.add([2])
+        await settle()
+        assert steps.log[2:] == [("first", [2])]  # while [1] is in its second step
+        await batcher.add([3])
+        await settle()
+        assert steps.log[3:] == []  # [3] waits: [2]'s second step has not begun
+        steps.release.set()
+        await settle()
+        assert steps.log[3] == ("second ended", [1])  # then [2]'s second step, beside [3]'s first
+        assert sorted(steps.log[4:]) == [("first", [3]), ("second", [2])]
+        steps.release.set()
+        await settle()
+        steps.release.set()
+        await settle()
+        assert [entry for entry in steps.log if entry[0] == "second"] == [("second", [1]), ("second", [2]), ("second", [3])]
+
+
+async def test_a_second_step_error_reaches_the_agent() -> None:
+    async def failing_later(batch: list[int]) -> Finish[None]:
+        async def finish() -> None:
+            raise ValueError("the model broke")
+
+        return finish
+
+    async with Batcher(failing_later, delivered, max_size=2) as batcher:
+        await batcher.add([1])
+        await settle()
+        with pytest.raises(ValueError, match="the model broke"):
+            await batcher.add([2])
+            await settle()
+            await batcher.add([3])
+
+
+async def test_leaving_cancels_the_second_step_in_flight() -> None:
+    steps = SlowSecondStep()
+    async with Batcher(steps, delivered, max_size=2) as batcher:
+        await batcher.add([1])
+        await settle()
+        task = batcher.lanes[0].finishing
+    assert task is not None and task.cancelled() and steps.log == [("first", [1]), ("second", [1])]
+
+
 async def test_a_delivery_error_reaches_the_agent() -> None:
     async def failing(batch: list[int], result: None) -> None:
         raise ValueError("broker said no")
@@ -153,10 +222,11 @@ async def test_lanes_process_side_by_side_each_in_its_own_order() -> None:
     blocked = asyncio.Event()
     processed: list[list[int]] = []
 
-    async def process(batch: list[int]) -> None:
+    async def process(batch: list[int]) -> Finish[None]:
         processed.append(batch)
         if batch[0] % 2 == 0:  # lane 0 (even items) waits, as on a slow Redis reply
             await blocked.wait()
+        return finished(None)
 
     async with Batcher(process, delivered, max_size=10, lanes=2, lane_of=lambda item: item) as batcher:
         await batcher.add([0, 1, 3])

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +20,8 @@ from streamer.records import SCORE_TOLERANCE, OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import CachedEmbedding
-from streamer.worker.app import process_batch, publish_batch
+from streamer.worker.app import prepare_batch, process_batch, publish_batch
+from streamer.worker.batching import Finish
 from tests.support import DATA, load_jsonl
 
 SETTINGS = Settings.from_env()
@@ -91,11 +89,11 @@ class CountingStore(InMemoryStateStore):
         await super().write_card_embeddings(*args, **kwargs)
 
 
-async def test_a_batch_stores_its_state_and_the_cards_embeddings_in_one_write(scorer: FraudScorer) -> None:
+async def test_a_batch_stores_its_state_then_the_cards_embeddings_one_write_each(scorer: FraudScorer) -> None:
     sample = load_jsonl(DATA / "transactions_sample.jsonl")[:50]
     store = CountingStore()
     await score_all(FraudPipeline(scorer, store, SETTINGS), [orjson.dumps(t) for t in sample], 50)
-    assert scorer.sequence_length and store.writes == ["write_fraud"]
+    assert scorer.sequence_length and store.writes == ["write_fraud", "write_fraud"]
     latest: dict[str, tuple[float, str]] = {}
     for tx in (decode_transaction(orjson.dumps(t)) for t in sample):
         latest[tx.card_id] = max(latest.get(tx.card_id, (tx.ts, tx.transaction_id)), (tx.ts, tx.transaction_id))
@@ -103,92 +101,89 @@ async def test_a_batch_stores_its_state_and_the_cards_embeddings_in_one_write(sc
 
 
 class RecordingStore(InMemoryStateStore):
-    """Records what each ``write_fraud`` carried; ``fail_with`` makes the first one fail
-    after ``delay_s``."""
+    """Records what each ``write_fraud`` carried; ``fail_with`` makes the first one fail."""
 
-    def __init__(self, delay_s: float = 0.0, fail_with: Exception | None = None) -> None:
+    def __init__(self, fail_with: Exception | None = None) -> None:
         super().__init__()
         self.writes: list[tuple[int, bool, bool, bool]] = []
-        self.finished: list[bool] = []
-        self.started = threading.Event()
-        self.delay_s = delay_s
         self.fail_with = fail_with
 
     async def write_fraud(self, transactions: Sequence[Any], rows: Any = None, progress: Any = None,
                           card_embeddings: Any = None) -> None:
         self.writes.append((len(transactions), rows is not None, progress is not None, bool(card_embeddings)))
-        self.started.set()
-        await asyncio.sleep(self.delay_s)
         if self.fail_with is not None and len(self.writes) == 1:
-            self.finished.append(False)
             raise self.fail_with
         await super().write_fraud(transactions, rows, progress, card_embeddings)
-        self.finished.append(True)
 
 
-def noting_the_write(started: threading.Event, infer: Callable[..., Any]) -> tuple[Callable[..., Any], list[bool]]:
-    """``infer`` as the inference thread runs it, first noting (in the list returned)
-    whether the store's write had begun by then."""
-    began: list[bool] = []
+def noting_runs(pipeline: FraudPipeline) -> list[int]:
+    """The pipeline's models, noting the rows of each batch they score (in the list returned)."""
+    runs: list[int] = []
+    score = pipeline._embed_and_score
 
-    def noted(*args: Any) -> Any:
-        began.append(started.wait(timeout=10))
-        return infer(*args)
+    def noted(transactions: Sequence[Any], *args: Any) -> Any:
+        runs.append(len(transactions))
+        return score(transactions, *args)
 
-    return noted, began
-
-
-def transaction_records(n: int) -> list[SourceRecord]:
-    return records("transactions", [orjson.dumps(t) for t in load_jsonl(DATA / "transactions_sample.jsonl")[:n]])
+    pipeline._embed_and_score = noted  # type: ignore[method-assign]
+    return runs
 
 
-async def test_a_large_batch_writes_its_transactions_while_the_models_run(scorer: FraudScorer) -> None:
+def transaction_records(n: int, keyed: bool = False) -> list[SourceRecord]:
+    """The sample's first ``n`` transactions, keyed by card (as producers must, for the
+    card cache) or not."""
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")[:n]
+    return [SourceRecord("transactions", 0, i, tx["card_id"].encode() if keyed else b"k", orjson.dumps(tx))
+            for i, tx in enumerate(sample)]
+
+
+async def test_the_first_step_stores_what_the_next_batch_reads_and_the_second_the_embeddings(scorer: FraudScorer) -> None:
     store = RecordingStore()
     pipeline = FraudPipeline(scorer, store, SETTINGS)
-    pipeline._embed_and_score, write_began_first = noting_the_write(store.started, pipeline._embed_and_score)  # type: ignore[method-assign]
-    outputs = await pipeline.process(transaction_records(200))
-    assert write_began_first == [True]
-    # first the transactions and rows, then the embeddings with the progress
-    assert store.writes == [(200, True, False, False), (0, False, True, True)]
+    runs = noting_runs(pipeline)
+    finish = await pipeline.prepare(transaction_records(200))
+    assert store.writes == [(200, True, True, False)] and runs == []  # transactions, rows, progress; no model yet
+    outputs = await finish()
+    assert store.writes[1:] == [(0, False, False, True)] and runs == [200]
     assert len([o for o in outputs if o.topic == SETTINGS.topics.fraud_scores]) == 200
 
 
-async def test_a_batch_whose_scoring_fails_lets_its_transactions_write_end_first(scorer: FraudScorer) -> None:
-    store = RecordingStore(delay_s=0.2)
-    pipeline = FraudPipeline(scorer, store, SETTINGS)
-
-    def fail(*args: Any) -> Any:
-        raise RuntimeError("the model broke")
-
-    pipeline._embed_and_score = fail  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="the model broke"):
-        await pipeline.process(transaction_records(100))
-    assert store.finished == [True] and len(store.writes) == 1  # ended, and nothing written after
-
-
-async def test_a_batch_cancelled_while_scoring_cancels_its_transactions_write(scorer: FraudScorer) -> None:
-    store = RecordingStore(delay_s=60.0)  # Redis hanging
-    pipeline = FraudPipeline(scorer, store, SETTINGS)
-    score = pipeline._embed_and_score
-
-    def slow(*args: Any) -> Any:
-        time.sleep(0.3)
-        return score(*args)
-
-    pipeline._embed_and_score = slow  # type: ignore[method-assign]
-    task = asyncio.ensure_future(pipeline.process(transaction_records(100)))
-    await asyncio.sleep(0.1)
-    task.cancel()
-    done, _ = await asyncio.wait([task], timeout=10)  # not the write's 60 s
-    assert done and task.cancelled()
-    assert len(store.writes) == 1 and store.finished == []
-
-
-async def test_a_failed_transactions_write_fails_the_batch_after_scoring(scorer: FraudScorer) -> None:
+async def test_a_failed_state_write_fails_the_first_step_before_the_models_run(scorer: FraudScorer) -> None:
     store = RecordingStore(fail_with=DependencyError("redis: down"))
+    pipeline = FraudPipeline(scorer, store, SETTINGS)
+    runs = noting_runs(pipeline)
     with pytest.raises(DependencyError):
-        await FraudPipeline(scorer, store, SETTINGS).process(transaction_records(100))
-    assert store.writes == [(100, True, False, False)]  # no progress written for it
+        await pipeline.prepare(transaction_records(100))
+    assert store.writes == [(100, True, True, False)] and runs == []
+
+
+async def test_a_batch_read_while_the_last_one_is_scored_scores_as_if_read_after_it(scorer: FraudScorer) -> None:
+    """The worker's overlap: a batch's first step runs before the previous batch's
+    second. Its features see the previous batch's transactions (through the card cache),
+    and the previous batch's new card embeddings are reused, not encoded again."""
+    recs = transaction_records(400, keyed=True)
+    batches = [recs[i : i + 100] for i in range(0, 400, 100)]
+    cards = [{r.key for r in batch} for batch in batches]
+    assert all(cards[i] & cards[i + 1] for i in range(3))  # cards that come back in the next batch
+
+    def pipeline(settings: Settings) -> FraudPipeline:
+        return FraudPipeline(scorer, InMemoryStateStore(), settings, clock=lambda: T0)
+
+    in_turn = pipeline(SETTINGS.replace(redis={"card_cache": 0}))  # every card read from the store
+    overlapped = pipeline(SETTINGS)
+    expected = [output for batch in batches for output in await in_turn.process(batch)]
+    got: list[OutputRecord] = []
+    finish = await overlapped.prepare(batches[0])
+    for batch in batches[1:]:
+        following = await overlapped.prepare(batch)
+        got += await finish()
+        finish = following
+    got += await finish()
+
+    assert [(o.topic, o.value) for o in got] == [(o.topic, o.value) for o in expected]
+    assert overlapped.features.cache.hits > 0
+    assert overlapped.card_embeddings and in_turn.card_embeddings
+    assert overlapped.card_embeddings.encoded == in_turn.card_embeddings.encoded
 
 
 async def test_large_amounts_raise_alerts_with_reasons(scorer: FraudScorer) -> None:
@@ -256,6 +251,30 @@ async def test_reprocessed_click_reuses_the_cached_embedding(ranker: NextItemRan
     assert orjson.loads(again[0].value)["items"] == orjson.loads(first[-1].value)["items"]
 
 
+async def test_a_click_batch_read_while_the_last_one_is_ranked_sees_its_clicks(ranker: NextItemRanker) -> None:
+    """The worker's overlap for clicks: the first step stores the batch's clicks (the
+    next batch's histories read them), the second the users' new embeddings."""
+    items = ranker.items[1:13]
+    values = [click(i, f"u{i % 3}", item) for i, item in enumerate(items)]
+    batches = [records("clickstream", values[i : i + 4]) for i in range(0, 12, 4)]
+    in_turn = RecommendPipeline(ranker, InMemoryStateStore(), SETTINGS)
+    expected = [output for batch in batches for output in await in_turn.process(batch)]
+
+    store = InMemoryStateStore()
+    overlapped = RecommendPipeline(ranker, store, SETTINGS)
+    got: list[OutputRecord] = []
+    finish = await overlapped.prepare(batches[0])
+    assert len(store.sequences["u0"]) == 2 and "u0" not in store.embeddings  # clicks stored, not yet ranked
+    for batch in batches[1:]:
+        following = await overlapped.prepare(batch)
+        got += await finish()
+        finish = following
+    got += await finish()
+
+    assert [o.value for o in got] == [o.value for o in expected]
+    assert {user: e.event_id for user, e in store.embeddings.items()} == {"u0": "e9", "u1": "e10", "u2": "e11"}
+
+
 async def test_ranking_request_ranks_from_the_cached_embedding_without_encoding(ranker: NextItemRanker) -> None:
     store = InMemoryStateStore()
     clicks = RecommendPipeline(ranker, store, SETTINGS)
@@ -308,6 +327,41 @@ async def test_a_batch_is_retried_on_outside_failures_and_poison_goes_to_dead_le
 
     outputs = await process_batch(Flaky(2, ValueError("bug")), batch, "dead-letter")
     assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in outputs] == [
+        ("dead-letter", b"processing_error"), ("out", None)]
+
+
+class FlakySecondStep(Flaky):
+    """A two-step pipeline whose second step fails the first ``failures`` times."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        super().__init__(0, error)
+        self.second_failures = failures
+        self.prepared = 0
+
+    async def process(self, batch: list[SourceRecord]) -> list[OutputRecord]:
+        return await (await self.prepare(batch))()
+
+    async def prepare(self, batch: list[SourceRecord]) -> Finish[list[OutputRecord]]:
+        self.prepared += 1
+
+        async def finish() -> list[OutputRecord]:
+            if self.second_failures:
+                self.second_failures -= 1
+                raise self.error
+            return [OutputRecord("out", r.key, r.value or b"") for r in batch]
+
+        return finish
+
+
+async def test_a_batch_whose_second_step_fails_is_processed_again_or_record_by_record() -> None:
+    batch = records("in", [b"1", b"2"])
+    pipeline = FlakySecondStep(1, DependencyError("redis down"))
+    finish = await prepare_batch(pipeline, batch, "dead-letter")
+    assert [r.value for r in await finish()] == [b"1", b"2"] and pipeline.prepared == 2  # whole again
+
+    pipeline = FlakySecondStep(2, ValueError("bug"))  # the batch, then its first record
+    finish = await prepare_batch(pipeline, batch, "dead-letter")
+    assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in await finish()] == [
         ("dead-letter", b"processing_error"), ("out", None)]
 
 
