@@ -9,10 +9,10 @@ load a batch is what arrived within that wait; under load batches fill up, and t
 work of fetching the next events runs while the lanes wait on Redis and the broker.
 
 A batch goes through three steps: ``process`` (its state read, and what the next batch
-reads written; returns its second step), that second step, ``finish`` (its inference,
-the rest of its state written, its outputs made), then ``deliver`` (its outputs
-published and acknowledged, its events let go). Within a lane the steps of one kind run
-one at a time in batch order: a batch is processed once the previous one has been
+reads written), the ``Finish`` step that ``process`` returns (its inference, the rest of
+its state written, its outputs made), then ``deliver`` (its outputs published and
+acknowledged, its events let go). Within a lane the steps of one kind run one at a time
+in batch order: a batch is processed once the previous one has been
 processed, so it reads the state the previous one wrote, while the previous one
 finishes (its models run on the inference thread while the event loop reads and writes
 for the next); it finishes once the previous one finished, and is delivered once the

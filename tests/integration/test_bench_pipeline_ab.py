@@ -9,9 +9,11 @@ import pytest
 import redis
 
 from bench.pipeline_ab import compare
+from streamer.datasets import BEAUTY, FRAUD_CSV
 from streamer.settings import Settings
 
-pytestmark = [pytest.mark.redis, pytest.mark.data]
+pytestmark = [pytest.mark.redis, pytest.mark.data,
+              pytest.mark.skipif(not (FRAUD_CSV.is_file() and BEAUTY.is_file()), reason="needs ../shared/data")]
 
 
 def test_both_model_sets_process_every_batch_and_leave_no_state(redis_url: str) -> None:
