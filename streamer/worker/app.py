@@ -83,17 +83,8 @@ class Runtime:
 async def process_batch(pipeline: Pipeline, records: Sequence[SourceRecord], dead_letter_topic: str) -> list[OutputRecord]:
     """One batch's outputs (its state written). A batch that fails on an outside system
     is retried; one that fails otherwise is processed record by record."""
-
-    async def attempt() -> list[OutputRecord]:
-        try:
-            return await pipeline.process(records)
-        except DependencyError:
-            raise
-        except Exception:
-            log.exception("batch of %d failed; retrying record by record", len(records))
-            return await _one_by_one(pipeline, records, dead_letter_topic)
-
-    return await with_backoff(attempt, "the batch")
+    return await with_backoff(lambda: _or_one_by_one(pipeline.process(records), _as_they_are, pipeline, records,
+                                                     dead_letter_topic), "the batch")
 
 
 async def prepare_batch(pipeline: Pipeline, records: Sequence[SourceRecord],
@@ -105,17 +96,8 @@ async def prepare_batch(pipeline: Pipeline, records: Sequence[SourceRecord],
     if not hasattr(pipeline, "prepare"):
         return finished(await process_batch(pipeline, records, dead_letter_topic))
     staged: Staged = pipeline  # type: ignore[assignment]
-
-    async def attempt() -> Finish[list[OutputRecord]]:
-        try:
-            return await staged.prepare(records)
-        except DependencyError:
-            raise
-        except Exception:
-            log.exception("batch of %d failed; retrying record by record", len(records))
-            return finished(await _one_by_one(pipeline, records, dead_letter_topic))
-
-    finish = await with_backoff(attempt, "the batch")
+    finish = await with_backoff(lambda: _or_one_by_one(staged.prepare(records), finished, pipeline, records,
+                                                       dead_letter_topic), "the batch")
 
     async def finish_batch() -> list[OutputRecord]:
         try:
@@ -128,6 +110,23 @@ async def prepare_batch(pipeline: Pipeline, records: Sequence[SourceRecord],
             return await with_backoff(lambda: _one_by_one(pipeline, records, dead_letter_topic), "the batch")
 
     return finish_batch
+
+
+async def _or_one_by_one(step: Awaitable[T], then: Callable[[list[OutputRecord]], T], pipeline: Pipeline,
+                         records: Sequence[SourceRecord], dead_letter_topic: str) -> T:
+    """What ``step`` gives; when it fails other than on an outside system, the batch's
+    records processed one by one, their outputs passed to ``then``."""
+    try:
+        return await step
+    except DependencyError:
+        raise
+    except Exception:
+        log.exception("batch of %d failed; retrying record by record", len(records))
+        return then(await _one_by_one(pipeline, records, dead_letter_topic))
+
+
+def _as_they_are(outputs: list[OutputRecord]) -> list[OutputRecord]:
+    return outputs
 
 
 async def publish_batch(sink: Sink, outputs: Sequence[OutputRecord]) -> None:
