@@ -112,9 +112,8 @@ class TransactionFeatures:
 
     async def store_embeddings(self, card_embeddings: Mapping[str, CachedEmbedding], generation: int) -> None:
         """The cards' new embeddings, once their batch was scored; then the card cache."""
-        if card_embeddings:
-            await self.store.write_fraud([], None, None, card_embeddings)
-            self.cache.store_embeddings(card_embeddings, generation)
+        await self.store.write_fraud([], None, None, card_embeddings)
+        self.cache.store_embeddings(card_embeddings, generation)
 
     async def store_batch(self, transactions: Sequence[Transaction], batch: FeatureBatch,
                           progress: StreamProgress | None = None,

@@ -42,6 +42,14 @@ def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
     return items, seen
 
 
+def clicks_by_user(clicks: Sequence[Click]) -> list[UserUpdate]:
+    """The batch's clicks per user, without embeddings (the second step writes those)."""
+    by_user: dict[str, list[Click]] = {}
+    for click in clicks:
+        by_user.setdefault(click.user_id, []).append(click)
+    return [UserUpdate(user, user_clicks, None) for user, user_clicks in by_user.items()]
+
+
 def remember(state: UserState, click: Click) -> None:
     """Fold a click into the state read for the batch, so later clicks see it."""
     if all(event_id != click.event_id for _, event_id, _ in state.sequence):
@@ -90,11 +98,11 @@ class RecommendPipeline(_UserPipeline):
             cached = state.embedding
             reuse = cached is not None and cached.event_id == click.event_id and cached.model == self.ranker.version
             vectors.append(cached.vector if reuse and cached is not None else None)
-        await self.store.write_users(self._updates(clicks, [None] * len(clicks)))
+        await self.store.write_users(clicks_by_user(clicks))
 
         async def finish() -> list[OutputRecord]:
             ranked = await off_the_loop(len(clicks), self._encode_and_rank, sequences, excluded, vectors)
-            await self.store.write_users(self._updates(clicks, vectors, embeddings_only=True))
+            await self.store.write_users(self._embedding_updates(clicks, vectors))
             for i, click in enumerate(clicks):
                 listed = ranked.get(i)
                 source = "model"
@@ -121,22 +129,16 @@ class RecommendPipeline(_UserPipeline):
         embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
         return dict(zip(ranked_rows, self.ranker.rank(embeddings, [excluded[i] for i in ranked_rows], self.top_k)))
 
-    def _updates(self, clicks: Sequence[Click], vectors: Sequence[np.ndarray | None],
-                 embeddings_only: bool = False) -> list[UserUpdate]:
-        """Per user, the batch's clicks (none with ``embeddings_only``) and the embedding
-        of the latest click that has one."""
-        by_user: dict[str, list[Click]] = {}
+    def _embedding_updates(self, clicks: Sequence[Click], vectors: Sequence[np.ndarray | None]) -> list[UserUpdate]:
+        """Per user, the embedding of the batch's latest click that has one (no clicks:
+        the first step stored them)."""
         latest: dict[str, CachedEmbedding] = {}
         for click, vector in zip(clicks, vectors):
-            by_user.setdefault(click.user_id, []).append(click)
             if vector is not None:
                 emb = CachedEmbedding(vector, click.ts, click.event_id, self.ranker.version)
-                old = latest.get(click.user_id)
-                if replaces(emb, old):
+                if replaces(emb, latest.get(click.user_id)):
                     latest[click.user_id] = emb
-        if embeddings_only:
-            return [UserUpdate(user, [], embedding) for user, embedding in latest.items()]
-        return [UserUpdate(user, user_clicks, latest.get(user)) for user, user_clicks in by_user.items()]
+        return [UserUpdate(user, [], embedding) for user, embedding in latest.items()]
 
 
 class RankingRequestPipeline(_UserPipeline):

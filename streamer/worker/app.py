@@ -15,8 +15,8 @@ so a crash loses nothing (at-least-once; reprocessing is harmless).
 
 A batch whose processing (either step) fails on an outside system is retried whole with
 back-off until it succeeds, and so is its publishing. A batch that fails for any other
-reason is split and retried record by record; a record that still fails goes to dead-letter, so the
-stream always moves on.
+reason is split and retried record by record; a record that still fails goes to
+dead-letter, so the stream always moves on.
 """
 
 from __future__ import annotations

@@ -12,14 +12,14 @@ A batch goes through three steps: ``process`` (its state read, and what the next
 reads written), the ``Finish`` step that ``process`` returns (its inference, the rest of
 its state written, its outputs made), then ``deliver`` (its outputs published and
 acknowledged, its events let go). Within a lane the steps of one kind run one at a time
-in batch order: a batch is processed once the previous one has been
-processed, so it reads the state the previous one wrote, while the previous one
-finishes (its models run on the inference thread while the event loop reads and writes
-for the next); it finishes once the previous one finished, and is delivered once the
-previous one was. Lanes run side by side: while one waits on Redis, another computes.
-Since a key's events are all in one partition, a key's events are all in one lane, as
-they are all in one worker when several share a topic. ``add`` waits while a full batch
-is already waiting in a lane, so the backlog stays in Faust's buffers.
+in batch order: a batch is processed once the previous one has been processed, so it
+reads the state the previous one wrote, while the previous one finishes (its models run
+on the inference thread while the event loop reads and writes for the next); it finishes
+once the previous one finished, and is delivered once the previous one was. Lanes run
+side by side: while one waits on Redis, another computes. Since a key's events are all
+in one partition, a key's events are all in one lane, as they are all in one worker when
+several share a topic. ``add`` waits while a full batch is already waiting in a lane, so
+the backlog stays in Faust's buffers.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ class Batcher(Generic[T, R]):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Stops processing; the batches in flight (in any step) are cancelled and what is pending
-        dropped, so none of them may have been acknowledged to Kafka (they are consumed
-        again)."""
+        """Stops processing; the batches in flight (in any step) are cancelled and what is
+        pending dropped, so none of them may have been acknowledged to Kafka (they are
+        consumed again)."""
         await asyncio.gather(*(lane.stop() for lane in self.lanes))
 
     async def add(self, items: Sequence[T]) -> None:
