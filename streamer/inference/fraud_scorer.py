@@ -22,8 +22,12 @@ from streamer.features.fraud import FEATURE_NAMES, FEATURE_SCHEMA_HASH, ROW_FIEL
 from streamer.inference.manifest import load_manifest
 from streamer.inference.runner import OnnxModel
 
-#: Rows per ONNX Runtime call (see ``OnnxModel``): the card encoder is fastest around 128.
-ENCODER_ROWS = 128
+#: Rows per ONNX Runtime call (see ``OnnxModel``). Alone, the card encoder runs 512 rows
+#: about as fast in calls of 128, 256 or 512 (11.2, 10.5 and 12.1 ms on the benchmark
+#: machine); in a worker, every call returns to Python on the inference thread and waits
+#: there for the event loop to let go of the GIL, so a batch of the engine's size goes in
+#: one call (docs/benchmarks.md, 2026-12-03 from 16:15 UTC).
+ENCODER_ROWS = 512
 SCORER_ROWS = 512
 
 

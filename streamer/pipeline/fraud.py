@@ -1,7 +1,8 @@
 """Fraud scoring of a micro-batch of transactions, and the labels that feed it.
 
-``FraudPipeline.process`` runs in two steps (``prepare``, then the step it returns; a
-worker runs a batch's first step while the previous batch's second one runs):
+``FraudPipeline.process`` runs in three steps (``prepare``, then the step it returns, then
+the step that one returns; a worker runs a batch's first step while the previous batch's
+second one runs, and its second while the previous batch's third runs):
 
 1. decode → read card and terminal state and the clocks' stream progress (one round
    trip, while the label topic's high watermarks are fetched; the cards this worker
@@ -10,9 +11,9 @@ worker runs a batch's first step while the previous batch's second one runs):
    partitions' progress (one round trip): what the next batch's features read;
 2. the models (on the inference thread for a large batch): for a sequence model, the
    card embeddings (``card_sequence``: one encoder call for what is not cached; the
-   previous batch's new ones are taken as cached), then one scorer call → write the
-   cards' new embeddings → a score per transaction, an alert with reasons for risky
-   ones, and a dead letter per bad message.
+   previous batches' new ones are taken as cached), then one scorer call;
+3. write the cards' new embeddings → a score per transaction, an alert with reasons
+   for risky ones, and a dead letter per bad message.
 
 ``LabelPipeline`` stores late fraud labels that the terminal risk features read.
 """
@@ -20,6 +21,7 @@ worker runs a batch's first step while the previous batch's second one runs):
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -41,7 +43,13 @@ from streamer.state.card_cache import CardCache
 from streamer.state.store import (
     CARD_ROWS_CAP, CachedEmbedding, CardState, Progress, StateStore, StreamProgress, replaces,
 )
-from streamer.worker.batching import Finish, finished
+from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
+
+
+#: Batches whose cards' new embeddings a batch's second step takes
+#: (``FraudPipeline._take_newer_embeddings``): a worker reads a batch's state while the
+#: batch before it is scored and the one before that may still be storing its embeddings.
+RECENT_BATCHES = 2
 
 
 class FeatureBatch(NamedTuple):
@@ -147,43 +155,55 @@ class FraudPipeline:
         self.label_clock = label_clock
         self.transaction_clock = transaction_clock
         self.card_embeddings = CardEmbeddings(scorer, store) if scorer.sequence_length else None
-        self._last_embeddings: dict[str, CachedEmbedding] = {}
-        """The cards' new embeddings from the last batch scored (``_take_newer_embeddings``)."""
+        self._recent_embeddings: deque[dict[str, CachedEmbedding]] = deque(maxlen=RECENT_BATCHES)
+        """The cards' new embeddings of the last batches scored (``_take_newer_embeddings``)."""
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
-        """Both steps, one after the other."""
-        return await (await self.prepare(records))()
+        """Every step, one after the other."""
+        return await every_step(await self.prepare(records))
 
-    async def prepare(self, records: Sequence[SourceRecord]) -> Finish[list[OutputRecord]]:
+    async def prepare(self, records: Sequence[SourceRecord]) -> Infer[list[OutputRecord]]:
         """The first step: features, and the batch's transactions and progress stored.
-        Returns the second: scores, alerts and the cards' new embeddings."""
+        Returns the second: the scores and the cards' new embeddings, which returns the
+        third: those embeddings stored, the scores and alerts made."""
         good, bad = decode_all([r.value for r in records], decode_transaction, self.max_bytes)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
-            return finished(outputs)
+            return inferred(finished(outputs))
         transactions = [tx for _, tx in good]
         progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
         batch, partial = await self._read(transactions, progress)
         await self.features.store_transactions(transactions, batch, progress)
 
-        async def finish() -> list[OutputRecord]:
-            return outputs + await self._score(transactions, batch, partial)
+        async def infer() -> Finish[list[OutputRecord]]:
+            scores, fresh = await self._infer(transactions, batch)
 
-        return finish
+            async def finish() -> list[OutputRecord]:
+                if fresh:
+                    await self.features.store_embeddings(fresh, batch.generation)
+                return outputs + self._outputs(transactions, batch.rows, scores, partial)
 
-    async def _score(self, transactions: Sequence[Transaction], batch: FeatureBatch, partial: bool) -> list[OutputRecord]:
-        """The second step: a score per transaction and an alert per risky one; the
-        cards' new embeddings stored."""
+            return finish
+
+        return infer
+
+    async def _infer(self, transactions: Sequence[Transaction],
+                     batch: FeatureBatch) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:
+        """The second step: the scores, and the cards' new embeddings, which the next
+        batches' second steps take at once (``_take_newer_embeddings``)."""
         self._take_newer_embeddings(batch.cards)
         scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards)
         if fresh:
-            await self.features.store_embeddings(fresh, batch.generation)
-            self._last_embeddings = fresh
+            self._recent_embeddings.append(fresh)
+        return scores, fresh
 
+    def _outputs(self, transactions: Sequence[Transaction], rows: Sequence[list[float]], scores: np.ndarray,
+                 partial: bool) -> list[OutputRecord]:
+        """A score per transaction, and an alert per risky one."""
         outputs = []
         scored_at = format_time(self.clock())
-        for tx, row, score in zip(transactions, batch.rows, scores.tolist()):
+        for tx, row, score in zip(transactions, rows, scores.tolist()):
             key = tx.card_id.encode()
             record: dict[str, Any] = {
                 "transaction_id": tx.transaction_id,
@@ -206,12 +226,13 @@ class FraudPipeline:
         return outputs
 
     def _take_newer_embeddings(self, cards: Mapping[str, CardState]) -> None:
-        """The cards' state was read while the previous batch's models ran: its cards'
-        new embeddings, stored since, replace those read."""
-        for card_id, embedding in self._last_embeddings.items():
-            state = cards.get(card_id)
-            if state is not None and replaces(embedding, state.embedding):
-                state.embedding = embedding
+        """The cards' state was read while the batches before were scored: their cards'
+        new embeddings, stored since or still being stored, replace those read."""
+        for recent in self._recent_embeddings:
+            for card_id, embedding in recent.items():
+                state = cards.get(card_id)
+                if state is not None and replaces(embedding, state.embedding):
+                    state.embedding = embedding
 
     async def _read(self, transactions: Sequence[Transaction], progress: StreamProgress) -> tuple[FeatureBatch, bool]:
         """The batch's features once every label up to its newest transaction is stored

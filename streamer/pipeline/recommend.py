@@ -1,16 +1,17 @@
 """Next-item ranking of a micro-batch of clicks.
 
-``RecommendPipeline.process`` runs in two steps (``prepare``, then the step it returns;
-a worker runs a batch's first step while the previous batch's second one runs):
+``RecommendPipeline.process`` runs in three steps (``prepare``, then the step it
+returns, then the step that one returns; a worker runs a batch's first step while the
+previous batch's second one runs, and its second while the previous batch's third runs):
 
 1. decode → read each user's sequence, seen items and cached embedding (one round
    trip) → per click, in arrival order, the user's events ordered at or before it by
    ``(event time, event id)`` → write the clicks to the users' sequences and seen
    items (one round trip): what the next batch reads;
 2. one encoder call for all clicks (a cached embedding of the same event and model is
-   reused) → one ranker call excluding the items each user already touched → write
-   the users' new embeddings (one round trip) → one recommendation per click, and a
-   dead letter per bad message.
+   reused) → one ranker call excluding the items each user already touched;
+3. write the users' new embeddings (one round trip) → one recommendation per click,
+   and a dead letter per bad message.
 
 ``RankingRequestPipeline`` answers a ranking asked for without a click (a page view, a
 push campaign): it ranks from the user's cached embedding with no encoder call, encodes
@@ -31,7 +32,7 @@ from streamer.output.dead_letter import dead_letter
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
-from streamer.worker.batching import Finish, finished
+from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
 
 
 def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
@@ -43,7 +44,7 @@ def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
 
 
 def clicks_by_user(clicks: Sequence[Click]) -> list[UserUpdate]:
-    """The batch's clicks per user, without embeddings (the second step writes those)."""
+    """The batch's clicks per user, without embeddings (the third step writes those)."""
     by_user: dict[str, list[Click]] = {}
     for click in clicks:
         by_user.setdefault(click.user_id, []).append(click)
@@ -71,16 +72,17 @@ class _UserPipeline:
 
 class RecommendPipeline(_UserPipeline):
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
-        """Both steps, one after the other."""
-        return await (await self.prepare(records))()
+        """Every step, one after the other."""
+        return await every_step(await self.prepare(records))
 
-    async def prepare(self, records: Sequence[SourceRecord]) -> Finish[list[OutputRecord]]:
+    async def prepare(self, records: Sequence[SourceRecord]) -> Infer[list[OutputRecord]]:
         """The first step: the users' histories per click, and the clicks stored.
-        Returns the second: the rankings, and the users' new embeddings stored."""
+        Returns the second: the rankings, which returns the third: the users' new
+        embeddings stored, the recommendations made."""
         good, bad = decode_all([r.value for r in records], decode_click, self.max_bytes)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
-            return finished(outputs)
+            return inferred(finished(outputs))
         clicks = [click for _, click in good]
         states = await self.store.read_users(list(dict.fromkeys(c.user_id for c in clicks)))
 
@@ -100,19 +102,23 @@ class RecommendPipeline(_UserPipeline):
             vectors.append(cached.vector if reuse and cached is not None else None)
         await self.store.write_users(clicks_by_user(clicks))
 
-        async def finish() -> list[OutputRecord]:
+        async def infer() -> Finish[list[OutputRecord]]:
             ranked = await off_the_loop(len(clicks), self._encode_and_rank, sequences, excluded, vectors)
-            await self.store.write_users(self._embedding_updates(clicks, vectors))
-            for i, click in enumerate(clicks):
-                listed = ranked.get(i)
-                source = "model"
-                if listed is None:
-                    listed, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
-                record = recommendation(click, listed, self.ranker.version, source)
-                outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
-            return outputs
 
-        return finish
+            async def finish() -> list[OutputRecord]:
+                await self.store.write_users(self._embedding_updates(clicks, vectors))
+                for i, click in enumerate(clicks):
+                    listed = ranked.get(i)
+                    source = "model"
+                    if listed is None:
+                        listed, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
+                    record = recommendation(click, listed, self.ranker.version, source)
+                    outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
+                return outputs
+
+            return finish
+
+        return infer
 
     def _encode_and_rank(self, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
                          vectors: list[np.ndarray | None]) -> dict[int, Ranked]:

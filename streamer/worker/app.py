@@ -4,16 +4,17 @@ Each agent takes the runs of records the transport delivers (one per partition a
 fetch, ``streamer.worker.transport.RecordRun``) and hands their records to micro-batches
 (``streamer.worker.batching``: closes on size or on maximum wait, partition order
 kept), which go to a pipeline, then to the sink. While a batch is processed, the next
-one gathers. A pipeline with two steps (``Staged``) reads a batch's state and writes
-what the next batch reads first, then runs the models and makes the outputs: the next
-batch is read and written while this one's models run, and this one's outputs are
-still on their way to the broker while the next one's models run; outputs are sent
-only after the previous batch's are acknowledged, so they keep their order. A run is
+one gathers. A pipeline with steps (``Staged``) reads a batch's state and writes what
+the next batch reads first, then runs the models, then writes the rest and makes the
+outputs: the next batch is read and written while this one's models run, this one is
+finished while the next one's models run, and its outputs are still on their way to
+the broker meanwhile; outputs are sent only after the previous batch's are
+acknowledged, so they keep their order. A run is
 held (one more reference on its message, ``HeldRuns``) until the outputs of all its
 records are acknowledged: Faust commits its offsets only after its outputs are safe,
 so a crash loses nothing (at-least-once; reprocessing is harmless).
 
-A batch whose processing (either step) fails on an outside system is retried whole with
+A batch whose processing (any step) fails on an outside system is retried whole with
 back-off until it succeeds, and so is its publishing. A batch that fails for any other
 reason is split and retried record by record; a record that still fails goes to
 dead-letter, so the stream always moves on.
@@ -39,7 +40,7 @@ from streamer.output.dead_letter import dead_letter
 from streamer.output.sink import Sink, publish
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
-from streamer.worker.batching import Batcher, Finish, finished
+from streamer.worker.batching import Batcher, Finish, Infer, finished, inferred
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,13 +56,14 @@ class Pipeline(Protocol):
 
 
 class Staged(Pipeline, Protocol):
-    """A pipeline whose ``process`` runs in two steps, which a worker lets overlap with
+    """A pipeline whose ``process`` runs in three steps, which a worker lets overlap with
     the neighbouring batches' (``streamer.worker.batching``)."""
 
-    async def prepare(self, records: Sequence[SourceRecord]) -> Finish[list[OutputRecord]]:
+    async def prepare(self, records: Sequence[SourceRecord]) -> Infer[list[OutputRecord]]:
         """The first step: the batch's state read, and what the next batch reads
-        written. Returns the second step (the models, the rest of the state, the
-        outputs), which must run before the next batch's second step."""
+        written. Returns the second step (the models), which must run before the next
+        batch's second step and returns the third (the rest of the state, the outputs),
+        which must run before the next batch's third."""
         ...
 
 
@@ -88,28 +90,37 @@ async def process_batch(pipeline: Pipeline, records: Sequence[SourceRecord], dea
 
 
 async def prepare_batch(pipeline: Pipeline, records: Sequence[SourceRecord],
-                        dead_letter_topic: str) -> Finish[list[OutputRecord]]:
-    """A batch's first step, and its second, with ``process_batch``'s rules: when either
+                        dead_letter_topic: str) -> Infer[list[OutputRecord]]:
+    """A batch's first step, and its later ones, with ``process_batch``'s rules: when any
     step fails on an outside system the batch is processed again whole (its writes are
-    idempotent), with back-off; when either fails otherwise, record by record. A
-    pipeline without two steps is processed whole in the first."""
+    idempotent), with back-off; when any fails otherwise, record by record. A pipeline
+    without steps is processed whole in the first."""
     if not hasattr(pipeline, "prepare"):
-        return finished(await process_batch(pipeline, records, dead_letter_topic))
+        return inferred(finished(await process_batch(pipeline, records, dead_letter_topic)))
     staged: Staged = pipeline  # type: ignore[assignment]
-    finish = await with_backoff(lambda: _or_one_by_one(staged.prepare(records), finished, pipeline, records,
-                                                       dead_letter_topic), "the batch")
+    infer = await with_backoff(lambda: _or_one_by_one(staged.prepare(records), _done, pipeline, records,
+                                                      dead_letter_topic), "the batch")
 
-    async def finish_batch() -> list[OutputRecord]:
+    async def or_again(step: Awaitable[T], then: Callable[[list[OutputRecord]], T]) -> T:
+        """What a later step gives; when it fails, the batch processed again."""
         try:
-            return await finish()
+            return await step
         except DependencyError as exc:
             log.warning("%s; processing the batch again", exc)
-            return await process_batch(pipeline, records, dead_letter_topic)
+            return then(await process_batch(pipeline, records, dead_letter_topic))
         except Exception:
             log.exception("batch of %d failed; retrying record by record", len(records))
-            return await with_backoff(lambda: _one_by_one(pipeline, records, dead_letter_topic), "the batch")
+            return then(await with_backoff(lambda: _one_by_one(pipeline, records, dead_letter_topic), "the batch"))
 
-    return finish_batch
+    async def infer_batch() -> Finish[list[OutputRecord]]:
+        finish = await or_again(infer(), finished)
+
+        async def finish_batch() -> list[OutputRecord]:
+            return await or_again(finish(), _as_they_are)
+
+        return finish_batch
+
+    return infer_batch
 
 
 async def _or_one_by_one(step: Awaitable[T], then: Callable[[list[OutputRecord]], T], pipeline: Pipeline,
@@ -127,6 +138,10 @@ async def _or_one_by_one(step: Awaitable[T], then: Callable[[list[OutputRecord]]
 
 def _as_they_are(outputs: list[OutputRecord]) -> list[OutputRecord]:
     return outputs
+
+
+def _done(outputs: list[OutputRecord]) -> Infer[list[OutputRecord]]:
+    return inferred(finished(outputs))
 
 
 async def publish_batch(sink: Sink, outputs: Sequence[OutputRecord]) -> None:
@@ -260,7 +275,7 @@ def build_app(runtime: Runtime) -> faust.App:
         async def agent(stream: Any) -> None:
             held = HeldRuns()
 
-            async def process(records: list[SourceRecord]) -> Finish[list[OutputRecord]]:
+            async def process(records: list[SourceRecord]) -> Infer[list[OutputRecord]]:
                 return await prepare_batch(pipeline, records, dead_letters)
 
             async def deliver(records: list[SourceRecord], outputs: list[OutputRecord]) -> None:

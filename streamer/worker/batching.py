@@ -8,18 +8,20 @@ events or its oldest event has waited ``max_wait_s``, whichever comes first: at 
 load a batch is what arrived within that wait; under load batches fill up, and the
 work of fetching the next events runs while the lanes wait on Redis and the broker.
 
-A batch goes through three steps: ``process`` (its state read, and what the next batch
-reads written), the ``Finish`` step that ``process`` returns (its inference, the rest of
-its state written, its outputs made), then ``deliver`` (its outputs published and
-acknowledged, its events let go). Within a lane the steps of one kind run one at a time
-in batch order: a batch is processed once the previous one has been processed, so it
-reads the state the previous one wrote, while the previous one finishes (its models run
-on the inference thread while the event loop reads and writes for the next); it finishes
-once the previous one finished, and is delivered once the previous one was. Lanes run
-side by side: while one waits on Redis, another computes. Since a key's events are all
-in one partition, a key's events are all in one lane, as they are all in one worker when
-several share a topic. ``add`` waits while a full batch is already waiting in a lane, so
-the backlog stays in Faust's buffers.
+A batch goes through four steps: ``process`` (its state read, and what the next batch
+reads written), the ``Infer`` step that ``process`` returns (its models), the ``Finish``
+step that ``Infer`` returns (the rest of its state written, its outputs made), then
+``deliver`` (its outputs published and acknowledged, its events let go). Within a lane
+the steps of one kind run one at a time in batch order. A batch is processed once the
+previous one has been processed, so it reads the state the previous one wrote, while
+the previous one infers: its models run on the inference thread while the event loop
+reads and writes for the next. It infers once the previous one inferred, so the
+inference thread goes from one batch's models to the next while the event loop finishes
+the previous batch. It finishes once the previous one finished, and is delivered once
+the previous one was. Lanes run side by side: while one waits on Redis, another
+computes. Since a key's events are all in one partition, a key's events are all in one
+lane, as they are all in one worker when several share a topic. ``add`` waits while a
+full batch is already waiting in a lane, so the backlog stays in Faust's buffers.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Finish = Callable[[], Awaitable[R]]
-"""A batch's second step, as its first step (``process``) returns it."""
+"""A batch's last step, as its ``Infer`` step returns it: the batch's result."""
+Infer = Callable[[], Awaitable[Finish[R]]]
+"""A batch's middle step, as its first step (``process``) returns it."""
 
 
 def finished(result: R) -> Finish[R]:
-    """The second step of a batch whose first step did everything: ``result`` as it is."""
+    """The last step of a batch whose earlier steps did everything: ``result`` as it is."""
 
     async def finish() -> R:
         return result
@@ -46,8 +50,22 @@ def finished(result: R) -> Finish[R]:
     return finish
 
 
+def inferred(finish: Finish[R]) -> Infer[R]:
+    """The middle step of a batch with no models to run: ``finish`` as it is."""
+
+    async def infer() -> Finish[R]:
+        return finish
+
+    return infer
+
+
+async def every_step(infer: Infer[R]) -> R:
+    """A batch's middle and last steps, one after the other."""
+    return await (await infer())()
+
+
 class Batcher(Generic[T, R]):
-    def __init__(self, process: Callable[[list[T]], Awaitable[Finish[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
+    def __init__(self, process: Callable[[list[T]], Awaitable[Infer[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
                  max_size: int, lanes: int = 1, lane_of: Callable[[T], int] = lambda item: 0,
                  max_wait_s: float = 0.0) -> None:
         if lanes < 1:
@@ -89,9 +107,10 @@ class Batcher(Generic[T, R]):
 
 class Lane(Generic[T, R]):
     """One lane: its pending events, the task processing them batch by batch, the
-    finishing of its last processed batch and the delivery of its last finished one."""
+    inference of its last processed batch, the finishing of its last inferred one and
+    the delivery of its last finished one."""
 
-    def __init__(self, process: Callable[[list[T]], Awaitable[Finish[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
+    def __init__(self, process: Callable[[list[T]], Awaitable[Infer[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
                  max_size: int, max_wait_s: float = 0.0) -> None:
         self.process = process
         self.deliver = deliver
@@ -104,6 +123,7 @@ class Lane(Generic[T, R]):
         self._room = asyncio.Event()
         self._room.set()
         self.task: asyncio.Task[None] | None = None
+        self.inferring: asyncio.Task[None] | None = None
         self.finishing: asyncio.Task[None] | None = None
         self.delivering: asyncio.Task[None] | None = None
 
@@ -111,7 +131,7 @@ class Lane(Generic[T, R]):
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        tasks = [t for t in (self.task, self.finishing, self.delivering) if t is not None]
+        tasks = [t for t in (self.task, self.inferring, self.finishing, self.delivering) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -138,7 +158,7 @@ class Lane(Generic[T, R]):
         self.raise_if_dead()
 
     def raise_if_dead(self) -> None:
-        for task in (self.delivering, self.finishing, self.task):
+        for task in (self.delivering, self.finishing, self.inferring, self.task):
             if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
                 task.result()  # re-raises the error
         if self.task is not None and self.task.done():
@@ -170,10 +190,16 @@ class Lane(Generic[T, R]):
                 self._arrived.clear()
             if len(self.pending) < self.max_size:
                 self._room.set()
-            finish = await self.process(batch)
-            if self.finishing is not None:
-                await self.finishing  # finishes in batch order; raises what the last one died of
-            self.finishing = asyncio.create_task(self._finish(batch, finish))
+            infer = await self.process(batch)
+            if self.inferring is not None:
+                await self.inferring  # infers in batch order; raises what the last one died of
+            self.inferring = asyncio.create_task(self._infer(batch, infer))
+
+    async def _infer(self, batch: list[T], infer: Infer[R]) -> None:
+        finish = await infer()
+        if self.finishing is not None:
+            await self.finishing  # finishes in batch order; raises what the last one died of
+        self.finishing = asyncio.create_task(self._finish(batch, finish))
 
     async def _finish(self, batch: list[T], finish: Finish[R]) -> None:
         result = await finish()

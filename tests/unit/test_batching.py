@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streamer.worker.batching import Batcher, Finish, finished
+from streamer.worker.batching import Batcher, Finish, Infer, finished, inferred
 
 
 class SlowPipeline:
@@ -17,32 +17,42 @@ class SlowPipeline:
         self.release = asyncio.Event()
         self.started = asyncio.Event()
 
-    async def __call__(self, batch: list[int]) -> Finish[None]:
+    async def __call__(self, batch: list[int]) -> Infer[None]:
         self.batches.append(batch)
         self.started.set()
         await self.release.wait()
         self.release.clear()
-        return finished(None)
+        return inferred(finished(None))
 
 
-class SlowSecondStep:
-    """Records each batch's first step as it ends, and its second step as it starts and
-    as it ends; a second step ends only when the test releases it."""
+class SlowSteps:
+    """Records each batch's first step as it ends, and its later steps as they start and
+    as they end; a middle step ends only when the test releases ``infer``, a last step
+    only when it releases ``finish``."""
 
     def __init__(self) -> None:
         self.log: list[tuple[str, list[int]]] = []
-        self.release = asyncio.Event()
+        self.infer = asyncio.Event()
+        self.finish = asyncio.Event()
 
-    async def __call__(self, batch: list[int]) -> Finish[None]:
+    async def __call__(self, batch: list[int]) -> Infer[None]:
         self.log.append(("first", batch))
 
-        async def finish() -> None:
-            self.log.append(("second", batch))
-            await self.release.wait()
-            self.release.clear()
-            self.log.append(("second ended", batch))
+        async def infer() -> Finish[None]:
+            await self._step("second", batch, self.infer)
 
-        return finish
+            async def finish() -> None:
+                await self._step("third", batch, self.finish)
+
+            return finish
+
+        return infer
+
+    async def _step(self, name: str, batch: list[int], release: asyncio.Event) -> None:
+        self.log.append((name, batch))
+        await release.wait()
+        release.clear()
+        self.log.append((f"{name} ended", batch))
 
 
 class SlowDelivery:
@@ -60,8 +70,8 @@ class SlowDelivery:
         self.log.append(("end", batch))
 
 
-async def processed(batch: list[int]) -> Finish[None]:
-    return finished(None)
+async def processed(batch: list[int]) -> Infer[None]:
+    return inferred(finished(None))
 
 
 async def delivered(batch: list[int], result: None) -> None:
@@ -108,7 +118,7 @@ async def test_batches_hold_at_most_max_size_and_add_waits_while_a_full_one_is_w
 
 
 async def test_a_processing_error_reaches_the_agent() -> None:
-    async def failing(batch: list[int]) -> Finish[None]:
+    async def failing(batch: list[int]) -> Infer[None]:
         raise ValueError("boom")
 
     async with Batcher(failing, delivered, max_size=2) as batcher:
@@ -150,7 +160,7 @@ async def test_the_next_batch_is_processed_while_the_last_is_delivered_and_deliv
 
 
 async def test_the_next_batch_takes_its_first_step_while_the_last_takes_its_second_and_seconds_keep_their_order() -> None:
-    steps = SlowSecondStep()
+    steps = SlowSteps()
     async with Batcher(steps, delivered, max_size=10) as batcher:
         await batcher.add([1])
         await settle()
@@ -161,23 +171,51 @@ async def test_the_next_batch_takes_its_first_step_while_the_last_takes_its_seco
         await batcher.add([3])
         await settle()
         assert steps.log[3:] == []  # [3] waits: [2]'s second step has not begun
-        steps.release.set()
+        steps.infer.set()
         await settle()
         assert steps.log[3] == ("second ended", [1])  # then [2]'s second step, beside [3]'s first
-        assert sorted(steps.log[4:]) == [("first", [3]), ("second", [2])]
-        steps.release.set()
-        await settle()
-        steps.release.set()
-        await settle()
+        assert ("first", [3]) in steps.log[4:] and ("second", [2]) in steps.log[4:]
+        for _ in range(2):
+            steps.infer.set()
+            steps.finish.set()
+            await settle()
         assert [entry for entry in steps.log if entry[0] == "second"] == [("second", [1]), ("second", [2]), ("second", [3])]
 
 
-async def test_a_second_step_error_reaches_the_agent() -> None:
-    async def failing_later(batch: list[int]) -> Finish[None]:
-        async def finish() -> None:
-            raise ValueError("the model broke")
+async def test_the_next_batch_takes_its_second_step_while_the_last_takes_its_third_and_thirds_keep_their_order() -> None:
+    steps = SlowSteps()
+    async with Batcher(steps, delivered, max_size=10) as batcher:
+        await batcher.add([1])
+        await settle()
+        steps.infer.set()
+        await settle()
+        assert steps.log[-2:] == [("second ended", [1]), ("third", [1])]
+        await batcher.add([2])
+        await settle()
+        assert steps.log[-2:] == [("first", [2]), ("second", [2])]  # while [1] is in its third step
+        steps.infer.set()
+        await settle()
+        assert steps.log[-1] == ("second ended", [2])  # [2]'s third step waits for [1]'s
+        steps.finish.set()
+        await settle()
+        assert steps.log[-2:] == [("third ended", [1]), ("third", [2])]
+        steps.finish.set()
+        await settle()
+        assert steps.log[-1] == ("third ended", [2])
 
-        return finish
+
+@pytest.mark.parametrize("failing_step", ["second", "third"])
+async def test_a_later_step_error_reaches_the_agent(failing_step: str) -> None:
+    async def fail() -> None:
+        raise ValueError("the model broke")
+
+    async def failing_later(batch: list[int]) -> Infer[None]:
+        async def infer() -> Finish[None]:
+            if failing_step == "second":
+                await fail()
+            return fail
+
+        return infer
 
     async with Batcher(failing_later, delivered, max_size=2) as batcher:
         await batcher.add([1])
@@ -188,13 +226,20 @@ async def test_a_second_step_error_reaches_the_agent() -> None:
             await batcher.add([3])
 
 
-async def test_leaving_cancels_the_second_step_in_flight() -> None:
-    steps = SlowSecondStep()
+async def test_leaving_cancels_the_later_steps_in_flight() -> None:
+    steps = SlowSteps()
     async with Batcher(steps, delivered, max_size=2) as batcher:
         await batcher.add([1])
         await settle()
-        task = batcher.lanes[0].finishing
-    assert task is not None and task.cancelled() and steps.log == [("first", [1]), ("second", [1])]
+        steps.infer.set()
+        await settle()
+        await batcher.add([2])
+        await settle()
+        lane = batcher.lanes[0]
+        inferring, finishing = lane.inferring, lane.finishing
+    assert steps.log == [("first", [1]), ("second", [1]), ("second ended", [1]), ("third", [1]),
+                         ("first", [2]), ("second", [2])]
+    assert inferring is not None and inferring.cancelled() and finishing is not None and finishing.cancelled()
 
 
 async def test_a_delivery_error_reaches_the_agent() -> None:
@@ -222,11 +267,11 @@ async def test_lanes_process_side_by_side_each_in_its_own_order() -> None:
     blocked = asyncio.Event()
     processed: list[list[int]] = []
 
-    async def process(batch: list[int]) -> Finish[None]:
+    async def process(batch: list[int]) -> Infer[None]:
         processed.append(batch)
         if batch[0] % 2 == 0:  # lane 0 (even items) waits, as on a slow Redis reply
             await blocked.wait()
-        return finished(None)
+        return inferred(finished(None))
 
     async with Batcher(process, delivered, max_size=10, lanes=2, lane_of=lambda item: item) as batcher:
         await batcher.add([0, 1, 3])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import CachedEmbedding
 from streamer.worker.app import prepare_batch, process_batch, publish_batch
-from streamer.worker.batching import Finish
+from streamer.worker.batching import Finish, Infer, every_step
 from tests.support import DATA, load_jsonl
 
 SETTINGS = Settings.from_env()
@@ -129,6 +130,26 @@ def noting_runs(pipeline: FraudPipeline) -> list[int]:
     return runs
 
 
+async def as_a_worker_overlaps(pipeline: FraudPipeline | RecommendPipeline,
+                               batches: Sequence[list[SourceRecord]]) -> list[OutputRecord]:
+    """The batches' outputs, their steps taken in the latest order a worker's lane allows:
+    a batch is read (first step) while the one before is inferring (second step) and the
+    one before that has not finished (third step: its new embeddings not yet stored), and
+    it infers before the one before it has finished."""
+    outputs: list[OutputRecord] = []
+    unfinished: deque[Finish[list[OutputRecord]]] = deque()
+    infer = await pipeline.prepare(batches[0])
+    for batch in batches[1:]:
+        unfinished.append(await infer())
+        infer = await pipeline.prepare(batch)
+        if len(unfinished) == 2:
+            outputs += await unfinished.popleft()()
+    unfinished.append(await infer())
+    for finish in unfinished:
+        outputs += await finish()
+    return outputs
+
+
 def transaction_records(n: int, keyed: bool = False) -> list[SourceRecord]:
     """The sample's first ``n`` transactions, keyed by card (as producers must, for the
     card cache) or not."""
@@ -137,14 +158,16 @@ def transaction_records(n: int, keyed: bool = False) -> list[SourceRecord]:
             for i, tx in enumerate(sample)]
 
 
-async def test_the_first_step_stores_what_the_next_batch_reads_and_the_second_the_embeddings(scorer: FraudScorer) -> None:
+async def test_the_first_step_stores_what_the_next_batch_reads_the_second_runs_the_models_the_third_stores_the_embeddings(scorer: FraudScorer) -> None:
     store = RecordingStore()
     pipeline = FraudPipeline(scorer, store, SETTINGS)
     runs = noting_runs(pipeline)
-    finish = await pipeline.prepare(transaction_records(200))
+    infer = await pipeline.prepare(transaction_records(200))
     assert store.writes == [(200, True, True, False)] and runs == []  # transactions, rows, progress; no model yet
+    finish = await infer()
+    assert store.writes == [(200, True, True, False)] and runs == [200]  # the models; nothing written
     outputs = await finish()
-    assert store.writes[1:] == [(0, False, False, True)] and runs == [200]
+    assert store.writes[1:] == [(0, False, False, True)]
     assert len([o for o in outputs if o.topic == SETTINGS.topics.fraud_scores]) == 200
 
 
@@ -159,8 +182,9 @@ async def test_a_failed_state_write_fails_the_first_step_before_the_models_run(s
 
 async def test_a_batch_read_while_the_last_one_is_scored_scores_as_if_read_after_it(scorer: FraudScorer) -> None:
     """The worker's overlap: a batch's first step runs before the previous batch's
-    second. Its features see the previous batch's transactions (through the card cache),
-    and the previous batch's new card embeddings are reused, not encoded again."""
+    second, and before the one before that stored its card embeddings (third step). Its
+    features see the previous batches' transactions (through the card cache), and their
+    new card embeddings are reused, not encoded again."""
     recs = transaction_records(400, keyed=True)
     batches = [recs[i : i + 100] for i in range(0, 400, 100)]
     cards = [{r.key for r in batch} for batch in batches]
@@ -172,13 +196,7 @@ async def test_a_batch_read_while_the_last_one_is_scored_scores_as_if_read_after
     in_turn = pipeline(SETTINGS.replace(redis={"card_cache": 0}))  # every card read from the store
     overlapped = pipeline(SETTINGS)
     expected = [output for batch in batches for output in await in_turn.process(batch)]
-    got: list[OutputRecord] = []
-    finish = await overlapped.prepare(batches[0])
-    for batch in batches[1:]:
-        following = await overlapped.prepare(batch)
-        got += await finish()
-        finish = following
-    got += await finish()
+    got = await as_a_worker_overlaps(overlapped, batches)
 
     assert [(o.topic, o.value) for o in got] == [(o.topic, o.value) for o in expected]
     assert overlapped.features.cache.hits > 0
@@ -253,7 +271,7 @@ async def test_reprocessed_click_reuses_the_cached_embedding(ranker: NextItemRan
 
 async def test_a_click_batch_read_while_the_last_one_is_ranked_sees_its_clicks(ranker: NextItemRanker) -> None:
     """The worker's overlap for clicks: the first step stores the batch's clicks (the
-    next batch's histories read them), the second the users' new embeddings."""
+    next batch's histories read them), the third the users' new embeddings."""
     items = ranker.items[1:13]
     values = [click(i, f"u{i % 3}", item) for i, item in enumerate(items)]
     batches = [records("clickstream", values[i : i + 4]) for i in range(0, 12, 4)]
@@ -261,15 +279,13 @@ async def test_a_click_batch_read_while_the_last_one_is_ranked_sees_its_clicks(r
     expected = [output for batch in batches for output in await in_turn.process(batch)]
 
     store = InMemoryStateStore()
-    overlapped = RecommendPipeline(ranker, store, SETTINGS)
-    got: list[OutputRecord] = []
-    finish = await overlapped.prepare(batches[0])
+    infer = await RecommendPipeline(ranker, store, SETTINGS).prepare(batches[0])
     assert len(store.sequences["u0"]) == 2 and "u0" not in store.embeddings  # clicks stored, not yet ranked
-    for batch in batches[1:]:
-        following = await overlapped.prepare(batch)
-        got += await finish()
-        finish = following
-    got += await finish()
+    await infer()
+    assert "u0" not in store.embeddings  # ranked, embeddings not yet stored
+
+    store = InMemoryStateStore()
+    got = await as_a_worker_overlaps(RecommendPipeline(ranker, store, SETTINGS), batches)
 
     assert [o.value for o in got] == [o.value for o in expected]
     assert {user: e.event_id for user, e in store.embeddings.items()} == {"u0": "e9", "u1": "e10", "u2": "e11"}
@@ -330,38 +346,48 @@ async def test_a_batch_is_retried_on_outside_failures_and_poison_goes_to_dead_le
         ("dead-letter", b"processing_error"), ("out", None)]
 
 
-class FlakySecondStep(Flaky):
-    """A two-step pipeline whose second step fails the first ``failures`` times."""
+class FlakyLaterStep(Flaky):
+    """A pipeline in steps whose second or third step fails the first ``failures`` times."""
 
-    def __init__(self, failures: int, error: Exception) -> None:
+    def __init__(self, failures: int, error: Exception, failing_step: str) -> None:
         super().__init__(0, error)
-        self.second_failures = failures
+        self.later_failures = failures
+        self.failing_step = failing_step
         self.prepared = 0
 
     async def process(self, batch: list[SourceRecord]) -> list[OutputRecord]:
-        return await (await self.prepare(batch))()
+        return await every_step(await self.prepare(batch))
 
-    async def prepare(self, batch: list[SourceRecord]) -> Finish[list[OutputRecord]]:
+    async def prepare(self, batch: list[SourceRecord]) -> Infer[list[OutputRecord]]:
         self.prepared += 1
 
-        async def finish() -> list[OutputRecord]:
-            if self.second_failures:
-                self.second_failures -= 1
-                raise self.error
-            return [OutputRecord("out", r.key, r.value or b"") for r in batch]
+        async def infer() -> Finish[list[OutputRecord]]:
+            self._fail_at("second")
 
-        return finish
+            async def finish() -> list[OutputRecord]:
+                self._fail_at("third")
+                return [OutputRecord("out", r.key, r.value or b"") for r in batch]
+
+            return finish
+
+        return infer
+
+    def _fail_at(self, step: str) -> None:
+        if step == self.failing_step and self.later_failures:
+            self.later_failures -= 1
+            raise self.error
 
 
-async def test_a_batch_whose_second_step_fails_is_processed_again_or_record_by_record() -> None:
+@pytest.mark.parametrize("failing_step", ["second", "third"])
+async def test_a_batch_whose_later_step_fails_is_processed_again_or_record_by_record(failing_step: str) -> None:
     batch = records("in", [b"1", b"2"])
-    pipeline = FlakySecondStep(1, DependencyError("redis down"))
-    finish = await prepare_batch(pipeline, batch, "dead-letter")
-    assert [r.value for r in await finish()] == [b"1", b"2"] and pipeline.prepared == 2  # whole again
+    pipeline = FlakyLaterStep(1, DependencyError("redis down"), failing_step)
+    infer = await prepare_batch(pipeline, batch, "dead-letter")
+    assert [r.value for r in await every_step(infer)] == [b"1", b"2"] and pipeline.prepared == 2  # whole again
 
-    pipeline = FlakySecondStep(2, ValueError("bug"))  # the batch, then its first record
-    finish = await prepare_batch(pipeline, batch, "dead-letter")
-    assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in await finish()] == [
+    pipeline = FlakyLaterStep(2, ValueError("bug"), failing_step)  # the batch, then its first record
+    infer = await prepare_batch(pipeline, batch, "dead-letter")
+    assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in await every_step(infer)] == [
         ("dead-letter", b"processing_error"), ("out", None)]
 
 
