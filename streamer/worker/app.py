@@ -9,10 +9,10 @@ the next batch reads first, then runs the models, then writes the rest and makes
 outputs: the next batch is read and written while this one's models run, this one is
 finished while the next one's models run, and its outputs are still on their way to
 the broker meanwhile; outputs are sent only after the previous batch's are
-acknowledged, so they keep their order. A run is
-held (one more reference on its message, ``HeldRuns``) until the outputs of all its
-records are acknowledged: Faust commits its offsets only after its outputs are safe,
-so a crash loses nothing (at-least-once; reprocessing is harmless).
+acknowledged, so they keep their order. A run is held (one more reference on its
+message, ``HeldRuns``) until the outputs of all its records are acknowledged: Faust
+commits its offsets only after its outputs are safe, so a crash loses nothing
+(at-least-once; reprocessing is harmless).
 
 A batch whose processing (any step) fails on an outside system is retried whole with
 back-off until it succeeds, and so is its publishing. A batch that fails for any other
