@@ -122,6 +122,11 @@ class BatchSettings:
     computes. One by default: on the 2-core benchmark machine two lanes' batches are half
     as large, and their per-batch work cost more latency above 1,000 events/s than the
     overlap saved (docs/benchmarks.md, 2026-12-02)."""
+    report_s: float = 60.0
+    """STREAMER_BATCH_REPORT_S: every this many seconds each agent logs how many batches it
+    took, their mean size, and the mean and longest time of each step (the first step,
+    the models, the last step, the delivery): where a worker that falls behind is bound
+    (``streamer.worker.step_times``). 0: never."""
 
 
 @dataclass(frozen=True)

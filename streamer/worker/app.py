@@ -18,6 +18,9 @@ A batch whose processing (any step) fails on an outside system is retried whole 
 back-off until it succeeds, and so is its publishing. A batch that fails for any other
 reason is split and retried record by record; a record that still fails goes to
 dead-letter, so the stream always moves on.
+
+Every ``STREAMER_BATCH_REPORT_S`` seconds each agent logs how many batches it took and
+how long their steps took (``streamer.worker.step_times``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from streamer.output.sink import Sink, publish
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.worker.batching import Batcher, Finish, Infer, finished, inferred
+from streamer.worker.step_times import BatchTimes, timed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,11 +271,17 @@ def build_app(runtime: Runtime) -> faust.App:
     app.streamer_fetch_max_wait_ms = kafka.fetch_max_wait_ms  # type: ignore[attr-defined]
     within = settings.batch.max_wait_ms / 1000.0
     dead_letters = settings.topics.dead_letter
+    report_s = settings.batch.report_s
+    batch_times: list[BatchTimes] = []
 
     def run_topic(name: str) -> Any:
         return app.topic(name, schema=RecordRunSchema())
 
     def make_agent(topic_name: str, pipeline: Pipeline, name: str) -> None:
+        times = BatchTimes(name) if report_s > 0 else None
+        if times is not None:
+            batch_times.append(times)
+
         async def agent(stream: Any) -> None:
             held = HeldRuns()
 
@@ -282,7 +292,8 @@ def build_app(runtime: Runtime) -> faust.App:
                 await publish_batch(runtime.sink, outputs)
                 held.release(records)  # their offsets may be committed
 
-            async with Batcher(process, deliver, settings.batch.max_size, settings.batch.lanes, partition_of,
+            steps, delivery = (process, deliver) if times is None else timed(process, deliver, times)
+            async with Batcher(steps, delivery, settings.batch.max_size, settings.batch.lanes, partition_of,
                                max_wait_s=within) as batcher:
                 async for event in stream.events():
                     held.hold(event)
@@ -303,4 +314,13 @@ def build_app(runtime: Runtime) -> faust.App:
     make_agent(settings.topics.fraud_labels, runtime.labels, "store_labels")
     make_agent(settings.topics.clickstream, runtime.clicks, "recommend_next_items")
     make_agent(settings.topics.recommend_requests, runtime.ranking_requests, "answer_ranking_requests")
+
+    if report_s > 0:
+        @app.timer(interval=report_s)
+        async def report_batch_times() -> None:
+            for times in batch_times:
+                line = times.report()
+                if line is not None:
+                    log.info("%s", line)
+
     return app

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -60,6 +62,7 @@ def offline_scores(settings: Settings, values: list[bytes]) -> dict[str, float]:
 def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
     sample = load_jsonl(DATA / "transactions_sample.jsonl")
     values = [orjson.dumps(tx) for tx in sample]
+    settings = settings.replace(batch={"report_s": 1.0})
     worker = WorkerProcess(settings, worker_log).start()
     try:
         producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
@@ -75,6 +78,7 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         dead = asyncio.run(read_topic(bootstrap, settings.topics.dead_letter, len(BAD), timeout_s=30))
         sources = asyncio.run(read_topic(bootstrap, settings.topics.transactions, len(sample) + len(BAD), timeout_s=30))
         assert worker.alive()
+        reported = step_time_reports(worker_log, "score_transactions", wait_s=5)
     finally:
         worker.stop()
 
@@ -94,6 +98,9 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
     assert one_alert["score"] >= settings.fraud.alert_threshold and one_alert["reasons"]
 
     assert sorted(r.value for r in dead) == sorted(v for _, v in BAD)
+    # every batch of the run was timed, step by step, in the worker's log
+    assert sum(batches for batches, _ in reported) >= 1
+    assert all(f"{step} " in line for _, line in reported for step in ("first step", "models", "last step", "delivery"))
     reasons = {dict(r.headers)["dlq.reason"] for r in dead}
     assert reasons == {b"not_json", b"wrong_type", b"missing_field", b"invalid_timestamp", b"oversized"}
     by_position = {(r.partition, r.offset): r for r in sources}
@@ -102,6 +109,17 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         assert headers["dlq.topic"] == settings.topics.transactions.encode()
         original = by_position[(int(headers["dlq.partition"]), int(headers["dlq.offset"]))]
         assert (original.key, original.value) == (record.key, record.value)
+
+
+def step_time_reports(log: Path, agent: str, wait_s: float) -> list[tuple[int, str]]:
+    """The agent's step-time lines in a worker's log (``STREAMER_BATCH_REPORT_S``) with
+    their batch counts, waiting up to ``wait_s`` for the first."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if f"{agent}: " in line and " ms: " in line]
+        if lines or time.monotonic() > deadline:
+            return [(int(re.search(rf"{agent}: (\d+) batch", line).group(1)), line) for line in lines]  # type: ignore[union-attr]
+        time.sleep(0.2)
 
 
 def clicks_for(users: int) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,114 @@
+"""Where a worker's batches spend their time, logged by each agent now and then.
+
+``timed`` wraps an agent's ``process`` and ``deliver`` (``streamer.worker.batching``) so
+that every batch's four steps are timed: the first step (its state read, and what the
+next batch reads written), the models, the last step (the rest of its state written,
+its outputs made) and the delivery (its outputs published and acknowledged).
+``BatchTimes.report`` turns what was timed since the last report into one log line:
+
+    score_transactions: 117 batches, 512 events each on average; mean (longest) ms:
+    first step 58.5 (91.2), models 47.1 (69.4), last step 27.6 (50.0), delivery 26.2 (47.4)
+
+A step's time is the wall time from its start to its end, and the steps of neighbouring
+batches overlap: while a batch's models run on the inference thread, the event loop
+runs the next batch's first step and the previous batch's last step. A worker that
+falls behind is bound by its longest kind of step: the first step (Redis and the
+features), the models, or the delivery (the broker).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from streamer.worker.batching import Finish, Infer
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+STEPS = ("first step", "models", "last step", "delivery")
+
+
+@dataclass
+class StepTime:
+    """One kind of step's durations since the last report."""
+
+    count: int = 0
+    total_s: float = 0.0
+    longest_s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total_s += seconds
+        self.longest_s = max(self.longest_s, seconds)
+
+    def summary(self) -> str:
+        mean = self.total_s / self.count if self.count else 0.0
+        return f"{1000 * mean:.1f} ({1000 * self.longest_s:.1f})"
+
+
+@dataclass
+class BatchTimes:
+    """One agent's batches and their steps' durations since the last report."""
+
+    name: str
+    batches: int = 0
+    events: int = 0
+    steps: dict[str, StepTime] = field(default_factory=lambda: {step: StepTime() for step in STEPS})
+
+    def took(self, step: str, seconds: float) -> None:
+        self.steps[step].add(seconds)
+
+    def report(self) -> str | None:
+        """What was timed since the last report, as one line (None when no batch
+        started); starts counting afresh."""
+        if not self.batches:
+            return None
+        steps = ", ".join(f"{step} {durations.summary()}" for step, durations in self.steps.items())
+        batches = f"{self.batches} batch" if self.batches == 1 else f"{self.batches} batches"
+        line = (f"{self.name}: {batches}, {self.events / self.batches:.0f} events each on average; "
+                f"mean (longest) ms: {steps}")
+        self.batches, self.events = 0, 0
+        self.steps = {step: StepTime() for step in STEPS}
+        return line
+
+
+def timed(
+    process: Callable[[list[T]], Awaitable[Infer[R]]],
+    deliver: Callable[[list[T], R], Awaitable[None]],
+    times: BatchTimes,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[Callable[[list[T]], Awaitable[Infer[R]]], Callable[[list[T], R], Awaitable[None]]]:
+    """``process`` and ``deliver`` with every step of every batch timed into ``times``
+    (a step that fails is not counted)."""
+
+    async def timed_process(batch: list[T]) -> Infer[R]:
+        times.batches += 1
+        times.events += len(batch)
+        started = clock()
+        infer = await process(batch)
+        times.took("first step", clock() - started)
+
+        async def timed_infer() -> Finish[R]:
+            started = clock()
+            finish = await infer()
+            times.took("models", clock() - started)
+
+            async def timed_finish() -> R:
+                started = clock()
+                result = await finish()
+                times.took("last step", clock() - started)
+                return result
+
+            return timed_finish
+
+        return timed_infer
+
+    async def timed_deliver(batch: list[T], result: R) -> None:
+        started = clock()
+        await deliver(batch, result)
+        times.took("delivery", clock() - started)
+
+    return timed_process, timed_deliver
