@@ -75,6 +75,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         lines.append(f"| engine ÷ naive, {kind} | {engine['median'] / max(naive['median'], 1):.1f}× | | |")
         if "faust_loop_per_s" in results:
             lines.append(f"| engine ÷ the Faust app alone, {kind} | {engine['median'] / results['faust_loop_per_s']['median']:.0%} | | |")
+    lines += steps_section(results)
     lines += ["", "Latency from the input record's timestamp to the output record's, at fixed offered rates:", "",
               "| stream | offered/s | sent/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
     for kind in ("transactions", "clicks"):
@@ -112,6 +113,25 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
 
 #: Everything after this line in docs/benchmarks.md is written by hand and kept.
 NOTES = "<!-- notes: kept when the tables above are regenerated -->\n"
+
+
+def steps_section(results: dict[str, Any]) -> list[str]:
+    """Where the engine's drains spent their time, from the workers' step-time reports."""
+    rows = []
+    for kind in ("transactions", "clicks"):
+        for label, key in (("one worker", f"{kind}_drain_steps"), ("two workers", f"{kind}_drain_two_workers_steps")):
+            taken = results.get(key)
+            if taken:
+                steps = " | ".join(f"{step['mean']} ({step['longest']})" for step in taken["steps_ms"].values())
+                rows.append(f"| {kind}, {label} | {taken['batches']} | {taken['mean_size']} | {steps} |")
+    if not rows:
+        return []
+    return ["", "Where the drains' batches spent their time: each step's mean (longest) ms per batch, from the",
+            "workers' step-time reports (`STREAMER_BATCH_REPORT_S`). Neighbouring batches' steps overlap (the",
+            "models of one run while the event loop takes the next one's first step and the previous one's",
+            "last step and delivery), so a drain goes at the pace of its longest kind of step.", "",
+            "| drain | batches | events per batch | first step | models | last step | delivery |",
+            "|---|---|---|---|---|---|---|", *rows]
 
 
 def read_soak(results_dir: Path) -> dict[str, Any] | None:

@@ -14,7 +14,9 @@ all on this machine, and measures in one run:
   aiokafka consume → produce loop without a model, and the engine's own Faust app
   publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
 * latency at fixed offered rates: input record timestamp → output record timestamp,
-  p50 / p99 / max, at several rates up to saturation.
+  p50 / p99 / max, at several rates up to saturation;
+* where the engine's drains spent their time: the workers' step-time reports
+  (``STREAMER_BATCH_REPORT_S``), each step's mean and longest time per batch.
 
 Each drain is repeated (median and spread reported), and the share of the machine's CPU
 time the hypervisor gave other guests over the run (steal) is recorded: these VMs are
@@ -55,9 +57,14 @@ from streamer.replay.through_worker import running_worker
 from streamer.settings import Settings, TopicSettings
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import delete_namespace
+from streamer.worker.step_times import parse_reports
 from streamer.worker.topics import assign_topic, delete_topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
+#: How often a drain's workers report their batches' step times (``STREAMER_BATCH_REPORT_S``).
+STEP_REPORT_S = 1.0
+#: The agent that takes each kind of input.
+AGENTS = {"transactions": "score_transactions", "clicks": "recommend_next_items"}
 Message = tuple[bytes, bytes]
 
 
@@ -177,10 +184,13 @@ def endpoints(topics: TopicSettings, kind: str) -> tuple[str, str, str]:
 
 
 def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1,
-          module: str = "streamer.cli worker") -> float:
+          module: str = "streamer.cli worker", step_reports: list[str] | None = None) -> float:
     """Events per second for a backlog, first output to last output, with 1 or more
-    workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``)."""
-    settings = fresh_settings(base, batch)
+    workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``).
+    The workers report their batches' step times every ``STEP_REPORT_S`` and as they
+    stop; those log lines are added to ``step_reports``."""
+    settings = fresh_settings(base, batch).replace(batch={"report_s": STEP_REPORT_S})
+    log_start = log.stat().st_size if log.exists() else 0
     topics = settings.topics
     source, sink, id_field = endpoints(topics, kind)
     bootstrap = settings.kafka.bootstrap_servers
@@ -191,6 +201,10 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
             for _ in range(workers):
                 running.enter_context(running_worker(settings, log, module))
             asyncio.run(wait_committed(bootstrap, settings.kafka.group_id, source, len(messages), timeout_s=900))
+        if step_reports is not None:
+            with open(log, "rb") as worker_log:
+                worker_log.seek(log_start)
+                step_reports += worker_log.read().decode(errors="replace").splitlines()
         times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=60))
         stamps = sorted(times.values())
         if len(stamps) < len(messages):
@@ -377,10 +391,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {results['model_alone']}, bare loop {results['bare_loop_per_s']}, Faust loop {results['faust_loop_per_s']}", flush=True)
         for kind, messages, n in (("transactions", tx_messages, n_tx), ("clicks", click_messages, n_clicks)):
             print(f"drain {kind} ...", flush=True)
-            results[f"{kind}_drain_per_s"] = spread([drain(base, kind, messages[:n], batch, log) for _ in range(repeats)])
+            reports: list[str] = []
+            results[f"{kind}_drain_per_s"] = spread([drain(base, kind, messages[:n], batch, log, step_reports=reports)
+                                                     for _ in range(repeats)])
+            results[f"{kind}_drain_steps"] = parse_reports(reports, AGENTS[kind])
             results[f"{kind}_naive_per_s"] = spread([drain(base, kind, messages[:n_naive], 1, log) for _ in range(repeats)])
             print(f"  engine {results[f'{kind}_drain_per_s']}, naive {results[f'{kind}_naive_per_s']}", flush=True)
-            results[f"{kind}_drain_two_workers_per_s"] = spread([drain(base, kind, messages[:n], batch, log, workers=2) for _ in range(repeats)])
+            reports = []
+            results[f"{kind}_drain_two_workers_per_s"] = spread([drain(base, kind, messages[:n], batch, log, workers=2,
+                                                                       step_reports=reports) for _ in range(repeats)])
+            results[f"{kind}_drain_two_workers_steps"] = parse_reports(reports, AGENTS[kind])
             print(f"  two workers {results[f'{kind}_drain_two_workers_per_s']}", flush=True)
             results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, 4 if args.quick else 8, log)
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())

@@ -199,6 +199,12 @@ class LeanMonitor(Monitor):
         return None
 
 
+def report(times: BatchTimes | None) -> None:
+    line = times.report() if times is not None else None
+    if line is not None:
+        log.info("%s", line)
+
+
 def partition_of(record: SourceRecord) -> int:
     return record.partition
 
@@ -293,11 +299,14 @@ def build_app(runtime: Runtime) -> faust.App:
                 held.release(records)  # their offsets may be committed
 
             steps, delivery = (process, deliver) if times is None else timed(process, deliver, times)
-            async with Batcher(steps, delivery, settings.batch.max_size, settings.batch.lanes, partition_of,
-                               max_wait_s=within) as batcher:
-                async for event in stream.events():
-                    held.hold(event)
-                    await batcher.add(event.value)
+            try:
+                async with Batcher(steps, delivery, settings.batch.max_size, settings.batch.lanes, partition_of,
+                                   max_wait_s=within) as batcher:
+                    async for event in stream.events():
+                        held.hold(event)
+                        await batcher.add(event.value)
+            finally:
+                report(times)  # what was timed since the last report, as the worker stops
 
         agent.__name__ = name
         agent.__qualname__ = name
@@ -319,8 +328,6 @@ def build_app(runtime: Runtime) -> faust.App:
         @app.timer(interval=report_s)
         async def report_batch_times() -> None:
             for times in batch_times:
-                line = times.report()
-                if line is not None:
-                    log.info("%s", line)
+                report(times)
 
     return app

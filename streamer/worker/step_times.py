@@ -18,8 +18,9 @@ features), the models, or the delivery (the broker).
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,6 +30,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 STEPS = ("first step", "models", "last step", "delivery")
+_REPORT = re.compile(r"(?P<name>\w+): (?P<batches>\d+) batch(?:es)?, (?P<size>\d+) events each on average; "
+                     r"mean \(longest\) ms: (?P<steps>.*)$")
+_STEP = re.compile(r"(?P<step>[a-z ]+) (?P<mean>[\d.]+) \((?P<longest>[\d.]+)\)")
 
 
 @dataclass
@@ -112,3 +116,26 @@ def timed(
         times.took("delivery", clock() - started)
 
     return timed_process, timed_deliver
+
+
+def parse_reports(lines: Iterable[str], name: str) -> dict[str, object] | None:
+    """The ``name`` agent's reports among log ``lines``, taken together: batches, mean
+    size, and per step the mean (weighted by batches) and longest milliseconds. None
+    when there is none."""
+    batches, events = 0, 0.0
+    totals = {step: 0.0 for step in STEPS}
+    longest = {step: 0.0 for step in STEPS}
+    for line in lines:
+        found = _REPORT.search(line)
+        if found is None or found["name"] != name:
+            continue
+        n = int(found["batches"])
+        batches += n
+        events += n * int(found["size"])
+        for step in _STEP.finditer(found["steps"]):
+            totals[step["step"].strip()] += n * float(step["mean"])
+            longest[step["step"].strip()] = max(longest[step["step"].strip()], float(step["longest"]))
+    if not batches:
+        return None
+    return {"batches": batches, "mean_size": round(events / batches),
+            "steps_ms": {step: {"mean": round(totals[step] / batches, 1), "longest": longest[step]} for step in STEPS}}

@@ -55,3 +55,15 @@ def test_the_suite_reports_the_share_of_cpu_time_the_hypervisor_stole(tmp_path: 
     assert stolen_share(before, cpu_times(stat)) == 0.1111
     assert stolen_share(None, cpu_times(stat)) is None
     assert cpu_times(tmp_path / "missing") is None
+
+
+def test_the_suite_tables_where_the_drains_batches_spent_their_time() -> None:
+    from bench.report import steps_section
+
+    taken = {"batches": 40, "mean_size": 500, "steps_ms": {
+        "first step": {"mean": 116.5, "longest": 194.1}, "models": {"mean": 72.7, "longest": 110.5},
+        "last step": {"mean": 37.6, "longest": 91.7}, "delivery": {"mean": 36.1, "longest": 101.6}}}
+    lines = steps_section({"transactions_drain_steps": taken, "clicks_drain_steps": None})
+    assert lines[-1] == "| transactions, one worker | 40 | 500 | 116.5 (194.1) | 72.7 (110.5) | 37.6 (91.7) | 36.1 (101.6) |"
+    assert lines[-2].startswith("|---")
+    assert steps_section({"transactions_drain_steps": None}) == []  # a run from before the reports

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from streamer.worker.batching import Batcher, Finish, Infer
-from streamer.worker.step_times import BatchTimes, timed
+from streamer.worker.step_times import STEPS, BatchTimes, parse_reports, timed
 
 
 class Clock:
@@ -108,3 +108,26 @@ def test_a_failed_step_counts_its_batch_but_no_time() -> None:
     assert times.steps["first step"].count == 1 and times.steps["models"].count == 0
     assert times.report() == ("score_transactions: 1 batch, 2 events each on average; mean (longest) ms: "
                               "first step 8.0 (8.0), models 0.0 (0.0), last step 0.0 (0.0), delivery 0.0 (0.0)")
+
+
+def test_reports_read_back_from_a_log_are_taken_together() -> None:
+    first, second = BatchTimes("score_transactions"), BatchTimes("recommend_next_items")
+    for times, batches, ms in ((first, 3, 10.0), (second, 1, 99.0)):
+        for _ in range(batches):
+            times.batches += 1
+            times.events += 512
+            for step in STEPS:
+                times.took(step, ms / 1000)
+    first_line = first.report()
+    first.batches, first.events = 1, 256
+    first.took("first step", 0.030)
+    first.took("models", 0.002)
+    log = [f"[2026-12-03 18:18:36,456] [8755] [INFO] {first_line} ", "unrelated line", f"... {second.report()}",
+           f"[INFO] {first.report()}"]
+
+    taken = parse_reports(log, "score_transactions")
+
+    assert taken == {"batches": 4, "mean_size": 448, "steps_ms": {
+        "first step": {"mean": 15.0, "longest": 30.0}, "models": {"mean": 8.0, "longest": 10.0},
+        "last step": {"mean": 7.5, "longest": 10.0}, "delivery": {"mean": 7.5, "longest": 10.0}}}
+    assert parse_reports(log, "store_labels") is None
