@@ -159,7 +159,7 @@ def soak_section(soak: dict[str, Any] | None) -> list[str]:
     return [
         "## Soak: the worker's memory over a steady run", "",
         f"Date: {soak['date']}. Command: `{soak['command']}`. Offered {soak['offered']}; {soak_caught_up(soak)}.", "",
-        "| worker RSS | MB |", "|---|---|",
+        "| worker RSS, with its model process | MB |", "|---|---|",
         f"| at the start | {soak['rss_start_mb']} |",
         f"| median over the second fifth of the run | {soak['rss_second_fifth_median_mb']} |",
         f"| median over the last fifth | {soak['rss_last_fifth_median_mb']} |",

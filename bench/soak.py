@@ -2,7 +2,9 @@
 
 One ``streamer worker`` process consumes transactions and clicks offered at ``--rate``
 events per second (half each, real data, fresh timestamps) for ``--minutes``; its
-resident memory (``/proc/PID/status`` VmRSS) is sampled every few seconds. Memory is
+resident memory with its child processes' (the next-item model process and
+multiprocessing's resource tracker; ``/proc/PID/status`` VmRSS) is sampled every few
+seconds. Memory is
 flat when the last fifth of the run is no higher than the second fifth by more than a
 small margin (the first fifth is warm-up: models, connections, Faust's buffers) and
 the fitted slope over the last four fifths is near zero.
@@ -57,6 +59,34 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def descendants(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The processes started by ``pid``, by theirs, and so on."""
+    children: dict[int, list[int]] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it exited meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """The resident memory of ``pid`` and its descendants."""
+    total = rss_mb(pid)
+    for child in descendants(pid):
+        try:
+            total += rss_mb(child)
+        except (OSError, RuntimeError):  # it exited meanwhile
+            pass
+    return total
+
+
 EVENT_IDS = ("transaction_id", "event_id")
 ENTITY_IDS = ("card_id", "terminal_id", "user_id")
 
@@ -100,7 +130,7 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
                 await send_batched(producer, chunk, partitions, partitioner)
             sent = due - due % 2
             if time.monotonic() >= next_sample:
-                samples.append((time.monotonic() - started, rss_mb(pid)))
+                samples.append((time.monotonic() - started, tree_rss_mb(pid)))
                 next_sample += every_s
             await asyncio.sleep(max(0.0, chunk_s - (time.monotonic() - started - elapsed)))
     finally:

@@ -103,6 +103,11 @@ class ModelSettings:
     fp16: bool = False
     """STREAMER_MODELS_FP16: on CUDA, run the transformer encoders in float16 (their inputs
     and outputs stay float32); ignored on CPU. Needs the ``onnx`` package (``gpu`` extra)."""
+    process: bool = True
+    """STREAMER_MODELS_PROCESS: run the next-item models (a batch of clicks' encoder and
+    ranker calls) in a child process of the worker, which shares no GIL with its event loop
+    (``streamer.inference.model_process``); false: on the worker's inference thread. The
+    child holds its own copy of the models."""
 
 
 @dataclass(frozen=True)

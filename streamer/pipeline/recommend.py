@@ -9,7 +9,9 @@ previous batch's second one runs, and its second while the previous batch's thir
    ``(event time, event id)`` → write the clicks to the users' sequences and seen
    items (one round trip): what the next batch reads;
 2. one encoder call for all clicks (a cached embedding of the same event and model is
-   reused) → one ranker call excluding the items each user already touched;
+   reused) → one ranker call excluding the items each user already touched: in the
+   worker's model process when it has one (``encode_and_rank``), else on its inference
+   thread;
 3. write the users' new embeddings (one round trip) → one recommendation per click,
    and a dead letter per bad message.
 
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from streamer.events import Click, RankingRequest, decode_all, decode_click, decode_ranking_request, encode
+from streamer.inference.model_process import ModelProcess
 from streamer.inference.next_item import NextItemRanker, Ranked
 from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
@@ -71,6 +74,13 @@ class _UserPipeline:
 
 
 class RecommendPipeline(_UserPipeline):
+    def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings,
+                 models: ModelProcess | None = None) -> None:
+        super().__init__(ranker, store, settings)
+        self.models = models
+        """A child process holding the same next-item models, which runs the second step
+        (``encode_and_rank``); None: the inference thread runs it."""
+
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         """Every step, one after the other."""
         return await every_step(await self.prepare(records))
@@ -103,7 +113,13 @@ class RecommendPipeline(_UserPipeline):
         await self.store.write_users(clicks_by_user(clicks))
 
         async def infer() -> Finish[list[OutputRecord]]:
-            ranked = await off_the_loop(len(clicks), self._encode_and_rank, sequences, excluded, vectors)
+            if self.models is None:
+                ranked, encoded, fresh = await off_the_loop(len(clicks), encode_and_rank, self.ranker, self.top_k,
+                                                            sequences, excluded, vectors)
+            else:
+                ranked, encoded, fresh = await self.models.run(encode_and_rank, self.top_k, sequences, excluded, vectors)
+            for row, i in enumerate(encoded):
+                vectors[i] = fresh[row]
 
             async def finish() -> list[OutputRecord]:
                 await self.store.write_users(self._embedding_updates(clicks, vectors))
@@ -119,21 +135,6 @@ class RecommendPipeline(_UserPipeline):
             return finish
 
         return infer
-
-    def _encode_and_rank(self, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
-                         vectors: list[np.ndarray | None]) -> dict[int, Ranked]:
-        """Fills in the embeddings not cached (one encoder call), then ranks every click
-        that has one (one ranker call); returns the ranked lists by click."""
-        to_encode = [i for i, seq in enumerate(sequences) if seq and vectors[i] is None]
-        if to_encode:
-            fresh = self.ranker.encode([sequences[i] for i in to_encode])
-            for row, i in enumerate(to_encode):
-                vectors[i] = fresh[row]
-        ranked_rows = [i for i, v in enumerate(vectors) if v is not None]
-        if not ranked_rows:
-            return {}
-        embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
-        return dict(zip(ranked_rows, self.ranker.rank(embeddings, [excluded[i] for i in ranked_rows], self.top_k)))
 
     def _embedding_updates(self, clicks: Sequence[Click], vectors: Sequence[np.ndarray | None]) -> list[UserUpdate]:
         """Per user, the embedding of the batch's latest click that has one (no clicks:
@@ -181,6 +182,25 @@ class RankingRequestPipeline(_UserPipeline):
             outputs.append(OutputRecord(self.topics.recommendations, request.user_id.encode(), encode(
                 recommendation(request, listed, self.ranker.version, source))))
         return outputs
+
+
+def encode_and_rank(ranker: NextItemRanker, top_k: int, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
+                    cached: Sequence[np.ndarray | None]) -> tuple[dict[int, Ranked], list[int], np.ndarray]:
+    """The clicks' rankings by click, for every click with a cached embedding or a
+    history; and the clicks encoded (one encoder call for those without a cached
+    embedding) with their embeddings, one row each. Runs in a model process too, so it
+    takes and gives arrays and plain lists."""
+    encoded = [i for i, seq in enumerate(sequences) if seq and cached[i] is None]
+    fresh = (ranker.encode([sequences[i] for i in encoded]) if encoded
+             else np.empty((0, ranker.embedding_dim), dtype=np.float32))
+    vectors = list(cached)
+    for row, i in enumerate(encoded):
+        vectors[i] = fresh[row]
+    ranked_rows = [i for i, v in enumerate(vectors) if v is not None]
+    if not ranked_rows:
+        return {}, encoded, fresh
+    embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
+    return dict(zip(ranked_rows, ranker.rank(embeddings, [excluded[i] for i in ranked_rows], top_k))), encoded, fresh
 
 
 def seen_items(state: UserState) -> set[str]:

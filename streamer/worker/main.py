@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import faust
 from faust import Worker
 
 from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.model_process import ModelProcess
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import KafkaSink
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
@@ -46,10 +48,18 @@ def build_runtime(settings: Settings) -> Runtime:
         sink=KafkaSink(settings.kafka.bootstrap_servers),
         transactions=fraud,
         labels=LabelPipeline(store, settings),
-        clicks=RecommendPipeline(ranker, store, settings),
+        clicks=RecommendPipeline(ranker, store, settings, next_item_process(settings) if models.process else None),
         ranking_requests=RankingRequestPipeline(ranker, store, settings),
         on_rebalance=(fraud.features.cache.clear,),
     )
+
+
+def next_item_process(settings: Settings) -> ModelProcess:
+    """A child process with the next-item models, started and loaded."""
+    models = settings.models
+    load = functools.partial(NextItemRanker, models.recommend, provider=models.provider, threads=models.threads,
+                             fp16=models.fp16)
+    return ModelProcess(load, "next-item models").start()
 
 
 def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Settings], Runtime] = build_runtime) -> None:

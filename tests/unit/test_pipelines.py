@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +16,7 @@ import pytest
 from streamer.errors import DependencyError
 from streamer.events import decode_transaction, format_time
 from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.model_process import ModelProcess
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import Delivery, ListSink, publish
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
@@ -289,6 +293,64 @@ async def test_a_click_batch_read_while_the_last_one_is_ranked_sees_its_clicks(r
 
     assert [o.value for o in got] == [o.value for o in expected]
     assert {user: e.event_id for user, e in store.embeddings.items()} == {"u0": "e9", "u1": "e10", "u2": "e11"}
+
+
+async def test_clicks_ranked_in_a_model_process_give_the_same_outputs(ranker: NextItemRanker) -> None:
+    """The worker's default: the second step in a child process with the same models,
+    batches overlapping as in a worker; then a click processed again reuses its cached
+    embedding, which travels to the child."""
+    items = ranker.items[1:13]
+    values = [click(i, f"u{i % 3}", item) for i, item in enumerate(items)]
+    batches = [records("clickstream", values[i : i + 4]) for i in range(0, 12, 4)] + [records("clickstream", values[-1:])]
+    in_turn = RecommendPipeline(ranker, InMemoryStateStore(), SETTINGS)
+    expected = [output for batch in batches for output in await in_turn.process(batch)]
+
+    models = ModelProcess(functools.partial(NextItemRanker, SETTINGS.models.recommend, provider="cpu", threads=1))
+    try:
+        store = InMemoryStateStore()
+        got = await as_a_worker_overlaps(RecommendPipeline(ranker, store, SETTINGS, models), batches)
+    finally:
+        models.close()
+
+    assert [o.value for o in got] == [o.value for o in expected]
+    assert orjson.loads(got[-1].value)["source"] == "model"
+    assert {user: e.event_id for user, e in store.embeddings.items()} == {"u0": "e9", "u1": "e10", "u2": "e11"}
+    assert np.array_equal(store.embeddings["u2"].vector, in_turn.store.embeddings["u2"].vector)  # type: ignore[attr-defined]
+
+
+class RankerDyingOnce(NextItemRanker):
+    """Next-item models whose process dies at its first encoder call while ``flag`` does
+    not exist (it creates it), as a child killed for memory would."""
+
+    def __init__(self, flag: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flag = flag
+
+    def encode(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        if not self.flag.exists():
+            self.flag.touch()
+            os._exit(9)
+        return super().encode(sequences)
+
+
+async def test_a_batch_whose_model_process_died_is_processed_again_whole(ranker: NextItemRanker, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    values = [click(i, f"u{i % 2}", item) for i, item in enumerate(ranker.items[1:7])]
+    batch = records("clickstream", values)
+    expected = await RecommendPipeline(ranker, InMemoryStateStore(), SETTINGS).process(batch)
+
+    models = ModelProcess(functools.partial(RankerDyingOnce, tmp_path / "died", SETTINGS.models.recommend, provider="cpu"),
+                          "next-item models")
+    try:
+        infer = await prepare_batch(RecommendPipeline(ranker, InMemoryStateStore(), SETTINGS, models), batch, "dead-letter")
+        got = await every_step(infer)
+    finally:
+        models.close()
+
+    assert (tmp_path / "died").exists()  # the first child died at the model step
+    assert [o.value for o in got] == [o.value for o in expected]  # no dead letters: the batch again, in a new child
+    assert "the next-item models process died" in caplog.text and "processing the batch again" in caplog.text
+    assert "record by record" not in caplog.text  # a retryable failure, not a bad batch
 
 
 async def test_ranking_request_ranks_from_the_cached_embedding_without_encoding(ranker: NextItemRanker) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import orjson
 
 from bench.soak import retimed_at
@@ -33,3 +36,25 @@ def test_played_once_through_entities_come_back() -> None:
     event = orjson.loads(value)
     assert key == b"card-1"
     assert (event["transaction_id"], event["card_id"]) == ("t1~1", "card-1")
+
+
+def test_the_worker_is_measured_with_its_child_processes() -> None:
+    """The next-item model process holds its own models: the soak counts its memory."""
+    import subprocess
+    import sys
+
+    from bench.soak import descendants, rss_mb, tree_rss_mb
+
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(found := descendants(os.getpid())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.pid in found and len(found) >= 2  # the child, and the child's child
+        assert tree_rss_mb(os.getpid()) >= rss_mb(os.getpid()) + rss_mb(child.pid)
+    finally:
+        for pid in descendants(child.pid):
+            os.kill(pid, 9)
+        child.kill()
+        child.wait()
