@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from typing import Any
 
 import pytest
@@ -65,3 +66,46 @@ def test_a_child_that_dies_fails_its_call_and_the_next_call_starts_another() -> 
 def test_a_child_that_cannot_load_its_models_fails_to_start() -> None:
     with pytest.raises(DependencyError, match="failed to start"):
         ModelProcess(cannot_load, "broken models").start()
+
+
+def fail(models: dict[str, Any], message: str) -> None:
+    raise ValueError(message)
+
+
+def test_an_error_raised_by_a_call_is_raised_by_run_and_the_child_goes_on() -> None:
+    process = ModelProcess(functools.partial(load_offset, 0)).start()
+    try:
+        async def run() -> list[int]:
+            with pytest.raises(ValueError, match="a bug") as raised:
+                await process.run(fail, "a bug")
+            assert "raised in the model process" in "".join(raised.value.__notes__)
+            _, _, seen = await process.run(add, 7)
+            return seen
+
+        assert asyncio.run(run()) == [7]  # the same child, its models still loaded
+    finally:
+        process.close()
+
+
+def sleep_for(models: dict[str, Any], seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_call_given_up_on_stops_its_child_so_no_answer_goes_astray() -> None:
+    process = ModelProcess(functools.partial(load_offset, 0)).start()
+    try:
+        async def run() -> list[int]:
+            waiting = asyncio.create_task(process.run(sleep_for, 30.0))
+            await asyncio.sleep(0.3)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            _, _, seen = await process.run(add, 1)
+            return seen
+
+        started = time.monotonic()
+        assert asyncio.run(run()) == [1]  # a new child: the old one's late answer cannot be taken for this one's
+        assert time.monotonic() - started < 20
+    finally:
+        process.close()
