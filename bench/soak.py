@@ -2,12 +2,11 @@
 
 One ``streamer worker`` process consumes transactions and clicks offered at ``--rate``
 events per second (half each, real data, fresh timestamps) for ``--minutes``; its
-resident memory with its child processes' (the next-item model process and
-multiprocessing's resource tracker; ``/proc/PID/status`` VmRSS) is sampled every few
-seconds. Memory is
-flat when the last fifth of the run is no higher than the second fifth by more than a
-small margin (the first fifth is warm-up: models, connections, Faust's buffers) and
-the fitted slope over the last four fifths is near zero.
+resident memory with its child processes' (the next-item model process;
+``/proc/PID/status`` VmRSS) is sampled every few seconds. Memory is flat when the last
+fifth of the run is no higher than the second fifth by more than a small margin (the
+first fifth is warm-up: models, connections, Faust's buffers) and the fitted slope over
+the last four fifths is near zero.
 
 The input is stationary: each feed plays its first ``--cycle`` events over and over,
 every round with new cards, terminals and users (ids suffixed with the round), so every

@@ -132,9 +132,10 @@ def parse_reports(lines: Iterable[str], name: str) -> dict[str, object] | None:
         n = int(found["batches"])
         batches += n
         events += n * int(found["size"])
-        for step in _STEP.finditer(found["steps"]):
-            totals[step["step"].strip()] += n * float(step["mean"])
-            longest[step["step"].strip()] = max(longest[step["step"].strip()], float(step["longest"]))
+        for timed_step in _STEP.finditer(found["steps"]):
+            step = timed_step["step"].strip()
+            totals[step] += n * float(timed_step["mean"])
+            longest[step] = max(longest[step], float(timed_step["longest"]))
     if not batches:
         return None
     return {"batches": batches, "mean_size": round(events / batches),
