@@ -4,10 +4,11 @@
 that every batch's four steps are timed: the first step (its state read, and what the
 next batch reads written), the models, the last step (the rest of its state written,
 its outputs made) and the delivery (its outputs published and acknowledged).
-``BatchTimes.report`` turns what was timed since the last report into one log line:
+``BatchTimes.report`` turns what was timed since the last report into one log line, such
+as this one from a second of a transactions drain:
 
-    score_transactions: 117 batches, 512 events each on average; mean (longest) ms:
-    first step 58.5 (91.2), models 47.1 (69.4), last step 27.6 (50.0), delivery 26.2 (47.4)
+    score_transactions: 14 batches, 512 events each on average; mean (longest) ms:
+    first step 70.6 (96.4), models 44.0 (61.1), last step 24.1 (38.9), delivery 19.4 (28.7)
 
 A step's time is the wall time from its start to its end, and the steps of neighbouring
 batches overlap: while a batch's models run on the inference thread, the event loop
