@@ -129,17 +129,56 @@ class TerminalHistory:
         """Count and risk per window (t - delay - w, t - delay], labels known at t."""
         end_ts = ts - DELAY_DAYS * DAY
         end = bisect.bisect_right(self.transactions, (end_ts, AFTER_EVERY_ID))
-        fraud_end = bisect.bisect_right(self.frauds, (end_ts, AFTER_EVERY_ID))
-        out: list[float] = []
-        for days in WINDOWS_DAYS:
-            start_ts = end_ts - days * DAY
-            start = bisect.bisect_right(self.transactions, (start_ts, AFTER_EVERY_ID))
-            fraud_start = bisect.bisect_right(self.frauds, (start_ts, AFTER_EVERY_ID))
-            count = end - start
-            known = sum(1 for f in self.frauds[fraud_start:fraud_end] if f[2] <= ts)
-            out.append(float(count))
-            out.append(known / count if count else 0.0)
-        return out
+        counts = [end - bisect.bisect_right(self.transactions, (start_ts, AFTER_EVERY_ID))
+                  for start_ts in window_starts(end_ts)]
+        return terminal_windows(counts, self.frauds, ts)
+
+
+@dataclass
+class TerminalCounts:
+    """A terminal as the store counted it: its transactions per window for given window
+    ends (``ts - DELAY_DAYS`` of the batch's transactions there), and its frauds.
+
+    It gives the same features as the terminal's ``TerminalHistory`` for a batch whose
+    transactions at the terminal span less than ``DELAY_DAYS`` (``countable``): none of
+    them then falls in another's window, so adding them changes no count."""
+
+    counts: dict[float, list[int]]
+    """Window end -> transactions in each window (``WINDOWS_DAYS`` order)."""
+    frauds: list[tuple[float, str, float]] = field(default_factory=list)
+
+    def add_transaction(self, ts: float, transaction_id: str) -> None:
+        """Nothing to add: no transaction of the batch falls in a window asked for."""
+
+    def windows(self, ts: float) -> list[float]:
+        return terminal_windows(self.counts[ts - DELAY_DAYS * DAY], self.frauds, ts)
+
+
+def window_starts(end_ts: float) -> list[float]:
+    """Where each terminal window that ends at ``end_ts`` starts (exclusive), by ``WINDOWS_DAYS``."""
+    return [end_ts - days * DAY for days in WINDOWS_DAYS]
+
+
+def terminal_windows(counts: list[int], frauds: list[tuple[float, str, float]], ts: float) -> list[float]:
+    """Count and risk per window from the windows' transaction counts and the terminal's
+    frauds (sorted): the share of a window's transactions labelled fraud by ``ts``."""
+    end_ts = ts - DELAY_DAYS * DAY
+    fraud_end = bisect.bisect_right(frauds, (end_ts, AFTER_EVERY_ID))
+    out: list[float] = []
+    for count, start_ts in zip(counts, window_starts(end_ts)):
+        fraud_start = bisect.bisect_right(frauds, (start_ts, AFTER_EVERY_ID))
+        known = sum(1 for f in frauds[fraud_start:fraud_end] if f[2] <= ts)
+        out.append(float(count))
+        out.append(known / count if count else 0.0)
+    return out
+
+
+def countable(window_ends: Iterable[float]) -> bool:
+    """Whether a batch's transactions at a terminal, by their window ends, may be read as
+    ``TerminalCounts``: they span less than ``DELAY_DAYS`` (with a second to spare for
+    rounding), so none falls in another's window."""
+    ends = list(window_ends)
+    return max(ends) - min(ends) < DELAY_DAYS * DAY - 1.0
 
 
 def calendar_features(ts: float) -> tuple[float, float]:
@@ -153,7 +192,7 @@ def transaction_features(
     transaction_id: str,
     amount: float,
     card: CardHistory,
-    terminal: TerminalHistory,
+    terminal: TerminalHistory | TerminalCounts,
 ) -> list[float]:
     """The row of ``ROW_FIELDS``: the 15 features in ``FEATURE_NAMES`` order, then the
     seconds since the card's previous transaction. ``card`` must hold the event itself."""

@@ -30,7 +30,8 @@ import numpy as np
 from streamer.events import Transaction, decode_all, decode_label, decode_transaction, encode, format_time
 from streamer.features.explain import alert_reasons
 from streamer.features.fraud import (
-    CARD_HORIZON, DAY, DELAY_DAYS, FEATURE_NAMES, ROW_FIELDS, TERMINAL_HORIZON, TimeWindows, transaction_features,
+    CARD_HORIZON, DAY, DELAY_DAYS, FEATURE_NAMES, ROW_FIELDS, TERMINAL_HORIZON, TimeWindows, countable,
+    transaction_features,
 )
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.runner import off_the_loop
@@ -83,15 +84,21 @@ class TransactionFeatures:
         progress of the topics in ``progress_of`` (same round trip); writes nothing."""
         cards = TimeWindows()
         terminals = TimeWindows()
+        window_ends: dict[str, dict[float, None]] = {}
         for tx in transactions:
             cards.cover(tx.card_id, tx.ts - CARD_HORIZON, tx.ts)
             terminals.cover(tx.terminal_id, tx.ts - TERMINAL_HORIZON, tx.ts - DELAY_DAYS * DAY)
+            window_ends.setdefault(tx.terminal_id, {})[tx.ts - DELAY_DAYS * DAY] = None
+        # The store counts a terminal's windows itself unless the batch's transactions
+        # there span a week or more (one of them may then fall in another's window).
+        countable_ends = {terminal_id: list(ends) for terminal_id, ends in window_ends.items() if countable(ends)}
         # Every row the store keeps: a transaction that arrives after later ones of its card
         # needs the rows before it, below those; the cache takes a card's rows whole.
         rows_to_read = CARD_ROWS_CAP if self.sequence_rows else 0
         generation = self.cache.generation
         card_state, to_read = self.cache.split(cards.ranges)
-        read, terminal_state, progress = await self.store.read_fraud(to_read, terminals.ranges, rows_to_read, progress_of)
+        read, terminal_state, progress = await self.store.read_fraud(to_read, terminals.ranges, rows_to_read, progress_of,
+                                                                     countable_ends)
         card_state.update(self.cache.take(read, to_read, cards.ranges, generation))
         rows = []
         for tx in transactions:

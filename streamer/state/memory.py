@@ -63,8 +63,10 @@ class InMemoryStateStore:
 
     async def read_fraud(
         self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
-        progress_of: Sequence[str] = (),
+        progress_of: Sequence[str] = (), terminal_ends: Mapping[str, Sequence[float]] | None = None,
     ) -> FraudState:
+        """Every terminal comes with its transactions (``terminal_ends`` only saves a
+        Redis store's replies)."""
         progress = {topic: dict(self.stream_progress.get(topic, {})) for topic in progress_of}
         card_state: dict[str, CardState] = {}
         for card_id, window in cards.items():

@@ -65,6 +65,30 @@ end
 return out
 """
 
+# Per terminal (KEYS: tx, fraud): its frauds in (lo, hi], and its transactions counted
+# per window for m window ends: ZCOUNT over (start, end] for each of the end's starts.
+# ARGV: the number of windows w, then per terminal: lo, hi, m, then m times: the end
+# and its w window starts (exclusive bounds).
+COUNT_TERMINALS = """
+local windows = tonumber(ARGV[1])
+local at = 2
+local out = {}
+for t = 1, #KEYS / 2 do
+  local lo, hi, m = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  at = at + 3
+  local counts = {}
+  for e = 1, m do
+    local stop = ARGV[at]
+    for w = 1, windows do
+      counts[#counts + 1] = redis.call('ZCOUNT', KEYS[2 * t - 1], ARGV[at + w], stop)
+    end
+    at = at + windows + 1
+  end
+  out[t] = {redis.call('ZRANGEBYSCORE', KEYS[2 * t], lo, hi, 'WITHSCORES'), counts}
+end
+return out
+"""
+
 # Per user (KEYS: sequence, seen, emb): the whole sequence and seen set, with scores,
 # and the cached embedding.
 READ_USERS = """
@@ -115,7 +139,8 @@ class Additions:
         entity_args: list[object] = []
         for key, prune, keep, flag, pairs in keys_and_args:
             entity_keys.append(key)
-            entity_args += [prune, keep, flag, len(pairs) // 2, *pairs]
+            entity_args += (prune, keep, flag, len(pairs) // 2)
+            entity_args += pairs
         self.entities.append((entity_keys, entity_args))
 
 

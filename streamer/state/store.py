@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -24,7 +25,9 @@ from redis.commands.core import AsyncScript
 
 from streamer.errors import ConfigurationError, DependencyError
 from streamer.events import Click, FraudLabel, Transaction
-from streamer.features.fraud import CARD_HORIZON, DAY, TERMINAL_HORIZON, CardHistory, TerminalHistory
+from streamer.features.fraud import (
+    CARD_HORIZON, DAY, TERMINAL_HORIZON, WINDOWS_DAYS, CardHistory, TerminalCounts, TerminalHistory, window_starts,
+)
 from streamer.settings import RedisSettings
 from streamer.state import keys, redis_protocol as protocol
 
@@ -80,7 +83,7 @@ class FraudState(NamedTuple):
     """What ``read_fraud`` returns."""
 
     cards: dict[str, CardState]
-    terminals: dict[str, TerminalHistory]
+    terminals: dict[str, TerminalHistory | TerminalCounts]
     progress: dict[str, Progress]
     """Per topic asked for, its stored progress, read before the state: the state holds
     everything that progress says is stored (writers store it last)."""
@@ -126,11 +129,13 @@ class UserUpdate:
 class StateStore(Protocol):
     async def read_fraud(
         self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
-        progress_of: Sequence[str] = (),
+        progress_of: Sequence[str] = (), terminal_ends: Mapping[str, Sequence[float]] | None = None,
     ) -> FraudState:
         """Card transactions and terminal transactions and frauds in the given ranges; with
         ``sequence_rows``, also that many of each card's latest rows up to the range's
-        end and its embedding; the stored progress of the topics in ``progress_of``."""
+        end and its embedding; the stored progress of the topics in ``progress_of``.
+        A terminal in ``terminal_ends`` may come as ``TerminalCounts`` for those window
+        ends instead of its transactions (the caller checked they are ``countable``)."""
         ...
 
     async def write_fraud(
@@ -175,6 +180,7 @@ class RedisStateStore:
         self._set_embeddings = self.client.register_script(protocol.SET_EMBEDDINGS_IF_NEWER)
         self._read_cards = self.client.register_script(protocol.READ_CARDS)
         self._read_terminals = self.client.register_script(protocol.READ_TERMINALS)
+        self._count_terminals = self.client.register_script(protocol.COUNT_TERMINALS)
         self._read_users = self.client.register_script(protocol.READ_USERS)
         self._add_many = self.client.register_script(protocol.ADD_MANY)
 
@@ -196,8 +202,8 @@ class RedisStateStore:
         a time, each call's ARGV starting with ``head``; returns the number of calls."""
         calls = protocol.chunks(entities, self.entities_per_call)
         for chunk in calls:
-            await script(keys=[k for entity_keys, _ in chunk for k in entity_keys],
-                         args=[*head, *(a for _, entity_args in chunk for a in entity_args)], client=pipe)
+            await script(keys=list(chain.from_iterable(entity_keys for entity_keys, _ in chunk)),
+                         args=[*head, *chain.from_iterable(entity_args for _, entity_args in chunk)], client=pipe)
         return len(calls)
 
     async def ping(self) -> bool:
@@ -208,8 +214,11 @@ class RedisStateStore:
 
     async def read_fraud(
         self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
-        progress_of: Sequence[str] = (),
+        progress_of: Sequence[str] = (), terminal_ends: Mapping[str, Sequence[float]] | None = None,
     ) -> FraudState:
+        """The terminals in ``terminal_ends`` are counted by Redis (``TerminalCounts``):
+        three counts per transaction come back instead of the terminal's month of
+        transactions, which at steady state were most of a batch's read."""
         ns = self.ns
         pipe = self.client.pipeline(transaction=False)
         for topic in progress_of:  # first: what the state read next holds at least
@@ -219,10 +228,20 @@ class RedisStateStore:
              [f"({lo!r}", repr(hi)])
             for card_id, (lo, hi) in cards.items()
         ], head=[sequence_rows])
-        await self._call_per_entity(pipe, self._read_terminals, [
-            ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)], [f"({lo!r}", repr(hi)])
-            for terminal_id, (lo, hi) in terminals.items()
+        ends = terminal_ends or {}
+        listed = [terminal_id for terminal_id in terminals if terminal_id not in ends]
+        counted = [terminal_id for terminal_id in terminals if terminal_id in ends]
+        listed_calls = await self._call_per_entity(pipe, self._read_terminals, [
+            ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)],
+             [f"({terminals[terminal_id][0]!r}", repr(terminals[terminal_id][1])])
+            for terminal_id in listed
         ])
+        await self._call_per_entity(pipe, self._count_terminals, [
+            ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)],
+             [f"({terminals[terminal_id][0]!r}", repr(terminals[terminal_id][1]), len(ends[terminal_id]),
+              *chain.from_iterable((repr(end), *(f"({start!r}" for start in window_starts(end))) for end in ends[terminal_id])])
+            for terminal_id in counted
+        ], head=[len(WINDOWS_DAYS)])
         replies: list[list] = await self._execute(pipe)  # type: ignore[assignment]
         progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
         replies = replies[len(progress_of) :]
@@ -234,10 +253,17 @@ class RedisStateStore:
             if len(reply) > 1:
                 state.rows = protocol.rows(reply[1], ROW_WIDTH)
                 state.embedding = decode_embedding(dict(zip(reply[2][::2], reply[2][1::2])))
-        terminal_replies = (terminal for call in replies[card_calls:] for terminal in call)
-        terminal_state: dict[str, TerminalHistory] = {}
-        for terminal_id, (tx_reply, fraud_reply) in zip(terminals, terminal_replies):
+        replies = replies[card_calls:]
+        terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
+        listed_replies = (terminal for call in replies[:listed_calls] for terminal in call)
+        for terminal_id, (tx_reply, fraud_reply) in zip(listed, listed_replies):
             terminal_state[terminal_id] = TerminalHistory.of(protocol.id_entries(tx_reply), protocol.numbered_entries(fraud_reply))
+        counted_replies = (terminal for call in replies[listed_calls:] for terminal in call)
+        windows = len(WINDOWS_DAYS)
+        for terminal_id, (fraud_reply, counts) in zip(counted, counted_replies):
+            terminal_state[terminal_id] = TerminalCounts(
+                {end: counts[windows * i : windows * (i + 1)] for i, end in enumerate(ends[terminal_id])},
+                sorted(protocol.numbered_entries(fraud_reply)))
         return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(
@@ -246,28 +272,31 @@ class RedisStateStore:
     ) -> None:
         if not transactions and progress is None and not card_embeddings:
             return
-        by_card: dict[str, list[int]] = {}
-        by_terminal: dict[str, list[Transaction]] = {}
+        # One pass: per card and per terminal, the newest event time and the flat
+        # (score, member) pairs; each transaction's score is formatted once.
+        cards: dict[str, _Entity] = {}
+        terminals: dict[str, _Entity] = {}
+        blob = b"" if rows is None else np.asarray(rows, dtype=np.float32).reshape(len(transactions), ROW_WIDTH).tobytes()
+        size = 4 * ROW_WIDTH
         for i, tx in enumerate(transactions):
-            by_card.setdefault(tx.card_id, []).append(i)
-            by_terminal.setdefault(tx.terminal_id, []).append(tx)
-        matrix = None if rows is None else np.asarray(rows, dtype=np.float32).reshape(len(transactions), ROW_WIDTH)
+            ts = repr(tx.ts)
+            card = cards.get(tx.card_id) or cards.setdefault(tx.card_id, _Entity(tx.ts))
+            card.newest = max(card.newest, tx.ts)
+            card.members += (ts, f"{tx.transaction_id}|{tx.amount!r}")
+            if rows is not None:
+                card.rows += (ts, blob[i * size : (i + 1) * size] + tx.transaction_id.encode())
+            terminal = terminals.get(tx.terminal_id) or terminals.setdefault(tx.terminal_id, _Entity(tx.ts))
+            terminal.newest = max(terminal.newest, tx.ts)
+            terminal.members += (ts, tx.transaction_id)
         additions = protocol.Additions()
-        for card_id, indices in by_card.items():
-            card_txs = [transactions[i] for i in indices]
-            newest = max(tx.ts for tx in card_txs)
-            members = [x for tx in card_txs for x in (repr(tx.ts), f"{tx.transaction_id}|{tx.amount!r}")]
-            card = [(keys.card_transactions(self.ns, card_id), f"({newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "", members)]
-            if matrix is not None:
-                packed = [x for i in indices
-                          for x in (repr(transactions[i].ts), matrix[i].tobytes() + transactions[i].transaction_id.encode())]
-                card.append((keys.card_rows(self.ns, card_id), "", CARD_ROWS_CAP, "", packed))
-            additions.add(card)
-        for terminal_id, terminal_txs in by_terminal.items():
-            newest = max(tx.ts for tx in terminal_txs)
-            members = [x for tx in terminal_txs for x in (repr(tx.ts), tx.transaction_id)]
+        for card_id, card in cards.items():
+            entry = [(keys.card_transactions(self.ns, card_id), f"({card.newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "", card.members)]
+            if rows is not None:
+                entry.append((keys.card_rows(self.ns, card_id), "", CARD_ROWS_CAP, "", card.rows))
+            additions.add(entry)
+        for terminal_id, terminal in terminals.items():
             additions.add([(keys.terminal_transactions(self.ns, terminal_id),
-                            f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
+                            f"({terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", terminal.members)])
         embeddings = [self._embedding_entity(keys.card_embedding(self.ns, card_id), emb)
                       for card_id, emb in (card_embeddings or {}).items()]
         await self._write_additions(additions, progress, embeddings)
@@ -368,6 +397,15 @@ class RedisStateStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+@dataclass(slots=True)
+class _Entity:
+    """A card's or a terminal's part of a batch's write (``RedisStateStore.write_fraud``)."""
+
+    newest: float
+    members: list[object] = field(default_factory=list)
+    rows: list[object] = field(default_factory=list)
 
 
 def _progress(raw: Mapping[bytes, bytes]) -> Progress:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from streamer.events import Click, FraudLabel, Transaction, format_time
+from streamer.features.fraud import DELAY_DAYS, TerminalCounts, TerminalHistory, window_starts
+from streamer.pipeline.fraud import TransactionFeatures
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import (
     CARD_ROWS_CAP, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, RedisStateStore, StateStore, StreamProgress, UserUpdate,
@@ -140,6 +142,41 @@ async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(
         assert [item for _, _, item in users[f"u{u}"].sequence] == [f"item{u}-{i}" for i in range(u + 1)]
         assert set(users[f"u{u}"].seen) == {f"item{u}-{i}" for i in range(u + 1)}
         assert (users[f"u{u}"].embedding is not None) == bool(u % 2)
+
+
+@pytest.mark.parametrize("per_call", [0, 1])
+async def test_terminals_counted_by_redis_give_the_features_their_transactions_give(
+        redis_url: str, namespace: str, per_call: int) -> None:
+    """Terminals a batch reaches within a week are counted by Redis (``TerminalCounts``)
+    and give exactly the features of their transactions, including those sitting on a
+    window's bounds; a terminal the batch reaches over a week or more comes whole."""
+    redis_store = RedisStateStore(redis_url, namespace, entities_per_call=per_call)
+    memory = InMemoryStateStore()
+    now = T0 + 40 * DAY
+    end = now - DELAY_DAYS * DAY
+    # every window's start and end, a bit inside and outside each, and the month before
+    times = sorted({*(t + d for t in (end, *window_starts(end)) for d in (-1.0, -0.001, 0.0, 0.001, 1.0)),
+                    *(T0 + i * DAY / 3 for i in range(120))})
+    history = [tx(i, ts, card=f"c{i % 7}", terminal=("t", "u")[i % 2]) for i, ts in enumerate(times)]
+    labels = [FraudLabel(h.transaction_id, h.card_id, h.terminal_id, h.ts, True, h.ts + offset * DAY)
+              for h, offset in zip(history[::5], [1, 5, 30, 40] * 100)]
+    batch = [tx(900, now, card="c1", terminal="t"), tx(901, now + 3600.0, card="c2", terminal="t"),
+             tx(902, now - 8 * DAY, card="c3", terminal="u"), tx(903, now, card="c4", terminal="u")]
+    try:
+        for store in (redis_store, memory):
+            await store.write_fraud(history)
+            await store.write_labels(labels)
+        counted = await TransactionFeatures(redis_store).rows(batch)
+        listed = await TransactionFeatures(memory).rows(batch)
+        _, terminals, _ = await redis_store.read_fraud({}, {"t": (end - 30 * DAY, end + 3600.0), "u": (end, end)},
+                                                       terminal_ends={"t": [end, end + 3600.0]})
+    finally:
+        await redis_store.delete_namespace()
+        await redis_store.close()
+    assert counted.rows == listed.rows
+    assert isinstance(terminals["t"], TerminalCounts) and isinstance(terminals["u"], TerminalHistory)
+    assert counted.rows[0][9:15] != [0.0] * 6  # the windows hold transactions and frauds
+    assert any(risk not in (0.0, 1.0) for risk in counted.rows[0][10:15:2])
 
 
 async def test_deleting_a_namespace_leaves_the_others(redis_url: str, namespace: str) -> None:
