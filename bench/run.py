@@ -46,17 +46,18 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from streamer.datasets import BEAUTY, FRAUD_CSV, read_fraud_csv, read_sequences
+from streamer.datasets import BEAUTY, FRAUD_CSV, label_for, read_fraud_csv, read_sequences
 from streamer.embedded import EmbeddedBroker, start_missing_services
-from streamer.events import click_to_json, encode, format_time, transaction_to_json, Click
+from streamer.events import Click, FraudLabel, Transaction, click_to_json, encode, format_time, transaction_to_json
+from streamer.features.fraud import TERMINAL_HORIZON
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import send_batched
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.replay.through_worker import running_worker
-from streamer.settings import Settings, TopicSettings
+from streamer.settings import RedisSettings, Settings, TopicSettings
 from streamer.state.memory import InMemoryStateStore
-from streamer.state.store import delete_namespace
+from streamer.state.store import RedisStateStore, delete_namespace
 from streamer.worker.step_times import parse_reports
 from streamer.worker.topics import assign_topic, delete_topics, ensure_topics
 
@@ -82,6 +83,39 @@ def clicks(n: int) -> list[Message]:
             if len(out) >= n:
                 return out
     return out
+
+
+#: Where the steady-state drain starts in the benchmark data (day 40 or so). The other
+#: drains start on its first day, when no terminal window holds anything yet (they open
+#: 7 days back) and the card windows are filling: a long-running deployment reads and
+#: counts a month of each terminal's and card's transactions.
+STEADY_FROM = 380_000
+
+
+def steady_transactions(n: int) -> tuple[list[Transaction], list[FraudLabel], list[Message]]:
+    """For a drain at steady state: the transactions of the terminal windows' reach
+    (37 days) before the drained ones, the fraud labels known when they start (7 days
+    late), and the ``n`` drained transactions."""
+    rows = list(read_fraud_csv(FRAUD_CSV, STEADY_FROM + n))
+    start = rows[STEADY_FROM][0].ts
+    history = [(tx, fraud) for tx, fraud in rows[:STEADY_FROM] if tx.ts > start - TERMINAL_HORIZON]
+    labels = [label for label in (label_for(tx, fraud) for tx, fraud in history) if label.labelled_ts <= start]
+    drained = [(tx.card_id.encode(), encode(transaction_to_json(tx))) for tx, _ in rows[STEADY_FROM:]]
+    return [tx for tx, _ in history], labels, drained
+
+
+async def store_history(redis: RedisSettings, transactions: list[Transaction], labels: list[FraudLabel],
+                        chunk: int = 2048) -> None:
+    """Transactions and labels stored as a worker stores them, without feature rows: the
+    state a steady-state drain starts from (its cards' sequence rows start empty)."""
+    store = RedisStateStore.from_settings(redis)
+    try:
+        for i in range(0, len(transactions), chunk):
+            await store.write_fraud(transactions[i : i + chunk])
+        for i in range(0, len(labels), chunk):
+            await store.write_labels(labels[i : i + chunk])
+    finally:
+        await store.close()
 
 
 def click_histories(n: int) -> list[list[str]]:
@@ -184,12 +218,16 @@ def endpoints(topics: TopicSettings, kind: str) -> tuple[str, str, str]:
 
 
 def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1,
-          module: str = "streamer.cli worker", step_reports: list[str] | None = None) -> float:
+          module: str = "streamer.cli worker", step_reports: list[str] | None = None,
+          history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> float:
     """Events per second for a backlog, first output to last output, with 1 or more
     workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``).
     The workers report their batches' step times every ``STEP_REPORT_S`` and as they
-    stop; those log lines are added to ``step_reports``."""
+    stop; those log lines are added to ``step_reports``. With ``history``, those
+    transactions and labels are stored first (``store_history``)."""
     settings = fresh_settings(base, batch).replace(batch={"report_s": STEP_REPORT_S})
+    if history is not None:
+        asyncio.run(store_history(settings.redis, *history))
     log_start = log.stat().st_size if log.exists() else 0
     topics = settings.topics
     source, sink, id_field = endpoints(topics, kind)
@@ -402,6 +440,15 @@ def main(argv: list[str] | None = None) -> int:
                                                                        step_reports=reports) for _ in range(repeats)])
             results[f"{kind}_drain_two_workers_steps"] = parse_reports(reports, AGENTS[kind])
             print(f"  two workers {results[f'{kind}_drain_two_workers_per_s']}", flush=True)
+            if kind == "transactions":
+                print("drain transactions at steady state ...", flush=True)
+                history, labels, drained = steady_transactions(n)
+                reports = []
+                results["transactions_steady_drain_per_s"] = spread([
+                    drain(base, kind, drained, batch, log, step_reports=reports, history=(history, labels))
+                    for _ in range(repeats)])
+                results["transactions_steady_drain_steps"] = parse_reports(reports, AGENTS[kind])
+                print(f"  at steady state {results['transactions_steady_drain_per_s']}", flush=True)
             results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, 4 if args.quick else 8, log)
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

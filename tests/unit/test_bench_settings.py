@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+import pytest
+
 from bench.run import cpu_times, fresh_settings, stolen_share
+from streamer.events import parse_time
 from streamer.settings import Settings
 
 
@@ -67,3 +71,22 @@ def test_the_suite_tables_where_the_drains_batches_spent_their_time() -> None:
     assert lines[-1] == "| transactions, one worker | 40 | 500 | 116.5 (194.1) | 72.7 (110.5) | 37.6 (91.7) | 36.1 (101.6) |"
     assert lines[-2].startswith("|---")
     assert steps_section({"transactions_drain_steps": None}) == []  # a run from before the reports
+
+
+def test_the_steady_state_drain_starts_after_a_month_of_state_and_the_labels_known_by_then(monkeypatch) -> None:
+    import bench.run as run
+    from streamer.datasets import FRAUD_CSV
+    from streamer.features.fraud import DAY, TERMINAL_HORIZON
+
+    if not FRAUD_CSV.is_file():
+        pytest.skip("the benchmark data is not here")
+    monkeypatch.setattr(run, "STEADY_FROM", 100_000)  # about ten days in: quicker to read than day 40
+    history, labels, drained = run.steady_transactions(100)
+
+    start = orjson.loads(drained[0][1])["timestamp"]
+    first = parse_time(start)
+    assert len(drained) == 100 and len(history) == 100_000  # ten days: all of them within the reach
+    assert history[-1].ts <= first and history[0].ts > first - TERMINAL_HORIZON
+    assert labels and all(label.labelled_ts <= first for label in labels)
+    assert max(label.ts for label in labels) <= first - 7 * DAY  # labels come 7 days late
+    assert {label.transaction_id for label in labels} <= {tx.transaction_id for tx in history}
