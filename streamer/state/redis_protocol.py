@@ -66,7 +66,8 @@ return out
 """
 
 # Per terminal (KEYS: tx, fraud): its frauds in (lo, hi], and its transactions counted
-# per window for m window ends: ZCOUNT over (start, end] for each of the end's starts.
+# per window for m window ends: ZCOUNT over (start, end] for each of the end's starts
+# (WINDOWS_DAYS ascending).
 # ARGV: the number of windows w, then per terminal: lo, hi, m, then m times: the end
 # and its w window starts (exclusive bounds).
 COUNT_TERMINALS = """
@@ -78,9 +79,12 @@ for t = 1, #KEYS / 2 do
   at = at + 3
   local counts = {}
   for e = 1, m do
-    local stop = ARGV[at]
-    for w = 1, windows do
-      counts[#counts + 1] = redis.call('ZCOUNT', KEYS[2 * t - 1], ARGV[at + w], stop)
+    local stop, base = ARGV[at], #counts
+    -- the windows are nested (ascending), so once one is empty the narrower ones are too
+    local count = 1
+    for w = windows, 1, -1 do
+      if count > 0 then count = redis.call('ZCOUNT', KEYS[2 * t - 1], ARGV[at + w], stop) end
+      counts[base + w] = count
     end
     at = at + windows + 1
   end

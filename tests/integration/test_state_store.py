@@ -161,7 +161,8 @@ async def test_terminals_counted_by_redis_give_the_features_their_transactions_g
     labels = [FraudLabel(h.transaction_id, h.card_id, h.terminal_id, h.ts, True, h.ts + offset * DAY)
               for h, offset in zip(history[::5], [1, 5, 30, 40] * 100)]
     batch = [tx(900, now, card="c1", terminal="t"), tx(901, now + 3600.0, card="c2", terminal="t"),
-             tx(902, now - 8 * DAY, card="c3", terminal="u"), tx(903, now, card="c4", terminal="u")]
+             tx(902, now - 8 * DAY, card="c3", terminal="u"), tx(903, now, card="c4", terminal="u"),
+             tx(904, now, card="c5", terminal="v")]  # nothing in its windows
     try:
         for store in (redis_store, memory):
             await store.write_fraud(history)
@@ -175,7 +176,7 @@ async def test_terminals_counted_by_redis_give_the_features_their_transactions_g
         await redis_store.close()
     assert counted.rows == listed.rows
     assert isinstance(terminals["t"], TerminalCounts) and isinstance(terminals["u"], TerminalHistory)
-    assert counted.rows[0][9:15] != [0.0] * 6  # the windows hold transactions and frauds
+    assert counted.rows[0][9:15] != [0.0] * 6 and counted.rows[4][9:15] == [0.0] * 6
     assert any(risk not in (0.0, 1.0) for risk in counted.rows[0][10:15:2])
 
 
