@@ -8,6 +8,8 @@ all on this machine, and measures in one run:
   the first output record's timestamp to the last one's. The outputs are read once the
   workers' group has committed the whole backlog, not while they run: a reader parsing
   every output along the way took a fifth of a core from the two it measures;
+* the same for transactions at steady state (``STEADY_FROM``): the first days' drains
+  find every terminal window empty, a deployment finds a month in each;
 * the naive way: the same worker with micro-batches of one event (one Redis round
   trip, one model call and one acknowledged publish per event);
 * ceilings: the model alone in ONNX Runtime at the engine's batch size, a bare
