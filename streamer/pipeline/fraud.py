@@ -6,7 +6,8 @@ second one runs, and its second while the previous batch's third runs):
 
 1. decode → read card and terminal state and the clocks' stream progress (one round
    trip, while the label topic's high watermarks are fetched; the cards this worker
-   holds come from its ``CardCache``) → the 15 features per transaction, in arrival
+   holds come from its ``CardCache``; Redis counts the terminals' windows,
+   ``TerminalCounts``) → the 15 features per transaction, in arrival
    order → write the batch's transactions, their rows (for a sequence model) and the
    partitions' progress (one round trip): what the next batch's features read;
 2. the models (on the inference thread for a large batch): for a sequence model, the

@@ -143,8 +143,7 @@ class Additions:
         entity_args: list[object] = []
         for key, prune, keep, flag, pairs in keys_and_args:
             entity_keys.append(key)
-            entity_args += (prune, keep, flag, len(pairs) // 2)
-            entity_args += pairs
+            entity_args += [prune, keep, flag, len(pairs) // 2, *pairs]
         self.entities.append((entity_keys, entity_args))
 
 

@@ -238,8 +238,7 @@ class RedisStateStore:
         ])
         await self._call_per_entity(pipe, self._count_terminals, [
             ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)],
-             [f"({terminals[terminal_id][0]!r}", repr(terminals[terminal_id][1]), len(ends[terminal_id]),
-              *chain.from_iterable((repr(end), *(f"({start!r}" for start in window_starts(end))) for end in ends[terminal_id])])
+             _count_arguments(terminals[terminal_id], ends[terminal_id]))
             for terminal_id in counted
         ], head=[len(WINDOWS_DAYS)])
         replies: list[list] = await self._execute(pipe)  # type: ignore[assignment]
@@ -406,6 +405,15 @@ class _Entity:
     newest: float
     members: list[object] = field(default_factory=list)
     rows: list[object] = field(default_factory=list)
+
+
+def _count_arguments(frauds: TimeRange, ends: Sequence[float]) -> list[object]:
+    """A terminal's ``COUNT_TERMINALS`` arguments: the range of its frauds to read, then
+    each window end with the starts of its windows (exclusive)."""
+    arguments: list[object] = [f"({frauds[0]!r}", repr(frauds[1]), len(ends)]
+    for end in ends:
+        arguments += [repr(end), *(f"({start!r}" for start in window_starts(end))]
+    return arguments
 
 
 def _progress(raw: Mapping[bytes, bytes]) -> Progress:
