@@ -88,8 +88,9 @@ class TransactionFeatures:
         window_ends: dict[str, dict[float, None]] = {}
         for tx in transactions:
             cards.cover(tx.card_id, tx.ts - CARD_HORIZON, tx.ts)
-            terminals.cover(tx.terminal_id, tx.ts - TERMINAL_HORIZON, tx.ts - DELAY_DAYS * DAY)
-            window_ends.setdefault(tx.terminal_id, {})[tx.ts - DELAY_DAYS * DAY] = None
+            window_end = tx.ts - DELAY_DAYS * DAY
+            terminals.cover(tx.terminal_id, tx.ts - TERMINAL_HORIZON, window_end)
+            window_ends.setdefault(tx.terminal_id, {})[window_end] = None
         # The store counts a terminal's windows itself unless the batch's transactions
         # there span a week or more (one of them may then fall in another's window).
         countable_ends = {terminal_id: list(ends) for terminal_id, ends in window_ends.items() if countable(ends)}

@@ -45,7 +45,7 @@ async def test_a_steady_state_drain_starts_from_the_state_a_worker_would_have_st
     from streamer.state.store import RedisStateStore
 
     rows = load_jsonl(DATA / "transactions_sample.jsonl")
-    transactions = [decode_transaction(orjson.dumps({k: v for k, v in row.items() if k != "is_fraud_label"})) for row in rows]
+    transactions = [decode_transaction(orjson.dumps(row)) for row in rows]
     history, batch = transactions[:-100], transactions[-100:]
     labels = [label_for(tx, row["is_fraud_label"], delay_days=0.0) for tx, row in zip(history, rows)]
     redis = RedisSettings(url=Secret(redis_url), namespace=namespace)
