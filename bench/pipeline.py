@@ -48,7 +48,7 @@ async def run(settings: Settings, n: int) -> dict[str, object]:
     models, batch = settings.models, settings.batch.max_size
     try:
         scorer = FraudScorer(models.fraud, provider="cpu", threads=models.threads)
-        ranker = NextItemRanker(models.recommend, provider="cpu", threads=models.threads)
+        ranker = NextItemRanker(models.recommend, provider="cpu", threads=models.threads, int8=models.int8)
         return {
             "events": n, "batch_size": batch,
             "transactions": await measure(FraudPipeline(scorer, store, settings), transactions(n), batch),

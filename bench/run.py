@@ -307,7 +307,7 @@ def model_ceiling(settings: Settings, batch: int, n_clicks: int, seconds: float 
     sample = [tx for tx, _ in read_fraud_csv(FRAUD_CSV, batch)]
     rows = np.asarray(asyncio.run(TransactionFeatures(InMemoryStateStore()).compute(sample)), dtype=np.float32)
     scorer = FraudScorer(settings.models.fraud, threads=settings.models.threads)
-    ranker = NextItemRanker(settings.models.recommend, threads=settings.models.threads)
+    ranker = NextItemRanker(settings.models.recommend, threads=settings.models.threads, int8=settings.models.int8)
     histories = [ranker.indices(items) for items in click_histories(n_clicks)]
     user_batches = itertools.cycle([histories[i : i + batch] for i in range(0, len(histories) - batch + 1, batch)])
 

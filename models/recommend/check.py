@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import left_pad, read_items, read_sequences, right_pad, split
-from .evaluate import load_sessions, max_len_of, rank
+from .evaluate import GRAPHS, load_sessions, max_len_of, rank
 
 EMBEDDING_ATOL = 1e-4
 SCORE_ATOL = 1e-3
@@ -54,9 +54,10 @@ def _onnx_run(encoder, ranker, histories: list[np.ndarray], max_len: int, k: int
     return emb, items, scores
 
 
-def check_onnx(model_dir: Path, histories: list[np.ndarray], threads: int = 0) -> dict:
-    """Torch-free consistency: repeated runs identical, batch sizes 1 / 7 / 256 agree."""
-    encoder, ranker = load_sessions(model_dir, threads)
+def check_onnx(model_dir: Path, histories: list[np.ndarray], threads: int = 0, files: tuple[str, str] = GRAPHS) -> dict:
+    """Torch-free consistency of a directory's encoder and ranker (``files``): repeated
+    runs identical, batch sizes 1 / 7 / 256 agree."""
+    encoder, ranker = load_sessions(model_dir, threads, files)
     max_len = max_len_of(encoder)
     k = min(CHECK_K, len(read_items(Path(model_dir) / "items.txt")))
     full = _onnx_run(encoder, ranker, histories[:256], max_len, k)

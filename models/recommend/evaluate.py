@@ -27,14 +27,17 @@ from .data import left_pad, rank_metrics, read_items, read_sequences, right_pad,
 K = 10
 
 
-def load_sessions(model_dir: Path, threads: int = 0) -> tuple[ort.InferenceSession, ort.InferenceSession]:
-    """ONNX Runtime CPU sessions for ``encoder.onnx`` and ``ranker.onnx`` of a model directory."""
+GRAPHS = ("encoder.onnx", "ranker.onnx")
+
+
+def load_sessions(model_dir: Path, threads: int = 0, files: tuple[str, str] = GRAPHS) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+    """ONNX Runtime CPU sessions for a model directory's encoder and ranker (``files``)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     providers = ["CPUExecutionProvider"]
-    encoder = ort.InferenceSession(str(Path(model_dir) / "encoder.onnx"), opts, providers=providers)
-    ranker = ort.InferenceSession(str(Path(model_dir) / "ranker.onnx"), opts, providers=providers)
+    encoder = ort.InferenceSession(str(Path(model_dir) / files[0]), opts, providers=providers)
+    ranker = ort.InferenceSession(str(Path(model_dir) / files[1]), opts, providers=providers)
     return encoder, ranker
 
 
@@ -62,12 +65,13 @@ def recommend(encoder: ort.InferenceSession, ranker: ort.InferenceSession,
 
 
 def evaluate(data: Path, model_dir: Path, *, split_name: str = "test", batch_size: int = 256,
-             threads: int = 0) -> dict:
-    """HR@10 / NDCG@10 of the model in ``model_dir`` on one leave-one-out split of ``data``."""
+             threads: int = 0, files: tuple[str, str] = GRAPHS) -> dict:
+    """HR@10 / NDCG@10 of the model in ``model_dir`` (its encoder and ranker ``files``) on
+    one leave-one-out split of ``data``."""
     start = time.perf_counter()
     model_dir = Path(model_dir)
     items = read_items(model_dir / "items.txt")
-    encoder, ranker = load_sessions(model_dir, threads)
+    encoder, ranker = load_sessions(model_dir, threads, files)
     max_len = max_len_of(encoder)
     seqs = read_sequences(data, items=items)
     histories, targets, _ = split(seqs.sequences, split_name)
@@ -91,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=["test", "valid", "both"], default="test")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--int8", action="store_true", help="the int8 graphs the manifest lists (models.recommend.quantize)")
     args = p.parse_args(argv)
     names = ["valid", "test"] if args.split == "both" else [args.split]
-    out = {n: evaluate(args.data, args.model, split_name=n, batch_size=args.batch_size, threads=args.threads)
+    files = GRAPHS
+    if args.int8:
+        int8 = json.loads((args.model / "manifest.json").read_text())["int8"]
+        files = (int8["encoder"], int8["ranker"])
+    out = {n: evaluate(args.data, args.model, split_name=n, batch_size=args.batch_size, threads=args.threads, files=files)
            for n in names}
     json.dump(out, sys.stdout, indent=2)
     print()

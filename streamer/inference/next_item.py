@@ -10,6 +10,10 @@ An encoder exported with a dynamic sequence axis gives the same embedding for a
 history padded to any width that holds it, and costs about in proportion to the width;
 so a batch is encoded in groups of similar length, each padded only to its bucket
 (``WIDTHS``) rather than to ``max_len``. An older encoder of fixed width is run at that width.
+
+On the CPU provider the int8 graphs a manifest lists (``models.recommend.quantize``:
+fixed activation scales, so a user's recommendations do not depend on the batch) run
+instead, unless ``int8`` is off; the version then ends in ``+int8``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from streamer.errors import ConfigurationError
 from streamer.inference.manifest import load_manifest
-from streamer.inference.runner import OnnxModel
+from streamer.inference.runner import OnnxModel, choose_providers
 
 Ranked = list[tuple[str, float]]
 
@@ -36,9 +40,12 @@ WARM_EXCLUDE = 256
 
 
 class NextItemRanker:
-    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False) -> None:
+    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False,
+                 int8: bool = True) -> None:
         self.manifest = load_manifest(model_dir, "recommend")
-        self.version: str = self.manifest["version"]
+        quantised = self.manifest.get("int8") if int8 else None
+        self.int8 = quantised is not None and choose_providers(provider)[0] == "CPUExecutionProvider"
+        self.version: str = self.manifest["version"] + ("+int8" if self.int8 else "")
         self.max_len: int = int(self.manifest["max_len"])
         self.top_k: int = int(self.manifest["top_k"])
         items_file = model_dir / self.manifest.get("items_file", "items.txt")
@@ -47,9 +54,9 @@ class NextItemRanker:
         self.items: list[str] = ["<pad>", *items_file.read_text().split()]
         self.index = {item: i for i, item in enumerate(self.items) if i > 0}
         self.popular: list[str] = [str(p) for p in self.manifest["popular"]]
-        self.encoder = OnnxModel(model_dir / "encoder.onnx", provider=provider, threads=threads, fp16=fp16,
-                                 max_rows=MAX_ROWS)
-        self.ranker = OnnxModel(model_dir / "ranker.onnx", provider=provider, threads=threads, max_rows=MAX_ROWS)
+        encoder, ranker = (quantised["encoder"], quantised["ranker"]) if self.int8 else ("encoder.onnx", "ranker.onnx")
+        self.encoder = OnnxModel(model_dir / encoder, provider=provider, threads=threads, fp16=fp16, max_rows=MAX_ROWS)
+        self.ranker = OnnxModel(model_dir / ranker, provider=provider, threads=threads, max_rows=MAX_ROWS)
         fixed = self.encoder.session.get_inputs()[0].shape[1]
         self.widths = [fixed] if isinstance(fixed, int) else [w for w in WIDTHS if w < self.max_len] + [self.max_len]
         self.embedding_dim = int(self.manifest["embedding_dim"])

@@ -100,7 +100,8 @@ def _pipelines(settings: Settings, store: StateStore) -> dict[str, Pipeline]:
     return {
         topics.transactions: FraudPipeline(FraudScorer(models.fraud, provider=models.provider), store, settings),
         topics.fraud_labels: LabelPipeline(store, settings),
-        topics.clickstream: RecommendPipeline(NextItemRanker(models.recommend, provider=models.provider), store, settings),
+        topics.clickstream: RecommendPipeline(NextItemRanker(models.recommend, provider=models.provider, int8=models.int8),
+                                              store, settings),
     }
 
 

@@ -38,7 +38,8 @@ def build_runtime(settings: Settings) -> Runtime:
     store = RedisStateStore.from_settings(settings.redis)
     models = settings.models
     scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
-    ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16)
+    ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16,
+                            int8=models.int8)
     highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers)
     label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
     transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
@@ -58,7 +59,7 @@ def next_item_process(settings: Settings) -> ModelProcess:
     """A child process with the next-item models, started and loaded."""
     models = settings.models
     load = functools.partial(NextItemRanker, models.recommend, provider=models.provider, threads=models.threads,
-                             fp16=models.fp16)
+                             fp16=models.fp16, int8=models.int8)
     return ModelProcess(load, "next-item models").start()
 
 

@@ -37,7 +37,7 @@ def _histories(n: int, num_items: int, seed: int = 0) -> list[np.ndarray]:
 def test_files_are_small() -> None:
     sizes = {p.name: p.stat().st_size for p in MODEL.iterdir()}
     assert {"encoder.onnx", "ranker.onnx", "manifest.json", "items.txt"} <= set(sizes)
-    assert sum(sizes.values()) < 10 * 2**20
+    assert sum(sizes.values()) < 12 * 2**20  # float32 and int8 graphs
 
 
 def test_manifest(manifest: dict) -> None:
