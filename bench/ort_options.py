@@ -7,8 +7,9 @@ one run (medians of repeated calls) for the choices the runtime makes or decline
 * the next-item encoder at the width of the benchmark's click histories (grouped by
   length, the runtime's way) and padded to ``max_len``;
 * the ranker asked for 10 items and for 100;
-* the next-item encoder with int8 dynamic quantisation of its matrix multiplications
-  (not adopted), with its HR@10 / NDCG@10 on the Beauty test split beside the float one.
+* the next-item encoder (grouped by length) and the ranker (top 10) in float32 and in
+  the int8 graphs the model ships (``models.recommend.quantize``; the runtime's choice on
+  the CPU provider), with their HR@10 / NDCG@10 on the Beauty test split.
 
 Prints one JSON object; ``--write`` stores it in ``bench/results/ort_options.json``.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     fraud_dir, rec_dir = settings.models.fraud, settings.models.recommend
-    ranker = NextItemRanker(rec_dir, threads=1)
+    ranker = NextItemRanker(rec_dir, provider="cpu", threads=1, int8=False)
+    int8 = NextItemRanker(rec_dir, provider="cpu", threads=1, int8=True)
     histories = [ranker.indices(h) for h in click_histories(20 * BATCH)][-BATCH:]
     rng = np.random.default_rng(0)
     card_feeds = {"history": rng.random((BATCH, 16, 16), dtype=np.float32),
@@ -79,21 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = ranker.encode(histories)
     for k in (100, 10):
         result[f"ranker_k{k}_per_s"] = round(per_second(lambda: ranker.rank(embeddings, histories, k), BATCH))
+    if int8.int8:
+        from models.recommend.evaluate import GRAPHS, evaluate
 
-    from models.recommend.evaluate import evaluate
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp:
-        quantised = Path(tmp)
-        for name in ("ranker.onnx", "items.txt", "manifest.json"):
-            (quantised / name).write_bytes((rec_dir / name).read_bytes())
-        quantize_dynamic(str(rec_dir / "encoder.onnx"), str(quantised / "encoder.onnx"),
-                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-        int8 = session(quantised / "encoder.onnx", fused=False)
-        result["item_encoder_width50_int8_per_s"] = round(per_second(lambda: int8.run(None, {"item_ids": padded}), BATCH))
-        for label, directory in (("float32", rec_dir), ("int8", quantised)):
-            metrics = evaluate(BEAUTY, directory, split_name="test", threads=1)
-            result[f"item_encoder_{label}_test"] = {k: round(metrics[k], 4) for k in ("hr@10", "ndcg@10")}
+        result["item_encoder_by_length_int8_per_s"] = round(per_second(lambda: int8.encode(histories), BATCH))
+        result["ranker_k10_int8_per_s"] = round(per_second(lambda: int8.rank(embeddings, histories, 10), BATCH))
+        quantised = int8.manifest["int8"]
+        for label, files in (("float32", GRAPHS), ("int8", (quantised["encoder"], quantised["ranker"]))):
+            metrics = evaluate(BEAUTY, rec_dir, split_name="test", threads=1, files=files)
+            result[f"next_item_{label}_test"] = {k: round(metrics[k], 4) for k in ("hr@10", "ndcg@10")}
     text = json.dumps(result, indent=2)
     print(text)
     if args.write:

@@ -90,3 +90,21 @@ def test_the_steady_state_drain_starts_after_a_month_of_state_and_the_labels_kno
     assert labels and all(label.labelled_ts <= first for label in labels)
     assert max(label.ts for label in labels) <= first - 7 * DAY  # labels come 7 days late
     assert {label.transaction_id for label in labels} <= {tx.transaction_id for tx in history}
+
+
+def test_the_inference_choices_show_the_int8_graphs_as_the_runtimes_choice_with_their_evaluation(tmp_path: Path) -> None:
+    from bench.report import ort_section
+
+    measured = {"card_encoder_fused_per_s": 1, "card_encoder_unfused_per_s": 2, "item_encoder_width50_fused_per_s": 3,
+                "item_encoder_width50_unfused_per_s": 4, "item_encoder_by_length_per_s": 5, "ranker_k100_per_s": 6,
+                "ranker_k10_per_s": 7}
+    (tmp_path / "ort_options.json").write_bytes(orjson.dumps(measured))
+    float32_only = ort_section(tmp_path)
+    assert not any("int8" in line for line in float32_only)
+    (tmp_path / "ort_options.json").write_bytes(orjson.dumps({
+        **measured, "item_encoder_by_length_int8_per_s": 8, "ranker_k10_int8_per_s": 9_000,
+        "next_item_float32_test": {"hr@10": 0.0791, "ndcg@10": 0.0482}, "next_item_int8_test": {"hr@10": 0.079, "ndcg@10": 0.0481}}))
+    lines = ort_section(tmp_path)
+    assert "| ranker asked for the top 10, int8 graph | **9,000** |" in lines
+    assert "| ranker asked for the top 10 (what is served), float32 | 7 |" in lines
+    assert lines[-2].endswith("HR@10 0.079 / NDCG@10 0.0481 against 0.0791 / 0.0482 in float32.")
