@@ -46,7 +46,7 @@ import onnxruntime
 import torch
 import transformers
 
-from . import check, evaluate
+from . import check, evaluate, quantize
 from .data import (PAD, SequenceData, bucket_batches, count_batches, left_pad, masked_item_batch, next_item_batch,
                    popularity, rank_metrics, read_sequences, right_pad, split, train_sequences)
 from .export import ENCODER_NOTE, RANKER_NOTE, export_onnx
@@ -320,6 +320,15 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
         "train": {"hyperparameters": hparams, **summary, "total_seconds": round(time.perf_counter() - start, 1)},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    for stale in quantize.FILES.values():
+        (out / stale).unlink(missing_ok=True)
+    int8, short = quantize.quantize(out, seqs.path)
+    if short:
+        log(f"int8 graphs not written (the runtime serves float32): {'; '.join(short)}")
+    else:
+        manifest["int8"] = int8
+        log(f"int8 graphs written: test HR@{K} {int8['metrics']['int8']['test'][f'hr@{K}']:.4f} "
+            f"NDCG@{K} {int8['metrics']['int8']['test'][f'ndcg@{K}']:.4f}")
     log(f"wrote {out} (version {manifest['version']}) in {manifest['train']['total_seconds']:.0f}s total")
     return manifest
 

@@ -34,8 +34,10 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_export_evaluate(synthetic: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     manifest = T.train(synthetic, out, pretrain_epochs=1, epochs=3, top_k=100, **SMALL)
-    assert {p.name for p in out.iterdir()} == {"encoder.onnx", "ranker.onnx", "manifest.json", "items.txt"}
+    assert {p.name for p in out.iterdir()} == {"encoder.onnx", "ranker.onnx", "manifest.json", "items.txt",
+                                               "encoder.int8.onnx", "ranker.int8.onnx"}
     assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert manifest["int8"]["check"]["ok"] and manifest["int8"]["metrics"]["float32"]["test"] == manifest["metrics"]["test"]
     assert manifest["num_items"] == 40 and manifest["top_k"] == 40  # K capped at the catalogue size
     assert manifest["check"]["ok"] and manifest["check"]["batch_sizes"] == [1, 7, 256]
     assert manifest["version"].startswith("synthetic-")
