@@ -3,8 +3,9 @@
 Each user's sequence without its last item is replayed as clicks (``streamer import
 sequences --hold-out 1``) through a ``streamer worker`` process serving the model;
 the recommendation published after the user's last replayed click is ranked against
-the held-back item. The same model is evaluated offline (ONNX Runtime directly, the
-leave-one-out test split), and both results are printed side by side.
+the held-back item. The same graphs the worker serves (int8 on the CPU provider when the
+model has them, ``STREAMER_MODELS_INT8``) are evaluated offline (ONNX Runtime directly,
+the leave-one-out test split), and both results are printed side by side.
 """
 
 from __future__ import annotations
@@ -68,15 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from models.recommend.evaluate import evaluate
+    from streamer.inference.next_item import NextItemRanker
 
-    report: dict[str, object] = {}
+    models = Settings.from_env().models
+    served = NextItemRanker(args.model, provider=models.provider, int8=models.int8)
+    report: dict[str, object] = {"model_version": served.version}
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if args.users is not None:
             data = Path(tmp) / args.data.name
             with open(args.data) as src:
                 data.write_text("".join(line for _, line in zip(range(args.users), src)))
-        report["offline"] = evaluate(data, args.model)
+        report["offline"] = evaluate(data, args.model, files=(served.encoder.path.name, served.ranker.path.name))
     print(f"offline (ONNX Runtime, leave-one-out test): {report['offline']}", flush=True)
     if not args.offline_only:
         report["engine"] = evaluate_through_engine(args.data, args.model, limit_users=args.users)
