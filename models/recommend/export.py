@@ -71,9 +71,6 @@ class RankerGraph(nn.Module):
         super().__init__()
         weight = model.item_embedding.weight[: model.num_items + 1].detach().clone()
         self.register_buffer("items", weight)  # row i = model index i (row 0: padding)
-        bias = torch.zeros(model.num_items + 1)
-        bias[0] = float("-inf")
-        self.register_buffer("bias", bias)
         self.num_items = model.num_items
         self.top_k = top_k
 
@@ -82,7 +79,10 @@ class RankerGraph(nn.Module):
         exclude = exclude.clamp(0, self.num_items)
         fill = torch.full(exclude.shape, EXCLUDED_SCORE, dtype=scores.dtype)
         scores = scores.scatter(1, exclude, fill)
-        scores = scores + self.bias  # after the scatter, so padding stays -inf even if excluded
+        # padding (column 0) set to -inf after the scatter, so it stays below excluded items;
+        # a scatter of one column, not an addition over the whole catalogue (a fifth of the ranker's time)
+        padding = exclude[:, :1] * 0
+        scores = scores.scatter(1, padding, torch.full(padding.shape, float("-inf"), dtype=scores.dtype))
         top_scores, top_items = torch.topk(scores, self.top_k, dim=1)
         return top_items, top_scores
 
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from .check import check_against_torch, check_histories
     from .data import left_pad, read_items, read_sequences, right_pad
     from .evaluate import evaluate, rank
+    from .quantize import FILES as INT8_FILES, quantize
 
     p = argparse.ArgumentParser(prog="python -m models.recommend.export", description=main.__doc__)
     p.add_argument("model_dir", type=Path, help="directory with encoder.onnx, ranker.onnx and manifest.json")
@@ -256,8 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     again = f"; exported again by models.recommend.export with torch {torch.__version__}"
     if not manifest["framework"].endswith(again):
         manifest["framework"] += again
+    manifest.pop("int8", None)  # made from the graphs just replaced
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({"metrics": metrics, "shipped_embedding_max_abs_diff": shipped_diff}))
+    for stale in INT8_FILES.values():
+        (args.model_dir / stale).unlink(missing_ok=True)
+    int8, short = quantize(args.model_dir, args.data)
+    print(json.dumps({"metrics": metrics, "shipped_embedding_max_abs_diff": shipped_diff,
+                      "int8": int8["metrics"]["int8"], "int8_short": short}))
     return 0
 
 

@@ -106,6 +106,29 @@ def test_ranker_excludes_and_never_returns_padding(manifest: dict, sessions) -> 
     assert all(not set(a.tolist()) & set(b.tolist()) for a, b in zip(items, again))
 
 
+@pytest.mark.parametrize("files", [E.GRAPHS, ("encoder.int8.onnx", "ranker.int8.onnx")])
+def test_padding_is_never_returned_even_below_the_excluded_items(manifest: dict, files: tuple[str, str]) -> None:
+    _, ranker = E.load_sessions(MODEL, threads=1, files=files)
+    n = manifest["num_items"]
+    kept = np.array([5, 17, 42])
+    exclude = np.setdiff1d(np.arange(1, n + 1), kept)[None, :]  # every item but three, no padding
+    with_padding = np.concatenate([exclude, np.zeros((1, 4), dtype=np.int64)], axis=1)
+    for excluded in (exclude, with_padding):
+        emb = np.random.default_rng(0).normal(size=(1, manifest["embedding_dim"])).astype(np.float32)
+        items, scores = E.rank(ranker, emb, excluded, 10)
+        assert set(items[0, :3].tolist()) == set(kept.tolist())
+        assert 0 not in items[0].tolist()  # the excluded fill the rest, at the excluded score
+        assert (scores[0, 3:] == np.finfo(np.float32).min).all()
+
+
+def test_the_ranker_sets_padding_aside_without_an_addition_over_the_catalogue() -> None:
+    import onnx
+
+    for name in ("ranker.onnx", "ranker.int8.onnx"):
+        ops = [node.op_type for node in onnx.load(str(MODEL / name)).graph.node]
+        assert "TopK" in ops and not {"Add", "Sub"} & set(ops), (name, ops)
+
+
 def test_unknown_ids_are_padding_and_empty_history_works(manifest: dict, sessions) -> None:
     encoder, _ = sessions
     L, n = manifest["max_len"], manifest["num_items"]
