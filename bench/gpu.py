@@ -7,8 +7,9 @@ it) it measures, on the shipped models and real inputs:
 * the fraud model (card encoder + trees + scorer) and the next-item model (encoder +
   ranker) alone, per second, at several batch sizes, in float32 and, on CUDA, with the
   encoders in float16 (``STREAMER_MODELS_FP16``; IO binding is always on for CUDA);
-* float16's accuracy against float32: the largest fraud-probability difference and the
-  share of users whose top 10 is unchanged (the issue's bar: within 0.003);
+* the CPU's int8 next-item graphs (``STREAMER_MODELS_INT8``, the runtime's choice there);
+* float16's and int8's accuracy against float32 on the CPU: the largest fraud-probability
+  difference and the share of users whose top 10 is unchanged (the issue's bar: within 0.003);
 * with ``--engine``, the engine's drain throughput with ``STREAMER_MODELS_PROVIDER``
   cpu and cuda, side by side (embedded broker, Redis, a worker process).
 
@@ -65,13 +66,13 @@ def per_second(step: Callable[[], object], batch: int, seconds: float) -> float:
     return calls * batch / (time.perf_counter() - started)
 
 
-def inference(provider: str, fp16: bool, batches: list[int], seconds: float) -> dict[str, object]:
+def inference(provider: str, fp16: bool, batches: list[int], seconds: float, int8: bool = False) -> dict[str, object]:
     models = Settings().models
     scorer = FraudScorer(models.fraud, provider=provider, fp16=fp16)
-    ranker = NextItemRanker(models.recommend, provider=provider, fp16=fp16)
+    ranker = NextItemRanker(models.recommend, provider=provider, fp16=fp16, int8=int8)
     rows, history, valid = fraud_inputs(scorer, max(batches))
     users = [ranker.indices(items[:-1]) for _, items in itertools.islice(read_sequences(BEAUTY), max(batches))]
-    out: dict[str, object] = {"provider": provider, "fp16": fp16}
+    out: dict[str, object] = {"provider": provider, "fp16": fp16, "int8": ranker.int8}
     for batch in batches:
         out[f"fraud_per_s_batch_{batch}"] = round(per_second(
             lambda: scorer.score(rows[:batch], scorer.encode(history[:batch], valid[:batch])), batch, seconds))
@@ -110,16 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {"onnxruntime": ort.__version__, "available": ort.get_available_providers(), "runs": []}
     runs: list[dict[str, object]] = results["runs"]  # type: ignore[assignment]
     outputs = []
-    for provider in providers:
-        for fp16 in ([False, True] if provider == "cuda" else [False]):
-            run = inference(provider, fp16, batches, args.seconds)
-            outputs.append((run.pop("fraud_scores"), run.pop("top10")))
-            if len(outputs) > 1:  # against the first run: CPU, float32
-                (scores, top10), (ref_scores, ref_top10) = outputs[-1], outputs[0]
-                run["max_fraud_difference_vs_cpu_fp32"] = float(np.max(np.abs(scores - ref_scores)))  # type: ignore[operator]
-                run["top10_unchanged_share_vs_cpu_fp32"] = float(np.mean([a == b for a, b in zip(top10, ref_top10)]))  # type: ignore[call-overload]
-            runs.append(run)
-            print(run, flush=True)
+    # CPU in float32 first (the reference), then the CPU's int8 next-item graphs (the
+    # runtime's choice there), then CUDA in float32 and with float16 encoders
+    variants = [("cpu", False, False), ("cpu", False, True)] + [("cuda", fp16, False) for fp16 in (False, True)
+                                                                 if "cuda" in providers]
+    for provider, fp16, int8 in variants:
+        run = inference(provider, fp16, batches, args.seconds, int8)
+        outputs.append((run.pop("fraud_scores"), run.pop("top10")))
+        if len(outputs) > 1:  # against the first run: CPU, float32
+            (scores, top10), (ref_scores, ref_top10) = outputs[-1], outputs[0]
+            run["max_fraud_difference_vs_cpu_fp32"] = float(np.max(np.abs(scores - ref_scores)))  # type: ignore[operator]
+            run["top10_unchanged_share_vs_cpu_fp32"] = float(np.mean([a == b for a, b in zip(top10, ref_top10)]))  # type: ignore[call-overload]
+        runs.append(run)
+        print(run, flush=True)
     if args.engine:
         results["engine"] = {provider: engine(provider, args.engine) for provider in providers}
     args.out.parent.mkdir(parents=True, exist_ok=True)

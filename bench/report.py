@@ -208,18 +208,20 @@ def ort_section(results_dir: Path) -> list[str]:
 def gpu_section(results_dir: Path) -> list[str]:
     path = results_dir / "gpu.json"
     header = ["## GPU", "", "`bash bench/gpu.sh` on a machine with an NVIDIA GPU and onnxruntime-gpu: the inference",
-              "stage on CPU and CUDA (float32, and the encoders in float16 with their accuracy), then the engine.", ""]
+              "stage on CPU (float32, and the next-item model's int8 graphs) and CUDA (float32, and the encoders in",
+              "float16), with their accuracy against the CPU's float32, then the engine.", ""]
     if not path.is_file():
         return header + ["No GPU run recorded yet: no GPU machine was lent to the sessions that wrote this.", ""]
     gpu = json.loads(path.read_text())
-    rows = ["| provider | fp16 | measurement | per second |", "|---|---|---|---|"]
+    rows = ["| provider | fp16 | int8 next-item graphs | measurement | per second |", "|---|---|---|---|---|"]
     for run in gpu["runs"]:
+        variant = f"| {run['provider']} | {run['fp16']} | {run.get('int8', False)} |"
         for key, value in run.items():
             if key.endswith(tuple("0123456789")) and "per_s" in key:
-                rows.append(f"| {run['provider']} | {run['fp16']} | {key} | {value:,} |")
+                rows.append(f"{variant} {key} | {value:,} |")
         for key in ("max_fraud_difference_vs_cpu_fp32", "top10_unchanged_share_vs_cpu_fp32"):
             if key in run:
-                rows.append(f"| {run['provider']} | {run['fp16']} | {key} | {run[key]:.4g} |")
+                rows.append(f"{variant} {key} | {run[key]:.4g} |")
     return header + [f"onnxruntime {gpu['onnxruntime']}, providers {gpu['available']}.", ""] + rows + [""]
 
 
