@@ -106,8 +106,8 @@ class ModelSettings:
     int8: bool = True
     """STREAMER_MODELS_INT8: on the CPU provider, run the int8 graphs a model's manifest
     lists (the next-item model's: ``python -m models.recommend.quantize``, accuracy checked
-    on the evaluation and recorded there); its version then ends in ``+int8``. About 1.3x
-    on the next-item models (docs/benchmarks.md). Ignored on CUDA."""
+    on the evaluation and recorded there); its version then ends in ``+int8``. About 1.4x
+    on the next-item models alone, clicks drained 1.18x (docs/benchmarks.md). Ignored on CUDA."""
     process: bool = True
     """STREAMER_MODELS_PROCESS: run the next-item models (a batch of clicks' encoder and
     ranker calls) in a child process of the worker, which shares no GIL with its event loop

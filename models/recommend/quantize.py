@@ -8,13 +8,14 @@ splits. It writes nothing when a metric of the int8 graphs falls more than ``--t
 must not depend on the batch around it or on the width it is padded to).
 
 The matrix multiplications by a weight (the item table's among them) are quantised,
-weights per output channel in 7 bits (``reduce_range``: x86 CPUs without VNNI add
-pairs of 8-bit products in 16 bits and would saturate, so results would differ by CPU); the attention's products of two activations stay
-float32, and so do every product's outputs (the ranker's scores stay exact enough to
-order). Activations are quantised with **fixed** scales, calibrated once on training
-histories: with dynamic quantisation a batch's largest value sets every row's scale, so
-a user's recommendations would change with the users batched alongside (the runtime
-batches by arrival, and a replay must give what the live stream gave).
+weights per output channel in 7 bits (``reduce_range``: x86 CPUs without VNNI add pairs
+of 8-bit products in 16 bits and could saturate, so results would differ by CPU). The
+attention's products of two activations stay float32, and so does every product's
+output (the ranker's scores keep their order). Activations are quantised with **fixed**
+scales, calibrated once on training histories: with dynamic quantisation a batch's
+largest value sets every row's scale, so a user's recommendations would change with the
+users batched alongside (the runtime batches by arrival, and a replay must give what the
+live stream gave).
 """
 
 from __future__ import annotations
