@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from .check import check_against_torch, check_histories
     from .data import left_pad, read_items, read_sequences, right_pad
     from .evaluate import evaluate, rank
-    from .quantize import FILES as INT8_FILES, quantize
+    from .quantize import quantize_again
 
     p = argparse.ArgumentParser(prog="python -m models.recommend.export", description=main.__doc__)
     p.add_argument("model_dir", type=Path, help="directory with encoder.onnx, ranker.onnx and manifest.json")
@@ -257,11 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     again = f"; exported again by models.recommend.export with torch {torch.__version__}"
     if not manifest["framework"].endswith(again):
         manifest["framework"] += again
-    manifest.pop("int8", None)  # made from the graphs just replaced
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    for stale in INT8_FILES.values():
-        (args.model_dir / stale).unlink(missing_ok=True)
-    int8, short = quantize(args.model_dir, args.data)
+    int8, short = quantize_again(args.model_dir, args.data)
     print(json.dumps({"metrics": metrics, "shipped_embedding_max_abs_diff": shipped_diff,
                       "int8": int8["metrics"]["int8"], "int8_short": short}))
     return 0

@@ -118,6 +118,19 @@ def quantize(model_dir: Path, data: Path, tolerance: float = 0.01, seed: int = 0
     return entry, missing
 
 
+def quantize_again(model_dir: Path, data: Path) -> tuple[dict, list[str]]:
+    """``quantize`` for graphs just exported into ``model_dir``: the int8 copies of the
+    graphs they replace are removed first (with their manifest entry), so a shortfall
+    leaves the float32 graphs alone, not stale int8 ones."""
+    manifest_path = model_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.pop("int8", None) is not None:
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    for name in FILES.values():
+        (model_dir / name).unlink(missing_ok=True)
+    return quantize(model_dir, data)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.recommend.quantize", description=__doc__.split("\n")[0])
     p.add_argument("model_dir", type=Path, help="an exported model directory (encoder.onnx, ranker.onnx, manifest.json)")

@@ -320,9 +320,7 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
         "train": {"hyperparameters": hparams, **summary, "total_seconds": round(time.perf_counter() - start, 1)},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    for stale in quantize.FILES.values():
-        (out / stale).unlink(missing_ok=True)
-    int8, short = quantize.quantize(out, seqs.path)
+    int8, short = quantize.quantize_again(out, seqs.path)
     if short:
         log(f"int8 graphs not written (the runtime serves float32): {'; '.join(short)}")
     else:

@@ -48,12 +48,19 @@ def test_the_runtime_runs_the_int8_graphs_on_the_cpu_unless_told_not_to() -> Non
     assert on.version == off.version + "+int8"
 
 
-def test_a_model_without_int8_graphs_runs_in_float32(tmp_path: Path) -> None:
+def float32_copy(directory: Path) -> dict:
+    """The shipped model's float32 graphs in ``directory``, without int8 ones; its manifest."""
+    directory.mkdir(exist_ok=True)
     for name in ("encoder.onnx", "ranker.onnx", "items.txt"):
-        shutil.copy(MODEL / name, tmp_path / name)
+        shutil.copy(MODEL / name, directory / name)
     manifest = json.loads((MODEL / "manifest.json").read_text())
     del manifest["int8"]
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_a_model_without_int8_graphs_runs_in_float32(tmp_path: Path) -> None:
+    manifest = float32_copy(tmp_path)
     ranker = NextItemRanker(tmp_path, provider="cpu")
     assert not ranker.int8 and ranker.ranker.path.name == "ranker.onnx" and ranker.version == manifest["version"]
 
@@ -73,12 +80,7 @@ def test_int8_recommendations_mostly_match_float32_and_do_not_depend_on_the_batc
 
 def test_quantize_writes_the_graphs_and_their_evaluation_or_nothing(tmp_path: Path) -> None:
     model = tmp_path / "model"
-    model.mkdir()
-    for name in ("encoder.onnx", "ranker.onnx", "items.txt"):
-        shutil.copy(MODEL / name, model / name)
-    manifest = json.loads((MODEL / "manifest.json").read_text())
-    del manifest["int8"]
-    (model / "manifest.json").write_text(json.dumps(manifest))
+    float32_copy(model)
 
     assert Q.main([str(model), "--data", str(SAMPLE), "--tolerance", "-1"]) == 1  # asks int8 to double every metric
     assert "int8" not in json.loads((model / "manifest.json").read_text())

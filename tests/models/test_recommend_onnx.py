@@ -113,8 +113,8 @@ def test_padding_is_never_returned_even_below_the_excluded_items(manifest: dict,
     kept = np.array([5, 17, 42])
     exclude = np.setdiff1d(np.arange(1, n + 1), kept)[None, :]  # every item but three, no padding
     with_padding = np.concatenate([exclude, np.zeros((1, 4), dtype=np.int64)], axis=1)
+    emb = np.random.default_rng(0).normal(size=(1, manifest["embedding_dim"])).astype(np.float32)
     for excluded in (exclude, with_padding):
-        emb = np.random.default_rng(0).normal(size=(1, manifest["embedding_dim"])).astype(np.float32)
         items, scores = E.rank(ranker, emb, excluded, 10)
         assert set(items[0, :3].tolist()) == set(kept.tolist())
         assert 0 not in items[0].tolist()  # the excluded fill the rest, at the excluded score
