@@ -14,15 +14,24 @@ time, in the order given: ``await process.run(call, *args)`` returns ``call(mode
 *args)`` as computed in the child, where ``models`` is what ``load`` returned. ``call``,
 ``load``, the arguments and the result travel pickled through a socket pair, so ``call``
 and ``load`` must be module-level functions (or partials of them), and the arguments and
-results are best kept to arrays and plain lists. The event loop sends a call and reads
-its answer itself: no thread in between, so no wait for the GIL on the way.
+results are best kept to arrays and plain lists. The event loop writes the calls and
+reads the answers itself: no thread in between, so no wait for the GIL on the way.
 
-An exception raised by ``call`` is raised by ``run``, and the child goes on. A child that
-dies fails the call it was running with ``DependencyError`` (a retry can succeed: the
-worker processes the batch again), and the next call starts another, on the event
-loop's thread (Linux stops a child when the thread that started it ends), which it
-holds for the second or two the models take to load. The child exits when its socket
-closes: when the worker closes it, and when the worker dies.
+``await process.submit(call, *args)`` sends a call at once and returns the future of its
+answer: a caller that knows its next call early (the clicks' first step) sends it while
+the child is still busy with the one before, and the child goes straight on to it when
+it has answered. Waiting for each answer before sending the next call left the child
+idle about a quarter of a clicks drain, while the event loop, busy with other batches'
+steps, got round to reading it (docs/benchmarks.md, 2026-12-04).
+
+An exception raised by ``call`` is raised by ``run`` (and set on ``submit``'s future),
+and the child goes on. A child that dies fails every call it had not answered with
+``DependencyError`` (a retry can succeed: the worker processes the batch again), and the
+next call starts another, on the event loop's thread (Linux stops a child when the
+thread that started it ends), which it holds for the second or two the models take to
+load. A call given up on (its future cancelled: the worker stopping) stops the child, so
+its late answer cannot be taken for another call's; the calls sent after it fail. The
+child exits when its socket closes: when the worker closes it, and when the worker dies.
 """
 
 from __future__ import annotations
@@ -30,10 +39,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import pickle
 import socket
+import struct
 import subprocess
 import sys
 import traceback
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -83,15 +95,15 @@ class ModelProcess:
     def __init__(self, load: Callable[[], Any], name: str = "models") -> None:
         self.load = load
         self.name = name
-        self._process: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
-        self._turn = asyncio.Lock()
-        """Held from sending a call to reading its answer: calls go one at a time, in order."""
+        self._child: _Child | None = None
+        self._opening = asyncio.Lock()
+        """Held while the child's socket is wrapped for the event loop: calls sent before
+        that wait for it, so they go out in the order given."""
 
     def start(self) -> ModelProcess:
         """Start the child and wait until its models are loaded (blocks: call it before
         the event loop serves events)."""
-        if self._conn is not None:
+        if self._child is not None:
             return self
         ours, theirs = socket.socketpair()
         with theirs:
@@ -100,7 +112,7 @@ class ModelProcess:
                 pass_fds=(theirs.fileno(),), env={**os.environ, "PYTHONPATH": _import_path()},
                 preexec_fn=die_with_parent,
             )
-        conn = Connection(ours.detach())
+        conn = Connection(os.dup(ours.fileno()))  # for the start only: the event loop takes the socket after
         try:
             conn.send(self.load)
             if not conn.poll(START_TIMEOUT_S):
@@ -109,63 +121,132 @@ class ModelProcess:
         except (EOFError, OSError):
             status, detail = "failed", f"it exited with code {process.wait()}"
         except BaseException:
+            ours.close()
             process.kill()
             raise
-        if status != "ready":
+        finally:
             conn.close()
+        if status != "ready":
+            ours.close()
             process.wait()
             raise DependencyError(f"the {self.name} process failed to start: {detail}")
-        self._process, self._conn = process, conn
+        self._child = _Child(process, ours)
         atexit.register(self.close)
         return self
 
+    async def submit(self, call: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        """Send ``call(models, *args)`` to the child, after the calls sent before it, and
+        return the future of its result at once: the child goes from one call to the
+        next without waiting for the event loop to read its answer and send the next.
+        A future given up on (cancelled) stops the child, and so fails the calls sent
+        after it; a child that dies fails every call it had not answered."""
+        async with self._opening:
+            if self._child is None:
+                self.start()  # on the event loop's thread: the child dies with the thread that started it
+            child = self._child
+            assert child is not None
+            if child.loop is not asyncio.get_running_loop():
+                if child.loop is not None:  # wrapped for an event loop that is gone: a fresh child for this one
+                    self._stop()
+                    child = self.start()._child
+                    assert child is not None
+                await child.open(self._gone)
+        result: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        result.add_done_callback(self._given_up_on)
+        child.send(result, pickle.dumps((call, args), protocol=pickle.HIGHEST_PROTOCOL))
+        return result
+
+    @property
+    def unanswered(self) -> int:
+        """Calls sent to the child that it has not answered yet."""
+        return len(self._child.waiting) if self._child is not None else 0
+
     async def run(self, call: Callable[..., R], *args: Any) -> R:
         """``call(models, *args)`` in the child, after the calls given before it."""
-        async with self._turn:
-            if self._conn is None:
-                self.start()  # on the event loop's thread: the child dies with the thread that started it
-            conn = self._conn
-            assert conn is not None
-            loop = asyncio.get_running_loop()
-            answered: asyncio.Future[tuple[str, Any]] = loop.create_future()
+        return await (await self.submit(call, *args))
 
-            def on_readable() -> None:
-                loop.remove_reader(conn.fileno())
-                try:
-                    answered.set_result(conn.recv())
-                except (EOFError, OSError) as exc:
-                    answered.set_exception(exc)
+    def _given_up_on(self, result: asyncio.Future[Any]) -> None:
+        """A call no one waits for any more (the worker stopping): its answer, when it
+        came, would belong to no one, so the child is stopped."""
+        if result.cancelled():
+            self._stop()
 
-            try:
-                conn.send((call, args))
-                loop.add_reader(conn.fileno(), on_readable)
-                try:
-                    status, value = await answered
-                except asyncio.CancelledError:  # the answer, when it comes, would belong to no one
-                    loop.remove_reader(conn.fileno())
-                    self._stop()
-                    raise
-            except (EOFError, OSError) as exc:
-                self._stop()
-                raise DependencyError(f"the {self.name} process died: {type(exc).__name__} {exc}") from exc
-        if status == "raised":
-            raise value
-        return value  # type: ignore[no-any-return]
+    def _gone(self, child: _Child, reason: str) -> None:
+        if self._child is child:
+            self._stop(f"the {self.name} process died: {reason}")
 
-    def _stop(self) -> None:
-        """Forget the child (the next call starts another) and make sure it is gone."""
-        conn, process = self._conn, self._process
-        self._conn, self._process = None, None
-        if conn is not None:
-            conn.close()
-        if process is not None:
-            try:
-                process.wait(1)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def _stop(self, reason: str | None = None) -> None:
+        """Forget the child (the next call starts another), fail the calls it had not
+        answered, and make sure it is gone."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop(DependencyError(reason or f"the {self.name} process was stopped"))
         atexit.unregister(self.close)
 
     def close(self) -> None:
         """Stop the child: its socket closed, it exits (killed if still busy a second later)."""
         self._stop()
+
+
+class _Child:
+    """A running child: its process, its socket, and the futures of the calls it has not
+    answered yet, oldest first (it answers in the order it was asked)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.reading: asyncio.Task[None] | None = None
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+
+    async def open(self, gone: Callable[[_Child, str], None]) -> None:
+        """Wrap the socket for the event loop, and read the answers as they come."""
+        self.loop = asyncio.get_running_loop()
+        reader, self.writer = await asyncio.open_unix_connection(sock=self.sock)
+        self.reading = asyncio.create_task(self._read(reader, gone))
+
+    def send(self, result: asyncio.Future[Any], message: bytes) -> None:
+        """Queue a pickled call (framed as ``multiprocessing.connection`` frames it) on
+        the socket; the event loop writes it as the child reads."""
+        assert self.writer is not None
+        header = struct.pack("!i", len(message)) if len(message) <= 0x7FFFFFFF else struct.pack("!iQ", -1, len(message))
+        self.waiting.append(result)
+        self.writer.write(header + message)
+
+    async def _read(self, reader: asyncio.StreamReader, gone: Callable[[_Child, str], None]) -> None:
+        try:
+            while True:
+                (size,) = struct.unpack("!i", await reader.readexactly(4))
+                if size == -1:
+                    (size,) = struct.unpack("!Q", await reader.readexactly(8))
+                status, value = pickle.loads(await reader.readexactly(size))
+                result = self.waiting.popleft()
+                if result.done():
+                    continue
+                if status == "raised":
+                    result.set_exception(value)
+                else:
+                    result.set_result(value)
+        except (asyncio.IncompleteReadError, OSError) as exc:
+            gone(self, f"{type(exc).__name__} {exc}")
+
+    def stop(self, error: Exception) -> None:
+        """Fail the calls not answered with ``error``, close the socket (the child exits),
+        and wait for the child (killed if still busy a second later)."""
+        if self.loop is not None and not self.loop.is_closed():
+            while self.waiting:
+                result = self.waiting.popleft()
+                if not result.done():
+                    result.set_exception(error)
+            if self.reading is not None and self.reading is not asyncio.current_task(self.loop):
+                self.reading.cancel()
+            assert self.writer is not None
+            self.writer.close()
+        else:  # never wrapped, or its event loop is gone with what waited on it
+            self.sock.close()
+        try:
+            self.process.wait(1)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -10,8 +10,9 @@ previous batch's second one runs, and its second while the previous batch's thir
    items (one round trip): what the next batch reads;
 2. one encoder call for all clicks (a cached embedding of the same event and model is
    reused) → one ranker call excluding the items each user already touched: in the
-   worker's model process when it has one (``encode_and_rank``), else on its inference
-   thread;
+   worker's model process when it has one (``encode_and_rank``; the first step sends it
+   the job, so the child starts on it once the batch before is ranked), else on its
+   inference thread;
 3. write the users' new embeddings (one round trip) → one recommendation per click,
    and a dead letter per bad message.
 
@@ -111,13 +112,16 @@ class RecommendPipeline(_UserPipeline):
             reuse = cached is not None and cached.event_id == click.event_id and cached.model == self.ranker.version
             vectors.append(cached.vector if reuse and cached is not None else None)
         await self.store.write_users(clicks_by_user(clicks))
+        # Sent to the model process now: it starts as soon as the batch before is ranked.
+        ranking = None if self.models is None else await self.models.submit(
+            encode_and_rank, self.top_k, sequences, excluded, vectors)
 
         async def infer() -> Finish[list[OutputRecord]]:
-            if self.models is None:
+            if ranking is None:
                 ranked, encoded, fresh = await off_the_loop(len(clicks), encode_and_rank, self.ranker, self.top_k,
                                                             sequences, excluded, vectors)
             else:
-                ranked, encoded, fresh = await self.models.run(encode_and_rank, self.top_k, sequences, excluded, vectors)
+                ranked, encoded, fresh = await ranking
             for row, i in enumerate(encoded):
                 vectors[i] = fresh[row]
 

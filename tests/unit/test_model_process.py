@@ -109,3 +109,57 @@ def test_a_call_given_up_on_stops_its_child_so_no_answer_goes_astray() -> None:
         assert time.monotonic() - started < 20
     finally:
         process.close()
+
+
+def stamped_sleep(models: dict[str, Any], seconds: float) -> tuple[float, float]:
+    started = time.monotonic()
+    time.sleep(seconds)
+    return started, time.monotonic()
+
+
+def test_calls_sent_ahead_run_back_to_back_while_the_event_loop_is_busy() -> None:
+    """The child takes the next call as soon as it answered one: it does not wait for the
+    event loop to read the answer and send the next."""
+    process = ModelProcess(functools.partial(load_offset, 0)).start()
+    try:
+        async def run() -> tuple[tuple[float, float], tuple[float, float], int]:
+            first = await process.submit(stamped_sleep, 0.3)
+            second = await process.submit(stamped_sleep, 0.0)
+            await asyncio.sleep(0.05)  # the event loop writes both calls out
+            in_flight = process.unanswered
+            time.sleep(1.0)  # then runs something long: it reads no answer meanwhile
+            return await first, await second, in_flight
+
+        (_, first_ended), (second_started, _), in_flight = asyncio.run(run())
+    finally:
+        process.close()
+    assert in_flight == 2
+    assert second_started - first_ended < 0.2  # not after the event loop's second
+
+
+def test_a_child_that_dies_fails_every_call_it_had_not_answered() -> None:
+    process = ModelProcess(functools.partial(load_offset, 0), "test models").start()
+    try:
+        async def run() -> list[int]:
+            dying = await process.submit(die)
+            behind = await process.submit(add, 1)
+            for call in (dying, behind):
+                with pytest.raises(DependencyError, match="the test models process died"):
+                    await call
+            assert process.unanswered == 0
+            _, _, seen = await process.run(add, 2)
+            return seen
+
+        assert asyncio.run(run()) == [2]  # a new child took the next call
+    finally:
+        process.close()
+
+
+def test_a_process_used_from_a_new_event_loop_starts_a_fresh_child() -> None:
+    process = ModelProcess(functools.partial(load_offset, 0)).start()
+    try:
+        _, first, _ = asyncio.run(process.run(add, 1))
+        _, second, seen = asyncio.run(process.run(add, 2))
+    finally:
+        process.close()
+    assert first != second and seen == [2]

@@ -318,6 +318,23 @@ async def test_clicks_ranked_in_a_model_process_give_the_same_outputs(ranker: Ne
     assert np.array_equal(store.embeddings["u2"].vector, in_turn.store.embeddings["u2"].vector)  # type: ignore[attr-defined]
 
 
+async def test_the_first_step_sends_the_batchs_job_to_the_model_process(ranker: NextItemRanker) -> None:
+    """The child can start on a batch's models while the batch before is still being
+    finished: its job leaves with the first step, and the second step only waits for it."""
+    values = [click(i, f"u{i % 2}", item) for i, item in enumerate(ranker.items[1:5])]
+    models = ModelProcess(functools.partial(NextItemRanker, SETTINGS.models.recommend, provider="cpu", threads=1))
+    try:
+        pipeline = RecommendPipeline(ranker, InMemoryStateStore(), SETTINGS, models)
+        infer = await pipeline.prepare(records("clickstream", values))
+        sent = models.unanswered
+        got = await every_step(infer)
+    finally:
+        models.close()
+    assert sent == 1
+    expected = await RecommendPipeline(ranker, InMemoryStateStore(), SETTINGS).process(records("clickstream", values))
+    assert [o.value for o in got] == [o.value for o in expected]
+
+
 class RankerDyingOnce(NextItemRanker):
     """Next-item models whose process dies at its first encoder call while ``flag`` does
     not exist (it creates it), as a child killed for memory would."""
