@@ -19,11 +19,13 @@ previous batch's second one runs, and its second while the previous batch's thir
 ``RankingRequestPipeline`` answers a ranking asked for without a click (a page view, a
 push campaign): it ranks from the user's cached embedding with no encoder call, encodes
 only when nothing usable is cached, and falls back to popular items for unknown users.
+Its models run where the clicks' do (the model process, else the inference thread), not
+on the event loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,10 @@ from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
 from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
+
+
+#: What ``encode_and_rank`` gives: the rankings by row, the rows encoded, their embeddings.
+Ranking = tuple[dict[int, Ranked], list[int], np.ndarray]
 
 
 def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
@@ -64,24 +70,31 @@ def remember(state: UserState, click: Click) -> None:
 
 
 class _UserPipeline:
-    """What both ranking pipelines hold: the ranker, the store and their settings."""
+    """What both ranking pipelines hold: the ranker, the store, their settings, and the
+    worker's model process if it has one."""
 
-    def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings) -> None:
+    def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings,
+                 models: ModelProcess | None = None) -> None:
         self.ranker = ranker
         self.store = store
         self.topics = settings.topics
         self.top_k = settings.recommend.top_k
         self.max_bytes = settings.kafka.max_message_bytes
+        self.models = models
+        """A child process holding the same next-item models, which runs
+        ``encode_and_rank``; None: the inference thread runs it."""
+
+    async def _ranking(self, sequences: list[list[int]], excluded: list[list[int]],
+                       cached: list[np.ndarray | None]) -> Awaitable[Ranking]:
+        """``encode_and_rank`` off the event loop. With a model process the call is sent
+        at once, and what is returned only waits for its answer; else it runs on the
+        inference thread (inline for a small batch) once awaited."""
+        if self.models is not None:
+            return await self.models.submit(encode_and_rank, self.top_k, sequences, excluded, cached)
+        return off_the_loop(len(sequences), encode_and_rank, self.ranker, self.top_k, sequences, excluded, cached)
 
 
 class RecommendPipeline(_UserPipeline):
-    def __init__(self, ranker: NextItemRanker, store: StateStore, settings: Settings,
-                 models: ModelProcess | None = None) -> None:
-        super().__init__(ranker, store, settings)
-        self.models = models
-        """A child process holding the same next-item models, which runs the second step
-        (``encode_and_rank``); None: the inference thread runs it."""
-
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         """Every step, one after the other."""
         return await every_step(await self.prepare(records))
@@ -112,16 +125,10 @@ class RecommendPipeline(_UserPipeline):
             reuse = cached is not None and cached.event_id == click.event_id and cached.model == self.ranker.version
             vectors.append(cached.vector if reuse and cached is not None else None)
         await self.store.write_users(clicks_by_user(clicks))
-        # Sent to the model process now: it starts as soon as the batch before is ranked.
-        ranking = None if self.models is None else await self.models.submit(
-            encode_and_rank, self.top_k, sequences, excluded, vectors)
+        ranking = await self._ranking(sequences, excluded, vectors)  # a model process starts on it now
 
         async def infer() -> Finish[list[OutputRecord]]:
-            if ranking is None:
-                ranked, encoded, fresh = await off_the_loop(len(clicks), encode_and_rank, self.ranker, self.top_k,
-                                                            sequences, excluded, vectors)
-            else:
-                ranked, encoded, fresh = await ranking
+            ranked, encoded, fresh = await ranking
             for row, i in enumerate(encoded):
                 vectors[i] = fresh[row]
 
@@ -160,24 +167,19 @@ class RankingRequestPipeline(_UserPipeline):
             return outputs
         requests = [request for _, request in good]
         states = await self.store.read_users(list(dict.fromkeys(r.user_id for r in requests)))
-        vectors: dict[str, np.ndarray] = {}
-        sources: dict[str, str] = {}
-        to_encode: dict[str, list[int]] = {}
-        for user_id, state in states.items():
-            cached = state.embedding
-            if cached is not None and cached.model == self.ranker.version:
-                vectors[user_id], sources[user_id] = cached.vector, "cached"
-            elif sequence := self.ranker.indices([item for _, _, item in state.sequence]):
-                to_encode[user_id] = sequence
-        if to_encode:
-            for user_id, vector in zip(to_encode, self.ranker.encode(list(to_encode.values()))):
-                vectors[user_id], sources[user_id] = vector, "model"
-        ranked_users = list(vectors)
-        ranked: dict[str, Ranked] = {}
-        if ranked_users:
-            excluded = [self.ranker.indices(seen_items(states[user])) for user in ranked_users]
-            lists = self.ranker.rank(np.stack([vectors[u] for u in ranked_users]).astype(np.float32), excluded, self.top_k)
-            ranked = dict(zip(ranked_users, lists))
+        users = list(states)
+        sequences: list[list[int]] = []
+        excluded: list[list[int]] = []
+        cached: list[np.ndarray | None] = []
+        for user_id in users:
+            state = states[user_id]
+            usable = state.embedding is not None and state.embedding.model == self.ranker.version
+            cached.append(state.embedding.vector if usable else None)  # type: ignore[union-attr]
+            sequences.append([] if usable else self.ranker.indices([item for _, _, item in state.sequence]))
+            excluded.append(self.ranker.indices(seen_items(state)))
+        by_row, encoded, _ = await (await self._ranking(sequences, excluded, cached))
+        ranked = {users[row]: listed for row, listed in by_row.items()}
+        sources = {users[row]: "cached" for row in by_row} | {users[row]: "model" for row in encoded}
         for request in requests:
             listed = ranked.get(request.user_id)
             source = sources.get(request.user_id, "popular")
@@ -189,11 +191,11 @@ class RankingRequestPipeline(_UserPipeline):
 
 
 def encode_and_rank(ranker: NextItemRanker, top_k: int, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
-                    cached: Sequence[np.ndarray | None]) -> tuple[dict[int, Ranked], list[int], np.ndarray]:
-    """The clicks' rankings by click, for every click with a cached embedding or a
-    history; and the clicks encoded (one encoder call for those without a cached
-    embedding) with their embeddings, one row each. Runs in a model process too, so it
-    takes and gives arrays and plain lists."""
+                    cached: Sequence[np.ndarray | None]) -> Ranking:
+    """The rankings by row (a click, or a ranking request's user), for every row with a
+    cached embedding or a history; and the rows encoded (one encoder call for those
+    without a cached embedding) with their embeddings, one each. Runs in a model process
+    too, so it takes and gives arrays and plain lists."""
     encoded = [i for i, seq in enumerate(sequences) if seq and cached[i] is None]
     fresh = (ranker.encode([sequences[i] for i in encoded]) if encoded
              else np.empty((0, ranker.embedding_dim), dtype=np.float32))

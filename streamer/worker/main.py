@@ -44,13 +44,14 @@ def build_runtime(settings: Settings) -> Runtime:
     label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
     transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
     fraud = FraudPipeline(scorer, store, settings, label_clock=label_clock, transaction_clock=transaction_clock)
+    next_items = next_item_process(settings) if models.process else None  # for clicks and ranking requests alike
     return Runtime(
         settings=settings,
         sink=KafkaSink(settings.kafka.bootstrap_servers),
         transactions=fraud,
         labels=LabelPipeline(store, settings),
-        clicks=RecommendPipeline(ranker, store, settings, next_item_process(settings) if models.process else None),
-        ranking_requests=RankingRequestPipeline(ranker, store, settings),
+        clicks=RecommendPipeline(ranker, store, settings, next_items),
+        ranking_requests=RankingRequestPipeline(ranker, store, settings, next_items),
         on_rebalance=(fraud.features.cache.clear,),
     )
 

@@ -403,6 +403,33 @@ async def test_ranking_request_encodes_when_the_cache_is_of_another_model(ranker
     assert orjson.loads(answer.value)["source"] == "model"
 
 
+async def test_ranking_requests_run_their_models_in_the_model_process(ranker: NextItemRanker) -> None:
+    """Not on the event loop: the parent's ranker is never called, and the answers are
+    those of the models run in the parent."""
+    store = InMemoryStateStore()
+    await RecommendPipeline(ranker, store, SETTINGS).process(records("clickstream", [
+        click(i, user, item) for i, (user, item) in enumerate(zip(["u", "u", "v", "v"], ranker.items[1:5]))]))
+    del store.embeddings["v"]  # v has a history and nothing cached: encoded
+    asks = [orjson.dumps({"request_id": f"r-{user}", "user_id": user, "timestamp": format_time(T0 + 99)})
+            for user in ("u", "v", "stranger")]
+    expected = await RankingRequestPipeline(ranker, store, SETTINGS).process(records("recommend-requests", asks))
+
+    models = ModelProcess(functools.partial(NextItemRanker, SETTINGS.models.recommend, provider="cpu", threads=1))
+    calls: list[str] = []
+    encode, rank = ranker.encode, ranker.rank
+    ranker.encode = lambda *a: calls.append("encode") or encode(*a)  # type: ignore[method-assign]
+    ranker.rank = lambda *a: calls.append("rank") or rank(*a)  # type: ignore[method-assign]
+    try:
+        got = await RankingRequestPipeline(ranker, store, SETTINGS, models).process(records("recommend-requests", asks))
+    finally:
+        ranker.encode, ranker.rank = encode, rank  # type: ignore[method-assign]
+        models.close()
+
+    assert calls == []
+    assert [o.value for o in got] == [o.value for o in expected]
+    assert [orjson.loads(o.value)["source"] for o in got] == ["cached", "model", "popular"]
+
+
 class Flaky:
     def __init__(self, failures: int, error: Exception) -> None:
         self.failures = failures
