@@ -1,0 +1,76 @@
+"""A load run at stated rates, ``python -m bench.load``: latency read from the output topics.
+
+The suite (``bench.run``) offers a fixed ladder of rates. This offers the rates you ask
+for, to one ``streamer worker``, each on topics and a worker of its own with the state
+kept from the rates before (as the suite does), for ``--seconds`` each, and prints per
+rate: the rate the producer achieved, p50 / p99 / max from each input record's timestamp
+to its output record's timestamp (read back from the output topic), the inputs with no
+output, and whether p99 stayed below ``--p99-ms``::
+
+    python -m bench.load transactions 15000
+    python -m bench.load clicks 4000 8000 --seconds 30
+
+It uses the embedded broker and the Redis at ``STREAMER_REDIS_URL`` (else an embedded
+Valkey), like the suite, and the worker's settings from the ``STREAMER_*`` environment.
+The exit status is 0 when every rate kept its p99 below the limit with no input lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+from bench.run import ROOT, Message, clicks, latency, local_services, transactions
+from streamer.settings import Settings
+
+FEEDS = {"transactions": transactions, "clicks": clicks}
+
+
+def verdict(result: dict[str, float], p99_ms: float) -> bool:
+    """Whether a rate held: p99 below the limit, every input answered, and the producer
+    offering at least 95 % of the rate asked (else the run measured the producer)."""
+    return (result["p99_ms"] < p99_ms and result["lost"] == 0
+            and result["achieved_send_rate"] >= 0.95 * result["offered"])
+
+
+def load_run(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, p99_ms: float,
+             log: Path) -> list[dict[str, float]]:
+    """``bench.run.latency`` at ``rates``, from ``messages``, each result with ``held``
+    (``verdict``)."""
+    needed = sum(1 + int(rate * seconds) for rate in rates)
+    if len(messages) < needed:
+        raise SystemExit(f"{kind}: {needed:,} events needed, the feed holds {len(messages):,}: offer fewer seconds")
+    results = latency(base, kind, messages, rates, seconds, log)
+    for result in results:
+        result["held"] = verdict(result, p99_ms)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
+    parser.add_argument("kind", choices=sorted(FEEDS))
+    parser.add_argument("rates", type=float, nargs="+", help="offered events per second, one run each")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long each rate is offered")
+    parser.add_argument("--p99-ms", type=float, default=100.0, help="the latency a rate must keep its p99 below")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
+    args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        _, base = local_services(stack)
+        messages = FEEDS[args.kind](sum(1 + int(rate * args.seconds) for rate in args.rates))
+        results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
+                           args.out.parent / "load-worker.log")
+    args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
+                                    "results": results}, indent=2) + "\n")
+    print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
+    for r in results:
+        print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "
+              f"{r['lost']:>6}  {'yes' if r['held'] else 'no'}")
+    return 0 if all(r["held"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
