@@ -86,8 +86,12 @@ class NextItemRanker:
             embeddings[rows] = self.encoder.run({"item_ids": batch})[0]
         return embeddings
 
-    def rank(self, embeddings: np.ndarray, exclude: Sequence[Sequence[int]], k: int) -> list[Ranked]:
-        """Top ``k`` catalogue items per embedding, never one of its excluded indices."""
+    def rank(self, embeddings: np.ndarray, exclude: Sequence[Sequence[int]], k: int,
+             decimals: int | None = None) -> list[Ranked]:
+        """Top ``k`` catalogue items per embedding, never one of its excluded indices; with
+        ``decimals``, the scores rounded to that many (for the whole batch at once: the
+        same floats as Python's ``round`` of each, since a float32 score times a power of
+        ten up to 10**6 is exact in float64)."""
         longest = max((len(e) for e in exclude), default=0)
         width = 1 << max(0, longest - 1).bit_length()  # a power of two: few distinct shapes
         mask = np.zeros((len(exclude), width), dtype=np.int64)
@@ -98,6 +102,8 @@ class NextItemRanker:
             feeds["k"] = np.array([min(k, len(self.items) - 1)], dtype=np.int64)
         top_items, top_scores = self.ranker.run(feeds)
         out: list[Ranked] = []
+        if decimals is not None:
+            top_scores = np.round(top_scores.astype(np.float64), decimals)
         for items, scores, excluded in zip(top_items[:, : k + longest].tolist(), top_scores.tolist(), exclude):
             banned = set(excluded)
             kept = ((self.items[i], s) for i, s in zip(items, scores) if i > 0 and i not in banned)

@@ -14,7 +14,8 @@ previous batch's second one runs, and its second while the previous batch's thir
    the job, so the child starts on it once the batch before is ranked), else on its
    inference thread;
 3. write the users' new embeddings (one round trip) → one recommendation per click,
-   and a dead letter per bad message.
+   and a dead letter per bad message. A ranking arrives from step 2 as the record's
+   ``items`` already in JSON (``published_items``), so the event loop only wraps it.
 
 ``RankingRequestPipeline`` answers a ranking asked for without a click (a page view, a
 push campaign): it ranks from the user's cached embedding with no encoder call, encodes
@@ -29,20 +30,22 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from streamer.events import Click, RankingRequest, decode_all, decode_click, decode_ranking_request, encode
 from streamer.inference.model_process import ModelProcess
 from streamer.inference.next_item import NextItemRanker, Ranked
 from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
-from streamer.records import OutputRecord, SourceRecord, published_score
+from streamer.records import SCORE_DECIMALS, OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
 from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
 
 
-#: What ``encode_and_rank`` gives: the rankings by row, the rows encoded, their embeddings.
-Ranking = tuple[dict[int, Ranked], list[int], np.ndarray]
+#: What ``encode_and_rank`` gives: the rankings by row (``published_items``), the rows
+#: encoded, their embeddings.
+Ranking = tuple[dict[int, bytes], list[int], np.ndarray]
 
 
 def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
@@ -135,11 +138,11 @@ class RecommendPipeline(_UserPipeline):
             async def finish() -> list[OutputRecord]:
                 await self.store.write_users(self._embedding_updates(clicks, vectors))
                 for i, click in enumerate(clicks):
-                    listed = ranked.get(i)
+                    items = ranked.get(i)
                     source = "model"
-                    if listed is None:
-                        listed, source = self.ranker.fallback(seen_items[i], self.top_k), "popular"
-                    record = recommendation(click, listed, self.ranker.version, source)
+                    if items is None:
+                        items, source = published_items(self.ranker.fallback(seen_items[i], self.top_k)), "popular"
+                    record = recommendation(click, items, self.ranker.version, source)
                     outputs.append(OutputRecord(self.topics.recommendations, click.user_id.encode(), encode(record)))
                 return outputs
 
@@ -181,21 +184,21 @@ class RankingRequestPipeline(_UserPipeline):
         ranked = {users[row]: listed for row, listed in by_row.items()}
         sources = {users[row]: "cached" for row in by_row} | {users[row]: "model" for row in encoded}
         for request in requests:
-            listed = ranked.get(request.user_id)
+            items = ranked.get(request.user_id)
             source = sources.get(request.user_id, "popular")
-            if listed is None:
-                listed = self.ranker.fallback(seen_items(states[request.user_id]), self.top_k)
+            if items is None:
+                items = published_items(self.ranker.fallback(seen_items(states[request.user_id]), self.top_k))
             outputs.append(OutputRecord(self.topics.recommendations, request.user_id.encode(), encode(
-                recommendation(request, listed, self.ranker.version, source))))
+                recommendation(request, items, self.ranker.version, source))))
         return outputs
 
 
 def encode_and_rank(ranker: NextItemRanker, top_k: int, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
                     cached: Sequence[np.ndarray | None]) -> Ranking:
     """The rankings by row (a click, or a ranking request's user), for every row with a
-    cached embedding or a history; and the rows encoded (one encoder call for those
-    without a cached embedding) with their embeddings, one each. Runs in a model process
-    too, so it takes and gives arrays and plain lists."""
+    cached embedding or a history, as ``published_items``; and the rows encoded (one
+    encoder call for those without a cached embedding) with their embeddings, one each.
+    Runs in a model process too, so it takes and gives arrays, plain lists and bytes."""
     encoded = [i for i, seq in enumerate(sequences) if seq and cached[i] is None]
     fresh = (ranker.encode([sequences[i] for i in encoded]) if encoded
              else np.empty((0, ranker.embedding_dim), dtype=np.float32))
@@ -206,19 +209,28 @@ def encode_and_rank(ranker: NextItemRanker, top_k: int, sequences: Sequence[list
     if not ranked_rows:
         return {}, encoded, fresh
     embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
-    return dict(zip(ranked_rows, ranker.rank(embeddings, [excluded[i] for i in ranked_rows], top_k))), encoded, fresh
+    ranked = ranker.rank(embeddings, [excluded[i] for i in ranked_rows], top_k, decimals=SCORE_DECIMALS)
+    return {row: published_items(listed, rounded=True) for row, listed in zip(ranked_rows, ranked)}, encoded, fresh
 
 
 def seen_items(state: UserState) -> set[str]:
     return {item for _, _, item in state.sequence} | set(state.seen)
 
 
-def recommendation(event: Click | RankingRequest, listed: Ranked, version: str, source: str) -> dict[str, Any]:
-    """The ``recommendations`` record; ``event_id`` is the click's or the request's id."""
+def published_items(listed: Ranked, rounded: bool = False) -> bytes:
+    """A ranking as a ``recommendations`` record's ``items``, in JSON; its scores are
+    rounded to the published decimals unless ``rounded`` says they already are."""
+    return orjson.dumps([{"item_id": item, "score": score if rounded else published_score(score)}
+                         for item, score in listed])
+
+
+def recommendation(event: Click | RankingRequest, items: bytes, version: str, source: str) -> dict[str, Any]:
+    """The ``recommendations`` record; ``event_id`` is the click's or the request's id,
+    ``items`` what ``published_items`` made, placed in the record as it is."""
     return {
         "event_id": event.event_id if isinstance(event, Click) else event.request_id,
         "user_id": event.user_id,
-        "items": [{"item_id": item, "score": published_score(score)} for item, score in listed],
+        "items": orjson.Fragment(items),
         "model_version": version,
         "source": source,
         "timestamp": event.timestamp,

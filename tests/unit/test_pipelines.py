@@ -14,14 +14,15 @@ import orjson
 import pytest
 
 from streamer.errors import DependencyError
-from streamer.events import decode_transaction, format_time
+from streamer.events import Click, decode_transaction, encode, format_time
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.model_process import ModelProcess
 from streamer.inference.next_item import NextItemRanker
 from streamer.output.sink import Delivery, ListSink, publish
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
-from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline
-from streamer.records import SCORE_TOLERANCE, OutputRecord, SourceRecord
+from streamer.pipeline.recommend import (RankingRequestPipeline, RecommendPipeline, encode_and_rank, published_items,
+                                         recommendation)
+from streamer.records import SCORE_DECIMALS, SCORE_TOLERANCE, OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import CachedEmbedding
@@ -58,6 +59,35 @@ def test_a_batch_of_mixed_lengths_is_encoded_as_if_padded_to_max_len(ranker: Nex
         full[row, -len(tail) :] = tail
     (expected,) = ranker.encoder.run({"item_ids": full})
     np.testing.assert_allclose(ranker.encode(sequences), expected, atol=1e-5)
+
+
+def test_scores_rounded_by_the_ranker_are_those_rounded_one_by_one(ranker: NextItemRanker) -> None:
+    rng = np.random.default_rng(6)
+    users = [rng.integers(1, len(ranker.items), int(n)).tolist() for n in rng.integers(1, 40, 300)]
+    embeddings = ranker.encode(users)
+    raw = ranker.rank(embeddings, users, 10)
+    rounded = ranker.rank(embeddings, users, 10, decimals=SCORE_DECIMALS)
+    assert [[item for item, _ in r] for r in rounded] == [[item for item, _ in r] for r in raw]
+    assert [[score for _, score in r] for r in rounded] == [[published_score(s) for _, s in r] for r in raw]
+    assert any(s != published_score(s) for r in raw for _, s in r)  # the float32 scores had more decimals
+
+
+def test_a_recommendation_carries_the_published_items_as_they_are() -> None:
+    click = Click("e-1", "u", "a", T0, format_time(T0), "click")
+    items = published_items([("i-1", 0.12345678), ("i-2", 1 / 3)])
+    record = orjson.loads(encode(recommendation(click, items, "v1", "model")))
+    assert record["items"] == [{"item_id": "i-1", "score": 0.123457}, {"item_id": "i-2", "score": 0.333333}]
+    assert record["event_id"] == "e-1" and record["source"] == "model"
+
+
+def test_encode_and_rank_gives_each_rows_published_items(ranker: NextItemRanker) -> None:
+    sequences = [ranker.indices(ranker.items[1:4]), [], ranker.indices(ranker.items[5:6])]
+    excluded = [list(seq) for seq in sequences]
+    by_row, encoded, fresh = encode_and_rank(ranker, 10, sequences, excluded, [None, None, None])
+    assert sorted(by_row) == encoded == [0, 2]  # the row without a history is left to the fallback
+    for row, vector in zip(encoded, fresh):
+        (expected,) = ranker.rank(vector[None, :], [excluded[row]], 10)
+        assert by_row[row] == published_items(expected)
 
 
 async def score_all(pipeline: FraudPipeline, values: list[bytes], batch: int) -> list[OutputRecord]:
