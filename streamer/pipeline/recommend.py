@@ -181,7 +181,7 @@ class RankingRequestPipeline(_UserPipeline):
             sequences.append([] if usable else self.ranker.indices([item for _, _, item in state.sequence]))
             excluded.append(self.ranker.indices(seen_items(state)))
         by_row, encoded, _ = await (await self._ranking(sequences, excluded, cached))
-        ranked = {users[row]: listed for row, listed in by_row.items()}
+        ranked = {users[row]: items for row, items in by_row.items()}
         sources = {users[row]: "cached" for row in by_row} | {users[row]: "model" for row in encoded}
         for request in requests:
             items = ranked.get(request.user_id)
