@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.run import ROOT, Message, clicks, latency, local_services, transactions
+from bench.run import ROOT, Message, clicks, events_offered, latency, local_services, transactions
 from streamer.settings import Settings
 
 FEEDS = {"transactions": transactions, "clicks": clicks}
@@ -40,7 +40,7 @@ def load_run(base: Settings, kind: str, messages: list[Message], rates: list[flo
              log: Path) -> list[dict[str, float]]:
     """``bench.run.latency`` at ``rates``, from ``messages``, each result with ``held``
     (``verdict``)."""
-    needed = sum(1 + int(rate * seconds) for rate in rates)
+    needed = events_offered(rates, seconds)
     if len(messages) < needed:
         raise SystemExit(f"{kind}: {needed:,} events needed, the feed holds {len(messages):,}: offer fewer seconds")
     results = latency(base, kind, messages, rates, seconds, log)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         _, base = local_services(stack)
-        messages = FEEDS[args.kind](sum(1 + int(rate * args.seconds) for rate in args.rates))
+        messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
                            args.out.parent / "load-worker.log")
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,

@@ -255,6 +255,12 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         asyncio.run(delete_namespace(settings.redis))
 
 
+def events_offered(rates: list[float], seconds: float) -> int:
+    """How many events ``latency`` takes at ``rates`` for ``seconds`` each: per rate, the
+    first (which waits for the worker) and the rest offered at the rate."""
+    return sum(1 + int(rate * seconds) for rate in rates)
+
+
 def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path) -> list[dict[str, float]]:
     """p50 / p99 / max from input timestamp to output timestamp at each offered rate.
 
@@ -269,7 +275,7 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
     try:
         for rate in rates:
             settings = fresh_settings(base, batch).replace(redis={"namespace": state.namespace})
-            results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, 1 + int(rate * seconds))), log))
+            results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, events_offered([rate], seconds))), log))
             print(f"  {kind} at {rate:,.0f}/s: {results[-1]}", flush=True)
     finally:
         asyncio.run(delete_namespace(state))

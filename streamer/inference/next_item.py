@@ -101,9 +101,9 @@ class NextItemRanker:
         if self.ranker_takes_k:
             feeds["k"] = np.array([min(k, len(self.items) - 1)], dtype=np.int64)
         top_items, top_scores = self.ranker.run(feeds)
-        out: list[Ranked] = []
         if decimals is not None:
             top_scores = np.round(top_scores.astype(np.float64), decimals)
+        out: list[Ranked] = []
         for items, scores, excluded in zip(top_items[:, : k + longest].tolist(), top_scores.tolist(), exclude):
             banned = set(excluded)
             kept = ((self.items[i], s) for i, s in zip(items, scores) if i > 0 and i not in banned)

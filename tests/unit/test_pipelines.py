@@ -446,13 +446,13 @@ async def test_ranking_requests_run_their_models_in_the_model_process(ranker: Ne
 
     models = ModelProcess(functools.partial(NextItemRanker, SETTINGS.models.recommend, provider="cpu", threads=1))
     calls: list[str] = []
-    encode, rank = ranker.encode, ranker.rank
-    ranker.encode = lambda *a: calls.append("encode") or encode(*a)  # type: ignore[method-assign]
-    ranker.rank = lambda *a: calls.append("rank") or rank(*a)  # type: ignore[method-assign]
+    own_encode, own_rank = ranker.encode, ranker.rank
+    ranker.encode = lambda *a: calls.append("encode") or own_encode(*a)  # type: ignore[method-assign]
+    ranker.rank = lambda *a, **kw: calls.append("rank") or own_rank(*a, **kw)  # type: ignore[method-assign]
     try:
         got = await RankingRequestPipeline(ranker, store, SETTINGS, models).process(records("recommend-requests", asks))
     finally:
-        ranker.encode, ranker.rank = encode, rank  # type: ignore[method-assign]
+        ranker.encode, ranker.rank = own_encode, own_rank  # type: ignore[method-assign]
         models.close()
 
     assert calls == []
