@@ -22,6 +22,8 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -108,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     providers = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
-    results: dict[str, object] = {"onnxruntime": ort.__version__, "available": ort.get_available_providers(), "runs": []}
+    results: dict[str, object] = {"onnxruntime": ort.__version__, "available": ort.get_available_providers(),
+                                  "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                  "runs": []}
+    if args.engine:
+        results["engine_events"] = args.engine
     runs: list[dict[str, object]] = results["runs"]  # type: ignore[assignment]
     outputs = []
     # CPU in float32 first (the reference), then the CPU's int8 next-item graphs (the
@@ -124,12 +130,29 @@ def main(argv: list[str] | None = None) -> int:
             run["top10_unchanged_share_vs_cpu_fp32"] = float(np.mean([a == b for a, b in zip(top10, ref_top10)]))  # type: ignore[call-overload]
         runs.append(run)
         print(run, flush=True)
+    write(results, args.out)  # kept should the engine's run fail or time out
     if args.engine:
-        results["engine"] = {provider: engine(provider, args.engine) for provider in providers}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+        results["engine"] = {}
+        for provider in providers:
+            results["engine"][provider] = engine(provider, args.engine)  # type: ignore[index]
+            write(results, args.out)
     print(json.dumps(results, indent=2))
     return 0
+
+
+def machine() -> str:
+    """The GPU (from nvidia-smi, when there is one) and the CPU count."""
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        gpu = "no GPU"
+    return f"{gpu}; {os.cpu_count()} CPUs"
+
+
+def write(results: dict[str, object], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -209,10 +209,12 @@ def gpu_section(results_dir: Path) -> list[str]:
     path = results_dir / "gpu.json"
     header = ["## GPU", "", "`bash bench/gpu.sh` on a machine with an NVIDIA GPU and onnxruntime-gpu: the inference",
               "stage on CPU (float32, and the next-item model's int8 graphs) and CUDA (float32, and the encoders in",
-              "float16), with their accuracy against the CPU's float32, then the engine.", ""]
+              "float16), with their accuracy against the CPU's float32; the engine's drains, and latency at fixed",
+              "rates (`bench.load`), with the worker's models on each provider.", ""]
     if not path.is_file():
         return header + ["No GPU run recorded yet: no GPU machine was lent to the sessions that wrote this.", ""]
     gpu = json.loads(path.read_text())
+    where = f" Machine: {gpu['machine']}, {gpu['date']}." if "machine" in gpu else ""
     rows = ["| provider | fp16 | int8 next-item graphs | measurement | per second |", "|---|---|---|---|---|"]
     for run in gpu["runs"]:
         variant = f"| {run['provider']} | {run['fp16']} | {run.get('int8', False)} |"
@@ -222,7 +224,24 @@ def gpu_section(results_dir: Path) -> list[str]:
         for key in ("max_fraud_difference_vs_cpu_fp32", "top10_unchanged_share_vs_cpu_fp32"):
             if key in run:
                 rows.append(f"{variant} {key} | {run[key]:.4g} |")
-    return header + [f"onnxruntime {gpu['onnxruntime']}, providers {gpu['available']}.", ""] + rows + [""]
+    lines = header + [f"onnxruntime {gpu['onnxruntime']}, providers {gpu['available']}.{where}", ""] + rows + [""]
+    if "engine" in gpu:
+        lines += ["The engine (one worker, its models on the provider), a backlog of "
+                  f"{gpu.get('engine_events', 20000):,} events drained:", "",
+                  "| provider | transactions/s | clicks/s |", "|---|---|---|"]
+        lines += [f"| {provider} | {r['transactions_per_s']:,} | {r['clicks_per_s']:,} |" for provider, r in gpu["engine"].items()]
+        lines.append("")
+    loads = [(p.stem.split("-")[-1], json.loads(p.read_text())) for p in sorted(results_dir.glob("gpu-load-*.json"))]
+    if loads:
+        lines += ["Latency at fixed rates (`python -m bench.load`, STREAMER_MODELS_PROVIDER as shown):", "",
+                  "| provider | kind | offered/s | achieved/s | p50 ms | p99 ms | max ms | lost | p99 < limit |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for provider, load in loads:
+            for r in load["results"]:
+                lines.append(f"| {provider} | {load['kind']} | {r['offered']:,.0f} | {r['achieved_send_rate']:,} | {r['p50_ms']} "
+                             f"| {r['p99_ms']} | {r['max_ms']} | {r['lost']} | {'yes' if r['held'] else 'no'} |")
+        lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

@@ -53,6 +53,13 @@ def _float32_at_or_below(threshold: float) -> float:
     return float(single)
 
 
+#: The IR version written: the one torch's exporter writes for the encoders, which
+#: onnxruntime 1.18 (the oldest the runtime allows) reads. onnx's helper writes its own
+#: newest (14 with onnx 1.20), which onnxruntime 1.31 still refused (the GPU run of
+#: 2026-12-04, docs/benchmarks.md).
+IR_VERSION = 10
+
+
 def export_onnx(net: TreeModel, path: Path, width: int) -> None:
     """The fitted trees as one ONNX ``TreeEnsembleRegressor`` (raw score) and a sigmoid."""
     model = net.model
@@ -91,6 +98,7 @@ def export_onnx(net: TreeModel, path: Path, width: int) -> None:
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
         initializer=[helper.make_tensor("flat", TensorProto.INT64, [1], [-1])],
     )
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("ai.onnx.ml", 3)])
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("ai.onnx.ml", 3)],
+                                   ir_version=IR_VERSION)
     onnx.checker.check_model(onnx_model)
     onnx.save(onnx_model, str(path))
