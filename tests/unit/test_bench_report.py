@@ -1,0 +1,34 @@
+"""The GPU section of docs/benchmarks.md, rendered from bench.gpu's and bench.load's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.report import gpu_section
+
+
+def test_without_a_gpu_run_the_section_says_so(tmp_path: Path) -> None:
+    assert "No GPU run recorded yet" in "\n".join(gpu_section(tmp_path))
+
+
+def test_the_section_shows_inference_engine_and_load_per_provider(tmp_path: Path) -> None:
+    (tmp_path / "gpu.json").write_text(json.dumps({
+        "onnxruntime": "1.31.1", "available": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "machine": "NVIDIA H200; 16 CPUs", "date": "2026-12-04 13:34 UTC", "engine_events": 20000,
+        "runs": [{"provider": "cuda", "fp16": True, "int8": False, "fraud_per_s_batch_512": 286807,
+                  "max_fraud_difference_vs_cpu_fp32": 0.0017236}],
+        "engine": {"cpu": {"transactions_per_s": 9469, "clicks_per_s": 12195},
+                   "cuda": {"transactions_per_s": 8818, "clicks_per_s": 31346}},
+    }))
+    (tmp_path / "gpu-load-clicks-cuda.json").write_text(json.dumps({
+        "kind": "clicks", "results": [{"offered": 8000.0, "achieved_send_rate": 7992, "p50_ms": 23.0, "p99_ms": 34.6,
+                                       "max_ms": 42.9, "lost": 0, "held": True}],
+    }))
+    lines = gpu_section(tmp_path)
+    (versions,) = [line for line in lines if line.startswith("onnxruntime ")]
+    assert "1.31.1" in versions and "Machine: NVIDIA H200; 16 CPUs, 2026-12-04 13:34 UTC." in versions
+    assert "| cuda | True | False | fraud_per_s_batch_512 | 286,807 |" in lines
+    assert "| cuda | True | False | max_fraud_difference_vs_cpu_fp32 | 0.001724 |" in lines
+    assert "| cpu | 9,469 | 12,195 |" in lines and "| cuda | 8,818 | 31,346 |" in lines
+    assert "| cuda | clicks | 8,000 | 7,992 | 23.0 | 34.6 | 42.9 | 0 | yes |" in lines
