@@ -1,14 +1,16 @@
 """A load run at stated rates, ``python -m bench.load``: latency read from the output topics.
 
 The suite (``bench.run``) offers a fixed ladder of rates. This offers the rates you ask
-for, to one ``streamer worker``, each on topics and a worker of its own with the state
-kept from the rates before (as the suite does), for ``--seconds`` each, and prints per
-rate: the rate the producer achieved, p50 / p99 / max from each input record's timestamp
-to its output record's timestamp (read back from the output topic), the inputs with no
-output, and whether p99 stayed below ``--p99-ms``::
+for, to one ``streamer worker`` (or ``--workers`` of them in one consumer group), each
+rate on topics and workers of its own with the state kept from the rates before (as the
+suite does), for ``--seconds`` each, and prints per rate: the rate the producer achieved,
+p50 / p99 / max from each input record's timestamp to its output record's timestamp
+(read back from the output topic), the inputs with no output, and whether p99 stayed
+below ``--p99-ms``::
 
     python -m bench.load transactions 15000
     python -m bench.load clicks 4000 8000 --seconds 30
+    python -m bench.load transactions 8000 --workers 2
 
 It uses the embedded broker and the Redis at ``STREAMER_REDIS_URL`` (else an embedded
 Valkey), like the suite, and the worker's settings from the ``STREAMER_*`` environment.
@@ -37,13 +39,13 @@ def verdict(result: dict[str, float], p99_ms: float) -> bool:
 
 
 def load_run(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, p99_ms: float,
-             log: Path) -> list[dict[str, float]]:
-    """``bench.run.latency`` at ``rates``, from ``messages``, each result with ``held``
-    (``verdict``)."""
+             log: Path, workers: int = 1) -> list[dict[str, float]]:
+    """``bench.run.latency`` at ``rates`` with ``workers`` worker processes, from
+    ``messages``, each result with ``held`` (``verdict``)."""
     needed = events_offered(rates, seconds)
     if len(messages) < needed:
         raise SystemExit(f"{kind}: {needed:,} events needed, the feed holds {len(messages):,}: offer fewer seconds")
-    results = latency(base, kind, messages, rates, seconds, log)
+    results = latency(base, kind, messages, rates, seconds, log, workers)
     for result in results:
         result["held"] = verdict(result, p99_ms)
     return results
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rates", type=float, nargs="+", help="offered events per second, one run each")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each rate is offered")
     parser.add_argument("--p99-ms", type=float, default=100.0, help="the latency a rate must keep its p99 below")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         _, base = local_services(stack)
         messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
-                           args.out.parent / "load-worker.log")
+                           args.out.parent / "load-worker.log", args.workers)
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
-                                    "results": results}, indent=2) + "\n")
+                                    "workers": args.workers, "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "

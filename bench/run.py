@@ -16,7 +16,8 @@ all on this machine, and measures in one run:
   aiokafka consume → produce loop without a model, and the engine's own Faust app
   publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
 * latency at fixed offered rates: input record timestamp → output record timestamp,
-  p50 / p99 / max, at several rates up to saturation;
+  p50 / p99 / max, at several rates up to saturation, with one worker, and at the rates
+  where one worker nears saturation with two (settled into their group first);
 * where the engine's drains spent their time: the workers' step-time reports
   (``STREAMER_BATCH_REPORT_S``), each step's mean and longest time per batch.
 
@@ -46,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.datasets import BEAUTY, FRAUD_CSV, label_for, read_fraud_csv, read_sequences
@@ -211,6 +213,32 @@ async def wait_committed(bootstrap: str, group: str, topic: str, records: int, t
         await consumer.stop()
 
 
+#: How long workers that have just settled into their group get before a latency run
+#: offers its rate: they seek to their partitions' committed offsets and start fetching.
+SETTLE_S = 1.0
+
+
+async def group_settled(bootstrap: str, group: str, members: int, timeout_s: float = 60.0, poll_s: float = 0.2) -> None:
+    """Until the consumer group is ``Stable`` with ``members`` members (every one holding
+    its assignment), then ``SETTLE_S``: a worker joining later would make the group
+    rebalance, and the pause inside a latency run."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            groups = [g for response in await admin.describe_consumer_groups([group]) for g in response.groups]
+            # (error_code, group_id, state, protocol_type, protocol, members)
+            if any(g[2] == "Stable" and len(g[5]) == members for g in groups):
+                break
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"group {group} did not settle with {members} members in {timeout_s:g} s: {groups}")
+            await asyncio.sleep(poll_s)
+    finally:
+        await admin.close()
+    await asyncio.sleep(SETTLE_S)
+
+
 def endpoints(topics: TopicSettings, kind: str) -> tuple[str, str, str]:
     """The input topic of ``kind`` ("transactions" or "clicks"), the topic its outputs go
     to, and the output field that names the input event."""
@@ -261,10 +289,12 @@ def events_offered(rates: list[float], seconds: float) -> int:
     return sum(1 + int(rate * seconds) for rate in rates)
 
 
-def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path) -> list[dict[str, float]]:
-    """p50 / p99 / max from input timestamp to output timestamp at each offered rate.
+def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path,
+            workers: int = 1) -> list[dict[str, float]]:
+    """p50 / p99 / max from input timestamp to output timestamp at each offered rate,
+    with ``workers`` worker processes in one consumer group.
 
-    Each rate runs on topics and a worker of its own, on state kept from the rates
+    Each rate runs on topics and workers of its own, on state kept from the rates
     before (one Redis namespace, the feed read on): the embedded broker's work per fetch
     grows with how many records a partition holds (docs/benchmarks.md), so on topics
     shared by every rate the later rates would pay for the earlier ones' records."""
@@ -275,25 +305,32 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
     try:
         for rate in rates:
             settings = fresh_settings(base, batch).replace(redis={"namespace": state.namespace})
-            results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, events_offered([rate], seconds))), log))
-            print(f"  {kind} at {rate:,.0f}/s: {results[-1]}", flush=True)
+            results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, events_offered([rate], seconds))), log,
+                                       workers))
+            print(f"  {kind} at {rate:,.0f}/s, {workers} worker(s): {results[-1]}", flush=True)
     finally:
         asyncio.run(delete_namespace(state))
     return results
 
 
-def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Message], log: Path) -> dict[str, float]:
-    """One rate on fresh topics: the first message waits for the worker to be up, the rest
-    are offered at ``rate``."""
+def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Message], log: Path,
+                workers: int = 1) -> dict[str, float]:
+    """One rate on fresh topics: the first message waits for the workers to be up (for
+    two or more, until their group has settled: ``first_answered``), the rest are
+    offered at ``rate``."""
     topics = settings.topics
     source, sink, id_field = endpoints(topics, kind)
     bootstrap = settings.kafka.bootstrap_servers
     asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
     try:
-        with running_worker(settings, log):
+        with contextlib.ExitStack() as running:
+            for _ in range(workers):
+                running.enter_context(running_worker(settings, log))
             first, chunk = messages[:1], messages[1:]
             asyncio.run(produce(bootstrap, source, first))
             asyncio.run(output_times(bootstrap, sink, 1, id_field, timeout_s=60))
+            if workers > 1:
+                asyncio.run(group_settled(bootstrap, settings.kafka.group_id, workers))
             sent = asyncio.run(produce(bootstrap, source, chunk, rate))
             ids = [orjson.loads(v)[id_field] for _, v in chunk]
             times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=120))
@@ -413,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else args.repeats
     n_tx, n_clicks, n_naive = (5000, 5000, 1000) if args.quick else (30000, 20000, 3000)
     rates = [500, 2000] if args.quick else [500, 1000, 2000, 3000, 4000, 8000]
+    two_worker_rates = [2000] if args.quick else [4000, 8000]  # where one worker nears saturation
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "worker.log"
@@ -457,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
                     for _ in range(repeats)])
                 results["transactions_steady_drain_steps"] = parse_reports(reports, AGENTS[kind])
                 print(f"  at steady state {results['transactions_steady_drain_per_s']}", flush=True)
-            results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, 4 if args.quick else 8, log)
+            seconds = 4 if args.quick else 8
+            results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, seconds, log)
+            # the same feed again, on fresh topics and state
+            results[f"{kind}_latency_two_workers"] = latency(base, kind, messages[n:], two_worker_rates, seconds, log, workers=2)
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

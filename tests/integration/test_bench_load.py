@@ -40,3 +40,15 @@ def test_a_rate_holds_only_below_the_limit_with_nothing_lost_at_the_rate_asked()
 def test_a_feed_too_short_for_the_rates_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="offer fewer seconds"):
         load_run(Settings(), "clicks", [(b"u", b"{}")] * 10, [100.0], 1.0, 100.0, tmp_path / "worker.log")
+
+
+def test_two_workers_settle_into_their_group_before_the_rate_is_offered(broker: EmbeddedBroker, redis_url: str,
+                                                                        tmp_path: Path) -> None:
+    base = Settings.from_env().replace(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4},
+                                       redis={"url": redis_url})
+    messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in load_jsonl(DATA / "transactions_sample.jsonl")]
+
+    (result,) = load_run(base, "transactions", messages, [200.0], 2.0, 100.0, tmp_path / "worker.log", workers=2)
+
+    # group_settled raised unless both joined; a rebalance inside the run would have cost seconds
+    assert result["lost"] == 0 and result["held"]

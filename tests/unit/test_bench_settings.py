@@ -28,8 +28,9 @@ def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monke
 
     calls, deleted = [], []
 
-    def one_rate(settings, kind, rate, messages, log):
+    def one_rate(settings, kind, rate, messages, log, workers):
         calls.append((settings, rate, messages))
+        assert workers == 1
         return {"offered": rate}
 
     async def delete_namespace(redis):
