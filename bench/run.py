@@ -316,7 +316,7 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
 def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Message], log: Path,
                 workers: int = 1) -> dict[str, float]:
     """One rate on fresh topics: the first message waits for the workers to be up (for
-    two or more, until their group has settled: ``first_answered``), the rest are
+    two or more, until their group has settled: ``group_settled``), the rest are
     offered at ``rate``."""
     topics = settings.topics
     source, sink, id_field = endpoints(topics, kind)
