@@ -20,7 +20,8 @@ reason is split and retried record by record; a record that still fails goes to
 dead-letter, so the stream always moves on.
 
 Every ``STREAMER_BATCH_REPORT_S`` seconds each agent logs how many batches it took and
-how long their steps took (``streamer.worker.step_times``).
+how long their steps took (``streamer.worker.step_times``), and the worker how its
+high-watermark checks were answered (``streamer.worker.highwater``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from streamer.output.sink import Sink, publish
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.worker.batching import Batcher, Finish, Infer, finished, inferred
+from streamer.worker.highwater import FetchedHighWatermarks
 from streamer.worker.step_times import BatchTimes, timed
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,9 @@ class Runtime:
     on_rebalance: Sequence[Callable[[], None]] = ()
     """Called whenever partitions move: what a worker keeps of its partitions' state is
     forgotten (another worker may write it now)."""
+    highwaters: FetchedHighWatermarks | None = None
+    """The pipelines' source of high watermarks, given the worker's consumer's view of
+    its partitions' ends (``FetchedHighWatermarks.seen``)."""
 
 
 async def process_batch(pipeline: Pipeline, records: Sequence[SourceRecord], dead_letter_topic: str) -> list[OutputRecord]:
@@ -275,6 +280,8 @@ def build_app(runtime: Runtime) -> faust.App:
         monitor=LeanMonitor(),
     )
     app.streamer_fetch_max_wait_ms = kafka.fetch_max_wait_ms  # type: ignore[attr-defined]
+    if runtime.highwaters is not None:
+        runtime.highwaters.seen = lambda topic: app.consumer.fetched_ends(topic)  # type: ignore[attr-defined]
     within = settings.batch.max_wait_ms / 1000.0
     dead_letters = settings.topics.dead_letter
     report_s = settings.batch.report_s
@@ -329,5 +336,8 @@ def build_app(runtime: Runtime) -> faust.App:
         async def report_batch_times() -> None:
             for times in batch_times:
                 report(times)
+            line = runtime.highwaters.report() if runtime.highwaters is not None else None
+            if line is not None:
+                log.info("%s", line)
 
     return app

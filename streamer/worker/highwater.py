@@ -7,6 +7,16 @@ continuously); the few records it brings are skipped. A caller gets watermarks f
 fetch responses that arrived after it asked, never older ones. Its fetches wait 1 ms
 at the broker (it fetches only while a caller waits, so a short wait costs the broker
 little): the fraud pipeline asks once per batch, about 3 ms instead of 6 with 5 ms.
+
+A worker's own consumer fetches its partitions continuously, and every fetch response
+carries their high watermarks too (``seen``: the worker's view, partition -> high
+watermark and when its last response came). When the worker holds every partition of
+the topic, a caller waits for the worker's next responses instead (up to
+``SEEN_WAIT_S``; they come every few milliseconds): the same guarantee, without a
+fetch of its own. Each of those fetches wakes the broker, and on the 2-core benchmark
+machine a socket write that wakes another process cost about 0.4 ms of the worker's
+loop; the fraud pipeline asks on every batch while the label stream is quiet
+(docs/benchmarks.md, 2026-12-04 from 15:21 UTC).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -21,14 +32,30 @@ from streamer.worker.topics import assign_topic
 
 log = logging.getLogger(__name__)
 
+#: Longest a caller waits for the worker's own fetch responses before fetching itself
+#: (a partition whose records wait in the worker's buffer is not fetched meanwhile).
+SEEN_WAIT_S = 0.02
+#: How often a caller looks at the worker's view while it waits.
+SEEN_POLL_S = 0.001
+
+Seen = Callable[[str], Mapping[int, tuple[int | None, int | None]]]
+"""A topic -> per partition the worker fetches, its high watermark and the time of its
+last fetch response (ms since the epoch), either None before the first."""
+
 
 class FetchedHighWatermarks:
-    def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 1, max_wait_s: float = 1.0) -> None:
+    def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 1, max_wait_s: float = 1.0,
+                 seen: Seen | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.seen = seen
+        """The worker's own consumer's view (``Seen``), when there is one."""
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.consumers: dict[str, tuple[AIOKafkaConsumer, list[TopicPartition]]] = {}
         self.known: dict[TopicPartition, int] = {}
         self.max_wait_s = max_wait_s
+        self.answered_by_worker = 0
+        self.fetched = 0
+        """Calls answered from the worker's fetch responses, and by fetching, since ``report``."""
         self._callers: dict[str, int] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
 
@@ -49,25 +76,52 @@ class FetchedHighWatermarks:
                 auto_offset_reset="earliest",
             )
             await consumer.start()
-            self.consumers[topic] = (consumer, await assign_topic(consumer, topic))
+            tps = await assign_topic(consumer, topic)
+            consumer.pause(*tps)  # fetched only while a caller waits on it
+            self.consumers[topic] = (consumer, tps)
         finally:
             del self._starting[topic]  # a failed start is tried again by the next caller
 
     async def highwaters(self, topic: str) -> dict[int, int]:
         """High watermarks from fetch responses received after this call began, so that
-        everything appended before the caller saw its own input is counted."""
+        everything appended before the caller saw its own input is counted: the
+        worker's own when it holds every partition (``seen``), else this one's."""
+        since_ms = time.time() * 1000.0
         consumer, tps = await self._consumer(topic)
+        highs = await self._seen_since(topic, [tp.partition for tp in tps], since_ms)
+        if highs is not None:
+            self.answered_by_worker += 1
+            return highs
+        self.fetched += 1
         self._callers[topic] = self._callers.get(topic, 0) + 1
         consumer.resume(*tps)
         try:
-            return await self._fresh(topic, consumer, tps)
+            return await self._fresh(topic, consumer, tps, since_ms)
         finally:
             self._callers[topic] -= 1
             if not self._callers[topic]:  # paused only once no caller waits (two lanes may ask at once)
                 consumer.pause(*tps)  # no fetching between calls: on a busy topic it would load the broker
 
-    async def _fresh(self, topic: str, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[int, int]:
-        since_ms = time.time() * 1000.0
+    async def _seen_since(self, topic: str, partitions: list[int], since_ms: float) -> dict[int, int] | None:
+        """The worker's high watermarks of every partition, from responses that came
+        after ``since_ms``; None when it does not hold them all, or no such response
+        came within ``SEEN_WAIT_S``."""
+        if self.seen is None:
+            return None
+        deadline = time.monotonic() + SEEN_WAIT_S
+        while True:
+            view = self.seen(topic)
+            if any(p not in view for p in partitions):
+                return None
+            if all(view[p][1] is not None and view[p][1] >= since_ms and view[p][0] is not None  # type: ignore[operator]
+                   for p in partitions):
+                return {p: int(view[p][0]) for p in partitions}  # type: ignore[arg-type]
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(SEEN_POLL_S)
+
+    async def _fresh(self, topic: str, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                     since_ms: float) -> dict[int, int]:
         deadline = time.monotonic() + self.max_wait_s
         while True:
             await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought
@@ -85,6 +139,15 @@ class FetchedHighWatermarks:
             if await consumer.position(tp) < high:  # type: ignore[operator]
                 consumer.seek(tp, high)  # type: ignore[arg-type]
         return {tp.partition: int(high) for tp, high in highs.items()}  # type: ignore[arg-type]
+
+    def report(self) -> str | None:
+        """How the calls since the last report were answered; None when there were none."""
+        if not self.answered_by_worker and not self.fetched:
+            return None
+        line = (f"high watermarks: {self.answered_by_worker} checks answered from the worker's own fetches, "
+                f"{self.fetched} fetched")
+        self.answered_by_worker = self.fetched = 0
+        return line
 
     async def close(self) -> None:
         await asyncio.gather(*self._starting.values(), return_exceptions=True)

@@ -53,6 +53,7 @@ def build_runtime(settings: Settings) -> Runtime:
         clicks=RecommendPipeline(ranker, store, settings, next_items),
         ranking_requests=RankingRequestPipeline(ranker, store, settings, next_items),
         on_rebalance=(fraud.features.cache.clear,),
+        highwaters=highwaters,
     )
 
 

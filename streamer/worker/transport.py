@@ -1,6 +1,7 @@
 """The engine's Faust Kafka transport, registered as the ``streamer-kafka://`` scheme.
 
-Four changes to faust-streaming's aiokafka transport, all about speed:
+Four changes to faust-streaming's aiokafka transport, all about speed (and one view:
+``Consumer.fetched_ends``, the high watermarks its fetch responses reported):
 
 * The consumer waits at most ``fetch_max_wait_ms`` per fetch. faust-streaming hard-codes
   1500 ms; brokers that ignore fetch-min-bytes (the embedded Tansu does) then hold every
@@ -91,6 +92,20 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def fetched_ends(self, topic: str) -> dict[int, tuple[int | None, int | None]]:
+        """Per partition of ``topic`` this consumer holds: its high watermark and the
+        time of its last fetch response (ms since the epoch), as the responses reported
+        them (``streamer.worker.highwater``); empty while the consumer is not running or
+        its partitions are moving."""
+        consumer = getattr(self._thread, "_consumer", None)
+        if consumer is None:
+            return {}
+        try:
+            return {tp.partition: (consumer.highwater(tp), consumer.last_poll_timestamp(tp))
+                    for tp in consumer.assignment() if tp.topic == topic}
+        except (AssertionError, RuntimeError):  # a rebalance took a partition meanwhile
+            return {}
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # type: ignore[override]
         """One ``RecordRun`` per partition of a fetch. Keeps the checks of Faust's own:

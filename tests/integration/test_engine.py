@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,7 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         sources = asyncio.run(read_topic(bootstrap, settings.topics.transactions, len(sample) + len(BAD), timeout_s=30))
         assert worker.alive()
         reported = step_time_reports(worker_log, "score_transactions", wait_s=5)
+        checks = high_watermark_reports(worker_log, wait_s=5)
     finally:
         worker.stop()
 
@@ -102,6 +104,9 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
     taken = parse_reports(reported, "score_transactions")
     assert taken is not None and taken["batches"] >= 1  # type: ignore[operator]
     assert all(parse_reports([line], "score_transactions") is not None for line in reported)  # each line a whole report
+    # no labels came, so every batch checked the label topic's ends: the worker, which
+    # holds all of its partitions, answered from its own fetches
+    assert sum(answered for answered, _ in checks) >= max(sum(fetched for _, fetched in checks), 1)
     reasons = {dict(r.headers)["dlq.reason"] for r in dead}
     assert reasons == {b"not_json", b"wrong_type", b"missing_field", b"invalid_timestamp", b"oversized"}
     by_position = {(r.partition, r.offset): r for r in sources}
@@ -120,6 +125,18 @@ def step_time_reports(log: Path, agent: str, wait_s: float) -> list[str]:
         lines = [line for line in log.read_text(errors="replace").splitlines() if f"{agent}: " in line and " ms: " in line]
         if lines or time.monotonic() > deadline:
             return lines
+        time.sleep(0.2)
+
+
+def high_watermark_reports(log: Path, wait_s: float) -> list[tuple[int, int]]:
+    """The worker's reports of its high-watermark checks: (answered from its own
+    fetches, fetched) each, waiting up to ``wait_s`` for the first."""
+    pattern = re.compile(r"high watermarks: (\d+) checks answered from the worker's own fetches, (\d+) fetched")
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = [(int(a), int(b)) for a, b in pattern.findall(log.read_text(errors="replace"))]
+        if found or time.monotonic() > deadline:
+            return found
         time.sleep(0.2)
 
 

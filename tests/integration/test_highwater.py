@@ -1,16 +1,19 @@
-"""High watermarks from fetch responses, asked by two batches at once (embedded broker)."""
+"""High watermarks from fetch responses: asked by two batches at once, answered from a
+worker's own fetches (embedded broker)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.run import produce
 from streamer.embedded import EmbeddedBroker
-from streamer.worker.highwater import FetchedHighWatermarks
+from streamer.worker.highwater import SEEN_WAIT_S, FetchedHighWatermarks
+from streamer.worker.topics import assign_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -74,3 +77,106 @@ def test_a_caller_cancelled_while_the_consumer_starts_leaves_it_to_the_next(
     asyncio.run(produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(10)]))
     highs = asyncio.run(cancelled_then_asked())
     assert len(created) == 1 and sum(highs.values()) == 10
+
+
+class WorkerConsumer:
+    """A consumer taking the topic's records (of its first ``partitions``) as a worker's
+    does, and its view of their ends as ``Consumer.fetched_ends`` gives it. A partition
+    whose fetched records were not taken yet is not fetched again, so it takes them."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int | None = None) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5,
+                                         auto_offset_reset="earliest")
+        self.topic = topic
+        self.partitions = partitions
+        self.tps: list[TopicPartition] = []
+        self._taking: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> WorkerConsumer:
+        await self.consumer.start()
+        self.tps = (await assign_topic(self.consumer, self.topic))[: self.partitions]
+        self.consumer.assign(self.tps)
+        self._taking = asyncio.ensure_future(self._take())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._taking is not None
+        self._taking.cancel()
+        await asyncio.gather(self._taking, return_exceptions=True)
+        await self.consumer.stop()
+
+    async def _take(self) -> None:
+        while True:
+            await self.consumer.getmany(timeout_ms=100)
+
+    def seen(self, topic: str) -> dict[int, tuple[int | None, int | None]]:
+        return {tp.partition: (self.consumer.highwater(tp), self.consumer.last_poll_timestamp(tp))
+                for tp in self.tps if tp.topic == topic}
+
+
+def _fetches_made(fetched: FetchedHighWatermarks, topic: str) -> list[int | None]:
+    """When this one's own consumer last got a fetch response, per partition (None: never)."""
+    consumer, tps = fetched.consumers[topic]
+    return [consumer.last_poll_timestamp(tp) for tp in tps]
+
+
+def test_the_workers_own_fetches_answer_when_it_holds_every_partition(broker: EmbeddedBroker, topic: str) -> None:
+    """No fetch of its own, and still fresh: records produced after one answer are in the next."""
+    bootstrap = broker.bootstrap_servers
+
+    async def asked_twice() -> tuple[dict[int, int], dict[int, int], list[int | None], int]:
+        async with WorkerConsumer(bootstrap, topic) as worker:
+            fetched = FetchedHighWatermarks(bootstrap, seen=worker.seen)
+            try:
+                await produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)])
+                first = await fetched.highwaters(topic)
+                await produce(bootstrap, topic, [(f"j{i}".encode(), b"{}") for i in range(10)])
+                second = await fetched.highwaters(topic)
+                return first, second, _fetches_made(fetched, topic), fetched.answered_by_worker
+            finally:
+                await fetched.close()
+
+    first, second, own_fetches, answered = asyncio.run(asked_twice())
+    assert sum(first.values()) == 30 and sum(second.values()) == 40
+    assert answered == 2 and own_fetches == [None, None]  # its own consumer never fetched
+
+
+def test_partitions_the_worker_does_not_hold_are_fetched(broker: EmbeddedBroker, topic: str) -> None:
+    bootstrap = broker.bootstrap_servers
+
+    async def asked() -> tuple[dict[int, int], list[int | None], int]:
+        async with WorkerConsumer(bootstrap, topic, partitions=1) as worker:  # another worker holds the other
+            fetched = FetchedHighWatermarks(bootstrap, seen=worker.seen)
+            try:
+                await produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)])
+                return await fetched.highwaters(topic), _fetches_made(fetched, topic), fetched.fetched
+            finally:
+                await fetched.close()
+
+    highs, own_fetches, fetches = asyncio.run(asked())
+    assert sum(highs.values()) == 30
+    assert fetches == 1 and None not in own_fetches
+
+
+def test_a_worker_whose_fetches_stall_does_not_hold_the_caller(broker: EmbeddedBroker, topic: str) -> None:
+    """A worker view with no response since the call began (its partitions' records wait
+    in its buffer, so it does not fetch them): fetched after ``SEEN_WAIT_S``."""
+    bootstrap = broker.bootstrap_servers
+
+    def stale(asked: str) -> dict[int, tuple[int | None, int | None]]:
+        return {0: (0, 1), 1: (0, 1)}  # a response long ago
+
+    async def asked() -> tuple[dict[int, int], float, int]:
+        fetched = FetchedHighWatermarks(bootstrap, seen=stale)
+        try:
+            await produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)])
+            await fetched.highwaters(topic)  # the consumer started
+            began = time.monotonic()
+            highs = await fetched.highwaters(topic)
+            return highs, time.monotonic() - began, fetched.fetched
+        finally:
+            await fetched.close()
+
+    highs, took, fetches = asyncio.run(asked())
+    assert sum(highs.values()) == 30 and fetches == 2
+    assert SEEN_WAIT_S <= took < 1.0
