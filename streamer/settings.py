@@ -136,7 +136,8 @@ class BatchSettings:
     """STREAMER_BATCH_REPORT_S: every this many seconds each agent logs how many batches it
     took, their mean size, and the mean and longest time of each step (the first step,
     the models, the last step, the delivery): where a worker that falls behind is bound
-    (``streamer.worker.step_times``). 0: never."""
+    (``streamer.worker.step_times``); and the worker, how its high-watermark checks were
+    answered (``streamer.worker.highwater``). 0: never."""
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ little): the fraud pipeline asks once per batch, about 3 ms instead of 6 with 5 
 A worker's own consumer fetches its partitions continuously, and every fetch response
 carries their high watermarks too (``seen``: the worker's view, partition -> high
 watermark and when its last response came). When the worker holds every partition of
-the topic, a caller waits for the worker's next responses instead (up to
-``SEEN_WAIT_S``; they come every few milliseconds): the same guarantee, without a
-fetch of its own. Each of those fetches wakes the broker, and on the 2-core benchmark
-machine a socket write that wakes another process cost about 0.4 ms of the worker's
-loop; the fraud pipeline asks on every batch while the label stream is quiet
-(docs/benchmarks.md, 2026-12-04 from 15:21 UTC).
+the topic and is fetching them at its usual pace, a caller waits for the worker's next
+responses instead (up to ``SEEN_WAIT_S``; they come every few milliseconds): the same
+guarantee, without a fetch of its own. Each of those fetches wakes the broker, and on
+the 2-core benchmark machine a socket write that wakes another process cost about
+0.4 ms of the worker's loop; the fraud pipeline asks on every batch while the label
+stream is quiet (docs/benchmarks.md, 2026-12-04 from 15:21 UTC).
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from streamer.worker.topics import assign_topic
 
 log = logging.getLogger(__name__)
 
-#: Longest a caller waits for the worker's own fetch responses before fetching itself
-#: (a partition whose records wait in the worker's buffer is not fetched meanwhile).
-SEEN_WAIT_S = 0.02
+#: Longest a caller waits for the worker's own fetch responses before fetching itself;
+#: and a worker whose last response is older than this is not fetching the partitions at
+#: its usual pace (every ``fetch_max_wait_ms``, 5 ms by default), so the caller fetches at
+#: once: while it drains a backlog, its fetches wait on the records in its buffer.
+SEEN_WAIT_S = 0.01
 #: How often a caller looks at the worker's view while it waits.
 SEEN_POLL_S = 0.001
 
@@ -104,19 +106,20 @@ class FetchedHighWatermarks:
 
     async def _seen_since(self, topic: str, partitions: list[int], since_ms: float) -> dict[int, int] | None:
         """The worker's high watermarks of every partition, from responses that came
-        after ``since_ms``; None when it does not hold them all, or no such response
-        came within ``SEEN_WAIT_S``."""
+        after ``since_ms``; None when it does not hold them all, when one's last
+        response is older than ``SEEN_WAIT_S`` (it is not fetching them now), or when
+        no such response came within ``SEEN_WAIT_S``."""
         if self.seen is None:
             return None
         deadline = time.monotonic() + SEEN_WAIT_S
         while True:
             view = self.seen(topic)
-            if any(p not in view for p in partitions):
+            if any(p not in view or view[p][0] is None or view[p][1] is None for p in partitions):
                 return None
-            if all(view[p][1] is not None and view[p][1] >= since_ms and view[p][0] is not None  # type: ignore[operator]
-                   for p in partitions):
+            last = [view[p][1] for p in partitions]
+            if min(last) >= since_ms:  # type: ignore[type-var]
                 return {p: int(view[p][0]) for p in partitions}  # type: ignore[arg-type]
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or time.time() * 1000.0 - min(last) > SEEN_WAIT_S * 1000.0:  # type: ignore[operator]
                 return None
             await asyncio.sleep(SEEN_POLL_S)
 

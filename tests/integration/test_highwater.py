@@ -97,6 +97,8 @@ class WorkerConsumer:
         self.tps = (await assign_topic(self.consumer, self.topic))[: self.partitions]
         self.consumer.assign(self.tps)
         self._taking = asyncio.ensure_future(self._take())
+        while any(last is None for _, last in self.seen(self.topic).values()):  # fetching, as a running worker is
+            await asyncio.sleep(0.01)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -158,25 +160,52 @@ def test_partitions_the_worker_does_not_hold_are_fetched(broker: EmbeddedBroker,
     assert fetches == 1 and None not in own_fetches
 
 
-def test_a_worker_whose_fetches_stall_does_not_hold_the_caller(broker: EmbeddedBroker, topic: str) -> None:
-    """A worker view with no response since the call began (its partitions' records wait
-    in its buffer, so it does not fetch them): fetched after ``SEEN_WAIT_S``."""
+def test_a_worker_not_fetching_the_partitions_now_is_not_waited_for(broker: EmbeddedBroker, topic: str) -> None:
+    """Its last responses are old (a worker draining a backlog fetches when its buffer
+    has room): fetched at once."""
     bootstrap = broker.bootstrap_servers
 
-    def stale(asked: str) -> dict[int, tuple[int | None, int | None]]:
-        return {0: (0, 1), 1: (0, 1)}  # a response long ago
+    looked: list[str] = []
 
-    async def asked() -> tuple[dict[int, int], float, int]:
+    def stale(asked: str) -> dict[int, tuple[int | None, int | None]]:
+        looked.append(asked)
+        return {0: (0, 1), 1: (0, 1)}  # responses long ago
+
+    async def asked() -> tuple[dict[int, int], int]:
         fetched = FetchedHighWatermarks(bootstrap, seen=stale)
         try:
             await produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)])
-            await fetched.highwaters(topic)  # the consumer started
-            began = time.monotonic()
-            highs = await fetched.highwaters(topic)
-            return highs, time.monotonic() - began, fetched.fetched
+            await fetched.highwaters(topic)
+            return await fetched.highwaters(topic), fetched.fetched
         finally:
             await fetched.close()
 
-    highs, took, fetches = asyncio.run(asked())
+    highs, fetches = asyncio.run(asked())
     assert sum(highs.values()) == 30 and fetches == 2
-    assert SEEN_WAIT_S <= took < 1.0
+    assert looked == [topic, topic]  # one look each, no wait
+
+
+def test_a_worker_whose_next_response_does_not_come_is_waited_for_briefly(broker: EmbeddedBroker, topic: str) -> None:
+    """Its last responses are recent but no newer one comes: fetched after ``SEEN_WAIT_S``."""
+    bootstrap = broker.bootstrap_servers
+    frozen: list[float] = []
+
+    def stopped(asked: str) -> dict[int, tuple[int | None, int | None]]:
+        return {0: (0, int(frozen[0])), 1: (0, int(frozen[0]))}  # just before the call, then nothing
+
+    async def asked() -> tuple[dict[int, int], float, int, int]:
+        fetched = FetchedHighWatermarks(bootstrap, seen=stopped)
+        try:
+            await produce(bootstrap, topic, [(f"k{i}".encode(), b"{}") for i in range(30)])
+            frozen.append(time.time() * 1000.0 - 1.0)
+            await fetched.highwaters(topic)  # the consumer started
+            frozen[0] = time.time() * 1000.0 - 1.0
+            began = time.monotonic()
+            highs = await fetched.highwaters(topic)
+            return highs, time.monotonic() - began, fetched.fetched, fetched.answered_by_worker
+        finally:
+            await fetched.close()
+
+    highs, took, fetches, answered = asyncio.run(asked())
+    assert sum(highs.values()) == 30 and fetches == 2 and answered == 0
+    assert took >= SEEN_WAIT_S
