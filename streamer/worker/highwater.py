@@ -45,6 +45,17 @@ Seen = Callable[[str], Mapping[int, tuple[int | None, int | None]]]
 last fetch response (ms since the epoch), either None before the first."""
 
 
+def fetched_ends(consumer: AIOKafkaConsumer, topic: str) -> dict[int, tuple[int | None, int | None]]:
+    """Per partition of ``topic`` that ``consumer`` holds: its high watermark and the time
+    of its last fetch response (ms since the epoch), as the responses reported them;
+    empty while its partitions are moving. A worker's view (``Seen``)."""
+    try:
+        return {tp.partition: (consumer.highwater(tp), consumer.last_poll_timestamp(tp))
+                for tp in consumer.assignment() if tp.topic == topic}
+    except (AssertionError, RuntimeError):  # a rebalance took a partition meanwhile
+        return {}
+
+
 class FetchedHighWatermarks:
     def __init__(self, bootstrap_servers: str, fetch_max_wait_ms: int = 1, max_wait_s: float = 1.0,
                  seen: Seen | None = None) -> None:

@@ -38,6 +38,7 @@ from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
 from streamer.records import SourceRecord
+from streamer.worker.highwater import fetched_ends
 
 SCHEME = "streamer-kafka"
 YIELD_EVERY = 8  # runs delivered between two turns given to the rest of the loop
@@ -94,18 +95,10 @@ class Consumer(faust_aiokafka.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def fetched_ends(self, topic: str) -> dict[int, tuple[int | None, int | None]]:
-        """Per partition of ``topic`` this consumer holds: its high watermark and the
-        time of its last fetch response (ms since the epoch), as the responses reported
-        them (``streamer.worker.highwater``); empty while the consumer is not running or
-        its partitions are moving."""
+        """``streamer.worker.highwater.fetched_ends`` of this consumer; empty while it is
+        not running."""
         consumer = getattr(self._thread, "_consumer", None)
-        if consumer is None:
-            return {}
-        try:
-            return {tp.partition: (consumer.highwater(tp), consumer.last_poll_timestamp(tp))
-                    for tp in consumer.assignment() if tp.topic == topic}
-        except (AssertionError, RuntimeError):  # a rebalance took a partition meanwhile
-            return {}
+        return {} if consumer is None else fetched_ends(consumer, topic)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # type: ignore[override]
         """One ``RecordRun`` per partition of a fetch. Keeps the checks of Faust's own:

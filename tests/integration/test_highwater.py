@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.run import produce
 from streamer.embedded import EmbeddedBroker
-from streamer.worker.highwater import SEEN_WAIT_S, FetchedHighWatermarks
+from streamer.worker.highwater import SEEN_WAIT_S, FetchedHighWatermarks, fetched_ends
 from streamer.worker.topics import assign_topic
 
 pytestmark = pytest.mark.kafka
@@ -81,21 +81,20 @@ def test_a_caller_cancelled_while_the_consumer_starts_leaves_it_to_the_next(
 
 class WorkerConsumer:
     """A consumer taking the topic's records (of its first ``partitions``) as a worker's
-    does, and its view of their ends as ``Consumer.fetched_ends`` gives it. A partition
-    whose fetched records were not taken yet is not fetched again, so it takes them."""
+    does, and its view of their ends (``fetched_ends``, as the worker's transport gives
+    it). A partition whose fetched records were not taken yet is not fetched again, so it
+    takes them."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int | None = None) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5,
                                          auto_offset_reset="earliest")
         self.topic = topic
         self.partitions = partitions
-        self.tps: list[TopicPartition] = []
         self._taking: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> WorkerConsumer:
         await self.consumer.start()
-        self.tps = (await assign_topic(self.consumer, self.topic))[: self.partitions]
-        self.consumer.assign(self.tps)
+        self.consumer.assign((await assign_topic(self.consumer, self.topic))[: self.partitions])
         self._taking = asyncio.ensure_future(self._take())
         while any(last is None for _, last in self.seen(self.topic).values()):  # fetching, as a running worker is
             await asyncio.sleep(0.01)
@@ -112,8 +111,7 @@ class WorkerConsumer:
             await self.consumer.getmany(timeout_ms=100)
 
     def seen(self, topic: str) -> dict[int, tuple[int | None, int | None]]:
-        return {tp.partition: (self.consumer.highwater(tp), self.consumer.last_poll_timestamp(tp))
-                for tp in self.tps if tp.topic == topic}
+        return fetched_ends(self.consumer, topic)
 
 
 def _fetches_made(fetched: FetchedHighWatermarks, topic: str) -> list[int | None]:
