@@ -3,10 +3,15 @@
 ListOffsets("latest") is not trusted (the embedded broker answers it wrongly), so a
 small group-less consumer sits at the end of every partition of the topic and fetches
 while a caller waits (it is paused in between, so a busy topic is not fetched
-continuously); the few records it brings are skipped. A caller gets watermarks from
-fetch responses that arrived after it asked, never older ones. Its fetches wait 1 ms
-at the broker (it fetches only while a caller waits, so a short wait costs the broker
-little): the fraud pipeline asks once per batch, about 3 ms instead of 6 with 5 ms.
+continuously); the few records it brings are skipped. Its fetches wait 1 ms at the
+broker (it fetches only while a caller waits, so a short wait costs the broker little).
+
+A caller gets watermarks from responses to fetch requests sent after it asked, never
+older ones. That a response came after the call began is not enough: a broker may read a
+partition's high watermark when a request comes and then hold the request for up to its
+fetch wait (the embedded broker does; a CI run caught a watermark older than records
+acknowledged before the call). aiokafka records when a response came, not when its
+request went, so ``request_times`` records that.
 
 A worker's own consumer fetches its partitions continuously, and every fetch response
 carries their high watermarks too (``seen``: the worker's view, partition -> high
@@ -25,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -32,28 +38,82 @@ from streamer.worker.topics import assign_topic
 
 log = logging.getLogger(__name__)
 
-#: Longest a caller waits for the worker's own fetch responses before fetching itself;
-#: and a worker whose last response is older than this is not fetching the partitions at
-#: its usual pace (every ``fetch_max_wait_ms``, 5 ms by default), so the caller fetches at
-#: once: while it drains a backlog, its fetches wait on the records in its buffer.
+#: A worker whose last response for the partitions is older than this is not fetching
+#: them at its usual pace (every ``fetch_max_wait_ms``, 5 ms by default), so a caller
+#: fetches at once: while it drains a backlog, its fetches wait on the records in its buffer.
+SEEN_IDLE_S = 0.01
+#: Longest a caller waits for the worker's own fetch responses before fetching itself.
 SEEN_WAIT_S = 0.01
 #: How often a caller looks at the worker's view while it waits.
 SEEN_POLL_S = 0.001
-
-Seen = Callable[[str], Mapping[int, tuple[int | None, int | None]]]
-"""A topic -> per partition the worker fetches, its high watermark and the time of its
-last fetch response (ms since the epoch), either None before the first."""
+#: Where a fetcher keeps its ``request_times``.
+REQUEST_TIMES = "_streamer_request_ms"
 
 
-def fetched_ends(consumer: AIOKafkaConsumer, topic: str) -> dict[int, tuple[int | None, int | None]]:
-    """Per partition of ``topic`` that ``consumer`` holds: its high watermark and the time
-    of its last fetch response (ms since the epoch), as the responses reported them;
-    empty while its partitions are moving. A worker's view (``Seen``)."""
+class FetchedEnd(NamedTuple):
+    """A partition's high watermark as a consumer's latest fetch response reported it."""
+
+    high: int | None
+    response_ms: int | None
+    """When that response came (ms since the epoch)."""
+    request_ms: float | None
+    """When the request it answered was sent: the broker held at least what the
+    watermark says then. None when not known (sent before ``request_times`` began)."""
+
+
+Seen = Callable[[str], Mapping[int, FetchedEnd]]
+"""A topic -> per partition the worker fetches, its ``FetchedEnd`` (a worker's view)."""
+
+
+def request_times(consumer: AIOKafkaConsumer) -> dict[TopicPartition, float]:
+    """When the fetch request behind each partition's latest response was sent (ms since
+    the epoch), for responses from the first call on. Wraps the consumer's fetcher's
+    request handler (aiokafka's private ``Fetcher._proc_fetch_request``, the same in
+    every version ``pyproject.toml`` allows) once; the consumer must have started."""
+    fetcher = consumer._fetcher  # noqa: SLF001
+    times: dict[TopicPartition, float] | None = getattr(fetcher, REQUEST_TIMES, None)
+    if times is None:
+        times = {}
+        setattr(fetcher, REQUEST_TIMES, times)
+        handle = fetcher._proc_fetch_request  # noqa: SLF001
+
+        async def timed(assignment: Any, node_id: int, request: Any) -> Any:
+            sent_ms = time.time() * 1000.0
+            states = {tp: assignment.state_value(tp)
+                      for tp in (TopicPartition(topic, partition) for topic, partitions in request.topics
+                                 for partition, *_ in partitions)}
+            before = {tp: state.timestamp for tp, state in states.items() if state is not None}
+            try:
+                return await handle(assignment, node_id, request)
+            finally:
+                for tp, then in before.items():
+                    # this response moved the time: it answered this request (one fetch is in
+                    # flight per broker). In the same millisecond as the last, it is not known.
+                    if states[tp].timestamp != then:
+                        times[tp] = sent_ms
+
+        fetcher._proc_fetch_request = timed  # noqa: SLF001
+    return times
+
+
+def fetched_ends(consumer: AIOKafkaConsumer, topic: str) -> dict[int, FetchedEnd]:
+    """Per partition of ``topic`` that ``consumer`` holds, its ``FetchedEnd``; empty
+    while its partitions are moving. A worker's view (``Seen``)."""
+    sent = request_times(consumer)
     try:
-        return {tp.partition: (consumer.highwater(tp), consumer.last_poll_timestamp(tp))
+        return {tp.partition: FetchedEnd(consumer.highwater(tp), consumer.last_poll_timestamp(tp), sent.get(tp))
                 for tp in consumer.assignment() if tp.topic == topic}
     except (AssertionError, RuntimeError):  # a rebalance took a partition meanwhile
         return {}
+
+
+def answered_after(view: Mapping[int, FetchedEnd], partitions: list[int], since_ms: float) -> dict[int, int] | None:
+    """The high watermarks of ``partitions`` in ``view`` when each comes from a response
+    to a fetch request sent after ``since_ms``; else None."""
+    ends = [view.get(p) for p in partitions]
+    if any(end is None or end.high is None or end.request_ms is None or end.request_ms < since_ms for end in ends):
+        return None
+    return {p: end.high for p, end in zip(partitions, ends)}  # type: ignore[union-attr,misc]
 
 
 class FetchedHighWatermarks:
@@ -64,7 +124,7 @@ class FetchedHighWatermarks:
         """The worker's own consumer's view (``Seen``), when there is one."""
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.consumers: dict[str, tuple[AIOKafkaConsumer, list[TopicPartition]]] = {}
-        self.known: dict[TopicPartition, int] = {}
+        self.known: dict[int, int] = {}
         self.max_wait_s = max_wait_s
         self.answered_by_worker = 0
         self.fetched = 0
@@ -89,6 +149,7 @@ class FetchedHighWatermarks:
                 auto_offset_reset="earliest",
             )
             await consumer.start()
+            request_times(consumer)  # from the first fetch on
             tps = await assign_topic(consumer, topic)
             consumer.pause(*tps)  # fetched only while a caller waits on it
             self.consumers[topic] = (consumer, tps)
@@ -96,8 +157,9 @@ class FetchedHighWatermarks:
             del self._starting[topic]  # a failed start is tried again by the next caller
 
     async def highwaters(self, topic: str) -> dict[int, int]:
-        """High watermarks from fetch responses received after this call began, so that
-        everything appended before the caller saw its own input is counted: the
+        """High watermarks from responses to fetch requests sent after this call began,
+        so that everything appended before the caller saw its own
+        input is counted: the
         worker's own when it holds every partition (``seen``), else this one's."""
         since_ms = time.time() * 1000.0
         consumer, tps = await self._consumer(topic)
@@ -116,43 +178,47 @@ class FetchedHighWatermarks:
                 consumer.pause(*tps)  # no fetching between calls: on a busy topic it would load the broker
 
     async def _seen_since(self, topic: str, partitions: list[int], since_ms: float) -> dict[int, int] | None:
-        """The worker's high watermarks of every partition, from responses that came
-        after ``since_ms``; None when it does not hold them all, when one's last
-        response is older than ``SEEN_WAIT_S`` (it is not fetching them now), or when
-        no such response came within ``SEEN_WAIT_S``."""
+        """The worker's high watermarks of every partition, from responses to requests
+        sent after ``since_ms``; None when it does not hold them all, when one's last
+        response is older than ``SEEN_IDLE_S`` (it is not fetching them now), or when
+        none such came within ``SEEN_WAIT_S``."""
         if self.seen is None:
             return None
         deadline = time.monotonic() + SEEN_WAIT_S
         while True:
             view = self.seen(topic)
-            if any(p not in view or view[p][0] is None or view[p][1] is None for p in partitions):
+            ends = [view.get(p) for p in partitions]
+            if any(end is None or end.high is None or end.response_ms is None for end in ends):
                 return None
-            last = [view[p][1] for p in partitions]
-            if min(last) >= since_ms:  # type: ignore[type-var]
-                return {p: int(view[p][0]) for p in partitions}  # type: ignore[arg-type]
-            if time.monotonic() >= deadline or time.time() * 1000.0 - min(last) > SEEN_WAIT_S * 1000.0:  # type: ignore[operator]
+            highs = answered_after(view, partitions, since_ms)
+            if highs is not None:
+                return highs
+            oldest = min(end.response_ms for end in ends)  # type: ignore[union-attr,type-var]
+            if time.monotonic() >= deadline or time.time() * 1000.0 - oldest > SEEN_IDLE_S * 1000.0:
                 return None
             await asyncio.sleep(SEEN_POLL_S)
 
     async def _fresh(self, topic: str, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
                      since_ms: float) -> dict[int, int]:
         deadline = time.monotonic() + self.max_wait_s
+        partitions = [tp.partition for tp in tps]
         while True:
-            await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought
-            highs = {tp: consumer.highwater(tp) for tp in tps}
-            fresh = all((consumer.last_poll_timestamp(tp) or 0) >= since_ms for tp in tps)
-            if fresh and all(h is not None for h in highs.values()):
+            await consumer.getmany(timeout_ms=0)  # drain what the fetcher brought: a partition holding records is not fetched
+            view = fetched_ends(consumer, topic)
+            highs = answered_after(view, partitions, since_ms)
+            if highs is not None:
                 break
             if time.monotonic() >= deadline:  # never hang a caller on the broker: use what is known
                 log.warning("no fresh high watermarks of %s within %.1f s; using older ones", topic, self.max_wait_s)
-                highs = {tp: high if high is not None else self.known.get(tp, 0) for tp, high in highs.items()}
+                highs = {p: end.high if (end := view.get(p)) is not None and end.high is not None else self.known.get(p, 0)
+                         for p in partitions}
                 break
             await asyncio.sleep(self.fetch_max_wait_ms / 1000.0)
-        self.known.update(highs)  # type: ignore[arg-type]
-        for tp, high in highs.items():
-            if await consumer.position(tp) < high:  # type: ignore[operator]
-                consumer.seek(tp, high)  # type: ignore[arg-type]
-        return {tp.partition: int(high) for tp, high in highs.items()}  # type: ignore[arg-type]
+        self.known.update(highs)
+        for tp in tps:
+            if await consumer.position(tp) < highs[tp.partition]:
+                consumer.seek(tp, highs[tp.partition])
+        return highs
 
     def report(self) -> str | None:
         """How the calls since the last report were answered; None when there were none."""

@@ -38,7 +38,7 @@ from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
 from streamer.records import SourceRecord
-from streamer.worker.highwater import fetched_ends
+from streamer.worker.highwater import FetchedEnd, fetched_ends
 
 SCHEME = "streamer-kafka"
 YIELD_EVERY = 8  # runs delivered between two turns given to the rest of the loop
@@ -94,7 +94,7 @@ class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    def fetched_ends(self, topic: str) -> dict[int, tuple[int | None, int | None]]:
+    def fetched_ends(self, topic: str) -> dict[int, FetchedEnd]:
         """``streamer.worker.highwater.fetched_ends`` of this consumer; empty while it is
         not running."""
         consumer = getattr(self._thread, "_consumer", None)

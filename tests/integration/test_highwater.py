@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.run import produce
 from streamer.embedded import EmbeddedBroker
-from streamer.worker.highwater import SEEN_WAIT_S, FetchedHighWatermarks, fetched_ends
+from streamer.worker.highwater import SEEN_IDLE_S, FetchedEnd, FetchedHighWatermarks, fetched_ends
 from streamer.worker.topics import assign_topic
 
 pytestmark = pytest.mark.kafka
@@ -96,7 +96,7 @@ class WorkerConsumer:
         await self.consumer.start()
         self.consumer.assign((await assign_topic(self.consumer, self.topic))[: self.partitions])
         self._taking = asyncio.ensure_future(self._take())
-        while any(last is None for _, last in self.seen(self.topic).values()):  # fetching, as a running worker is
+        while any(end.request_ms is None for end in self.seen(self.topic).values()):  # fetching, as a running worker is
             await asyncio.sleep(0.01)
         return self
 
@@ -110,7 +110,7 @@ class WorkerConsumer:
         while True:
             await self.consumer.getmany(timeout_ms=100)
 
-    def seen(self, topic: str) -> dict[int, tuple[int | None, int | None]]:
+    def seen(self, topic: str) -> dict[int, FetchedEnd]:
         return fetched_ends(self.consumer, topic)
 
 
@@ -165,9 +165,9 @@ def test_a_worker_not_fetching_the_partitions_now_is_not_waited_for(broker: Embe
 
     looked: list[str] = []
 
-    def stale(asked: str) -> dict[int, tuple[int | None, int | None]]:
+    def stale(asked: str) -> dict[int, FetchedEnd]:
         looked.append(asked)
-        return {0: (0, 1), 1: (0, 1)}  # responses long ago
+        return {0: FetchedEnd(0, 1, 0.0), 1: FetchedEnd(0, 1, 0.0)}  # responses long ago
 
     async def asked() -> tuple[dict[int, int], int]:
         fetched = FetchedHighWatermarks(bootstrap, seen=stale)
@@ -184,12 +184,14 @@ def test_a_worker_not_fetching_the_partitions_now_is_not_waited_for(broker: Embe
 
 
 def test_a_worker_whose_next_response_does_not_come_is_waited_for_briefly(broker: EmbeddedBroker, topic: str) -> None:
-    """Its last responses are recent but no newer one comes: fetched after ``SEEN_WAIT_S``."""
+    """Its last responses are recent but no newer one comes: fetched once they are
+    ``SEEN_IDLE_S`` old."""
     bootstrap = broker.bootstrap_servers
     frozen: list[float] = []
 
-    def stopped(asked: str) -> dict[int, tuple[int | None, int | None]]:
-        return {0: (0, int(frozen[0])), 1: (0, int(frozen[0]))}  # just before the call, then nothing
+    def stopped(asked: str) -> dict[int, FetchedEnd]:
+        last = FetchedEnd(0, int(frozen[0]), frozen[0] - 5.0)
+        return {0: last, 1: last}  # just before the call, then nothing
 
     async def asked() -> tuple[dict[int, int], float, int, int]:
         fetched = FetchedHighWatermarks(bootstrap, seen=stopped)
@@ -206,4 +208,48 @@ def test_a_worker_whose_next_response_does_not_come_is_waited_for_briefly(broker
 
     highs, took, fetches, answered = asyncio.run(asked())
     assert sum(highs.values()) == 30 and fetches == 2 and answered == 0
-    assert took >= SEEN_WAIT_S
+    assert took >= SEEN_IDLE_S - 0.0025  # its last response was up to 2 ms old when the call began
+
+
+def test_a_response_to_a_request_sent_before_the_call_is_not_taken(broker: EmbeddedBroker, topic: str) -> None:
+    """A response that came after the call began may answer a request sent before it (a
+    broker may read the watermark when a request comes, then hold it): the worker's next
+    response, to a request sent after, is taken."""
+    looks: list[dict[int, FetchedEnd]] = []
+
+    def worker_view(asked: str) -> dict[int, FetchedEnd]:
+        now = time.time() * 1000.0
+        if not looks:  # a response after the call began, to the request in flight before it
+            looks.append({0: FetchedEnd(10, int(now) + 1, now - 4.0), 1: FetchedEnd(10, int(now) + 1, now - 4.0)})
+        elif len(looks) == 1:  # the next one
+            looks.append({0: FetchedEnd(17, int(now) + 1, now), 1: FetchedEnd(13, int(now) + 1, now)})
+        return looks[-1]
+
+    async def asked() -> tuple[dict[int, int], int, int]:
+        fetched = FetchedHighWatermarks(broker.bootstrap_servers, seen=worker_view)
+        try:
+            await fetched._consumer(topic)  # noqa: SLF001  (started, so that the call's looks are the ones above)
+            return await fetched.highwaters(topic), fetched.answered_by_worker, fetched.fetched
+        finally:
+            await fetched.close()
+
+    highs, answered, fetches = asyncio.run(asked())
+    assert highs == {0: 17, 1: 13} and (answered, fetches) == (1, 0)
+
+
+def test_the_time_a_fetch_request_went_is_recorded(broker: EmbeddedBroker, topic: str) -> None:
+    """Per partition, the request behind its latest response went after what came before
+    it and before that response came."""
+    async def fetched_twice() -> tuple[float, list[FetchedEnd], list[FetchedEnd]]:
+        async with WorkerConsumer(broker.bootstrap_servers, topic) as worker:
+            before = list(worker.seen(topic).values())
+            began = time.time() * 1000.0
+            await asyncio.sleep(0.05)  # the worker fetches every 5 ms
+            return began, before, list(worker.seen(topic).values())
+
+    began, before, after = asyncio.run(fetched_twice())
+    assert len(after) == 2
+    for end in after:
+        assert end.request_ms is not None and end.response_ms is not None
+        assert began <= end.request_ms <= end.response_ms + 1  # response times are whole milliseconds
+    assert all(end.request_ms is not None and end.request_ms < began for end in before)
