@@ -5,7 +5,7 @@ the step that one returns; a worker runs a batch's first step while the previous
 second one runs, and its second while the previous batch's third runs):
 
 1. decode → read card and terminal state and the clocks' stream progress (one round
-   trip, while the label topic's high watermarks are fetched; the cards this worker
+   trip, while both clocks' high watermarks are fetched; the cards this worker
    holds come from its ``CardCache``; Redis counts the terminals' windows,
    ``TerminalCounts``) → the 15 features per transaction, in arrival
    order → write the batch's transactions, their rows (for a sequence model) and the
@@ -246,22 +246,26 @@ class FraudPipeline:
     async def _read(self, transactions: Sequence[Transaction], progress: StreamProgress) -> tuple[FeatureBatch, bool]:
         """The batch's features once every label up to its newest transaction is stored
         (or the wait ran out), and whether another partition's transactions may be
-        missing from its terminal features (``partial_state``)."""
+        missing from its terminal features (``partial_state``). Both clocks' high
+        watermarks are asked for at once, while the state is read (``fetch_ahead``):
+        each waits for a fetch request sent after it, a few milliseconds."""
         newest = max(tx.ts for tx in transactions)
-        topics = [clock.topic for clock in (self.label_clock, self.transaction_clock) if clock is not None]
-        highwaters = self.label_clock.fetch_ahead() if self.label_clock is not None else None
+        clocks = [clock for clock in (self.label_clock, self.transaction_clock) if clock is not None]
+        ahead = {clock.topic: clock.fetch_ahead() for clock in clocks}
         try:
-            batch = await self.features.rows(transactions, topics)
+            batch = await self.features.rows(transactions, [clock.topic for clock in clocks])
             if self.label_clock is not None and await self.label_clock.lagging(
-                    newest, batch.progress[self.label_clock.topic], highwaters):
+                    newest, batch.progress[self.label_clock.topic], ahead[self.label_clock.topic]):
                 await self.label_clock.wait_until(newest)
-                batch = await self.features.rows(transactions, topics)  # with those labels
+                batch = await self.features.rows(transactions, [clock.topic for clock in clocks])  # with those labels
+            if self.transaction_clock is None:
+                return batch, False
+            lagging = await self.transaction_clock.lagging(newest, batch.progress[self.transaction_clock.topic],
+                                                           ahead[self.transaction_clock.topic])
         finally:
-            if highwaters is not None:
-                highwaters.cancel()
-        if self.transaction_clock is None:
-            return batch, False
-        lagging = await self.transaction_clock.lagging(newest, batch.progress[self.transaction_clock.topic])
+            for highwaters in ahead.values():
+                if highwaters is not None:
+                    highwaters.cancel()
         return batch, any(p not in progress.partitions for p in lagging)  # this batch's own are stored in order
 
     def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,

@@ -142,3 +142,36 @@ async def test_a_batch_whose_labels_are_stored_reads_the_progress_with_its_state
         await pipeline.process([transaction(0, offset, T0 + offset)])
     assert store.progress_reads == 0  # no round trip of its own
     assert brokers.calls == 3  # nothing at or past the batch's time stored: the broker is asked each time
+
+
+class OverlapBrokers(Brokers):
+    """Records how many asks were in flight at once."""
+
+    def __init__(self, highs: dict[int, int]) -> None:
+        super().__init__(highs)
+        self.in_flight = 0
+        self.most_at_once = 0
+
+    async def highwaters(self, topic: str) -> dict[int, int]:
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)  # a fetch request sent after the ask, held by the broker
+            return dict(self.highs)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_both_clocks_ask_the_broker_at_once_while_the_state_is_read() -> None:
+    from streamer.inference.fraud_scorer import FraudScorer
+    from streamer.pipeline.fraud import FraudPipeline
+
+    store = InMemoryStateStore()
+    brokers = OverlapBrokers({0: 0})
+    settings = Settings()
+    pipeline = FraudPipeline(FraudScorer(settings.models.fraud), store, settings,
+                             label_clock=EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1),
+                             transaction_clock=EventClock(store, "transactions", brokers, slack_s=7 * 86400))
+    (score, *_) = await pipeline.process([transaction(0, 0, T0)])
+    assert brokers.most_at_once == 2  # the transactions' ask did not wait for the labels' to end
+    assert "partial_state" not in orjson.loads(score.value)
