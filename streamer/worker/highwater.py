@@ -72,8 +72,10 @@ def request_times(consumer: AIOKafkaConsumer) -> dict[TopicPartition, float]:
     """When the fetch request behind each partition's latest response was sent (ms since
     the epoch), for responses from the first call on. Wraps the consumer's fetcher's
     request handler (aiokafka's private ``Fetcher._proc_fetch_request``, the same in
-    every version ``pyproject.toml`` allows) once; the consumer must have started."""
+    every version ``pyproject.toml`` allows) once; empty until the consumer has started."""
     fetcher = consumer._fetcher  # noqa: SLF001
+    if fetcher is None:  # not started: it has no fetcher yet
+        return {}
     times: dict[TopicPartition, float] | None = getattr(fetcher, REQUEST_TIMES, None)
     if times is None:
         times = {}

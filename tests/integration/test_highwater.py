@@ -253,3 +253,19 @@ def test_the_time_a_fetch_request_went_is_recorded(broker: EmbeddedBroker, topic
         assert end.request_ms is not None and end.response_ms is not None
         assert began <= end.request_ms <= end.response_ms + 1  # response times are whole milliseconds
     assert all(end.request_ms is not None and end.request_ms < began for end in before)
+
+
+def test_a_consumer_not_started_has_no_request_times(broker: EmbeddedBroker, topic: str) -> None:
+    """A worker's view is asked for while its consumer starts: empty, no error."""
+    async def before_and_after() -> tuple[dict[int, FetchedEnd], dict[int, FetchedEnd]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False)
+        before = fetched_ends(consumer, topic)
+        await consumer.start()
+        try:
+            await assign_topic(consumer, topic)
+            return before, fetched_ends(consumer, topic)
+        finally:
+            await consumer.stop()
+
+    before, after = asyncio.run(before_and_after())
+    assert before == {} and sorted(after) == [0, 1]
