@@ -251,13 +251,14 @@ class FraudPipeline:
         each waits for a fetch request sent after it, a few milliseconds."""
         newest = max(tx.ts for tx in transactions)
         clocks = [clock for clock in (self.label_clock, self.transaction_clock) if clock is not None]
+        topics = [clock.topic for clock in clocks]
         ahead = {clock.topic: clock.fetch_ahead() for clock in clocks}
         try:
-            batch = await self.features.rows(transactions, [clock.topic for clock in clocks])
+            batch = await self.features.rows(transactions, topics)
             if self.label_clock is not None and await self.label_clock.lagging(
                     newest, batch.progress[self.label_clock.topic], ahead[self.label_clock.topic]):
                 await self.label_clock.wait_until(newest)
-                batch = await self.features.rows(transactions, [clock.topic for clock in clocks])  # with those labels
+                batch = await self.features.rows(transactions, topics)  # with those labels
             if self.transaction_clock is None:
                 return batch, False
             lagging = await self.transaction_clock.lagging(newest, batch.progress[self.transaction_clock.topic],

@@ -14,8 +14,8 @@ acknowledged before the call). aiokafka records when a response came, not when i
 request went, so ``request_times`` records that.
 
 A worker's own consumer fetches its partitions continuously, and every fetch response
-carries their high watermarks too (``seen``: the worker's view, partition -> high
-watermark and when its last response came). When the worker holds every partition of
+carries their high watermarks too (``seen``: the worker's view, partition ->
+``FetchedEnd``). When the worker holds every partition of
 the topic and is fetching them at its usual pace, a caller waits for the worker's next
 responses instead (up to ``SEEN_WAIT_S``; they come every few milliseconds): the same
 guarantee, without a fetch of its own. Each of those fetches wakes the broker, and on
@@ -163,8 +163,7 @@ class FetchedHighWatermarks:
 
     async def highwaters(self, topic: str) -> dict[int, int]:
         """High watermarks from responses to fetch requests sent after this call began,
-        so that everything appended before the caller saw its own
-        input is counted: the
+        so that everything appended before the caller saw its own input is counted: the
         worker's own when it holds every partition (``seen``), else this one's."""
         since_ms = time.time() * 1000.0
         consumer, tps = await self._consumer(topic)
