@@ -136,10 +136,11 @@ def click_histories(n: int) -> list[list[str]]:
 
 def fresh_settings(base: Settings, batch: int) -> Settings:
     """Topics, group and Redis namespace of their own, and batches of ``batch``. A batch
-    of one is the naive way, one event at a time: one lane, not one event per lane."""
+    of one is the naive way, one event at a time: one lane, not one event per lane, and
+    no backlog batches."""
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(**{f.name: f"bench-{getattr(TopicSettings(), f.name)}-{tag}" for f in dataclasses.fields(TopicSettings)})
-    batching = {"max_size": batch, **({"lanes": 1} if batch == 1 else {})}
+    batching = {"max_size": batch, **({"lanes": 1, "backlog_size": 1} if batch == 1 else {})}
     return dataclasses.replace(base, topics=topics).replace(
         kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch=batching)
 
@@ -466,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)]),
             "batch_size": batch,
+            "backlog_batch_size": max(base.batch.backlog_size, batch),
         }
         print("ceilings ...", flush=True)
         results["model_alone"] = model_ceiling(base, batch, n_clicks)

@@ -121,7 +121,13 @@ class BatchSettings:
     """STREAMER_BATCH_MAX_SIZE: a micro-batch closes at this many events... (it fills only
     while the worker is behind. On the 2-core benchmark machine 1,024 drained a backlog
     1.14x faster, but near saturation (3,000 transactions/s) its p99 was 1.4-1.6x higher:
-    docs/benchmarks.md, 2026-12-03. A backfill-only deployment can set 1024.)"""
+    docs/benchmarks.md, 2026-12-03; hence ``backlog_size`` for backlogs.)"""
+    backlog_size: int = 2048
+    """STREAMER_BATCH_BACKLOG_SIZE: ...unless this many events or more are already waiting
+    in the worker (a backlog: a restart, a rebalance, a replay or backfill, a worker that
+    fell behind): the batch then takes this many, and the backlog drains faster (each
+    batch's fixed costs shared by more events: docs/benchmarks.md, 2026-12-04 from 19:51).
+    Events that arrive in real time never wait for it. At most ``max_size``: off."""
     max_wait_ms: int = 5
     """STREAMER_BATCH_MAX_WAIT_MS: ...or once its oldest event has waited this long, whichever
     comes first (a busy stream fills batches while the previous one is processed, so a short

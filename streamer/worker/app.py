@@ -270,7 +270,7 @@ def build_app(runtime: Runtime) -> faust.App:
         broker_heartbeat_interval=max(0.5, kafka.session_timeout_s / 5),
         broker_request_timeout=max(40.0, kafka.session_timeout_s * 2),
         broker_commit_interval=kafka.commit_interval_s,
-        broker_max_poll_records=max(500, settings.batch.max_size * 2),
+        broker_max_poll_records=max(500, 2 * max(settings.batch.max_size, settings.batch.backlog_size)),
         stream_buffer_maxsize=STREAM_BUFFER_RUNS,
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
@@ -308,7 +308,7 @@ def build_app(runtime: Runtime) -> faust.App:
             steps, delivery = (process, deliver) if times is None else timed(process, deliver, times)
             try:
                 async with Batcher(steps, delivery, settings.batch.max_size, settings.batch.lanes, partition_of,
-                                   max_wait_s=within) as batcher:
+                                   max_wait_s=within, backlog_size=settings.batch.backlog_size) as batcher:
                     async for event in stream.events():
                         held.hold(event)
                         await batcher.add(event.value)

@@ -7,6 +7,11 @@ arrived while its last one was in flight. A batch closes once it holds ``max_siz
 events or its oldest event has waited ``max_wait_s``, whichever comes first: at low
 load a batch is what arrived within that wait; under load batches fill up, and the
 work of fetching the next events runs while the lanes wait on Redis and the broker.
+When ``backlog_size`` events or more are already waiting, a batch takes that many
+instead: a backlog (a restart, a rebalance, a replay, a backfill, a worker that fell
+behind), whose events have waited already and go faster in larger batches, each
+batch's fixed costs shared by more events. Events that arrive in real time are never
+held back for it.
 
 A batch goes through four steps: ``process`` (its state read, and what the next batch
 reads written), the ``Infer`` step that ``process`` returns (its models), the ``Finish``
@@ -21,7 +26,8 @@ the previous batch. It finishes once the previous one finished, and is delivered
 the previous one was. Lanes run side by side: while one waits on Redis, another
 computes. Since a key's events are all in one partition, a key's events are all in one
 lane, as they are all in one worker when several share a topic. ``add`` waits while a
-full batch is already waiting in a lane, so the backlog stays in Faust's buffers.
+backlog batch is already waiting in a lane, so the rest of a backlog stays in Faust's
+buffers.
 """
 
 from __future__ import annotations
@@ -67,10 +73,10 @@ async def every_step(infer: Infer[R]) -> R:
 class Batcher(Generic[T, R]):
     def __init__(self, process: Callable[[list[T]], Awaitable[Infer[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
                  max_size: int, lanes: int = 1, lane_of: Callable[[T], int] = lambda item: 0,
-                 max_wait_s: float = 0.0) -> None:
+                 max_wait_s: float = 0.0, backlog_size: int = 0) -> None:
         if lanes < 1:
             raise ConfigurationError(f"STREAMER_BATCH_LANES must be 1 or more, not {lanes}")
-        self.lanes = [Lane(process, deliver, max_size, max_wait_s) for _ in range(lanes)]
+        self.lanes = [Lane(process, deliver, max_size, max_wait_s, backlog_size) for _ in range(lanes)]
         self.lane_of = lane_of
 
     @property
@@ -89,8 +95,8 @@ class Batcher(Generic[T, R]):
         await asyncio.gather(*(lane.stop() for lane in self.lanes))
 
     async def add(self, items: Sequence[T]) -> None:
-        """Queue ``items`` for processing; returns once fewer than a batch are waiting
-        in every lane. Raises what a lane's processing or delivery died of."""
+        """Queue ``items`` for processing; returns once fewer than a backlog batch are
+        waiting in every lane. Raises what a lane's processing or delivery died of."""
         for lane in self.lanes:
             lane.raise_if_dead()
         if len(self.lanes) == 1:
@@ -111,10 +117,12 @@ class Lane(Generic[T, R]):
     the delivery of its last finished one."""
 
     def __init__(self, process: Callable[[list[T]], Awaitable[Infer[R]]], deliver: Callable[[list[T], R], Awaitable[None]],
-                 max_size: int, max_wait_s: float = 0.0) -> None:
+                 max_size: int, max_wait_s: float = 0.0, backlog_size: int = 0) -> None:
         self.process = process
         self.deliver = deliver
         self.max_size = max_size
+        self.backlog_size = max(backlog_size, max_size)
+        """A batch takes this many when at least this many are waiting (``max_size``: never)."""
         self.max_wait_s = max_wait_s
         self.pending: list[T] = []
         self._oldest_arrival = 0.0
@@ -142,11 +150,11 @@ class Lane(Generic[T, R]):
             self._oldest_arrival = asyncio.get_running_loop().time()
         self.pending.extend(items)
         self._arrived.set()
-        if len(self.pending) >= self.max_size:
+        if len(self.pending) >= self.backlog_size:
             self._room.clear()
 
     async def wait_for_room(self) -> None:
-        """Returns once fewer than a batch are waiting; raises what the lane died of."""
+        """Returns once fewer than a backlog batch are waiting; raises what the lane died of."""
         if self._room.is_set():
             return
         assert self.task is not None
@@ -183,12 +191,13 @@ class Lane(Generic[T, R]):
         while True:
             await self._arrived.wait()
             await self._fill()
-            batch, self.pending = self.pending[: self.max_size], self.pending[self.max_size :]
+            size = self.backlog_size if len(self.pending) >= self.backlog_size else self.max_size
+            batch, self.pending = self.pending[:size], self.pending[size:]
             if self.pending:
                 self._arrived.set()  # ``_fill`` may have cleared it
             else:
                 self._arrived.clear()
-            if len(self.pending) < self.max_size:
+            if len(self.pending) < self.backlog_size:
                 self._room.set()
             infer = await self.process(batch)
             if self.inferring is not None:

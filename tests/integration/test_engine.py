@@ -27,6 +27,7 @@ from streamer.records import SCORE_TOLERANCE, SourceRecord
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from streamer.worker.step_times import parse_reports
+from streamer.worker.topics import ensure_topics
 from tests.support import DATA, WorkerProcess, load_jsonl, produce, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -208,9 +209,35 @@ def test_every_click_gets_unseen_recommendations_and_requests_use_the_cache(sett
         assert scores == sorted(scores, reverse=True)
 
 
+def test_a_backlog_goes_in_backlog_batches_with_the_scores_of_small_ones(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    """Transactions waiting before the worker starts (a restart, a backfill) are taken
+    ``backlog_size`` at a time, not ``max_size``; the scores are those of small batches."""
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")
+    values = [orjson.dumps(tx) for tx in sample]
+    settings = settings.replace(batch={"max_size": 20, "backlog_size": 200, "report_s": 0.5})
+    bootstrap = settings.kafka.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, settings.topics.all(), settings.kafka.partitions))
+    asyncio.run(produce(bootstrap, settings.topics.transactions,
+                        [(tx["card_id"].encode(), value) for tx, value in zip(sample, values)]))
+    worker = WorkerProcess(settings, worker_log).start()
+    try:
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, len(sample), timeout_s=90))
+        time.sleep(1.0)  # the last report
+        reported = step_time_reports(worker_log, "score_transactions", wait_s=5)
+    finally:
+        worker.stop()
+    sizes = [parse_reports([line], "score_transactions")["mean_size"] for line in reported]  # type: ignore[index]
+    assert max(sizes) > 20, sizes  # batches larger than max_size were taken
+    streamed = {orjson.loads(r.value)["transaction_id"]: orjson.loads(r.value)["score"] for r in scores}
+    expected = offline_scores(settings, values)  # batches of 100
+    assert set(streamed) == set(expected)
+    for transaction_id, score in expected.items():
+        assert streamed[transaction_id] == pytest.approx(score, abs=SCORE_TOLERANCE)
+
+
 def test_worker_killed_midstream_loses_nothing(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
     sample = load_jsonl(DATA / "transactions_sample.jsonl")
-    settings = settings.replace(batch={"max_size": 50, "max_wait_ms": 20})
+    settings = settings.replace(batch={"max_size": 50, "backlog_size": 50, "max_wait_ms": 20})
     worker = WorkerProcess(settings, worker_log).start()
     bootstrap = settings.kafka.bootstrap_servers
     messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample]
@@ -248,7 +275,7 @@ def test_events_taken_while_a_batch_is_stuck_are_not_committed_before_they_are_a
     import redis
 
     sample = load_jsonl(DATA / "transactions_sample.jsonl")[:400]
-    settings = settings.replace(batch={"max_size": 50}, kafka={"commit_interval_s": 0.5})
+    settings = settings.replace(batch={"max_size": 50, "backlog_size": 50}, kafka={"commit_interval_s": 0.5})
     worker = WorkerProcess(settings, worker_log).start()
     bootstrap = settings.kafka.bootstrap_servers
     messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample]
@@ -275,7 +302,8 @@ def test_workers_joining_and_leaving_midstream_answer_every_event(settings: Sett
     """Two rebalances while a backlog is delivered: a second worker joins, then the first
     stops. Deliveries cut short by a rebalance are fetched again; every event is answered."""
     sample = load_jsonl(DATA / "transactions_sample.jsonl")
-    settings = settings.replace(batch={"max_size": 2}, kafka={"partitions": 4})  # slow: rebalances find work in flight
+    settings = settings.replace(batch={"max_size": 2, "backlog_size": 2},  # slow: rebalances find work in flight
+                                kafka={"partitions": 4})
     bootstrap = settings.kafka.bootstrap_servers
     messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample]
     first = WorkerProcess(settings, worker_log).start()

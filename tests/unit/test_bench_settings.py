@@ -13,11 +13,11 @@ from streamer.events import parse_time
 from streamer.settings import Settings
 
 
-def test_the_naive_agent_has_one_lane_and_the_engine_its_configured_lanes() -> None:
-    base = Settings.from_env({"STREAMER_BATCH_LANES": "2"})
+def test_the_naive_agent_has_one_lane_and_no_backlog_batches_and_the_engine_its_configured_ones() -> None:
+    base = Settings.from_env({"STREAMER_BATCH_LANES": "2", "STREAMER_BATCH_BACKLOG_SIZE": "4096"})
     naive, engine = fresh_settings(base, 1), fresh_settings(base, 512)
-    assert (naive.batch.max_size, naive.batch.lanes) == (1, 1)
-    assert (engine.batch.max_size, engine.batch.lanes) == (512, 2)
+    assert (naive.batch.max_size, naive.batch.lanes, naive.batch.backlog_size) == (1, 1, 1)
+    assert (engine.batch.max_size, engine.batch.lanes, engine.batch.backlog_size) == (512, 2, 4096)
     assert naive.topics.transactions != engine.topics.transactions and naive.redis.namespace != engine.redis.namespace
 
 
