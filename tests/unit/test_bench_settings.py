@@ -109,3 +109,11 @@ def test_the_inference_choices_show_the_int8_graphs_as_the_runtimes_choice_with_
     assert "| ranker asked for the top 10, int8 graph | **9,000** |" in lines
     assert "| ranker asked for the top 10 (what is served), float32 | 7 |" in lines
     assert lines[-2].endswith("HR@10 0.079 / NDCG@10 0.0481 against 0.0791 / 0.0482 in float32.")
+
+
+def test_a_drain_rate_leaves_out_the_first_delivery_whose_events_took_none_of_its_time() -> None:
+    from bench.run import drain_rate
+
+    # three deliveries of 100 outputs, 100 ms apart, each stamped over 5 ms
+    stamps = sorted(1000 + 100 * delivery + i % 5 for delivery in range(3) for i in range(100))
+    assert drain_rate(stamps) == pytest.approx(200 / 0.204)  # not 299 / 0.204
