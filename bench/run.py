@@ -292,7 +292,7 @@ def drain_rate(stamps: Sequence[int]) -> float:
     """Events per second from a drain's output timestamps (ms, sorted): the events
     answered after the first delivery, over the time from it to the last output. The
     first delivery's events were processed before its outputs appeared, so they took no
-    time of that span: counting them would favour large batches (a batch of 2,048 is 7 %
+    time of that span: counting them would favour large batches (a batch of 4,096 is 14 %
     of 30,000). A delivery's outputs are stamped within a few milliseconds, the next
     one's a batch's steps later (tens of milliseconds at least): outputs stamped within
     ``FIRST_DELIVERY_MS`` of the first are taken as the first delivery (a later one that

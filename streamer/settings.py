@@ -122,7 +122,7 @@ class BatchSettings:
     while the worker is behind. On the 2-core benchmark machine 1,024 drained a backlog
     1.14x faster, but near saturation (3,000 transactions/s) its p99 was 1.4-1.6x higher:
     docs/benchmarks.md, 2026-12-03; hence ``backlog_size`` for backlogs.)"""
-    backlog_size: int = 2048
+    backlog_size: int = 4096
     """STREAMER_BATCH_BACKLOG_SIZE: ...unless this many events or more are already waiting
     in the worker (a backlog: a restart, a rebalance, a replay or backfill, a worker that
     fell behind): the batch then takes this many, and the backlog drains faster (each
