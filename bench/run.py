@@ -281,45 +281,26 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=60))
         if len(times) < len(messages):
             raise RuntimeError(f"{kind}: only {len(times)} of {len(messages)} outputs; see {log}")
-        by_partition: dict[int, list[int]] = {}
-        for partition, (_, value) in zip(input_partitions(messages, settings.kafka.partitions), messages):
-            by_partition.setdefault(partition, []).append(times[orjson.loads(value)[id_field]])
-        return drain_rate(list(by_partition.values()))
+        largest = max(settings.batch.max_size, settings.batch.backlog_size)
+        return drain_rate(sorted(times.values()), also_left_out=(workers - 1) * largest)
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
         asyncio.run(delete_namespace(settings.redis))
 
 
-def drain_rate(stamps_by_partition: Sequence[Sequence[int]]) -> float:
-    """Events per second from a drain's output timestamps (ms), grouped by the input
-    partition of the events they answer: the events answered after each partition's
-    first delivery, over the time from the first output to the last. A partition's first
-    delivery answers a batch processed before it appeared (with two workers, each
-    worker's first batch was processed at about the same time), so its events took
-    little or none of that span: counting them would favour large batches (a batch of
-    4,096 is 14 % of 30,000). A delivery's outputs are stamped within a few milliseconds,
-    the next one's a batch's steps later (tens of milliseconds at least): outputs stamped
-    within ``FIRST_DELIVERY_MS`` of their partition's first are taken as its first
-    delivery (a later one that close would only make the rate lower)."""
-    counted, first, last = 0, None, None
-    for stamps in stamps_by_partition:
-        ordered = sorted(stamps)
-        if not ordered:
-            continue
-        counted += len(ordered) - bisect.bisect_right(ordered, ordered[0] + FIRST_DELIVERY_MS)
-        first = ordered[0] if first is None else min(first, ordered[0])
-        last = ordered[-1] if last is None else max(last, ordered[-1])
-    if first is None or last is None:
-        return 0.0
-    return max(counted, 1) / max((last - first) / 1000.0, 1e-3)
-
-
-def input_partitions(messages: Sequence[Message], partitions: int) -> list[int]:
-    """The partition each message goes to in a topic of ``partitions`` (``produce``'s
-    partitioner, by key)."""
-    partitioner = DefaultPartitioner()
-    every = list(range(partitions))
-    return [partitioner(key, every, every) for key, _ in messages]
+def drain_rate(stamps: Sequence[int], also_left_out: int = 0) -> float:
+    """Events per second from a drain's output timestamps (ms, sorted): the events
+    answered after the first delivery, over the time from it to the last output. The
+    first delivery's events were processed before its outputs appeared, so they took no
+    time of that span: counting them would favour large batches (a batch of 4,096 is 14 %
+    of 30,000). A delivery's outputs are stamped within a few milliseconds, the next
+    one's a batch's steps later (tens of milliseconds at least): outputs stamped within
+    ``FIRST_DELIVERY_MS`` of the first are taken as the first delivery (a later one that
+    close would only make the rate lower). ``also_left_out`` events are not counted
+    either: with several workers, the first batch of each of the others, processed beside
+    the first one's (``drain`` leaves out a largest batch for each)."""
+    first = bisect.bisect_right(stamps, stamps[0] + FIRST_DELIVERY_MS)
+    return max(len(stamps) - first - also_left_out, 1) / max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
 
 
 def events_offered(rates: list[float], seconds: float) -> int:

@@ -62,23 +62,3 @@ async def test_a_steady_state_drain_starts_from_the_state_a_worker_would_have_st
     assert stored.rows == expected.rows
     assert any(row[3] > 1 for row in stored.rows)  # the cards' windows hold the history
 
-
-async def test_input_partitions_are_where_the_benchmarks_producer_sends(broker: EmbeddedBroker) -> None:
-    """``drain_rate`` groups a drain's outputs by the partition of the events they answer."""
-    import uuid
-
-    from bench.run import input_partitions, produce
-    from streamer.worker.topics import delete_topics, ensure_topics
-    from tests.support import read_topic
-
-    topic = f"partitions-{uuid.uuid4().hex[:8]}"
-    messages = [(f"card-{i}".encode(), orjson.dumps({"i": i})) for i in range(200)]
-    await ensure_topics(broker.bootstrap_servers, [topic], 4)
-    try:
-        await produce(broker.bootstrap_servers, topic, messages)
-        records = await read_topic(broker.bootstrap_servers, topic, len(messages), timeout_s=30)
-    finally:
-        await delete_topics(broker.bootstrap_servers, [topic])
-    landed = {orjson.loads(r.value)["i"]: r.partition for r in records}
-    assert [landed[i] for i in range(len(messages))] == input_partitions(messages, 4)
-    assert len(set(landed.values())) == 4
