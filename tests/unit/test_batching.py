@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -326,47 +328,50 @@ async def test_events_that_waited_while_a_batch_ran_go_without_waiting_again() -
         pipeline.release.set()
 
 
-async def test_a_backlog_goes_in_backlog_batches_and_add_waits_only_once_a_backlog_batch_is_waiting() -> None:
-    pipeline = SlowPipeline()
-    async with Batcher(pipeline, delivered, max_size=3, backlog_size=8) as batcher:
+@contextlib.asynccontextmanager
+async def busy(pipeline: SlowPipeline, **sizes: int) -> AsyncIterator[Batcher[int, None]]:
+    """A batcher whose first batch, ``[0]``, is in its first step until released."""
+    async with Batcher(pipeline, delivered, **sizes) as batcher:
         await batcher.add([0])
         await pipeline.started.wait()
+        yield batcher
+
+
+async def release(pipeline: SlowPipeline, batches: int) -> None:
+    for _ in range(batches):
+        pipeline.release.set()
+        await settle()
+
+
+async def test_a_backlog_goes_in_backlog_batches_and_add_waits_only_once_a_backlog_batch_is_waiting() -> None:
+    pipeline = SlowPipeline()
+    async with busy(pipeline, max_size=3, backlog_size=8) as batcher:
         await batcher.add([1, 2, 3, 4, 5])  # more than a batch but less than a backlog batch: no wait
         blocked = asyncio.ensure_future(batcher.add([6, 7, 8, 9, 10, 11]))
         await settle()
         assert not blocked.done()  # eleven waiting, a backlog batch and more: the caller waits
-        pipeline.release.set()
-        await settle()
+        await release(pipeline, 1)
         assert blocked.done() and pipeline.batches == [[0], [1, 2, 3, 4, 5, 6, 7, 8]]
-        pipeline.release.set()
-        await settle()
+        await release(pipeline, 1)
         assert pipeline.batches == [[0], [1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11]]
         pipeline.release.set()
 
 
 async def test_fewer_than_a_backlog_batch_waiting_go_in_batches_of_max_size() -> None:
     pipeline = SlowPipeline()
-    async with Batcher(pipeline, delivered, max_size=3, backlog_size=8) as batcher:
-        await batcher.add([0])
-        await pipeline.started.wait()
+    async with busy(pipeline, max_size=3, backlog_size=8) as batcher:
         await batcher.add([1, 2, 3, 4, 5, 6, 7])
-        for _ in range(3):
-            pipeline.release.set()
-            await settle()
+        await release(pipeline, 3)
         assert pipeline.batches == [[0], [1, 2, 3], [4, 5, 6], [7]]
         pipeline.release.set()
 
 
 async def test_a_backlog_size_below_max_size_changes_nothing() -> None:
     pipeline = SlowPipeline()
-    async with Batcher(pipeline, delivered, max_size=3, backlog_size=2) as batcher:
-        await batcher.add([0])
-        await pipeline.started.wait()
+    async with busy(pipeline, max_size=3, backlog_size=2) as batcher:
         blocked = asyncio.ensure_future(batcher.add([1, 2, 3, 4]))
         await settle()
         assert not blocked.done()
-        for _ in range(2):
-            pipeline.release.set()
-            await settle()
+        await release(pipeline, 2)
         assert pipeline.batches == [[0], [1, 2, 3], [4]]
         pipeline.release.set()
