@@ -481,17 +481,17 @@ def main(argv: list[str] | None = None) -> int:
         offered = int(sum(rates) * 8) + len(rates)  # each rate's first message waits for its worker
         tx_messages, click_messages = transactions(n_tx + offered), clicks(n_clicks + offered)
         batch = base.batch.max_size
+        backlog = max(base.batch.backlog_size, batch)
         results: dict[str, object] = {
             "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)]),
             "batch_size": batch,
-            "backlog_batch_size": max(base.batch.backlog_size, batch),
+            "backlog_batch_size": backlog,
+            "model_batch_size": backlog,  # a drain's batches are backlog batches: the models alone run at that size
         }
-        # the drains' batches are backlog batches: the models alone run at that size
-        results["model_batch_size"] = results["backlog_batch_size"]
         print("ceilings ...", flush=True)
-        results["model_alone"] = model_ceiling(base, results["backlog_batch_size"], n_clicks)  # type: ignore[arg-type]
+        results["model_alone"] = model_ceiling(base, backlog, n_clicks)
         results["bare_loop_per_s"] = spread([asyncio.run(bare_loop(broker.bootstrap_servers, tx_messages[:n_tx])) for _ in range(repeats)])
         results["faust_loop_per_s"] = spread([drain(base, "transactions", tx_messages[:n_tx], batch, log, module="bench.faust_loop")
                                               for _ in range(repeats)])
