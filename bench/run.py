@@ -281,14 +281,13 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=60))
         if len(times) < len(messages):
             raise RuntimeError(f"{kind}: only {len(times)} of {len(messages)} outputs; see {log}")
-        largest = max(settings.batch.max_size, settings.batch.backlog_size)
-        return drain_rate(sorted(times.values()), also_left_out=(workers - 1) * largest)
+        return drain_rate(sorted(times.values()), workers)
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
         asyncio.run(delete_namespace(settings.redis))
 
 
-def drain_rate(stamps: Sequence[int], also_left_out: int = 0) -> float:
+def drain_rate(stamps: Sequence[int], workers: int = 1) -> float:
     """Events per second from a drain's output timestamps (ms, sorted): the events
     answered after the first delivery, over the time from it to the last output. The
     first delivery's events were processed before its outputs appeared, so they took no
@@ -296,11 +295,10 @@ def drain_rate(stamps: Sequence[int], also_left_out: int = 0) -> float:
     of 30,000). A delivery's outputs are stamped within a few milliseconds, the next
     one's a batch's steps later (tens of milliseconds at least): outputs stamped within
     ``FIRST_DELIVERY_MS`` of the first are taken as the first delivery (a later one that
-    close would only make the rate lower). ``also_left_out`` events are not counted
-    either: with several workers, the first batch of each of the others, processed beside
-    the first one's (``drain`` leaves out a largest batch for each)."""
+    close would only make the rate lower). With several workers, each one's first batch
+    was processed beside the first one's: as many events again are left out for each."""
     first = bisect.bisect_right(stamps, stamps[0] + FIRST_DELIVERY_MS)
-    return max(len(stamps) - first - also_left_out, 1) / max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
+    return max(len(stamps) - first * workers, 1) / max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
 
 
 def events_offered(rates: list[float], seconds: float) -> int:

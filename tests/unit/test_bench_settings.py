@@ -117,5 +117,5 @@ def test_a_drain_rate_leaves_out_the_first_delivery_whose_events_took_none_of_it
     # three deliveries of 100 outputs, 100 ms apart, each stamped over 5 ms
     stamps = sorted(1000 + 100 * delivery + i % 5 for delivery in range(3) for i in range(100))
     assert drain_rate(stamps) == pytest.approx(200 / 0.204)  # not 299 / 0.204
-    # with a second worker, its first batch (as large as 50 here) is left out as well
-    assert drain_rate(stamps, also_left_out=50) == pytest.approx(150 / 0.204)
+    # with a second worker, its first batch (taken as large as the first delivery) as well
+    assert drain_rate(stamps, workers=2) == pytest.approx(100 / 0.204)
