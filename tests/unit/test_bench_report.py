@@ -32,3 +32,14 @@ def test_the_section_shows_inference_engine_and_load_per_provider(tmp_path: Path
     assert "| cuda | True | False | max_fraud_difference_vs_cpu_fp32 | 0.001724 |" in lines
     assert "| cpu | 9,469 | 12,195 |" in lines and "| cuda | 8,818 | 31,346 |" in lines
     assert "| cuda | clicks | 8,000 | 7,992 | 23.0 | 34.6 | 42.9 | 0 | yes |" in lines
+
+
+def test_the_targets_table_shows_the_drains_of_one_worker_and_of_two(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-m.json").read_text())
+    write_docs(run, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| ≥ 20,000 transactions/s drained | 16,723/s; at steady state 10,757/s; two workers 20,652/s |" in text
+    assert "| ≥ 11,000 clicks/s drained | 17,010/s; two workers 15,519/s |" in text
+    assert "micro-batch size 512, 4,096 from a backlog" in text and "fraud model alone in ONNX Runtime, batch 4,096" in text
