@@ -61,4 +61,3 @@ async def test_a_steady_state_drain_starts_from_the_state_a_worker_would_have_st
     expected = await TransactionFeatures(memory).rows(batch)
     assert stored.rows == expected.rows
     assert any(row[3] > 1 for row in stored.rows)  # the cards' windows hold the history
-
