@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         offered = int(sum(rates) * 8) + len(rates)  # each rate's first message waits for its worker
         tx_messages, click_messages = transactions(n_tx + offered), clicks(n_clicks + offered)
         batch = base.batch.max_size
-        backlog = max(base.batch.backlog_size, batch)
+        backlog = base.batch.largest
         results: dict[str, object] = {
             "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

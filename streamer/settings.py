@@ -145,6 +145,11 @@ class BatchSettings:
     (``streamer.worker.step_times``); and the worker, how its high-watermark checks were
     answered (``streamer.worker.highwater``). 0: never."""
 
+    @property
+    def largest(self) -> int:
+        """The most events one batch takes: a backlog batch, unless that is off."""
+        return max(self.max_size, self.backlog_size)
+
 
 @dataclass(frozen=True)
 class FraudSettings:

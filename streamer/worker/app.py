@@ -270,7 +270,7 @@ def build_app(runtime: Runtime) -> faust.App:
         broker_heartbeat_interval=max(0.5, kafka.session_timeout_s / 5),
         broker_request_timeout=max(40.0, kafka.session_timeout_s * 2),
         broker_commit_interval=kafka.commit_interval_s,
-        broker_max_poll_records=max(500, 2 * max(settings.batch.max_size, settings.batch.backlog_size)),
+        broker_max_poll_records=max(500, 2 * settings.batch.largest),
         stream_buffer_maxsize=STREAM_BUFFER_RUNS,
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,

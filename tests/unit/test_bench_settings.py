@@ -18,6 +18,7 @@ def test_the_naive_agent_has_one_lane_and_no_backlog_batches_and_the_engine_its_
     naive, engine = fresh_settings(base, 1), fresh_settings(base, 512)
     assert (naive.batch.max_size, naive.batch.lanes, naive.batch.backlog_size) == (1, 1, 1)
     assert (engine.batch.max_size, engine.batch.lanes, engine.batch.backlog_size) == (512, 2, 4096)
+    assert (naive.batch.largest, engine.batch.largest) == (1, 4096)
     assert naive.topics.transactions != engine.topics.transactions and naive.redis.namespace != engine.redis.namespace
 
 
