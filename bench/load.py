@@ -5,8 +5,9 @@ for, to one ``streamer worker`` (or ``--workers`` of them in one consumer group)
 rate on topics and workers of its own with the state kept from the rates before (as the
 suite does), for ``--seconds`` each, and prints per rate: the rate the producer achieved,
 p50 / p99 / max from each input record's timestamp to its output record's timestamp
-(read back from the output topic), the inputs with no output, and whether p99 stayed
-below ``--p99-ms``::
+(read back from the output topic), the inputs with no output, whether p99 stayed below
+``--p99-ms``, and where the machine's CPU went meanwhile (``bench.cpu``: the workers,
+the broker, Redis, the producer, the rest)::
 
     python -m bench.load transactions 15000
     python -m bench.load clicks 4000 8000 --seconds 30
@@ -24,6 +25,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.run import ROOT, Message, clicks, events_offered, latency, local_services, transactions
 from streamer.settings import Settings
@@ -31,7 +33,7 @@ from streamer.settings import Settings
 FEEDS = {"transactions": transactions, "clicks": clicks}
 
 
-def verdict(result: dict[str, float], p99_ms: float) -> bool:
+def verdict(result: dict[str, Any], p99_ms: float) -> bool:
     """Whether a rate held: p99 below the limit, every input answered, and the producer
     offering at least 95 % of the rate asked (else the run measured the producer)."""
     return (result["p99_ms"] < p99_ms and result["lost"] == 0
@@ -39,13 +41,13 @@ def verdict(result: dict[str, float], p99_ms: float) -> bool:
 
 
 def load_run(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, p99_ms: float,
-             log: Path, workers: int = 1) -> list[dict[str, float]]:
+             log: Path, workers: int = 1, broker_pid: int | None = None) -> list[dict[str, Any]]:
     """``bench.run.latency`` at ``rates`` with ``workers`` worker processes, from
     ``messages``, each result with ``held`` (``verdict``)."""
     needed = events_offered(rates, seconds)
     if len(messages) < needed:
         raise SystemExit(f"{kind}: {needed:,} events needed, the feed holds {len(messages):,}: offer fewer seconds")
-    results = latency(base, kind, messages, rates, seconds, log, workers)
+    results = latency(base, kind, messages, rates, seconds, log, workers, broker_pid)
     for result in results:
         result["held"] = verdict(result, p99_ms)
     return results
@@ -62,16 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        _, base = local_services(stack)
+        broker, base = local_services(stack)
         messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
-                           args.out.parent / "load-worker.log", args.workers)
+                           args.out.parent / "load-worker.log", args.workers, broker.process.pid if broker.process else None)
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
                                     "workers": args.workers, "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "
               f"{r['lost']:>6}  {'yes' if r['held'] else 'no'}")
+    print("\nCPU while each rate was offered, cores (µs per event answered):")
+    for r in results:
+        cpu = r["cpu"]
+        parts = ", ".join(f"{part} {cores:.2f} ({cpu['us_per_event'].get(part, 0):,.0f})" for part, cores in cpu["cores"].items())
+        print(f"{r['offered']:>10,.0f}/s, {cpu['answered_per_s']:,}/s answered: {parts}")
     return 0 if all(r["held"] for r in results) else 1
 
 

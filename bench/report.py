@@ -92,6 +92,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
             for p in results.get(key, []):
                 lines.append(f"| {kind} | {workers} | {p['offered']:,} | {p['achieved_send_rate']:,} | {p['p50_ms']} "
                              f"| {p['p99_ms']} | {p['max_ms']} |")
+    lines += cpu_section(results)
     lines += ["", "![latency versus offered load](latency.png)", ""]
     tx, cl = results["transactions_drain_per_s"]["median"], results["clicks_drain_per_s"]["median"]
 
@@ -155,6 +156,36 @@ def steps_section(results: dict[str, Any]) -> list[str]:
             "last step and delivery), so a drain goes at the pace of its longest kind of step.", "",
             "| drain | batches | events per batch | first step | models | last step | delivery |",
             "|---|---|---|---|---|---|---|", *rows]
+
+
+CPU_PARTS = ("workers", "broker", "redis", "harness", "other")
+
+
+def cpu_section(results: dict[str, Any]) -> list[str]:
+    """Where the machine's CPU went while each latency rate was offered (``bench.cpu``)."""
+    rows = []
+    for kind in ("transactions", "clicks"):
+        for workers, key in ((1, f"{kind}_latency"), (2, f"{kind}_latency_two_workers")):
+            for p in results.get(key, []):
+                cpu = p.get("cpu")
+                if not cpu:  # a run from before the CPU was read
+                    continue
+                cores, per_event = cpu["cores"], cpu["us_per_event"]
+                parts = " | ".join(f"{cores[part]:.2f} ({per_event.get(part, 0):,.0f})" if part in cores else ""
+                                   for part in CPU_PARTS)
+                total = per_event.get("machine")
+                carried = f"{cpu['machine_cores'] * 1e6 / total:,.0f}" if total else ""
+                rows.append(f"| {kind} | {workers} | {p['offered']:,} | {cpu['answered_per_s']:,} | {parts} "
+                            f"| {cores.get('machine', 0):.2f} of {cpu['machine_cores']} | {carried} |")
+    if not rows:
+        return []
+    return ["", "Where the machine's CPU went while each rate was offered (`bench.cpu`): cores in use, and in",
+            "brackets CPU µs per event answered in that window. *harness* is the producer offering the rate,",
+            "*other* the busy time the named processes leave (the kernel's network work among it). The last",
+            "column is the rate the machine's cores would carry at that CPU per event, every core busy.", "",
+            "| stream | workers | offered/s | answered/s | workers | broker | Redis | harness | other | machine "
+            "| events/s at that cost |",
+            "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
 
 
 def read_soak(results_dir: Path) -> dict[str, Any] | None:

@@ -42,9 +42,10 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -52,6 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench.cpu import benchmark_parts, cpu_times, cpu_use, read_cpu, stolen_share
 from streamer.datasets import BEAUTY, FRAUD_CSV, label_for, read_fraud_csv, read_sequences
 from streamer.embedded import EmbeddedBroker, start_missing_services
 from streamer.events import Click, FraudLabel, Transaction, click_to_json, encode, format_time, transaction_to_json
@@ -308,9 +310,11 @@ def events_offered(rates: list[float], seconds: float) -> int:
 
 
 def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path,
-            workers: int = 1) -> list[dict[str, float]]:
+            workers: int = 1, broker_pid: int | None = None) -> list[dict[str, Any]]:
     """p50 / p99 / max from input timestamp to output timestamp at each offered rate,
-    with ``workers`` worker processes in one consumer group.
+    with ``workers`` worker processes in one consumer group, and where the machine's CPU
+    went while the rate was offered (``bench.cpu``; the broker's part when its
+    ``broker_pid`` is given).
 
     Each rate runs on topics and workers of its own, on state kept from the rates
     before (one Redis namespace, the feed read on): the embedded broker's work per fetch
@@ -324,7 +328,7 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
         for rate in rates:
             settings = fresh_settings(base, batch).replace(redis={"namespace": state.namespace})
             results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, events_offered([rate], seconds))), log,
-                                       workers))
+                                       workers, broker_pid))
             print(f"  {kind} at {rate:,.0f}/s, {workers} worker(s): {results[-1]}", flush=True)
     finally:
         asyncio.run(delete_namespace(state))
@@ -332,24 +336,26 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
 
 
 def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Message], log: Path,
-                workers: int = 1) -> dict[str, float]:
+                workers: int = 1, broker_pid: int | None = None) -> dict[str, Any]:
     """One rate on fresh topics: the first message waits for the workers to be up (for
     two or more, until their group has settled: ``group_settled``), the rest are
-    offered at ``rate``."""
+    offered at ``rate``, the machine's CPU read before and after."""
     topics = settings.topics
     source, sink, id_field = endpoints(topics, kind)
     bootstrap = settings.kafka.bootstrap_servers
     asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
     try:
         with contextlib.ExitStack() as running:
-            for _ in range(workers):
-                running.enter_context(running_worker(settings, log))
+            pids = [running.enter_context(running_worker(settings, log)).pid for _ in range(workers)]
             first, chunk = messages[:1], messages[1:]
             asyncio.run(produce(bootstrap, source, first))
             asyncio.run(output_times(bootstrap, sink, 1, id_field, timeout_s=60))
             if workers > 1:
                 asyncio.run(group_settled(bootstrap, settings.kafka.group_id, workers))
+            parts = benchmark_parts(pids, broker_pid, str(settings.redis.url))
+            before = read_cpu(parts)
             sent = asyncio.run(produce(bootstrap, source, chunk, rate))
+            after = read_cpu(parts)
             ids = [orjson.loads(v)[id_field] for _, v in chunk]
             times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=120))
     finally:
@@ -358,7 +364,13 @@ def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Messa
     achieved = len(chunk) / max(sent[-1] - sent[0], 1e-3)
     return {"offered": rate, "achieved_send_rate": round(achieved),
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "max_ms": round(float(lat.max()), 1), "lost": len(chunk) - len(lat)}
+            "max_ms": round(float(lat.max()), 1), "lost": len(chunk) - len(lat),
+            "cpu": cpu_use(before, after, answered_between(times.values(), before.wall, after.wall))}
+
+
+def answered_between(stamps: Iterable[int], start: float, end: float) -> int:
+    """How many output timestamps (ms) fall between ``start`` and ``end`` (seconds)."""
+    return sum(1 for stamp in stamps if start * 1000.0 <= stamp <= end * 1000.0)
 
 
 def model_ceiling(settings: Settings, batch: int, n_clicks: int, seconds: float = 3.0) -> dict[str, float]:
@@ -436,25 +448,6 @@ def local_services(stack: contextlib.ExitStack) -> tuple[EmbeddedBroker, Setting
     return broker, start_missing_services(base, stack)
 
 
-def cpu_times(stat: Path = Path("/proc/stat")) -> list[int] | None:
-    """The machine's CPU time so far, in ticks, by kind (user, nice, system, idle, iowait,
-    irq, softirq, steal, ...), from the first line of ``/proc/stat``; None off Linux."""
-    try:
-        return [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-
-
-def stolen_share(before: list[int] | None, after: list[int] | None) -> float | None:
-    """The share of the machine's CPU time between two ``cpu_times`` that the hypervisor
-    gave to other guests (steal): a VM's noise, measured. Guest time, already counted in
-    user time, is left out of the total."""
-    if not before or not after or len(before) < 8 or len(after) < 8:
-        return None
-    spent = [b - a for a, b in zip(before[:8], after[:8])]
-    return round(spent[7] / max(sum(spent), 1), 4)
-
-
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values)), "min": round(min(values)), "max": round(max(values)), "runs": len(values)}
 
@@ -517,9 +510,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["transactions_steady_drain_steps"] = parse_reports(reports, AGENTS[kind])
                 print(f"  at steady state {results['transactions_steady_drain_per_s']}", flush=True)
             seconds = 4 if args.quick else 8
-            results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, seconds, log)
+            pid = broker.process.pid if broker.process else None
+            results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, seconds, log, broker_pid=pid)
             # the same feed again, on fresh topics and state
-            results[f"{kind}_latency_two_workers"] = latency(base, kind, messages[n:], two_worker_rates, seconds, log, workers=2)
+            results[f"{kind}_latency_two_workers"] = latency(base, kind, messages[n:], two_worker_rates, seconds, log,
+                                                             workers=2, broker_pid=pid)
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -22,11 +22,31 @@ def test_a_load_run_reads_every_inputs_latency_from_the_output_topic(broker: Emb
                                        redis={"url": redis_url})
     messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in load_jsonl(DATA / "transactions_sample.jsonl")]
 
-    (result,) = load_run(base, "transactions", messages, [200.0], 2.0, 100.0, tmp_path / "worker.log")
+    (result,) = load_run(base, "transactions", messages, [200.0], 2.0, 100.0, tmp_path / "worker.log",
+                         broker_pid=broker.process.pid)
 
     assert result["offered"] == 200.0 and result["lost"] == 0
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["held"] == verdict(result, 100.0)
+    # where the CPU went while the rate was offered: every part read, each one busy
+    cpu = result["cpu"]
+    assert set(cpu["cores"]) == {"workers", "broker", "redis", "harness", "machine", "other"}
+    assert all(cpu["cores"][part] > 0 for part in ("workers", "broker", "redis", "harness", "machine"))
+    assert 100 <= cpu["answered_per_s"] <= 300 and cpu["us_per_event"]["workers"] > 0
+
+
+def test_redis_counts_its_own_cpu_time(redis_url: str) -> None:
+    import redis
+
+    from bench.cpu import redis_cpu_s
+
+    before = redis_cpu_s(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    for _ in range(200):
+        client.eval("local n = 0 for i = 1, 20000 do n = n + i end return n", 0)
+    client.close()
+    assert before is not None and redis_cpu_s(redis_url) > before
+    assert redis_cpu_s("redis://127.0.0.1:1") is None  # nothing listens there
 
 
 def test_a_rate_holds_only_below_the_limit_with_nothing_lost_at_the_rate_asked() -> None:

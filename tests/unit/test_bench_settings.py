@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.run import cpu_times, fresh_settings, stolen_share
+from bench.cpu import cpu_times, stolen_share
+from bench.run import fresh_settings
 from streamer.events import parse_time
 from streamer.settings import Settings
 
@@ -29,7 +30,7 @@ def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monke
 
     calls, deleted = [], []
 
-    def one_rate(settings, kind, rate, messages, log, workers):
+    def one_rate(settings, kind, rate, messages, log, workers, broker_pid):
         calls.append((settings, rate, messages))
         assert workers == 1
         return {"offered": rate}
