@@ -130,6 +130,14 @@ end
 return #KEYS
 """
 
+# The stream progress (KEYS: the hash): ARGV partition, value pairs. A script like the
+# writes before it in the round trip, so that it fails with them when Redis has lost
+# its scripts (``RedisStateStore._execute``).
+SET_PROGRESS = """
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 
 @dataclass
 class Additions:

@@ -4,7 +4,9 @@ A pipeline reads the state of a whole micro-batch in one call and writes it back
 one call; the Redis store turns each call into one pipelined round trip
 (``transaction=False``) of a few Lua script calls, each serving up to
 ``entities_per_call`` cards, terminals or users (``streamer.state.redis_protocol``: the
-client's and the server's cost is per command, not per key). Every write is idempotent and keyed by event id with the
+client's and the server's cost is per command, not per key). The scripts go as bare
+``EVALSHA``s: redis-py's own script calls in a pipeline first ask ``SCRIPT EXISTS``, a
+round trip of its own every time. Every write is idempotent and keyed by event id with the
 event time as score, so replaying an event after a crash changes nothing, and pruning
 follows event time. TTLs only collect keys that went idle (wall-clock housekeeping).
 
@@ -14,7 +16,7 @@ offline replay and training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import NamedTuple, Protocol
@@ -22,6 +24,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from streamer.errors import ConfigurationError, DependencyError
 from streamer.events import Click, FraudLabel, Transaction
@@ -51,6 +54,9 @@ TimeRange = tuple[float, float]
 
 Progress = dict[int, tuple[int, float]]
 """Per partition of a topic: the next offset to store and the latest event time stored."""
+
+Command = tuple[object, ...]
+"""A Redis command and its arguments, as one round trip sends them (``RedisStateStore._execute``)."""
 
 
 @dataclass(frozen=True)
@@ -183,28 +189,48 @@ class RedisStateStore:
         self._count_terminals = self.client.register_script(protocol.COUNT_TERMINALS)
         self._read_users = self.client.register_script(protocol.READ_USERS)
         self._add_many = self.client.register_script(protocol.ADD_MANY)
+        self._set_progress = self.client.register_script(protocol.SET_PROGRESS)
+        self._scripts = [self._set_embeddings, self._read_cards, self._read_terminals, self._count_terminals,
+                         self._read_users, self._add_many, self._set_progress]
 
     @classmethod
     def from_settings(cls, redis: RedisSettings) -> RedisStateStore:
         return cls(str(redis.url), redis.namespace, redis.ttl_days, redis.entities_per_call)
 
-    async def _execute(self, pipe: aioredis.client.Pipeline) -> list[object]:
+    async def _execute(self, commands: Iterable[Command]) -> list[object]:
+        """The replies to ``commands``, sent in one round trip. When Redis does not know a
+        script (it restarted or failed over, or this is the first call), every script is
+        loaded and the round trip made again. No script ran then (they are loaded and
+        lost together), and the stream progress is written by a script too, so nothing
+        that round trip stored can claim state it did not store; every write is
+        idempotent in any case."""
+        commands = list(commands)
         try:
-            return list(await pipe.execute())
+            try:
+                return await self._round_trip(commands)
+            except NoScriptError:
+                for script in self._scripts:
+                    await self.client.script_load(script.script)
+                return await self._round_trip(commands)
         except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
             raise DependencyError(f"redis: {exc}") from exc
 
-    async def _call_per_entity(
-        self, pipe: aioredis.client.Pipeline, script: AsyncScript, entities: Sequence[tuple[list[str], list[object]]],
-        head: Sequence[object] = (),
-    ) -> int:
-        """Queue ``script`` over the entities' keys and arguments, ``entities_per_call`` at
-        a time, each call's ARGV starting with ``head``; returns the number of calls."""
-        calls = protocol.chunks(entities, self.entities_per_call)
-        for chunk in calls:
-            await script(keys=list(chain.from_iterable(entity_keys for entity_keys, _ in chunk)),
-                         args=[*head, *chain.from_iterable(entity_args for _, entity_args in chunk)], client=pipe)
-        return len(calls)
+    async def _round_trip(self, commands: list[Command]) -> list[object]:
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())
+
+    def _script_calls(self, script: AsyncScript, entities: Sequence[tuple[list[str], list[object]]],
+                      head: Sequence[object] = ()) -> list[Command]:
+        """``script`` over the entities' keys and arguments, ``entities_per_call`` at a
+        time, each call's ARGV starting with ``head``: one ``EVALSHA`` per call."""
+        calls = []
+        for chunk in protocol.chunks(entities, self.entities_per_call):
+            call_keys = list(chain.from_iterable(entity_keys for entity_keys, _ in chunk))
+            calls.append(("EVALSHA", script.sha, len(call_keys), *call_keys, *head,
+                          *chain.from_iterable(entity_args for _, entity_args in chunk)))
+        return calls
 
     async def ping(self) -> bool:
         try:
@@ -220,10 +246,9 @@ class RedisStateStore:
         three counts per transaction come back instead of the terminal's month of
         transactions, which at steady state were most of a batch's read."""
         ns = self.ns
-        pipe = self.client.pipeline(transaction=False)
-        for topic in progress_of:  # first: what the state read next holds at least
-            pipe.hgetall(keys.stream_progress(ns, topic))
-        card_calls = await self._call_per_entity(pipe, self._read_cards, [
+        # first: what the state read next holds at least
+        progress_reads: list[Command] = [("HGETALL", keys.stream_progress(ns, topic)) for topic in progress_of]
+        card_calls = self._script_calls(self._read_cards, [
             ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id), keys.card_embedding(ns, card_id)],
              [f"({lo!r}", repr(hi)])
             for card_id, (lo, hi) in cards.items()
@@ -231,20 +256,20 @@ class RedisStateStore:
         ends = terminal_ends or {}
         listed = [terminal_id for terminal_id in terminals if terminal_id not in ends]
         counted = [terminal_id for terminal_id in terminals if terminal_id in ends]
-        listed_calls = await self._call_per_entity(pipe, self._read_terminals, [
+        listed_calls = self._script_calls(self._read_terminals, [
             ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)],
              [f"({terminals[terminal_id][0]!r}", repr(terminals[terminal_id][1])])
             for terminal_id in listed
         ])
-        await self._call_per_entity(pipe, self._count_terminals, [
+        counted_calls = self._script_calls(self._count_terminals, [
             ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)],
              _count_arguments(terminals[terminal_id], ends[terminal_id]))
             for terminal_id in counted
         ], head=[len(WINDOWS_DAYS)])
-        replies: list[list] = await self._execute(pipe)  # type: ignore[assignment]
+        replies: list[list] = await self._execute(chain(progress_reads, card_calls, listed_calls, counted_calls))  # type: ignore[assignment]
         progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
         replies = replies[len(progress_of) :]
-        card_replies = (card for call in replies[:card_calls] for card in call)
+        card_replies = (card for call in replies[:len(card_calls)] for card in call)
         card_state: dict[str, CardState] = {}
         for card_id, reply in zip(cards, card_replies):
             state = card_state[card_id] = CardState()
@@ -252,12 +277,12 @@ class RedisStateStore:
             if len(reply) > 1:
                 state.rows = protocol.rows(reply[1], ROW_WIDTH)
                 state.embedding = decode_embedding(dict(zip(reply[2][::2], reply[2][1::2])))
-        replies = replies[card_calls:]
+        replies = replies[len(card_calls):]
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
-        listed_replies = (terminal for call in replies[:listed_calls] for terminal in call)
+        listed_replies = (terminal for call in replies[:len(listed_calls)] for terminal in call)
         for terminal_id, (tx_reply, fraud_reply) in zip(listed, listed_replies):
             terminal_state[terminal_id] = TerminalHistory.of(protocol.id_entries(tx_reply), protocol.numbered_entries(fraud_reply))
-        counted_replies = (terminal for call in replies[listed_calls:] for terminal in call)
+        counted_replies = (terminal for call in replies[len(listed_calls):] for terminal in call)
         windows = len(WINDOWS_DAYS)
         for terminal_id, (fraud_reply, counts) in zip(counted, counted_replies):
             terminal_state[terminal_id] = TerminalCounts(
@@ -327,16 +352,12 @@ class RedisStateStore:
         by a later one), then the consuming partitions' progress. Redis runs one
         connection's commands in order, so a reader that sees the progress (and reads
         the state after it, as ``read_fraud`` does) sees what it covers."""
-        pipe = self.client.pipeline(transaction=False)
-        await self._call_per_entity(pipe, self._add_many, additions.entities, head=[self.ttl])
-        await self._call_per_entity(pipe, self._set_embeddings, embeddings, head=[self.ttl])
-        if progress is not None:
-            self._write_progress(pipe, progress)
-        await self._execute(pipe)
-
-    def _write_progress(self, pipe: aioredis.client.Pipeline, progress: StreamProgress) -> None:
-        mapping = {str(p): f"{offset}|{ts!r}" for p, (offset, ts) in progress.partitions.items()}
-        pipe.hset(keys.stream_progress(self.ns, progress.topic), mapping=mapping)  # type: ignore[arg-type]
+        commands = self._script_calls(self._add_many, additions.entities, head=[self.ttl])
+        commands += self._script_calls(self._set_embeddings, embeddings, head=[self.ttl])
+        if progress is not None and progress.partitions:
+            commands.append(("EVALSHA", self._set_progress.sha, 1, keys.stream_progress(self.ns, progress.topic),
+                             *chain.from_iterable((p, f"{offset}|{ts!r}") for p, (offset, ts) in progress.partitions.items())))
+        await self._execute(commands)
 
     async def read_progress(self, topic: str) -> Progress:
         try:
@@ -346,12 +367,10 @@ class RedisStateStore:
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         ns = self.ns
-        pipe = self.client.pipeline(transaction=False)
-        await self._call_per_entity(pipe, self._read_users, [
+        replies = (user for call in await self._execute(self._script_calls(self._read_users, [
             ([keys.user_sequence(ns, user_id), keys.user_seen(ns, user_id), keys.user_embedding(ns, user_id)], [])
             for user_id in user_ids
-        ])
-        replies = (user for call in await self._execute(pipe) for user in call)  # type: ignore[attr-defined]
+        ])) for user in call)  # type: ignore[attr-defined]
         states: dict[str, UserState] = {}
         for user_id, (sequence_reply, seen_reply, embedding_reply) in zip(user_ids, replies):
             sequence = sorted((ts, *protocol.split_member(member)) for member, ts in protocol.pairs(sequence_reply))

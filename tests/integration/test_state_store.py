@@ -56,25 +56,80 @@ async def test_transactions_and_frauds_are_read_back_by_event_time_window(store:
     assert progress == {"transactions": {0: (10, T0 + 9 * DAY)}, "fraud-labels": {}}
 
 
+async def _sent(store: RedisStateStore, *calls) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """The commands the client sent while ``calls`` ran (MONITOR; each as ``NAME`` or
+    ``EVALSHA sha``), and those its scripts ran (``NAME``), in the order Redis ran them."""
+    sent: list[str] = []
+    ran: list[str] = []
+    async with store.client.monitor() as monitor:
+        for call in calls:
+            await call()
+        await store.client.ping()
+        while not sent or sent[-1] != "PING":
+            command = await monitor.next_command()
+            words = command["command"].split(" ")
+            if command["client_type"] == "lua":
+                ran.append(words[0].upper())
+                sent.append("(script)")
+            else:
+                sent.append(" ".join(words[:2]).upper() if words[0].upper() in ("EVALSHA", "SCRIPT") else words[0].upper())
+    return sent, ran
+
+
 async def test_a_write_stores_its_progress_after_the_state_it_covers(redis_url: str, namespace: str) -> None:
     """A reader that sees the progress then reads the state (``read_fraud``) must find
     every event the progress covers: Redis runs a connection's commands in order, so
     the progress goes last (checked on the commands Redis ran, through MONITOR)."""
     store = RedisStateStore(redis_url, namespace)
     try:
-        async with store.client.monitor() as monitor:
-            await store.write_fraud([tx(1, T0)], [row(1)], StreamProgress("transactions", {0: (2, T0)}),
-                                    {"c": CachedEmbedding(np.ones(4, dtype=np.float32), T0, "t001", "m")})
-            await store.client.ping()
-            commands: list[str] = []  # those the client sent (not those its scripts ran)
-            while not commands or commands[-1] != "PING":
-                command = await monitor.next_command()
-                if command["client_type"] != "lua":
-                    commands.append(command["command"].split(" ")[0].upper())
+        await store.write_fraud([tx(0, T0)])  # the scripts loaded
+        sent, ran = await _sent(store, lambda: store.write_fraud(
+            [tx(1, T0)], [row(1)], StreamProgress("transactions", {0: (2, T0)}),
+            {"c": CachedEmbedding(np.ones(4, dtype=np.float32), T0, "t001", "m")}))
     finally:
         await store.close()
-    writes = [c for c in commands if c in ("EVALSHA", "EVAL", "HSET")]
-    assert writes == ["EVALSHA", "EVALSHA", "HSET"], commands  # rows, embedding, then progress
+    shas = [c.split(" ")[1].lower() for c in sent if c.startswith("EVALSHA")]
+    assert shas == [store._add_many.sha, store._set_embeddings.sha, store._set_progress.sha], sent  # rows, embedding, progress
+    assert ran[-1] == "HSET" and ran.count("HSET") == 2  # the embedding's and, last of all, the progress
+
+
+async def test_a_round_trip_sends_its_scripts_without_asking_whether_redis_has_them(redis_url: str,
+                                                                                     namespace: str) -> None:
+    """redis-py's own script calls in a pipeline first ask SCRIPT EXISTS, a round trip of
+    its own every time."""
+    store = RedisStateStore(redis_url, namespace)
+    try:
+        await store.write_fraud([tx(0, T0)])
+        sent, _ = await _sent(store, lambda: store.write_fraud([tx(1, T0)], None, StreamProgress("transactions", {0: (2, T0)})),
+                              lambda: store.read_fraud({"c": (T0 - DAY, T0)}, {"t": (T0 - DAY, T0)}, 16, ["transactions"]),
+                              lambda: store.read_users(["u"]))
+    finally:
+        await store.close()
+    assert not [c for c in sent if c.startswith("SCRIPT")], sent
+    # connection set-up aside: the write's two scripts, the read's progress and three scripts, the users' script
+    commands = [c.split(" ")[0] for c in sent if c != "(script)" and c not in ("HELLO", "SELECT", "CLIENT")]
+    assert commands == ["EVALSHA"] * 2 + ["HGETALL"] + ["EVALSHA"] * 3 + ["PING"], sent
+
+
+async def test_scripts_redis_lost_are_loaded_again_and_nothing_lands_before_them(redis_url: str, namespace: str) -> None:
+    """After a restart or a failover Redis may not know the scripts: the round trip fails
+    with NOSCRIPT before any of its writes ran (the progress too is written by a
+    script), the scripts are loaded, and the round trip is made again."""
+    store = RedisStateStore(redis_url, namespace)
+    try:
+        await store.write_fraud([tx(0, T0)])
+        await store.client.script_flush()
+        sent, _ = await _sent(store, lambda: store.write_fraud([tx(1, T0 + 1)], None, StreamProgress("transactions", {0: (2, T0 + 1)})))
+        cards, _, progress = await store.read_fraud({"c": (T0 - DAY, T0 + DAY)}, {}, 0, ["transactions"])
+        await store.client.script_flush()
+        users = await store.read_users(["u"])  # a read the same
+    finally:
+        await store.close()
+    first_load = sent.index("SCRIPT LOAD")
+    assert "(script)" not in sent[:first_load] and sent[:first_load].count("EVALSHA " + store._add_many.sha.upper()) == 1
+    assert sent.count("SCRIPT LOAD") == 7 and "(script)" in sent[first_load:]
+    assert [entry[1] for entry in cards["c"].history.entries] == ["t000", "t001"]
+    assert progress == {"transactions": {0: (2, T0 + 1)}} and users["u"].sequence == []
 
 
 async def test_card_rows_keep_the_latest_in_event_order_without_duplicates(store: StateStore) -> None:
