@@ -171,8 +171,8 @@ def cpu_section(results: dict[str, Any]) -> list[str]:
                 if not cpu:  # a run from before the CPU was read
                     continue
                 cores, per_event = cpu["cores"], cpu["us_per_event"]
-                parts = " | ".join(f"{cores[part]:.2f} ({per_event.get(part, 0):,.0f})" if part in cores else ""
-                                   for part in CPU_PARTS)
+                parts = " | ".join(f"{_rounded(cores[part], 2):.2f} ({_rounded(per_event.get(part, 0), 0):,.0f})"
+                                   if part in cores else "" for part in CPU_PARTS)
                 total = per_event.get("machine")
                 carried = f"{cpu['machine_cores'] * 1e6 / total:,.0f}" if total else ""
                 rows.append(f"| {kind} | {workers} | {p['offered']:,} | {cpu['answered_per_s']:,} | {parts} "
@@ -186,6 +186,11 @@ def cpu_section(results: dict[str, Any]) -> list[str]:
             "| stream | workers | offered/s | answered/s | workers | broker | Redis | harness | other | machine "
             "| events/s at that cost |",
             "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
+
+
+def _rounded(value: float, digits: int) -> float:
+    """``value`` rounded, a negative zero made plain (``other`` is near zero, either side)."""
+    return round(value, digits) + 0.0
 
 
 def read_soak(results_dir: Path) -> dict[str, Any] | None:

@@ -43,3 +43,16 @@ def test_the_targets_table_shows_the_drains_of_one_worker_and_of_two(tmp_path: P
     assert "| ≥ 20,000 transactions/s drained | 16,723/s; at steady state 10,757/s; two workers 20,652/s |" in text
     assert "| ≥ 11,000 clicks/s drained | 17,010/s; two workers 15,519/s |" in text
     assert "micro-batch size 512, 4,096 from a backlog" in text and "fraud model alone in ONNX Runtime, batch 4,096" in text
+
+
+def test_the_docs_of_a_run_that_read_the_cpu_table_it_for_every_rate(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-n.json").read_text())
+    write_docs(run, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith(("| transactions |", "| clicks |")) and " of 2 |" in line]
+    assert len(rows) == 16  # six rates and two with two workers, per stream
+    # other: -0.003 cores, -0.3 µs, shown without a sign
+    assert ("| transactions | 2 | 8,000 | 7,824 | 1.24 (158) | 0.28 (35) | 0.28 (36) | 0.08 (10) | 0.00 (0) "
+            "| 1.88 of 2 | 8,347 |") in rows
