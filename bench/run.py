@@ -17,7 +17,8 @@ all on this machine, and measures in one run:
   publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
 * latency at fixed offered rates: input record timestamp → output record timestamp,
   p50 / p99 / max, at several rates up to saturation, with one worker, and at the rates
-  where one worker nears saturation with two (settled into their group first);
+  where one worker nears saturation with two (settled into their group first); and
+  where the machine's CPU went while each rate was offered (``bench.cpu``);
 * where the engine's drains spent their time: the workers' step-time reports
   (``STREAMER_BATCH_REPORT_S``), each step's mean and longest time per batch.
 
