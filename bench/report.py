@@ -33,9 +33,13 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         two = results.get(f"{kind}_latency_two_workers", [])
         if two:
             ax.plot([p["offered"] for p in two], [p["p99_ms"] for p in two], "D--", label="p99, two workers")
+        naive = results.get(f"{kind}_naive_latency", [])
+        if naive:
+            ax.plot([p["offered"] for p in naive], [p["p99_ms"] for p in naive], "x--", label="p99, naive agent")
         ax.set_xscale("log")
         # the offered rates, not the log scale's ticks; in thousands, so close rates' labels do not touch
-        ax.set_xticks(rates, [f"{r / 1000:g}k" for r in rates])
+        ticks = sorted({*rates, *(p["offered"] for p in naive)})
+        ax.set_xticks(ticks, [f"{r / 1000:g}k" for r in ticks])
         ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_xlabel(f"offered {kind}/s")
@@ -85,10 +89,11 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         if "faust_loop_per_s" in results:
             lines.append(f"| engine ÷ the Faust app alone, {kind} | {engine['median'] / results['faust_loop_per_s']['median']:.0%} | | |")
     lines += steps_section(results)
-    lines += ["", "Latency from the input record's timestamp to the output record's, at fixed offered rates:", "",
+    lines += ["", "Latency from the input record's timestamp to the output record's, at fixed offered rates (workers",
+              "*1, naive*: the naive agent, one event at a time, below and beyond the rate it drains):", "",
               "| stream | workers | offered/s | sent/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|"]
     for kind in ("transactions", "clicks"):
-        for workers, key in ((1, f"{kind}_latency"), (2, f"{kind}_latency_two_workers")):
+        for workers, key in latency_runs(kind):
             for p in results.get(key, []):
                 lines.append(f"| {kind} | {workers} | {p['offered']:,} | {p['achieved_send_rate']:,} | {p['p50_ms']} "
                              f"| {p['p99_ms']} | {p['max_ms']} |")
@@ -161,11 +166,16 @@ def steps_section(results: dict[str, Any]) -> list[str]:
 CPU_PARTS = ("workers", "broker", "redis", "harness", "other")
 
 
+def latency_runs(kind: str) -> tuple[tuple[str, str], ...]:
+    """The latency runs of ``kind`` a result holds: the workers column, the result's key."""
+    return (("1", f"{kind}_latency"), ("2", f"{kind}_latency_two_workers"), ("1, naive", f"{kind}_naive_latency"))
+
+
 def cpu_section(results: dict[str, Any]) -> list[str]:
     """Where the machine's CPU went while each latency rate was offered (``bench.cpu``)."""
     rows = []
     for kind in ("transactions", "clicks"):
-        for workers, key in ((1, f"{kind}_latency"), (2, f"{kind}_latency_two_workers")):
+        for workers, key in latency_runs(kind):
             for p in results.get(key, []):
                 cpu = p.get("cpu")
                 if not cpu:  # a run from before the CPU was read

@@ -11,7 +11,8 @@ all on this machine, and measures in one run:
 * the same for transactions at steady state (``STEADY_FROM``): the first days' drains
   find every terminal window empty, a deployment finds a month in each;
 * the naive way: the same worker with micro-batches of one event (one Redis round
-  trip, one model call and one acknowledged publish per event);
+  trip, one model call and one acknowledged publish per event), drained and at fixed
+  offered rates below and beyond what it drains;
 * ceilings: the model alone in ONNX Runtime at the engine's batch size, a bare
   aiokafka consume → produce loop without a model, and the engine's own Faust app
   publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
@@ -311,17 +312,18 @@ def events_offered(rates: list[float], seconds: float) -> int:
 
 
 def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path,
-            workers: int = 1, broker_pid: int | None = None) -> list[dict[str, Any]]:
+            workers: int = 1, broker_pid: int | None = None, batch: int | None = None) -> list[dict[str, Any]]:
     """p50 / p99 / max from input timestamp to output timestamp at each offered rate,
     with ``workers`` worker processes in one consumer group, and where the machine's CPU
     went while the rate was offered (``bench.cpu``; the broker's part when its
-    ``broker_pid`` is given).
+    ``broker_pid`` is given). Batches of ``batch`` (the configured size by default; 1:
+    the naive way, ``fresh_settings``).
 
     Each rate runs on topics and workers of its own, on state kept from the rates
     before (one Redis namespace, the feed read on): the embedded broker's work per fetch
     grows with how many records a partition holds (docs/benchmarks.md), so on topics
     shared by every rate the later rates would pay for the earlier ones' records."""
-    batch = base.batch.max_size
+    batch = batch or base.batch.max_size
     state = fresh_settings(base, batch).redis
     results = []
     feed = iter(messages)
@@ -330,7 +332,7 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
             settings = fresh_settings(base, batch).replace(redis={"namespace": state.namespace})
             results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, events_offered([rate], seconds))), log,
                                        workers, broker_pid))
-            print(f"  {kind} at {rate:,.0f}/s, {workers} worker(s): {results[-1]}", flush=True)
+            print(f"  {kind} at {rate:,.0f}/s, {workers} worker(s), batches of {batch}: {results[-1]}", flush=True)
     finally:
         asyncio.run(delete_namespace(state))
     return results
@@ -462,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else args.repeats
     n_tx, n_clicks, n_naive = (5000, 5000, 1000) if args.quick else (30000, 20000, 3000)
     rates = [500, 2000] if args.quick else [500, 1000, 2000, 3000, 4000, 8000]
+    # the naive agent's: below its drain rate (about 80 transactions/s, 300 clicks/s here) and beyond it
+    naive_rates = {"transactions": [50] if args.quick else [25, 50, 100],
+                   "clicks": [100] if args.quick else [100, 200, 400]}
     two_worker_rates = [2000] if args.quick else [4000, 8000]  # where one worker nears saturation
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -516,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             # the same feed again, on fresh topics and state
             results[f"{kind}_latency_two_workers"] = latency(base, kind, messages[n:], two_worker_rates, seconds, log,
                                                              workers=2, broker_pid=pid)
+            results[f"{kind}_naive_latency"] = latency(base, kind, messages[n:], naive_rates[kind], seconds, log,
+                                                       broker_pid=pid, batch=1)
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

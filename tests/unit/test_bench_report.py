@@ -56,3 +56,17 @@ def test_the_docs_of_a_run_that_read_the_cpu_table_it_for_every_rate(tmp_path: P
     # other: -0.003 cores, -0.3 µs, shown without a sign
     assert ("| transactions | 2 | 8,000 | 7,824 | 1.24 (158) | 0.28 (35) | 0.28 (36) | 0.08 (10) | 0.00 (0) "
             "| 1.88 of 2 | 8,347 |") in rows
+
+
+def test_the_naive_agents_latency_is_tabled_and_plotted_beside_the_engines(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-n.json").read_text())
+    run["transactions_naive_latency"] = [
+        {"offered": 50, "achieved_send_rate": 50, "p50_ms": 21.0, "p99_ms": 48.5, "max_ms": 60.1, "lost": 0},
+        {"offered": 100, "achieved_send_rate": 100, "p50_ms": 900.0, "p99_ms": 2100.0, "max_ms": 2300.0, "lost": 0}]
+    write_docs(run, tmp_path, tmp_path)
+    lines = (tmp_path / "benchmarks.md").read_text().splitlines()
+    assert "| transactions | 1, naive | 50 | 50 | 21.0 | 48.5 | 60.1 |" in lines
+    assert "| transactions | 1, naive | 100 | 100 | 900.0 | 2100.0 | 2300.0 |" in lines
+    assert (tmp_path / "latency.png").stat().st_size > 0

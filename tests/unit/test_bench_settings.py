@@ -52,6 +52,29 @@ def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monke
     assert first_messages == messages[:11] and second_messages == messages[11:32]
 
 
+def test_the_naive_agents_latency_runs_take_one_event_at_a_time(monkeypatch, tmp_path) -> None:
+    import bench.run as run
+
+    taken = []
+
+    def one_rate(settings, kind, rate, messages, log, workers, broker_pid):
+        taken.append(settings.batch)
+        return {"offered": rate}
+
+    async def delete_namespace(redis):
+        pass
+
+    monkeypatch.setattr(run, "_latency_at", one_rate)
+    monkeypatch.setattr(run, "delete_namespace", delete_namespace)
+    base = Settings.from_env({"STREAMER_BATCH_MAX_SIZE": "256"})
+    messages = [(b"k", str(i).encode()) for i in range(100)]
+    run.latency(base, "clicks", messages, [2.0], 5, tmp_path / "log", batch=1)
+    run.latency(base, "clicks", messages, [2.0], 5, tmp_path / "log")
+    naive, engine = taken
+    assert (naive.max_size, naive.lanes, naive.backlog_size) == (1, 1, 1)
+    assert engine.max_size == 256 and engine.backlog_size == base.batch.backlog_size
+
+
 def test_the_suite_reports_the_share_of_cpu_time_the_hypervisor_stole(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 17 3 0\n")
