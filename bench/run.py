@@ -285,13 +285,16 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=60))
         if len(times) < len(messages):
             raise RuntimeError(f"{kind}: only {len(times)} of {len(messages)} outputs; see {log}")
-        return drain_rate(sorted(times.values()), workers)
+        # each worker's first batch: a backlog batch when its share of the backlog holds one
+        largest = settings.batch.largest
+        first_batch = largest if len(messages) >= workers * largest else settings.batch.max_size
+        return drain_rate(sorted(times.values()), workers, first_batch)
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
         asyncio.run(delete_namespace(settings.redis))
 
 
-def drain_rate(stamps: Sequence[int], workers: int = 1) -> float:
+def drain_rate(stamps: Sequence[int], workers: int = 1, first_batch: int | None = None) -> float:
     """Events per second from a drain's output timestamps (ms, sorted): the events
     answered after the first delivery, over the time from it to the last output. The
     first delivery's events were processed before its outputs appeared, so they took no
@@ -300,8 +303,12 @@ def drain_rate(stamps: Sequence[int], workers: int = 1) -> float:
     one's a batch's steps later (tens of milliseconds at least): outputs stamped within
     ``FIRST_DELIVERY_MS`` of the first are taken as the first delivery (a later one that
     close would only make the rate lower). With several workers, each one's first batch
-    was processed beside the first one's: as many events again are left out for each."""
+    was processed beside the first one's: as many events again are left out for each.
+    Two workers' first deliveries may land within that window together, so the first
+    delivery counts at most ``first_batch`` events, a worker's first batch."""
     first = bisect.bisect_right(stamps, stamps[0] + FIRST_DELIVERY_MS)
+    if first_batch is not None:
+        first = min(first, first_batch)
     return max(len(stamps) - first * workers, 1) / max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
 
 

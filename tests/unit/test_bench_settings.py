@@ -144,3 +144,16 @@ def test_a_drain_rate_leaves_out_the_first_delivery_whose_events_took_none_of_it
     assert drain_rate(stamps) == pytest.approx(200 / 0.204)  # not 299 / 0.204
     # with a second worker, its first batch (taken as large as the first delivery) as well
     assert drain_rate(stamps, workers=2) == pytest.approx(100 / 0.204)
+
+
+def test_two_workers_first_deliveries_landing_together_are_left_out_once() -> None:
+    """Seen in the suite: both workers' first backlog batches (4,096 each) stamped within
+    the first-delivery window, which then held 8,173 outputs; leaving that out once per
+    worker took 16,346 of 20,000 away and gave a third of the rate."""
+    from bench.run import drain_rate
+
+    stamps = sorted([0] * 8192 + [300] * 4096 + [400] * 4096 + [500] * 3616)
+    assert drain_rate(stamps, workers=2, first_batch=4096) == pytest.approx((20000 - 8192) / 0.5)
+    assert drain_rate(stamps, workers=2) == pytest.approx((20000 - 16384) / 0.5)  # without the cap
+    # one worker: its one first delivery is never larger than its first batch
+    assert drain_rate(stamps[4096:], first_batch=4096) == drain_rate(stamps[4096:])
