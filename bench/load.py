@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         broker, base = local_services(stack)
         messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
-                           args.out.parent / "load-worker.log", args.workers, broker.process.pid if broker.process else None)
+                           args.out.parent / "load-worker.log", args.workers, broker.pid)
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
                                     "workers": args.workers, "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")

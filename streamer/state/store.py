@@ -355,8 +355,9 @@ class RedisStateStore:
         commands = self._script_calls(self._add_many, additions.entities, head=[self.ttl])
         commands += self._script_calls(self._set_embeddings, embeddings, head=[self.ttl])
         if progress is not None and progress.partitions:
-            commands.append(("EVALSHA", self._set_progress.sha, 1, keys.stream_progress(self.ns, progress.topic),
-                             *chain.from_iterable((p, f"{offset}|{ts!r}") for p, (offset, ts) in progress.partitions.items())))
+            commands += self._script_calls(self._set_progress, [(
+                [keys.stream_progress(self.ns, progress.topic)],
+                [x for p, (offset, ts) in progress.partitions.items() for x in (p, f"{offset}|{ts!r}")])])
         await self._execute(commands)
 
     async def read_progress(self, topic: str) -> Progress:

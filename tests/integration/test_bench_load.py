@@ -23,7 +23,7 @@ def test_a_load_run_reads_every_inputs_latency_from_the_output_topic(broker: Emb
     messages = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in load_jsonl(DATA / "transactions_sample.jsonl")]
 
     (result,) = load_run(base, "transactions", messages, [200.0], 2.0, 100.0, tmp_path / "worker.log",
-                         broker_pid=broker.process.pid)
+                         broker_pid=broker.pid)
 
     assert result["offered"] == 200.0 and result["lost"] == 0
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
