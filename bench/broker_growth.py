@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20, help="records per record batch")
     args = parser.parse_args(argv)
     with EmbeddedBroker() as broker:
-        assert broker.process is not None
+        pid = broker.pid
+        assert pid is not None  # it runs inside the block
         results = {
             "rate": args.rate, "batch": args.batch,
-            **{name: asyncio.run(steady(broker.bootstrap_servers, broker.process.pid, f"growth-{name}", consume,
+            **{name: asyncio.run(steady(broker.bootstrap_servers, pid, f"growth-{name}", consume,
                                         args.seconds, args.rate, args.batch))
                for name, consume in (("no_consumer", False), ("one_consumer", True))},
         }

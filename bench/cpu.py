@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -134,3 +135,16 @@ def cpu_use(before: CpuReading, after: CpuReading, answered: int, cores: int | N
         "cores": {name: round(s / window, 3) for name, s in spent.items()},
         "us_per_event": {name: round(s * 1e6 / answered, 1) for name, s in spent.items()} if answered else {},
     }
+
+
+def plain(value: float, digits: int) -> float:
+    """``value`` rounded, a negative zero made plain (``other`` is near zero, either side)."""
+    return round(value, digits) + 0.0
+
+
+def cpu_line(cpu: Mapping[str, Any]) -> str:
+    """A ``cpu_use`` result as one line: each part's cores in use (CPU µs per event answered)."""
+    per_event = cpu["us_per_event"]
+    return ", ".join(f"{part} {plain(cores, 2):.2f} ({plain(per_event.get(part, 0), 0):,.0f})"
+                     for part, cores in cpu["cores"].items())
+

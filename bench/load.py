@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import cpu_line
 from bench.run import ROOT, Message, clicks, events_offered, latency, local_services, transactions
 from streamer.settings import Settings
 
@@ -77,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nCPU while each rate was offered, cores (µs per event answered):")
     for r in results:
         cpu = r["cpu"]
-        parts = ", ".join(f"{part} {cores:.2f} ({cpu['us_per_event'].get(part, 0):,.0f})" for part, cores in cpu["cores"].items())
-        print(f"{r['offered']:>10,.0f}/s, {cpu['answered_per_s']:,}/s answered: {parts}")
+        print(f"{r['offered']:>10,.0f}/s, {cpu['answered_per_s']:,}/s answered: {cpu_line(cpu)}")
     return 0 if all(r["held"] for r in results) else 1
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import plain
+
 
 def _row(name: str, stats: dict[str, float], ceiling: float | None = None) -> str:
     share = f"{stats['median'] / ceiling:.0%}" if ceiling else ""
@@ -181,7 +183,7 @@ def cpu_section(results: dict[str, Any]) -> list[str]:
                 if not cpu:  # a run from before the CPU was read
                     continue
                 cores, per_event = cpu["cores"], cpu["us_per_event"]
-                parts = " | ".join(f"{_rounded(cores[part], 2):.2f} ({_rounded(per_event.get(part, 0), 0):,.0f})"
+                parts = " | ".join(f"{plain(cores[part], 2):.2f} ({plain(per_event.get(part, 0), 0):,.0f})"
                                    if part in cores else "" for part in CPU_PARTS)
                 total = per_event.get("machine")
                 carried = f"{cpu['machine_cores'] * 1e6 / total:,.0f}" if total else ""
@@ -196,11 +198,6 @@ def cpu_section(results: dict[str, Any]) -> list[str]:
             "| stream | workers | offered/s | answered/s | workers | broker | Redis | harness | other | machine "
             "| events/s at that cost |",
             "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
-
-
-def _rounded(value: float, digits: int) -> float:
-    """``value`` rounded, a negative zero made plain (``other`` is near zero, either side)."""
-    return round(value, digits) + 0.0
 
 
 def read_soak(results_dir: Path) -> dict[str, Any] | None:

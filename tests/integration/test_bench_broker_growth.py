@@ -15,8 +15,9 @@ pytestmark = pytest.mark.kafka
 @pytest.mark.parametrize("consume", [False, True])
 def test_a_window_reports_the_records_held_and_read_and_the_broker_cpu(broker: EmbeddedBroker, topic: str,
                                                                        consume: bool) -> None:
-    assert broker.process is not None
-    (window,) = asyncio.run(steady(broker.bootstrap_servers, broker.process.pid, topic, consume,
+    pid = broker.pid
+    assert pid is not None
+    (window,) = asyncio.run(steady(broker.bootstrap_servers, pid, topic, consume,
                                    seconds=5.5, rate=400, batch=20))
     assert 1900 <= window["held"] <= 2300  # 400 records/s for the 5 s window
     if consume:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.cpu import TICKS_PER_S, CpuReading, cpu_use, machine_busy_s, process_tree_s
+from bench.cpu import TICKS_PER_S, CpuReading, cpu_line, cpu_use, machine_busy_s, process_tree_s
 from bench.report import cpu_section
 from bench.run import answered_between
 
@@ -61,6 +61,13 @@ def test_cpu_use_gives_cores_and_microseconds_per_answered_event_and_what_the_pa
     # a part that could not be read after (a worker gone) is left out; no events, no µs per event
     use = cpu_use(before, CpuReading(110.0, {"redis": 3.0}), answered=0)
     assert use["cores"] == {"redis": 0.2} and use["us_per_event"] == {}
+
+
+def test_the_printed_line_shows_each_part_and_a_near_zero_other_without_a_sign() -> None:
+    cpu = {"cores": {"workers": 1.084, "broker": 0.316, "other": -0.003},
+           "us_per_event": {"workers": 135.2, "broker": 39.5, "other": -0.4}}
+    assert cpu_line(cpu) == "workers 1.08 (135), broker 0.32 (40), other 0.00 (0)"
+    assert cpu_line({"cores": {"other": -0.031}, "us_per_event": {}}) == "other -0.03 (0)"  # a real negative stays
 
 
 def test_the_answers_counted_are_those_stamped_within_the_window() -> None:
