@@ -304,6 +304,7 @@ def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndar
         "inputs": io["inputs"],
         "outputs": io["outputs"],
         "last_layer": io["last_layer"],
+        "top_k_selection": io["top_k_selection"],
         "notes": {
             "encoder": ENCODER_NOTE,
             "ranker": RANKER_NOTE,
