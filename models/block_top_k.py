@@ -41,15 +41,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from models.last_position import Feeds, click_histories, cpu_session
+
 PREFIX = "block_top_k_"
 METHOD = "two stages: the best blocks of the catalogue, then the best of their items (models.block_top_k)"
 #: Items per block. Of 16, 32, 64 and 128, 32 did best over ``k`` = 10, 20 and 100 (the
 #: int8 ranker, batch 4,096, one thread: 79, 110 and 257 ms, against 160, 171 and 263 ms
 #: in one stage): 320 candidates at ``k`` = 10, 379 block maxima for 12,102 items.
 BLOCK = 32
-Feeds = dict[str, np.ndarray]
-
-
 def block_top_k(model: onnx.ModelProto, block: int = BLOCK) -> onnx.ModelProto:
     """``model`` with its one ``TopK`` (largest first, sorted, along axis 1 of the
     ``[batch, items]`` scores of a ``MatMul`` by the item table, possibly through
@@ -169,15 +168,7 @@ def rewrite_file(path: Path, block: int = BLOCK) -> None:
 
 def check(before: Path | bytes, after: Path | bytes, feeds: Sequence[Feeds]) -> dict[str, object]:
     """Both rankers on the same inputs; raises unless every item and score is identical."""
-    import onnxruntime as ort
-
-    def session(model: Path | bytes) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        return ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
-                                    providers=["CPUExecutionProvider"])
-
-    old, new = session(before), session(after)
+    old, new = cpu_session(before), cpu_session(after)
     rows = 0
     for f in feeds:
         (old_items, old_scores), (new_items, new_scores) = old.run(None, f), new.run(None, f)
@@ -193,7 +184,6 @@ def ranker_feeds(model_dir: Path, n: int, ks: Sequence[int] = (1, 10, 100, 1000)
     """The benchmark's first ``n`` click histories as the ranker takes them (their user
     embeddings, the histories excluded), in batches of 256 at each ``k``; and the ties a
     zero embedding gives (every item scores 0)."""
-    from models.last_position import click_histories
     from models.recommend.data import right_pad
     from streamer.inference.next_item import NextItemRanker
 

@@ -32,6 +32,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -170,18 +171,21 @@ def _ints(graph: onnx.GraphProto, name: str, values: list[int]) -> str:
 Feeds = dict[str, np.ndarray]
 
 
+def cpu_session(model: Path | bytes) -> Any:
+    """An ONNX Runtime session of a graph (a file or its bytes) on the CPU, one thread: how
+    a rewrite's check runs the graph before and after."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
+                                providers=["CPUExecutionProvider"])
+
+
 def check(before: Path | bytes, after: Path | bytes, feeds: Sequence[Feeds], tolerance: float = 1e-5) -> dict[str, object]:
     """The two graphs on the same inputs; raises when their outputs differ by more than
     ``tolerance``."""
-    import onnxruntime as ort
-
-    def session(model: Path | bytes) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        return ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
-                                    providers=["CPUExecutionProvider"])
-
-    old, new = session(before), session(after)
+    old, new = cpu_session(before), cpu_session(after)
     worst = max(float(np.abs(old.run(None, f)[0] - new.run(None, f)[0]).max()) for f in feeds)
     if worst > tolerance:
         raise ValueError(f"the rewritten encoder differs from the original by {worst} (> {tolerance})")
