@@ -30,6 +30,10 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _scores(evaluation: dict) -> dict:
+    return {key: value for key, value in evaluation.items() if key != "seconds"}
+
+
 @pytest.mark.slow
 def test_train_export_evaluate(synthetic: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
@@ -37,7 +41,9 @@ def test_train_export_evaluate(synthetic: Path, tmp_path: Path) -> None:
     assert {p.name for p in out.iterdir()} == {"encoder.onnx", "ranker.onnx", "manifest.json", "items.txt",
                                                "encoder.int8.onnx", "ranker.int8.onnx"}
     assert json.loads((out / "manifest.json").read_text()) == manifest
-    assert manifest["int8"]["check"]["ok"] and manifest["int8"]["metrics"]["float32"]["test"] == manifest["metrics"]["test"]
+    assert manifest["int8"]["check"]["ok"]
+    # the float32 graphs evaluated twice (by training, by quantisation) score the same; only the time taken differs
+    assert _scores(manifest["int8"]["metrics"]["float32"]["test"]) == _scores(manifest["metrics"]["test"])
     assert manifest["num_items"] == 40 and manifest["top_k"] == 40  # K capped at the catalogue size
     assert manifest["check"]["ok"] and manifest["check"]["batch_sizes"] == [1, 7, 256]
     assert manifest["version"].startswith("synthetic-")
