@@ -147,4 +147,3 @@ def cpu_line(cpu: Mapping[str, Any]) -> str:
     per_event = cpu["us_per_event"]
     return ", ".join(f"{part} {plain(cores, 2):.2f} ({plain(per_event.get(part, 0), 0):,.0f})"
                      for part, cores in cpu["cores"].items())
-
