@@ -49,6 +49,20 @@ def stolen_share(before: list[int] | None, after: list[int] | None) -> float | N
     return round(spent[7] / max(sum(spent), 1), 4)
 
 
+def cpu_model(cpuinfo: Path = PROC / "cpuinfo") -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``), None off Linux: these VMs come on
+    different CPUs (an AMD EPYC, an Intel Xeon with AMX), whose speeds differ for the same
+    model by more than the changes measured."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine_busy_s(stat: Path = PROC / "stat") -> float | None:
     """Seconds every core together spent busy so far: user, nice, system, irq and softirq
     (not idle, iowait or steal)."""

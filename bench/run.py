@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -55,7 +56,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.cpu import benchmark_parts, cpu_times, cpu_use, read_cpu, stolen_share
+from bench.cpu import benchmark_parts, cpu_model, cpu_times, cpu_use, read_cpu, stolen_share
 from streamer.datasets import BEAUTY, FRAUD_CSV, label_for, read_fraud_csv, read_sequences
 from streamer.embedded import EmbeddedBroker, start_missing_services
 from streamer.events import Click, FraudLabel, Transaction, click_to_json, encode, format_time, transaction_to_json
@@ -487,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = base.batch.max_size
         backlog = base.batch.largest
         results: dict[str, object] = {
-            "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
+            "machine": ", ".join(part for part in (f"{platform.node()} {platform.machine()}", cpu_model(),
+                                                   f"{os.cpu_count()} cores") if part),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)]),
             "batch_size": batch,

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.cpu import TICKS_PER_S, CpuReading, cpu_line, cpu_use, machine_busy_s, process_tree_s
+from bench.cpu import TICKS_PER_S, CpuReading, cpu_line, cpu_model, cpu_use, machine_busy_s, process_tree_s
 from bench.report import cpu_section
 from bench.run import answered_between
 
@@ -49,6 +49,16 @@ def test_the_machines_busy_time_leaves_out_idle_iowait_and_steal(tmp_path: Path)
     stat.write_text("cpu  100 1 50 800 10 3 5 35 7 0\ncpu0 50 0 25 400 5 0 2 17 3 0\n")
     assert machine_busy_s(stat) == (100 + 1 + 50 + 3 + 5) / TICKS_PER_S
     assert machine_busy_s(tmp_path / "missing") is None
+
+
+def test_the_cpu_model_is_the_first_model_name_in_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 9R14\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 9R14"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: \n")
+    assert cpu_model(cpuinfo) is None
+    assert cpu_model(tmp_path / "missing") is None
 
 
 def test_cpu_use_gives_cores_and_microseconds_per_answered_event_and_what_the_parts_leave() -> None:
