@@ -51,8 +51,8 @@ def stolen_share(before: list[int] | None, after: list[int] | None) -> float | N
 
 def cpu_model(cpuinfo: Path = PROC / "cpuinfo") -> str | None:
     """The CPU's model name (``/proc/cpuinfo``), None off Linux: these VMs come on
-    different CPUs (an AMD EPYC, an Intel Xeon with AMX), whose speeds differ for the same
-    model by more than the changes measured."""
+    different CPUs (an AMD EPYC, an Intel Xeon with AMX), and the same code runs on them
+    at speeds further apart than most changes measured."""
     try:
         for line in cpuinfo.read_text().splitlines():
             name, _, value = line.partition(":")
