@@ -156,8 +156,12 @@ def plain(value: float, digits: int) -> float:
     return round(value, digits) + 0.0
 
 
+def cpu_cell(cpu: Mapping[str, Any], part: str) -> str:
+    """One part of a ``cpu_use`` result as ``bench.load`` prints it and the report tables
+    it: its cores in use (its CPU µs per event answered)."""
+    return f"{plain(cpu['cores'][part], 2):.2f} ({plain(cpu['us_per_event'].get(part, 0), 0):,.0f})"
+
+
 def cpu_line(cpu: Mapping[str, Any]) -> str:
-    """A ``cpu_use`` result as one line: each part's cores in use (CPU µs per event answered)."""
-    per_event = cpu["us_per_event"]
-    return ", ".join(f"{part} {plain(cores, 2):.2f} ({plain(per_event.get(part, 0), 0):,.0f})"
-                     for part, cores in cpu["cores"].items())
+    """A ``cpu_use`` result as one line: each part's ``cpu_cell``."""
+    return ", ".join(f"{part} {cpu_cell(cpu, part)}" for part in cpu["cores"])

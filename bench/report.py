@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.cpu import plain
+from bench.cpu import cpu_cell
 
 
 def _row(name: str, stats: dict[str, float], ceiling: float | None = None) -> str:
@@ -183,8 +183,7 @@ def cpu_section(results: dict[str, Any]) -> list[str]:
                 if not cpu:  # a run from before the CPU was read
                     continue
                 cores, per_event = cpu["cores"], cpu["us_per_event"]
-                parts = " | ".join(f"{plain(cores[part], 2):.2f} ({plain(per_event.get(part, 0), 0):,.0f})"
-                                   if part in cores else "" for part in CPU_PARTS)
+                parts = " | ".join(cpu_cell(cpu, part) if part in cores else "" for part in CPU_PARTS)
                 total = per_event.get("machine")
                 carried = f"{cpu['machine_cores'] * 1e6 / total:,.0f}" if total else ""
                 rows.append(f"| {kind} | {workers} | {p['offered']:,} | {cpu['answered_per_s']:,} | {parts} "
