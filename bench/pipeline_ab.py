@@ -7,8 +7,10 @@ events, against the real Redis (``STREAMER_REDIS_URL``, else an embedded Valkey)
 set in its own scratch namespace. The two alternate batch by batch in one process (A
 then B, then B then A), so a machine that changes speed during the run (these do)
 slows both alike; the first half of the events warms the state up and the second half
-is measured. Prints one JSON object: microseconds of this process's CPU per event for
-A and B, B / A, and how many events each answered (a score, a recommendation).
+is measured, with the garbage collector set as a worker sets it
+(``bench.pipeline.worker_gc``). Prints one JSON object: microseconds of this process's
+CPU per event for A and B, B / A, and how many events each answered (a score, a
+recommendation).
 
 The models of an earlier commit: ``git archive <commit> models/shipped | tar -x -C DIR``.
 """
@@ -23,6 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.pipeline import worker_gc
 from bench.run import clicks, transactions
 from streamer.embedded import start_missing_services
 from streamer.inference.fraud_scorer import FraudScorer
@@ -51,22 +54,23 @@ async def compare(settings: Settings, models: dict[str, tuple[Path, Path]], n: i
     result: dict[str, object] = {"events": n, "batch_size": batch,
                                  "models": {label: [str(p) for p in paths] for label, paths in models.items()}}
     try:
-        for kind, messages in (("transactions", transactions(n)), ("clicks", clicks(n))):
-            records = [SourceRecord("bench", 0, offset, key, value) for offset, (key, value) in enumerate(messages)]
-            answer = settings.topics.fraud_scores if kind == "transactions" else settings.topics.recommendations
-            cpu = dict.fromkeys(models, 0.0)
-            answered = dict.fromkeys(models, 0)
-            for number, start in enumerate(range(0, len(records), batch)):
-                for label in (list(models) if number % 2 == 0 else list(reversed(models))):
-                    started = time.process_time()
-                    outputs = await pipelines[label][kind].process(records[start : start + batch])
-                    if start >= len(records) // 2:
-                        cpu[label] += time.process_time() - started
-                    answered[label] += sum(output.topic == answer for output in outputs)
-            measured = len(records) - len(records) // 2
-            result[kind] = {**{f"{label}_cpu_us_per_event": round(1e6 * cpu[label] / measured, 1) for label in models},
-                            "b_over_a": round(cpu["b"] / cpu["a"], 3),
-                            **{f"{label}_answered": answered[label] for label in models}}
+        with worker_gc():  # as a worker runs
+            for kind, messages in (("transactions", transactions(n)), ("clicks", clicks(n))):
+                records = [SourceRecord("bench", 0, offset, key, value) for offset, (key, value) in enumerate(messages)]
+                answer = settings.topics.fraud_scores if kind == "transactions" else settings.topics.recommendations
+                cpu = dict.fromkeys(models, 0.0)
+                answered = dict.fromkeys(models, 0)
+                for number, start in enumerate(range(0, len(records), batch)):
+                    for label in (list(models) if number % 2 == 0 else list(reversed(models))):
+                        started = time.process_time()
+                        outputs = await pipelines[label][kind].process(records[start : start + batch])
+                        if start >= len(records) // 2:
+                            cpu[label] += time.process_time() - started
+                        answered[label] += sum(output.topic == answer for output in outputs)
+                measured = len(records) - len(records) // 2
+                result[kind] = {**{f"{label}_cpu_us_per_event": round(1e6 * cpu[label] / measured, 1) for label in models},
+                                "b_over_a": round(cpu["b"] / cpu["a"], 3),
+                                **{f"{label}_answered": answered[label] for label in models}}
     finally:
         for store in stores.values():
             await store.delete_namespace()
