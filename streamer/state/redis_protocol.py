@@ -8,7 +8,6 @@ sorted-set script call adds, the reply parsers turn script replies into entries,
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import hiredis
@@ -139,20 +138,31 @@ return 1
 """
 
 
-@dataclass
 class Additions:
-    """What one ``ADD_MANY`` call adds, entity by entity (an entity's keys stay in one call)."""
+    """What ``ADD_MANY`` calls add, laid out call by call as entities are added: each
+    call's keys, and its arguments after the TTL. An entity's keys stay in one call, and a
+    call serves at most ``per_call`` entities (0: all of them)."""
 
-    entities: list[tuple[list[str], list[object]]] = field(default_factory=list)
+    def __init__(self, per_call: int = 0) -> None:
+        self.per_call = per_call
+        self.calls: list[tuple[list[str], list[object]]] = []
+        self._entities = 0
+        """Entities in the last call."""
 
-    def add(self, keys_and_args: list[tuple[str, str, int, str, list[object]]]) -> None:
-        """One entity: per key, (key, prune bound or '', keep or 0, ZADD flag or '', flat pairs)."""
-        entity_keys: list[str] = []
-        entity_args: list[object] = []
-        for key, prune, keep, flag, pairs in keys_and_args:
-            entity_keys.append(key)
-            entity_args += [prune, keep, flag, len(pairs) // 2, *pairs]
-        self.entities.append((entity_keys, entity_args))
+    def entity(self) -> None:
+        """Start an entity; its keys follow (``key``)."""
+        if not self.calls or self._entities == self.per_call:
+            self.calls.append(([], []))
+            self._entities = 0
+        self._entities += 1
+
+    def key(self, key: str, prune: str, keep: int, flag: str, pairs: list[object]) -> None:
+        """A key of the entity: its prune bound or '', how many to keep or 0, its ZADD
+        flag or '', and its flat (score, member) pairs."""
+        call_keys, call_args = self.calls[-1]
+        call_keys.append(key)
+        call_args += (prune, keep, flag, len(pairs) // 2)
+        call_args += pairs
 
 
 def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:

@@ -304,29 +304,37 @@ class RedisStateStore:
         size = 4 * ROW_WIDTH
         for i, tx in enumerate(transactions):
             ts = repr(tx.ts)
-            card = cards.get(tx.card_id) or cards.setdefault(tx.card_id, _Entity(tx.ts))
-            card.newest = max(card.newest, tx.ts)
+            card = cards.get(tx.card_id)
+            if card is None:
+                card = cards[tx.card_id] = _Entity(tx.ts, [], [])
+            elif tx.ts > card.newest:
+                card.newest = tx.ts
             card.members += (ts, f"{tx.transaction_id}|{tx.amount!r}")
             if rows is not None:
                 card.rows += (ts, blob[i * size : (i + 1) * size] + tx.transaction_id.encode())
-            terminal = terminals.get(tx.terminal_id) or terminals.setdefault(tx.terminal_id, _Entity(tx.ts))
-            terminal.newest = max(terminal.newest, tx.ts)
+            terminal = terminals.get(tx.terminal_id)
+            if terminal is None:
+                terminal = terminals[tx.terminal_id] = _Entity(tx.ts, [], [])
+            elif tx.ts > terminal.newest:
+                terminal.newest = tx.ts
             terminal.members += (ts, tx.transaction_id)
-        additions = protocol.Additions()
+        additions = protocol.Additions(self.entities_per_call)
         for card_id, card in cards.items():
-            entry = [(keys.card_transactions(self.ns, card_id), f"({card.newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "", card.members)]
+            additions.entity()
+            additions.key(keys.card_transactions(self.ns, card_id), f"({card.newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "",
+                          card.members)
             if rows is not None:
-                entry.append((keys.card_rows(self.ns, card_id), "", CARD_ROWS_CAP, "", card.rows))
-            additions.add(entry)
+                additions.key(keys.card_rows(self.ns, card_id), "", CARD_ROWS_CAP, "", card.rows)
         for terminal_id, terminal in terminals.items():
-            additions.add([(keys.terminal_transactions(self.ns, terminal_id),
-                            f"({terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", terminal.members)])
+            additions.entity()
+            additions.key(keys.terminal_transactions(self.ns, terminal_id),
+                          f"({terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", terminal.members)
         embeddings = [self._embedding_entity(keys.card_embedding(self.ns, card_id), emb)
                       for card_id, emb in (card_embeddings or {}).items()]
         await self._write_additions(additions, progress, embeddings)
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
-        return [key], [emb.vector.astype(np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model]
+        return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model]
 
     async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
         await self.write_fraud([], card_embeddings=embeddings)
@@ -338,12 +346,14 @@ class RedisStateStore:
         by_terminal: dict[str, list[FraudLabel]] = {}
         for label in frauds:
             by_terminal.setdefault(label.terminal_id, []).append(label)
-        additions = protocol.Additions()
+        additions = protocol.Additions(self.entities_per_call)
         for terminal_id, terminal_frauds in by_terminal.items():
             newest = max(label.ts for label in terminal_frauds)
-            members = [x for label in terminal_frauds for x in (repr(label.ts), f"{label.transaction_id}|{label.labelled_ts!r}")]
-            additions.add([(keys.terminal_frauds(self.ns, terminal_id),
-                            f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", members)])
+            members: list[object] = [x for label in terminal_frauds
+                                     for x in (repr(label.ts), f"{label.transaction_id}|{label.labelled_ts!r}")]
+            additions.entity()
+            additions.key(keys.terminal_frauds(self.ns, terminal_id), f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0,
+                          "", members)
         await self._write_additions(additions, progress)
 
     async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None,
@@ -352,7 +362,8 @@ class RedisStateStore:
         by a later one), then the consuming partitions' progress. Redis runs one
         connection's commands in order, so a reader that sees the progress (and reads
         the state after it, as ``read_fraud`` does) sees what it covers."""
-        commands = self._script_calls(self._add_many, additions.entities, head=[self.ttl])
+        commands: list[Command] = [("EVALSHA", self._add_many.sha, len(call_keys), *call_keys, self.ttl, *call_args)
+                                   for call_keys, call_args in additions.calls]
         commands += self._script_calls(self._set_embeddings, embeddings, head=[self.ttl])
         if progress is not None and progress.partitions:
             commands += self._script_calls(self._set_progress, [(
@@ -383,19 +394,18 @@ class RedisStateStore:
     async def write_users(self, updates: Sequence[UserUpdate]) -> None:
         if not updates:
             return
-        additions = protocol.Additions()
+        additions = protocol.Additions(self.entities_per_call)
         embeddings = []
         for update in updates:
             first_seen: dict[str, float] = {}
             for click in update.clicks:
                 first_seen[click.item_id] = min(first_seen.get(click.item_id, click.ts), click.ts)
             if first_seen:  # an update may carry only the embedding
-                additions.add([
-                    (keys.user_sequence(self.ns, update.user_id), "", SEQUENCE_CAP, "",
-                     [x for c in update.clicks for x in (repr(c.ts), f"{c.event_id}|{c.item_id}")]),
-                    (keys.user_seen(self.ns, update.user_id), "", SEEN_CAP, "LT",
-                     [x for item, ts in first_seen.items() for x in (repr(ts), item)]),
-                ])
+                additions.entity()
+                additions.key(keys.user_sequence(self.ns, update.user_id), "", SEQUENCE_CAP, "",
+                              [x for c in update.clicks for x in (repr(c.ts), f"{c.event_id}|{c.item_id}")])
+                additions.key(keys.user_seen(self.ns, update.user_id), "", SEEN_CAP, "LT",
+                              [x for item, ts in first_seen.items() for x in (repr(ts), item)])
             if update.embedding is not None:
                 embeddings.append(self._embedding_entity(keys.user_embedding(self.ns, update.user_id), update.embedding))
         await self._write_additions(additions, None, embeddings)
@@ -423,8 +433,8 @@ class _Entity:
     """A card's or a terminal's part of a batch's write (``RedisStateStore.write_fraud``)."""
 
     newest: float
-    members: list[object] = field(default_factory=list)
-    rows: list[object] = field(default_factory=list)
+    members: list[object]
+    rows: list[object]
 
 
 def _count_arguments(frauds: TimeRange, ends: Sequence[float]) -> list[object]:
