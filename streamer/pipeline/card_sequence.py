@@ -20,9 +20,9 @@ import numpy as np
 from streamer.events import Transaction
 from streamer.features.fraud import insert_new
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.state.store import CachedEmbedding, CardState, StateStore
+from streamer.state.store import ROW_BYTES, CachedEmbedding, CardState, StateStore, row_bytes
 
-History = list[tuple[float, str, np.ndarray]]
+History = list[tuple[float, str, bytes]]
 Key = tuple[str, tuple[float, str] | None, int]
 """An embedding wanted: the card, the ``(event time, id)`` of the last row it covers
 (None: no rows), and how many of the batch's rows had landed below the card's latest
@@ -59,7 +59,8 @@ class CardEmbeddings:
         late: dict[str, int] = {}
         needed: dict[Key, History] = {}
         wanted: list[Key] = []
-        for tx, row in zip(transactions, rows):
+        blob = row_bytes(rows, len(transactions))
+        for i, tx in enumerate(transactions):
             card_id = tx.card_id
             if card_id not in histories:
                 histories[card_id], late[card_id] = list(states[card_id].rows), 0
@@ -69,6 +70,7 @@ class CardEmbeddings:
             key = (card_id, (before[-1][0], before[-1][1]) if before else None, late[card_id])
             wanted.append(key)
             needed[key] = before
+            row = blob[i * ROW_BYTES : (i + 1) * ROW_BYTES]
             if insert_new(history, (tx.ts, tx.transaction_id, row)) and at < len(history) - 1:  # not if re-processed
                 late[card_id] += 1
         latest: dict[str, Key] = {}
@@ -106,13 +108,13 @@ class CardEmbeddings:
             lengths = np.fromiter(map(len, histories), dtype=np.int64, count=len(histories))
             # Left-padded: a history fills the last ``len`` positions of its sequence in
             # order, so all the histories' rows, one after the other, fill the valid
-            # positions in row-major order: one copy for the batch, not one per history
-            # (about 1 µs less per transaction).
+            # positions in row-major order: one join and one copy for the batch, not one
+            # per history (about 1 µs less per transaction) nor one per row.
             valid = np.arange(self.length) >= (self.length - lengths)[:, None]
             batch = np.zeros((len(to_encode), self.length, self.width), dtype=np.float32)
             if lengths.any():
-                rows = np.concatenate([row for history in histories for _, _, row in history])
-                batch[valid] = rows.reshape(-1, self.width)
+                joined = b"".join([row for history in histories for _, _, row in history])
+                batch[valid] = np.frombuffer(joined, dtype=np.float32).reshape(-1, self.width)
             for key, vector in zip(to_encode, self.scorer.encode(batch, valid.astype(np.float32))):
                 vectors[key] = vector
             self.encoded += len(to_encode)

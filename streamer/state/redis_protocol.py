@@ -176,16 +176,15 @@ def pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
     return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
-def rows(flat: Sequence[bytes], width: int) -> list[tuple[float, str, np.ndarray]]:
-    """A ``WITHSCORES`` reply of packed rows (``width`` float32, then the transaction id)
-    as ``(ts, transaction_id, row)``, sorted, one per transaction (a re-processed one may
-    have been stored twice); the rows are views of one array, unpacked at once."""
+def rows(flat: Sequence[bytes], size: int) -> list[tuple[float, str, bytes]]:
+    """A ``WITHSCORES`` reply of packed rows (``size`` bytes of row, then the transaction
+    id) as ``(ts, transaction_id, row bytes)``, sorted, one per transaction (a re-processed
+    one may have been stored twice)."""
     if not flat:
         return []
-    size = 4 * width
     members = flat[::2]
-    matrix = np.frombuffer(b"".join([m[:size] for m in members]), dtype=np.float32).reshape(-1, width)
-    entries = sorted(zip(map(float, flat[1::2]), _strings([m[size:] for m in members]), matrix), key=_time_and_id)
+    entries = sorted(zip(map(float, flat[1::2]), _strings([m[size:] for m in members]), [m[:size] for m in members]),
+                     key=_time_and_id)
     seen: set[str] = set()
     unique = []
     for entry in entries:
@@ -195,7 +194,7 @@ def rows(flat: Sequence[bytes], width: int) -> list[tuple[float, str, np.ndarray
     return unique
 
 
-def _time_and_id(entry: tuple[float, str, np.ndarray]) -> tuple[float, str]:
+def _time_and_id(entry: tuple[float, str, bytes]) -> tuple[float, str]:
     return entry[0], entry[1]
 
 

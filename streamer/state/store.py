@@ -48,6 +48,8 @@ CARD_ROWS_CAP = 64
 SOCKET_TIMEOUT_S = 10.0
 #: Floats in a stored feature row.
 ROW_WIDTH = 16
+#: Bytes of a stored feature row (float32).
+ROW_BYTES = 4 * ROW_WIDTH
 
 TimeRange = tuple[float, float]
 """``(lo, hi)``: entries with lo < event time <= hi."""
@@ -101,10 +103,18 @@ class CardState:
     sequence model, its latest feature rows and cached embedding."""
 
     history: CardHistory = field(default_factory=CardHistory)
-    rows: list[tuple[float, str, np.ndarray]] = field(default_factory=list)
-    """``(ts, transaction_id, row)``, sorted, one per transaction: the card's latest rows."""
+    rows: list[tuple[float, str, bytes]] = field(default_factory=list)
+    """``(ts, transaction_id, row)``, sorted, one per transaction: the card's latest rows,
+    each ``ROW_WIDTH`` float32 as bytes (``row_bytes``): the encoder's input for a batch is
+    then one join of them, where arrays took one conversion each."""
     embedding: CachedEmbedding | None = None
     """The embedding of the rows up to and including ``(embedding.ts, embedding.event_id)``."""
+
+
+def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> bytes:
+    """``count`` feature rows as stored: float32, one after the other (row ``i`` is
+    ``[i * ROW_BYTES : (i + 1) * ROW_BYTES]``)."""
+    return np.asarray(rows, dtype=np.float32).reshape(count, ROW_WIDTH).tobytes()
 
 
 def replaces(new: CachedEmbedding, old: CachedEmbedding | None) -> bool:
@@ -275,7 +285,7 @@ class RedisStateStore:
             state = card_state[card_id] = CardState()
             state.history = CardHistory.of(protocol.numbered_entries(reply[0]))
             if len(reply) > 1:
-                state.rows = protocol.rows(reply[1], ROW_WIDTH)
+                state.rows = protocol.rows(reply[1], ROW_BYTES)
                 state.embedding = decode_embedding(dict(zip(reply[2][::2], reply[2][1::2])))
         replies = replies[len(card_calls):]
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
@@ -300,8 +310,8 @@ class RedisStateStore:
         # (score, member) pairs; each transaction's score is formatted once.
         cards: dict[str, _Entity] = {}
         terminals: dict[str, _Entity] = {}
-        blob = b"" if rows is None else np.asarray(rows, dtype=np.float32).reshape(len(transactions), ROW_WIDTH).tobytes()
-        size = 4 * ROW_WIDTH
+        blob = b"" if rows is None else row_bytes(rows, len(transactions))
+        size = ROW_BYTES
         for i, tx in enumerate(transactions):
             ts = repr(tx.ts)
             card = cards.get(tx.card_id)

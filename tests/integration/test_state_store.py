@@ -140,7 +140,7 @@ async def test_card_rows_keep_the_latest_in_event_order_without_duplicates(store
     window = {"c": (T0 - DAY, T0 + DAY)}
     cards, _, _ = await store.read_fraud(window, {}, sequence_rows=20)
     assert [tx_id for _, tx_id, _ in cards["c"].rows] == [e.transaction_id for e in events[-20:]]
-    assert all(r[0] == float(int(tx_id[1:])) for _, tx_id, r in cards["c"].rows)
+    assert all(np.frombuffer(r, dtype=np.float32)[0] == float(int(tx_id[1:])) for _, tx_id, r in cards["c"].rows)
     cards, _, _ = await store.read_fraud({"c": (T0 - DAY, T0 + 60 * 30)}, {}, sequence_rows=4)
     assert [tx_id for _, tx_id, _ in cards["c"].rows] == ["t027", "t028", "t029", "t030"]  # none after the window
 

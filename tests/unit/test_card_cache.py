@@ -84,8 +84,7 @@ async def stored(store: InMemoryStateStore, card_id: str, since: float) -> CardS
 
 
 def same_state(a: CardState, b: CardState) -> bool:
-    return (a.history.entries == b.history.entries and [(ts, i) for ts, i, _ in a.rows] == [(ts, i) for ts, i, _ in b.rows]
-            and all(np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(a.rows, b.rows))
+    return (a.history.entries == b.history.entries and a.rows == b.rows
             and (a.embedding is None) == (b.embedding is None)
             and (a.embedding is None or (a.embedding.ts, a.embedding.event_id) == (b.embedding.ts, b.embedding.event_id)))  # type: ignore[union-attr]
 
