@@ -162,6 +162,8 @@ def window_starts(end_ts: float) -> list[float]:
 def terminal_windows(counts: list[int], frauds: list[tuple[float, str, float]], ts: float) -> list[float]:
     """Count and risk per window from the windows' transaction counts and the terminal's
     frauds (sorted): the share of a window's transactions labelled fraud by ``ts``."""
+    if not frauds:  # most terminals: no risk to look up
+        return [x for count in counts for x in (float(count), 0.0)]
     end_ts = ts - DELAY_DAYS * DAY
     fraud_end = bisect.bisect_right(frauds, (end_ts, AFTER_EVERY_ID))
     out: list[float] = []

@@ -295,9 +295,11 @@ class RedisStateStore:
         counted_replies = (terminal for call in replies[len(listed_calls):] for terminal in call)
         windows = len(WINDOWS_DAYS)
         for terminal_id, (fraud_reply, counts) in zip(counted, counted_replies):
+            terminal_ends = ends[terminal_id]
             terminal_state[terminal_id] = TerminalCounts(
-                {end: counts[windows * i : windows * (i + 1)] for i, end in enumerate(ends[terminal_id])},
-                sorted(protocol.numbered_entries(fraud_reply)))
+                {terminal_ends[0]: counts} if len(terminal_ends) == 1
+                else {end: counts[windows * i : windows * (i + 1)] for i, end in enumerate(terminal_ends)},
+                sorted(protocol.numbered_entries(fraud_reply)) if fraud_reply else [])
         return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(
