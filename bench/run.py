@@ -54,7 +54,6 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import DefaultPartitioner
 
 from bench.cpu import benchmark_parts, cpu_model, cpu_times, cpu_use, read_cpu, stolen_share
 from streamer.datasets import BEAUTY, FRAUD_CSV, label_for, read_fraud_csv, read_sequences
@@ -166,7 +165,6 @@ async def produce(bootstrap: str, topic: str, messages: list[Message], rate: flo
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")  # record batches of at most 16 KiB
     await producer.start()
     partitions: dict[str, list[int]] = {}
-    partitioner = DefaultPartitioner()
     sent: list[float] = []
     try:
         started = time.monotonic()
@@ -177,7 +175,7 @@ async def produce(bootstrap: str, topic: str, messages: list[Message], rate: flo
                 now = time.time()
                 stamp = int(now * 1000)
                 await send_batched(producer, [(topic, None, key, value, (), stamp) for key, value in chunk],
-                                   partitions, partitioner)
+                                   partitions)
                 sent += [now] * len(chunk)
             if rate > 0:
                 await asyncio.sleep(chunk_s)
@@ -432,7 +430,6 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024)
         partitions: dict[str, list[int]] = {}
-        partitioner = DefaultPartitioner()
         await consumer.start()
         await producer.start()
         try:
@@ -441,7 +438,7 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
             while seen < len(messages):
                 for batch in (await consumer.getmany(timeout_ms=200, max_records=2000)).values():
                     await send_batched(producer, [(sink, None, r.key, r.value, (), None) for r in batch],
-                                       partitions, partitioner)
+                                       partitions)
                     seen += len(batch)
             return seen / (time.perf_counter() - started)
         finally:

@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from bench.run import ROOT, clicks, fresh_settings, local_services, transactions
 from streamer.output.sink import send_batched
@@ -114,7 +113,6 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
     partitions: dict[str, list[int]] = {}
-    partitioner = DefaultPartitioner()
     samples: list[tuple[float, float]] = []
     sent = 0
     try:
@@ -126,7 +124,7 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
             chunk = [(topic, None, *retimed_at(messages, n, now, new_entities=cycle > 0), (), None)
                      for topic, messages in feeds for n in range(sent // 2, due // 2)]
             if chunk:
-                await send_batched(producer, chunk, partitions, partitioner)
+                await send_batched(producer, chunk, partitions)
             sent = due - due % 2
             if time.monotonic() >= next_sample:
                 samples.append((time.monotonic() - started, tree_rss_mb(pid)))

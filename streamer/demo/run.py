@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.datasets import SHARED_DATA
 from streamer.demo.traffic import demo_traffic
@@ -101,7 +100,6 @@ async def _play(settings: Settings, data_dir: Path | None, rate: float, screen: 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
     partitions: dict[str, list[int]] = {}
-    partitioner = DefaultPartitioner()
     traffic = demo_traffic(data_dir, catalogue, settings.topics)
     try:
         started = time.monotonic()
@@ -113,7 +111,7 @@ async def _play(settings: Settings, data_dir: Path | None, rate: float, screen: 
             if due > 0 and not chunk:
                 break
             if chunk:
-                await send_batched(producer, chunk, partitions, partitioner)
+                await send_batched(producer, chunk, partitions)
                 screen.counts["sent"] += len(chunk)
             await asyncio.sleep(CHUNK_S)
     finally:

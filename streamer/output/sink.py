@@ -13,14 +13,14 @@ keeps records in memory for unit tests and the offline replay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.errors import DependencyError
+from streamer.output.partitioning import key_partitions
 from streamer.records import OutputRecord
 
 Delivery = Awaitable[None]
@@ -54,7 +54,6 @@ class KafkaSink:
         }
         self.producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
-        self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
 
     async def start(self) -> None:
@@ -66,7 +65,7 @@ class KafkaSink:
                 self.producer = producer
 
     async def send(self, records: Sequence[OutputRecord]) -> Delivery:
-        """Records grouped per partition (the producer's own key partitioner) into
+        """Records grouped per partition (by key, as Kafka's default partitioner puts them) into
         record batches handed to the producer whole, several times cheaper than one
         ``send()`` per record. The producer sends a partition's batches in the order
         they were queued."""
@@ -76,7 +75,7 @@ class KafkaSink:
         assert self.producer is not None
         try:
             acks = await enqueue_batched(self.producer, [(r.topic, None, r.key, r.value, r.headers, None) for r in records],
-                                         self._partitions, self._partitioner)
+                                         self._partitions)
         except KafkaError as exc:
             raise DependencyError(f"kafka publish failed: {exc}") from exc
         return _acknowledged(acks)
@@ -101,20 +100,25 @@ async def topic_partitions(producer: AIOKafkaProducer, topic: str, cache: dict[s
 
 async def enqueue_batched(
     producer: AIOKafkaProducer, records: Sequence[Outgoing], partitions_of: dict[str, list[int]],
-    partitioner: Callable[[bytes | None, list[int], list[int]], int],
 ) -> list[asyncio.Future[object]]:
     """Queue records grouped per partition as whole record batches; returns the
     batches' acknowledgements. Several times cheaper than one ``send()`` per record,
     and fewer, larger batches in the broker's log (the embedded broker's fetches slow
     down with the number of batches in a partition). ``partitions_of`` caches topic
-    partitions; a record without a partition goes where ``partitioner`` puts its key."""
-    groups: dict[tuple[str, int], list[Outgoing]] = {}
-    for record in records:
-        topic, partition = record[0], record[1]
-        if partition is None:
-            partitions = await topic_partitions(producer, topic, partitions_of)
-            partition = partitioner(record[2], partitions, partitions)
-        groups.setdefault((topic, partition), []).append(record)
+    partitions; a record without a partition goes where Kafka's default partitioner puts
+    its key (``streamer.output.partitioning``, the whole batch's keys at once)."""
+    chosen = [record[1] for record in records]
+    unplaced: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        if record[1] is None:
+            unplaced.setdefault(record[0], []).append(index)
+    for topic, indexes in unplaced.items():
+        partitions = await topic_partitions(producer, topic, partitions_of)
+        for index, partition in zip(indexes, key_partitions([records[i][2] for i in indexes], partitions)):
+            chosen[index] = partition
+    groups: dict[tuple[str, int | None], list[Outgoing]] = {}
+    for record, partition in zip(records, chosen):
+        groups.setdefault((record[0], partition), []).append(record)
     acks = []
     for (topic, partition), group in groups.items():
         batch = producer.create_batch()
@@ -129,10 +133,9 @@ async def enqueue_batched(
 
 async def send_batched(
     producer: AIOKafkaProducer, records: Sequence[Outgoing], partitions_of: dict[str, list[int]],
-    partitioner: Callable[[bytes | None, list[int], list[int]], int],
 ) -> None:
     """``enqueue_batched``, then wait for every acknowledgement."""
-    await asyncio.gather(*await enqueue_batched(producer, records, partitions_of, partitioner))
+    await asyncio.gather(*await enqueue_batched(producer, records, partitions_of))
 
 
 async def _acknowledged(acks: Sequence[asyncio.Future[object]]) -> None:

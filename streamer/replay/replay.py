@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator,
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from streamer.output.sink import send_batched, topic_partitions
 from streamer.replay.capture_file import CapturedRecord, read_capture
@@ -107,7 +106,6 @@ async def replay(
                                 max_request_size=4 * 1024 * 1024, max_batch_size=1024 * 1024)
     await producer.start()
     partitions_of: dict[str, list[int]] = {}
-    partitioner = DefaultPartitioner()
     sent = 0
     try:
         started = last_report = time.monotonic()
@@ -125,7 +123,7 @@ async def replay(
                     if r.key is None:
                         partition = r.partition % len(await topic_partitions(producer, topic, partitions_of))
                     outgoing.append((topic, partition, r.key, r.value, r.headers, r.timestamp))
-                await send_batched(producer, outgoing, partitions_of, partitioner)
+                await send_batched(producer, outgoing, partitions_of)
             sent += len(chunk)
             if progress and time.monotonic() - last_report > 1.0:
                 last_report = time.monotonic()
