@@ -3,7 +3,8 @@
 First step of the flow: raw Kafka bytes become a ``Transaction``, ``FraudLabel`` or
 ``Click``, or an ``InvalidEvent`` error that the caller turns into a dead letter.
 Output records (scores, alerts, recommendations) are encoded here too, so the whole
-wire format lives in one file. Times are RFC 3339 strings on the wire and epoch
+wire format lives in one file. Events are immutable named tuples (``streamer.records``
+says why not frozen dataclasses). Times are RFC 3339 strings on the wire and epoch
 seconds (float, UTC) inside.
 """
 
@@ -13,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -22,8 +23,7 @@ from streamer.errors import InvalidEvent
 EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
 
 
-@dataclass(frozen=True, slots=True)
-class Transaction:
+class Transaction(NamedTuple):
     transaction_id: str
     card_id: str
     terminal_id: str
@@ -32,8 +32,7 @@ class Transaction:
     timestamp: str
 
 
-@dataclass(frozen=True, slots=True)
-class FraudLabel:
+class FraudLabel(NamedTuple):
     transaction_id: str
     card_id: str
     terminal_id: str
@@ -42,8 +41,7 @@ class FraudLabel:
     labelled_ts: float
 
 
-@dataclass(frozen=True, slots=True)
-class Click:
+class Click(NamedTuple):
     event_id: str
     user_id: str
     item_id: str
@@ -52,8 +50,7 @@ class Click:
     event_type: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class RankingRequest:
+class RankingRequest(NamedTuple):
     """A ranking asked for without a click (e.g. a page view): ranked from the user's
     cached embedding, no encoder call."""
 

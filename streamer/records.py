@@ -1,12 +1,14 @@
 """Kafka records as the pipelines see them: what came in, and what goes out.
 
 Plain data, free of any Kafka client, so pipelines run the same from a Faust agent,
-a capture file or a unit test.
+a capture file or a unit test. Immutable named tuples, like the events
+(``streamer.events``): every input makes a record, an event and an output, and a frozen
+dataclass took about 1 µs more to build (it sets its fields one by one).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -21,8 +23,7 @@ def published_score(score: float) -> float:
     return round(score, SCORE_DECIMALS)
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
+class SourceRecord(NamedTuple):
     topic: str
     partition: int
     offset: int
@@ -32,8 +33,7 @@ class SourceRecord:
     headers: Headers = ()
 
 
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
+class OutputRecord(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes
