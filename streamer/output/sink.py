@@ -65,10 +65,10 @@ class KafkaSink:
                 self.producer = producer
 
     async def send(self, records: Sequence[OutputRecord]) -> Delivery:
-        """Records grouped per partition (by key, as Kafka's default partitioner puts them) into
-        record batches handed to the producer whole, several times cheaper than one
-        ``send()`` per record. The producer sends a partition's batches in the order
-        they were queued."""
+        """Records grouped per partition (by key, where Kafka's default partitioner puts
+        them) into record batches handed to the producer whole, several times cheaper
+        than one ``send()`` per record. The producer sends a partition's batches in the
+        order they were queued."""
         if not records:
             return _acknowledged([])
         await self.start()
