@@ -20,7 +20,7 @@ import numpy as np
 from streamer.events import Transaction
 from streamer.features.fraud import insert_new
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.state.store import ROW_BYTES, CachedEmbedding, CardState, StateStore, row_bytes
+from streamer.state.store import CachedEmbedding, CardState, StateStore, row_bytes
 
 History = list[tuple[float, str, bytes]]
 Key = tuple[str, tuple[float, str] | None, int]
@@ -59,8 +59,7 @@ class CardEmbeddings:
         late: dict[str, int] = {}
         needed: dict[Key, History] = {}
         wanted: list[Key] = []
-        blob = row_bytes(rows, len(transactions))
-        for i, tx in enumerate(transactions):
+        for tx, row in zip(transactions, row_bytes(rows, len(transactions))):
             card_id = tx.card_id
             if card_id not in histories:
                 histories[card_id], late[card_id] = list(states[card_id].rows), 0
@@ -70,7 +69,6 @@ class CardEmbeddings:
             key = (card_id, (before[-1][0], before[-1][1]) if before else None, late[card_id])
             wanted.append(key)
             needed[key] = before
-            row = blob[i * ROW_BYTES : (i + 1) * ROW_BYTES]
             if insert_new(history, (tx.ts, tx.transaction_id, row)) and at < len(history) - 1:  # not if re-processed
                 late[card_id] += 1
         latest: dict[str, Key] = {}

@@ -37,7 +37,7 @@ import numpy as np
 from streamer.events import Transaction
 from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, CardHistory, insert_new
 from streamer.state.store import (
-    CARD_ROWS_CAP, PRUNE_GRACE, ROW_BYTES, CachedEmbedding, CardState, TimeRange, replaces, row_bytes,
+    CARD_ROWS_CAP, PRUNE_GRACE, CachedEmbedding, CardState, TimeRange, replaces, row_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -143,14 +143,14 @@ class CardCache:
         """A batch's write, once the store acknowledged it."""
         if not self.enabled or generation != self.generation:
             return
-        blob = None if rows is None else row_bytes(rows, len(transactions))
+        stored_rows = None if rows is None else row_bytes(rows, len(transactions))
         by_card: dict[str, list[int]] = {}
         for i, tx in enumerate(transactions):
             by_card.setdefault(tx.card_id, []).append(i)
         for card_id, indices in by_card.items():
             cached = self.cards.get(card_id)
             if cached is not None:
-                card_rows = None if blob is None else [blob[i * ROW_BYTES : (i + 1) * ROW_BYTES] for i in indices]
+                card_rows = None if stored_rows is None else [stored_rows[i] for i in indices]
                 cached.store([transactions[i] for i in indices], card_rows, (embeddings or {}).get(card_id))
 
     def store_embeddings(self, embeddings: Mapping[str, CachedEmbedding], generation: int) -> None:

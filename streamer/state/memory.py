@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
 from streamer.state.store import (
-    CARD_ROWS_CAP, PRUNE_GRACE, ROW_BYTES, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FraudState, Progress,
+    CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FraudState, Progress,
     StreamProgress, TimeRange, UserState, UserUpdate, replaces, row_bytes,
 )
 
@@ -88,13 +88,13 @@ class InMemoryStateStore:
         if progress is not None:
             self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
         self._keep_later_embeddings(card_embeddings or {})
-        blob = b"" if rows is None else row_bytes(rows, len(transactions))
+        stored_rows = [] if rows is None else row_bytes(rows, len(transactions))
         for i, tx in enumerate(transactions):
             self.cards[tx.card_id].insert((tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
             self.terminal_tx[tx.terminal_id].insert((tx.ts, tx.transaction_id), TERMINAL_HORIZON)
             if rows is not None:
                 stored = self.card_rows[tx.card_id]
-                stored.setdefault(tx.transaction_id, (tx.ts, blob[i * ROW_BYTES : (i + 1) * ROW_BYTES]))
+                stored.setdefault(tx.transaction_id, (tx.ts, stored_rows[i]))
                 if len(stored) > CARD_ROWS_CAP:
                     ordered = sorted(stored.items(), key=lambda kv: (kv[1][0], kv[0]))
                     self.card_rows[tx.card_id] = dict(ordered[-CARD_ROWS_CAP:])

@@ -111,10 +111,11 @@ class CardState:
     """The embedding of the rows up to and including ``(embedding.ts, embedding.event_id)``."""
 
 
-def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> bytes:
-    """``count`` feature rows as stored: float32, one after the other (row ``i`` is
-    ``[i * ROW_BYTES : (i + 1) * ROW_BYTES]``)."""
-    return np.asarray(rows, dtype=np.float32).reshape(count, ROW_WIDTH).tobytes()
+def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> list[bytes]:
+    """Each of ``count`` feature rows as stored: ``ROW_WIDTH`` float32 as bytes (slices of
+    one copy of them all)."""
+    blob = np.asarray(rows, dtype=np.float32).reshape(count, ROW_WIDTH).tobytes()
+    return [blob[i * ROW_BYTES : (i + 1) * ROW_BYTES] for i in range(count)]
 
 
 def replaces(new: CachedEmbedding, old: CachedEmbedding | None) -> bool:
@@ -312,8 +313,7 @@ class RedisStateStore:
         # (score, member) pairs; each transaction's score is formatted once.
         cards: dict[str, _Entity] = {}
         terminals: dict[str, _Entity] = {}
-        blob = b"" if rows is None else row_bytes(rows, len(transactions))
-        size = ROW_BYTES
+        stored_rows = [] if rows is None else row_bytes(rows, len(transactions))
         for i, tx in enumerate(transactions):
             ts = repr(tx.ts)
             card = cards.get(tx.card_id)
@@ -323,7 +323,7 @@ class RedisStateStore:
                 card.newest = tx.ts
             card.members += (ts, f"{tx.transaction_id}|{tx.amount!r}")
             if rows is not None:
-                card.rows += (ts, blob[i * size : (i + 1) * size] + tx.transaction_id.encode())
+                card.rows += (ts, stored_rows[i] + tx.transaction_id.encode())
             terminal = terminals.get(tx.terminal_id)
             if terminal is None:
                 terminal = terminals[tx.terminal_id] = _Entity(tx.ts, [], [])
