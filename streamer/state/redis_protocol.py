@@ -1,8 +1,9 @@
 """How ``RedisStateStore`` talks to Redis: batched Lua scripts, their replies, packing.
 
-The scripts each serve many entities in one call, ``Additions`` lays out what one
-sorted-set script call adds, the reply parsers turn script replies into entries, and
-``with_hiredis_packing`` makes redis-py's asyncio client pack commands in C.
+The scripts each serve many entities in one call, ``Additions`` lays out a write's
+sorted-set script calls as its entities are added, the reply parsers turn script replies
+into entries, and ``with_hiredis_packing`` makes redis-py's asyncio client pack commands
+in C.
 """
 
 from __future__ import annotations
