@@ -23,6 +23,8 @@ M = np.uint32(0x5BD1E995)
 
 def murmur2(keys: Sequence[bytes]) -> np.ndarray:
     """Kafka's 32-bit murmur2 of each key (all of one length), as unsigned ints."""
+    if not keys:
+        return np.zeros(0, dtype=np.uint32)
     length = len(keys[0])
     data = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), length)
     h = np.full(len(keys), (SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)

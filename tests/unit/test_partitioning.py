@@ -31,6 +31,11 @@ def test_a_batch_of_mixed_keys_goes_where_the_default_partitioner_sends_each() -
     assert key_partitions(keys, partitions) == [default(key, partitions, partitions) for key in keys]
 
 
+def test_no_keys_make_no_hashes_and_no_partitions() -> None:
+    assert murmur2([]).tolist() == []
+    assert key_partitions([], [0, 1]) == []
+
+
 def test_a_record_without_a_key_goes_to_one_of_the_partitions() -> None:
     chosen = key_partitions([None, b"a", None], [2, 5, 9])
     assert chosen[0] in (2, 5, 9) and chosen[2] in (2, 5, 9)
