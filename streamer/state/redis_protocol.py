@@ -1,21 +1,18 @@
 """How ``RedisStateStore`` talks to Redis: batched Lua scripts, their replies, packing.
 
-The scripts each serve many entities in one call, ``Additions`` lays out a write's
-sorted-set script calls as its entities are added, the reply parsers turn script replies
-into entries, and ``with_hiredis_packing`` makes redis-py's asyncio client pack commands
-in C.
+The scripts each serve many entities in one call: ``EntityCalls`` lays out a script's
+calls as entities are added (``Additions``: the sorted-set writes'), the reply parsers
+turn script replies into entries, and ``with_hiredis_packing`` makes redis-py's asyncio
+client pack commands in C.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
 
 import hiredis
-import numpy as np
 from redis.connection import HiredisRespSerializer
 
-T = TypeVar("T")
 
 # In every script KEYS holds a fixed number of keys per entity and ARGV their arguments
 # in the same order. Keys of one entity share a hash tag, so a call for one entity stays
@@ -139,10 +136,10 @@ return 1
 """
 
 
-class Additions:
-    """What ``ADD_MANY`` calls add, laid out call by call as entities are added: each
-    call's keys, and its arguments after the TTL. An entity's keys stay in one call, and a
-    call serves at most ``per_call`` entities (0: all of them)."""
+class EntityCalls:
+    """A script's calls, laid out call by call as entities are added: each call's keys and
+    its arguments after the head. An entity's keys stay in one call, and a call serves at
+    most ``per_call`` entities (0: all of them)."""
 
     def __init__(self, per_call: int = 0) -> None:
         self.per_call = per_call
@@ -150,12 +147,23 @@ class Additions:
         self._entities = 0
         """Entities in the last call."""
 
-    def entity(self) -> None:
-        """Start an entity; its keys follow (``key``)."""
+    def entity(self, keys: Sequence[str] = (), args: Sequence[object] = ()) -> None:
+        """Start an entity, with its keys and arguments (more may follow)."""
         if not self.calls or self._entities == self.per_call:
             self.calls.append(([], []))
             self._entities = 0
         self._entities += 1
+        call_keys, call_args = self.calls[-1]
+        call_keys += keys
+        call_args += args
+
+    def commands(self, sha: str, head: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """One ``EVALSHA`` of the script ``sha`` per call, its ARGV starting with ``head``."""
+        return [("EVALSHA", sha, len(call_keys), *call_keys, *head, *call_args) for call_keys, call_args in self.calls]
+
+
+class Additions(EntityCalls):
+    """What ``ADD_MANY`` calls add: per entity (``entity``), its sorted sets (``key``)."""
 
     def key(self, key: str, prune: str, keep: int, flag: str, pairs: list[object]) -> None:
         """A key of the entity: its prune bound or '', how many to keep or 0, its ZADD
@@ -164,12 +172,6 @@ class Additions:
         call_keys.append(key)
         call_args += (prune, keep, flag, len(pairs) // 2)
         call_args += pairs
-
-
-def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """``items`` in runs of ``size`` (all at once for 0)."""
-    size = size or max(len(items), 1)
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:

@@ -236,12 +236,10 @@ class RedisStateStore:
                       head: Sequence[object] = ()) -> list[Command]:
         """``script`` over the entities' keys and arguments, ``entities_per_call`` at a
         time, each call's ARGV starting with ``head``: one ``EVALSHA`` per call."""
-        calls = []
-        for chunk in protocol.chunks(entities, self.entities_per_call):
-            call_keys = list(chain.from_iterable(entity_keys for entity_keys, _ in chunk))
-            calls.append(("EVALSHA", script.sha, len(call_keys), *call_keys, *head,
-                          *chain.from_iterable(entity_args for _, entity_args in chunk)))
-        return calls
+        calls = protocol.EntityCalls(self.entities_per_call)
+        for entity_keys, entity_args in entities:
+            calls.entity(entity_keys, entity_args)
+        return calls.commands(script.sha, head)
 
     async def ping(self) -> bool:
         try:
@@ -374,8 +372,7 @@ class RedisStateStore:
         by a later one), then the consuming partitions' progress. Redis runs one
         connection's commands in order, so a reader that sees the progress (and reads
         the state after it, as ``read_fraud`` does) sees what it covers."""
-        commands: list[Command] = [("EVALSHA", self._add_many.sha, len(call_keys), *call_keys, self.ttl, *call_args)
-                                   for call_keys, call_args in additions.calls]
+        commands = additions.commands(self._add_many.sha, [self.ttl])
         commands += self._script_calls(self._set_embeddings, embeddings, head=[self.ttl])
         if progress is not None and progress.partitions:
             commands += self._script_calls(self._set_progress, [(
