@@ -27,15 +27,14 @@ class Echo:
 
 
 def echo_runtime(settings: Settings) -> Runtime:
+    """Echoes over the input topics of the jobs ``settings.worker`` names, as a worker's."""
     topics = settings.topics
-    return Runtime(
-        settings=settings,
-        sink=KafkaSink(settings.kafka.bootstrap_servers),
-        transactions=Echo(topics.fraud_scores),
-        labels=Echo(topics.dead_letter),
-        clicks=Echo(topics.recommendations),
-        ranking_requests=Echo(topics.recommendations),
-    )
+    runtime = Runtime(settings=settings, sink=KafkaSink(settings.kafka.bootstrap_servers))
+    if settings.worker.runs("fraud"):
+        runtime.transactions, runtime.labels = Echo(topics.fraud_scores), Echo(topics.dead_letter)
+    if settings.worker.runs("recommend"):
+        runtime.clicks = runtime.ranking_requests = Echo(topics.recommendations)
+    return runtime
 
 
 if __name__ == "__main__":

@@ -12,9 +12,12 @@ the broker, Redis, the producer, the rest)::
     python -m bench.load transactions 15000
     python -m bench.load clicks 4000 8000 --seconds 30
     python -m bench.load transactions 8000 --workers 2
+    python -m bench.load clicks 8000 --jobs fraud,recommend
 
 It uses the embedded broker and the Redis at ``STREAMER_REDIS_URL`` (else an embedded
-Valkey), like the suite, and the worker's settings from the ``STREAMER_*`` environment.
+Valkey), like the suite, and the worker's settings from the ``STREAMER_*`` environment,
+except its jobs: by default each worker runs the job of the events offered alone
+(``fraud`` or ``recommend``, as the suite), ``--jobs`` says otherwise.
 The exit status is 0 when every rate kept its p99 below the limit with no input lost.
 """
 
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import cpu_line
-from bench.run import ROOT, Message, clicks, events_offered, latency, local_services, transactions
+from bench.run import JOB_OF, ROOT, Message, clicks, events_offered, latency, local_services, transactions
 from streamer.settings import Settings
 
 FEEDS = {"transactions": transactions, "clicks": clicks}
@@ -42,13 +45,14 @@ def verdict(result: dict[str, Any], p99_ms: float) -> bool:
 
 
 def load_run(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, p99_ms: float,
-             log: Path, workers: int = 1, broker_pid: int | None = None) -> list[dict[str, Any]]:
-    """``bench.run.latency`` at ``rates`` with ``workers`` worker processes, from
-    ``messages``, each result with ``held`` (``verdict``)."""
+             log: Path, workers: int = 1, broker_pid: int | None = None, jobs: str | None = None) -> list[dict[str, Any]]:
+    """``bench.run.latency`` at ``rates`` with ``workers`` worker processes running
+    ``jobs`` (by default the job of ``kind``), from ``messages``, each result with
+    ``held`` (``verdict``)."""
     needed = events_offered(rates, seconds)
     if len(messages) < needed:
         raise SystemExit(f"{kind}: {needed:,} events needed, the feed holds {len(messages):,}: offer fewer seconds")
-    results = latency(base, kind, messages, rates, seconds, log, workers, broker_pid)
+    results = latency(base, kind, messages, rates, seconds, log, workers, broker_pid, jobs=jobs)
     for result in results:
         result["held"] = verdict(result, p99_ms)
     return results
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each rate is offered")
     parser.add_argument("--p99-ms", type=float, default=100.0, help="the latency a rate must keep its p99 below")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group")
+    parser.add_argument("--jobs", default=None,
+                        help="the workers' STREAMER_WORKER_JOBS (default: the kind's job alone, fraud or recommend)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         broker, base = local_services(stack)
         messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
-                           args.out.parent / "load-worker.log", args.workers, broker.pid)
+                           args.out.parent / "load-worker.log", args.workers, broker.pid, args.jobs)
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
-                                    "workers": args.workers, "results": results}, indent=2) + "\n")
+                                    "workers": args.workers,
+                                    "jobs": args.jobs or JOB_OF[args.kind], "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "

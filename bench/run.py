@@ -23,7 +23,9 @@ all on this machine, and measures in one run:
 * where the engine's drains spent their time: the workers' step-time reports
   (``STREAMER_BATCH_REPORT_S``), each step's mean and longest time per batch.
 
-Each drain is repeated (median and spread reported), and the share of the machine's CPU
+Every worker runs the job of the events measured (``STREAMER_WORKER_JOBS``: ``fraud`` for
+transactions, ``recommend`` for clicks), as the README deploys each job's workers: it then
+fetches only that job's topics. Each drain is repeated (median and spread reported), and the share of the machine's CPU
 time the hypervisor gave other guests over the run (steal) is recorded: these VMs are
 noisy. Results go to
 ``bench/results/latest.json`` and, with ``--write-docs``, to ``docs/benchmarks.md`` and
@@ -140,6 +142,15 @@ def click_histories(n: int) -> list[list[str]]:
             if len(out) >= n:
                 return out
     return out
+
+
+#: The job a worker runs for each kind of event (``STREAMER_WORKER_JOBS``).
+JOB_OF = {"transactions": "fraud", "clicks": "recommend"}
+
+
+def for_kind(settings: Settings, kind: str, jobs: str | None = None) -> Settings:
+    """``settings`` with the workers running ``jobs``, by default the job of ``kind`` alone."""
+    return settings.replace(worker={"jobs": jobs or JOB_OF[kind]})
 
 
 def fresh_settings(base: Settings, batch: int) -> Settings:
@@ -259,11 +270,11 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
           module: str = "streamer.cli worker", step_reports: list[str] | None = None,
           history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> float:
     """Events per second for a backlog (``drain_rate``), with 1 or more
-    workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``).
-    The workers report their batches' step times every ``STEP_REPORT_S`` and as they
+    workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``)
+    running the job of ``kind`` (``for_kind``). The workers report their batches' step times every ``STEP_REPORT_S`` and as they
     stop; those log lines are added to ``step_reports``. With ``history``, those
     transactions and labels are stored first (``store_history``)."""
-    settings = fresh_settings(base, batch).replace(batch={"report_s": STEP_REPORT_S})
+    settings = for_kind(fresh_settings(base, batch), kind).replace(batch={"report_s": STEP_REPORT_S})
     if history is not None:
         asyncio.run(store_history(settings.redis, *history))
     log_start = log.stat().st_size if log.exists() else 0
@@ -318,9 +329,11 @@ def events_offered(rates: list[float], seconds: float) -> int:
 
 
 def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path,
-            workers: int = 1, broker_pid: int | None = None, batch: int | None = None) -> list[dict[str, Any]]:
+            workers: int = 1, broker_pid: int | None = None, batch: int | None = None,
+            jobs: str | None = None) -> list[dict[str, Any]]:
     """p50 / p99 / max from input timestamp to output timestamp at each offered rate,
-    with ``workers`` worker processes in one consumer group, and where the machine's CPU
+    with ``workers`` worker processes in one consumer group running ``jobs`` (by default
+    the job of ``kind``: ``for_kind``), and where the machine's CPU
     went while the rate was offered (``bench.cpu``; the broker's part when its
     ``broker_pid`` is given). Batches of ``batch`` (the configured size by default; 1:
     the naive way, ``fresh_settings``).
@@ -335,7 +348,7 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
     feed = iter(messages)
     try:
         for rate in rates:
-            settings = fresh_settings(base, batch).replace(redis={"namespace": state.namespace})
+            settings = for_kind(fresh_settings(base, batch), kind, jobs).replace(redis={"namespace": state.namespace})
             results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, events_offered([rate], seconds))), log,
                                        workers, broker_pid))
             print(f"  {kind} at {rate:,.0f}/s, {workers} worker(s), batches of {batch}: {results[-1]}", flush=True)

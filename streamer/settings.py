@@ -2,7 +2,8 @@
 
 Every field has a type, a default and an environment variable; ``Settings.from_env``
 is the only place that reads the environment. Sections follow the flow: Kafka in and
-out, Redis state, the models, micro-batching, fraud alerting and recommendations.
+out, Redis state, the models, micro-batching, fraud alerting and recommendations, then the
+jobs a worker runs.
 """
 
 from __future__ import annotations
@@ -170,6 +171,31 @@ class RecommendSettings:
     """STREAMER_RECOMMEND_TOP_K: items per recommendation."""
 
 
+#: The jobs a worker can run, each over its own input topics: ``fraud`` (transactions and
+#: fraud labels) and ``recommend`` (clicks and ranking requests).
+JOBS = ("fraud", "recommend")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    jobs: str = ",".join(JOBS)
+    """STREAMER_WORKER_JOBS: the jobs this worker runs, comma-separated (``fraud``,
+    ``recommend``; both by default). A worker consumes only its jobs' input topics and
+    loads only their models, so each job's workers can be scaled and deployed on their own."""
+
+    def __post_init__(self) -> None:
+        names = [name.strip() for name in self.jobs.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(JOBS))
+        if unknown or not names:
+            raise ConfigurationError(f"STREAMER_WORKER_JOBS={self.jobs!r}: name one or more of {', '.join(JOBS)}")
+
+    def runs(self, job: str) -> bool:
+        """Whether this worker runs ``job`` (one of ``JOBS``)."""
+        if job not in JOBS:
+            raise ValueError(f"no job named {job!r}")
+        return job in (name.strip() for name in self.jobs.split(","))
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -179,6 +205,7 @@ class Settings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     fraud: FraudSettings = field(default_factory=FraudSettings)
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -135,3 +135,15 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+
+def assigned_topics(log: Path) -> set[str]:
+    """The topics of the partitions a worker was last given, from the table Faust logs
+    ("Setting newly assigned partitions", one ``| topic | partitions |`` row each)."""
+    blocks = log.read_text().split("Setting newly assigned partitions")
+    if len(blocks) < 2:
+        return set()
+    table = blocks[-1].split("for group")[0]
+    return {row.split("|")[1].strip() for row in table.splitlines()
+            if row.startswith("|") and "{" in row}

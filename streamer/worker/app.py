@@ -1,4 +1,4 @@
-"""The Faust app: four thin agents over the input topics.
+"""The Faust app: a thin agent per input topic of the jobs the worker runs (two per job).
 
 Each agent takes the runs of records the transport delivers (one per partition and
 fetch, ``streamer.worker.transport.RecordRun``) and hands their records to micro-batches
@@ -79,10 +79,12 @@ class Runtime:
 
     settings: Settings
     sink: Sink
-    transactions: Pipeline
-    labels: Pipeline
-    clicks: Pipeline
-    ranking_requests: Pipeline
+    transactions: Pipeline | None = None
+    labels: Pipeline | None = None
+    """The fraud job's pipelines; None in a worker that does not run it."""
+    clicks: Pipeline | None = None
+    ranking_requests: Pipeline | None = None
+    """The recommendation job's pipelines; None in a worker that does not run it."""
     on_rebalance: Sequence[Callable[[], None]] = ()
     """Called whenever partitions move: what a worker keeps of its partitions' state is
     forgotten (another worker may write it now)."""
@@ -326,10 +328,13 @@ def build_app(runtime: Runtime) -> faust.App:
     app.on_partitions_revoked.connect(forget_local_state)
     app.on_partitions_assigned.connect(forget_local_state)
 
-    make_agent(settings.topics.transactions, runtime.transactions, "score_transactions")
-    make_agent(settings.topics.fraud_labels, runtime.labels, "store_labels")
-    make_agent(settings.topics.clickstream, runtime.clicks, "recommend_next_items")
-    make_agent(settings.topics.recommend_requests, runtime.ranking_requests, "answer_ranking_requests")
+    topics = settings.topics
+    for topic, pipeline, name in ((topics.transactions, runtime.transactions, "score_transactions"),
+                                  (topics.fraud_labels, runtime.labels, "store_labels"),
+                                  (topics.clickstream, runtime.clicks, "recommend_next_items"),
+                                  (topics.recommend_requests, runtime.ranking_requests, "answer_ranking_requests")):
+        if pipeline is not None:  # the consumer subscribes to the topics of the agents made
+            make_agent(topic, pipeline, name)
 
     if report_s > 0:
         @app.timer(interval=report_s)

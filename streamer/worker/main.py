@@ -35,26 +35,26 @@ GC_FIRST_THRESHOLD = 10_000
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    """The pipelines of the jobs ``settings.worker`` names, with only their models loaded."""
     store = RedisStateStore.from_settings(settings.redis)
-    models = settings.models
-    scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
-    ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16,
-                            int8=models.int8)
-    highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers)
-    label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
-    transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
-    fraud = FraudPipeline(scorer, store, settings, label_clock=label_clock, transaction_clock=transaction_clock)
-    next_items = next_item_process(settings) if models.process else None  # for clicks and ranking requests alike
-    return Runtime(
-        settings=settings,
-        sink=KafkaSink(settings.kafka.bootstrap_servers),
-        transactions=fraud,
-        labels=LabelPipeline(store, settings),
-        clicks=RecommendPipeline(ranker, store, settings, next_items),
-        ranking_requests=RankingRequestPipeline(ranker, store, settings, next_items),
-        on_rebalance=(fraud.features.cache.clear,),
-        highwaters=highwaters,
-    )
+    runtime = Runtime(settings=settings, sink=KafkaSink(settings.kafka.bootstrap_servers))
+    if settings.worker.runs("fraud"):
+        models = settings.models
+        scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
+        highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers)
+        label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
+        transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
+        fraud = FraudPipeline(scorer, store, settings, label_clock=label_clock, transaction_clock=transaction_clock)
+        runtime.transactions, runtime.labels = fraud, LabelPipeline(store, settings)
+        runtime.on_rebalance, runtime.highwaters = (fraud.features.cache.clear,), highwaters
+    if settings.worker.runs("recommend"):
+        models = settings.models
+        ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16,
+                                int8=models.int8)
+        next_items = next_item_process(settings) if models.process else None  # for clicks and ranking requests alike
+        runtime.clicks = RecommendPipeline(ranker, store, settings, next_items)
+        runtime.ranking_requests = RankingRequestPipeline(ranker, store, settings, next_items)
+    return runtime
 
 
 def next_item_process(settings: Settings) -> ModelProcess:
@@ -73,6 +73,7 @@ def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Sett
         ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor)
     )
     app = build_app(build(settings))
+    log.info("running jobs: %s", settings.worker.jobs)
     tune_gc()
     make_worker(app, loop, loglevel).execute_from_commandline()
 

@@ -28,7 +28,7 @@ from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
 from streamer.worker.step_times import parse_reports
 from streamer.worker.topics import ensure_topics
-from tests.support import DATA, WorkerProcess, load_jsonl, produce, read_topic
+from tests.support import DATA, WorkerProcess, assigned_topics, load_jsonl, produce, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -356,3 +356,28 @@ def test_a_worker_given_partitions_back_reads_their_cards_again(settings: Settin
     for record in scores:
         value = orjson.loads(record.value)
         assert value["score"] == pytest.approx(expected[value["transaction_id"]], abs=SCORE_TOLERANCE), value
+
+
+
+def test_a_worker_per_job_in_one_group_each_takes_only_its_topics(settings: Settings, tmp_path: Path) -> None:
+    """``STREAMER_WORKER_JOBS``: a fraud worker and a recommendation worker in one consumer
+    group. Faust's assignor gives each the partitions of its own job's topics only, and
+    every transaction and click is answered."""
+    topics, bootstrap = settings.topics, settings.kafka.bootstrap_servers
+    transactions = [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in load_jsonl(DATA / "transactions_sample.jsonl")[:300]]
+    clicks = clicks_for(20)
+    logs = {job: tmp_path / f"{job}-worker.log" for job in ("fraud", "recommend")}
+    workers = {job: WorkerProcess(settings.replace(worker={"jobs": job}), log).start() for job, log in logs.items()}
+    try:
+        asyncio.run(produce(bootstrap, topics.transactions, transactions))
+        asyncio.run(produce(bootstrap, topics.clickstream, clicks))
+        scores = asyncio.run(read_topic(bootstrap, topics.fraud_scores, len(transactions), timeout_s=90))
+        recommendations = asyncio.run(read_topic(bootstrap, topics.recommendations, len(clicks), timeout_s=90))
+        assert all(worker.alive() for worker in workers.values())
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    assert assigned_topics(logs["fraud"]) == {topics.transactions, topics.fraud_labels}
+    assert assigned_topics(logs["recommend"]) == {topics.clickstream, topics.recommend_requests}
+    assert {orjson.loads(r.value)["transaction_id"] for r in scores} == {orjson.loads(v)["transaction_id"] for _, v in transactions}
+    assert {orjson.loads(r.value)["event_id"] for r in recommendations} == {orjson.loads(v)["event_id"] for _, v in clicks}

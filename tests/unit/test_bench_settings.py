@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bench.cpu import cpu_times, stolen_share
-from bench.run import fresh_settings
+from bench.run import for_kind, fresh_settings
 from streamer.events import parse_time
 from streamer.settings import Settings
 
@@ -21,6 +21,27 @@ def test_the_naive_agent_has_one_lane_and_no_backlog_batches_and_the_engine_its_
     assert (engine.batch.max_size, engine.batch.lanes, engine.batch.backlog_size) == (512, 2, 4096)
     assert (naive.batch.largest, engine.batch.largest) == (1, 4096)
     assert naive.topics.transactions != engine.topics.transactions and naive.redis.namespace != engine.redis.namespace
+
+
+def test_the_workers_measured_run_the_job_of_the_events_offered_unless_told_otherwise() -> None:
+    base = Settings.from_env({})
+    assert base.worker.runs("fraud") and base.worker.runs("recommend")
+    fraud, recommend = for_kind(base, "transactions").worker, for_kind(base, "clicks").worker
+    assert fraud.runs("fraud") and not fraud.runs("recommend")
+    assert recommend.runs("recommend") and not recommend.runs("fraud")
+    both = for_kind(base, "clicks", "fraud,recommend").worker
+    assert both.runs("fraud") and both.runs("recommend")
+
+
+def test_the_frameworks_ceiling_echoes_only_the_topics_of_its_jobs() -> None:
+    from bench.faust_loop import echo_runtime
+
+    clicks = echo_runtime(for_kind(Settings.from_env({}), "clicks"))
+    assert clicks.transactions is None and clicks.labels is None
+    assert clicks.clicks is not None and clicks.clicks.topic == clicks.settings.topics.recommendations
+    transactions = echo_runtime(for_kind(Settings.from_env({}), "transactions"))
+    assert transactions.clicks is None and transactions.ranking_requests is None
+    assert transactions.transactions is not None and transactions.transactions.topic == transactions.settings.topics.fraud_scores
 
 
 def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monkeypatch, tmp_path) -> None:
@@ -45,6 +66,7 @@ def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monke
 
     assert results == [{"offered": 2.0}, {"offered": 4.0}]
     (first, _, first_messages), (second, _, second_messages) = calls
+    assert first.worker.jobs == second.worker.jobs == "fraud"  # the workers run the job measured
     assert first.topics.transactions != second.topics.transactions
     assert first.kafka.group_id != second.kafka.group_id
     assert first.redis.namespace == second.redis.namespace == deleted[0] and len(deleted) == 1

@@ -48,3 +48,19 @@ def test_the_state_store_takes_its_redis_settings() -> None:
     assert (store.entities_per_call, store.ns) == (1, "eu")
     with pytest.raises(ConfigurationError, match="entities_per_call"):
         RedisStateStore.from_settings(Settings.from_env({"STREAMER_REDIS_ENTITIES_PER_CALL": "-1"}).redis)
+
+
+def test_a_worker_runs_both_jobs_unless_told_which() -> None:
+    both = Settings.from_env({}).worker
+    assert both.runs("fraud") and both.runs("recommend")
+    one = Settings.from_env({"STREAMER_WORKER_JOBS": " recommend "}).worker
+    assert one.runs("recommend") and not one.runs("fraud")
+    assert Settings.from_env({"STREAMER_WORKER_JOBS": "fraud,recommend"}).worker.runs("fraud")
+    with pytest.raises(ValueError, match="ads"):
+        one.runs("ads")
+
+
+@pytest.mark.parametrize("jobs", ["", " , ", "fraud,ads", "Fraud"])
+def test_unknown_or_no_jobs_are_refused_by_name(jobs: str) -> None:
+    with pytest.raises(ConfigurationError, match="STREAMER_WORKER_JOBS"):
+        Settings.from_env({"STREAMER_WORKER_JOBS": jobs})

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from faust.types import TP
 
+from streamer.output.sink import ListSink
+from streamer.settings import Settings
 from streamer.state.card_cache import CachedCard, CardCache
-from streamer.worker.app import LeanMonitor
-from tests.support import idle_app
+from streamer.worker.app import LeanMonitor, Runtime, build_app
+from streamer.worker.main import build_runtime
+from tests.support import NoOutputs, idle_app
 
 
 def test_the_app_keeps_only_the_stream_timing_its_consumer_reads() -> None:
@@ -28,3 +31,28 @@ async def test_partitions_moving_forget_the_state_a_worker_keeps() -> None:
     assert cache.cards == {} and cache.generation == 1
     await app.on_partitions_assigned.send({TP("transactions", 1)})
     assert cache.generation == 2
+
+
+def subscribed(runtime: Runtime) -> dict[str, str]:
+    """The app's agents, by name, with the topic each consumes."""
+    return {name: agent.channel.get_topic_name() for name, agent in build_app(runtime).agents.items()}
+
+
+def test_a_worker_consumes_only_the_topics_of_its_jobs() -> None:
+    settings, pipeline = Settings.from_env({}), NoOutputs()
+    everything = subscribed(Runtime(settings, ListSink(), pipeline, pipeline, pipeline, pipeline))
+    assert everything == {"score_transactions": "transactions", "store_labels": "fraud-labels",
+                          "recommend_next_items": "clickstream", "answer_ranking_requests": "recommend-requests"}
+    clicks_only = subscribed(Runtime(settings, ListSink(), clicks=pipeline, ranking_requests=pipeline))
+    assert clicks_only == {"recommend_next_items": "clickstream", "answer_ranking_requests": "recommend-requests"}
+
+
+def test_a_worker_loads_only_the_models_of_its_jobs() -> None:
+    fraud = build_runtime(Settings.from_env({"STREAMER_WORKER_JOBS": "fraud"}))
+    assert fraud.transactions is not None and fraud.labels is not None and fraud.highwaters is not None
+    assert fraud.clicks is None and fraud.ranking_requests is None
+    assert len(fraud.on_rebalance) == 1  # its card cache is forgotten when partitions move
+    recommend = build_runtime(Settings.from_env({"STREAMER_WORKER_JOBS": "recommend", "STREAMER_MODELS_PROCESS": "false"}))
+    assert recommend.clicks is not None and recommend.ranking_requests is not None
+    assert recommend.transactions is None and recommend.labels is None and recommend.highwaters is None
+    assert recommend.on_rebalance == ()
