@@ -505,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": batch,
             "backlog_batch_size": backlog,
             "model_batch_size": backlog,  # a drain's batches are backlog batches: the models alone run at that size
+            "worker_jobs": JOB_OF,  # each kind's workers run its job alone (for_kind)
         }
         print("ceilings ...", flush=True)
         results["model_alone"] = model_ceiling(base, backlog, n_clicks)

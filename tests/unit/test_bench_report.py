@@ -43,6 +43,17 @@ def test_the_targets_table_shows_the_drains_of_one_worker_and_of_two(tmp_path: P
     assert "| ≥ 20,000 transactions/s drained | 16,723/s; at steady state 10,757/s; two workers 20,652/s |" in text
     assert "| ≥ 11,000 clicks/s drained | 17,010/s; two workers 15,519/s |" in text
     assert "micro-batch size 512, 4,096 from a backlog" in text and "fraud model alone in ONNX Runtime, batch 4,096" in text
+    assert "each worker runs both jobs" in text  # as every worker did before STREAMER_WORKER_JOBS
+
+
+def test_a_run_with_a_worker_per_job_says_which_job_each_kind_ran(tmp_path: Path) -> None:
+    from bench.report import write_docs
+    from bench.run import JOB_OF
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-m.json").read_text())
+    write_docs({**run, "worker_jobs": JOB_OF}, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "each worker runs the job of the events measured alone, `STREAMER_WORKER_JOBS`: `fraud` for transactions, `recommend` for clicks" in text
 
 
 def test_the_docs_of_a_run_that_read_the_cpu_table_it_for_every_rate(tmp_path: Path) -> None:
