@@ -28,7 +28,7 @@ from streamer.demo.traffic import demo_traffic
 from streamer.embedded import port_open, start_missing_services
 from streamer.output.sink import send_batched
 from streamer.replay.through_worker import running_worker
-from streamer.settings import Settings
+from streamer.settings import JOBS, Settings
 from streamer.state.store import delete_namespace
 from streamer.worker.topics import ensure_topics
 
@@ -150,13 +150,19 @@ async def _demo(settings: Settings, duration_s: float | None, rate: float, data_
     print(screen.render(), flush=True)
 
 
+def demo_settings(settings: Settings, namespace: str) -> Settings:
+    """The demo worker's settings: state and consumer group of their own, and both jobs
+    whatever ``STREAMER_WORKER_JOBS`` says (the demo plays transactions and clicks)."""
+    return settings.replace(redis={"namespace": namespace}, kafka={"group_id": f"streamer-{namespace}"},
+                            worker={"jobs": ",".join(JOBS)})
+
+
 def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float = 1000.0, data_dir: Path | None = None) -> int:
     data_dir = data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
     with contextlib.ExitStack() as started:
         settings = start_missing_services(
             settings, started, broker_port=None if port_open("127.0.0.1", 9092) else 9092, announce=print)
-        namespace = f"demo-{int(time.time())}"  # fresh state and offsets for every demo
-        settings = settings.replace(redis={"namespace": namespace}, kafka={"group_id": f"streamer-{namespace}"})
+        settings = demo_settings(settings, f"demo-{int(time.time())}")  # fresh state and offsets for every demo
         kafka = settings.kafka
         asyncio.run(ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor))
         log = Path("streamer-demo-worker.log").resolve()

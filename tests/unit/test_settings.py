@@ -64,3 +64,15 @@ def test_a_worker_runs_both_jobs_unless_told_which() -> None:
 def test_unknown_or_no_jobs_are_refused_by_name(jobs: str) -> None:
     with pytest.raises(ConfigurationError, match="STREAMER_WORKER_JOBS"):
         Settings.from_env({"STREAMER_WORKER_JOBS": jobs})
+
+
+def test_the_demo_and_the_replay_run_both_jobs_whatever_the_environment_says(monkeypatch, tmp_path: Path) -> None:
+    """They play and replay every input topic; a worker told to run one job would leave
+    the other's events unanswered."""
+    from streamer.demo.run import demo_settings
+    from streamer.replay.through_worker import Replayer
+
+    monkeypatch.setenv("STREAMER_WORKER_JOBS", "fraud")
+    demo = demo_settings(Settings.from_env(), "demo-1").worker
+    replay = Replayer("localhost:9092", "redis://localhost:6379/0", tmp_path).settings().worker
+    assert all(worker.runs("fraud") and worker.runs("recommend") for worker in (demo, replay))
