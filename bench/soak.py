@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.run import ROOT, clicks, fresh_settings, local_services, transactions
 from streamer.output.sink import send_batched
 from streamer.replay.through_worker import running_worker
-from streamer.settings import JOBS, Settings
+from streamer.settings import EVERY_JOB, Settings
 from streamer.state.store import delete_namespace
 from streamer.worker.highwater import FetchedHighWatermarks
 from streamer.worker.topics import delete_topics, ensure_topics
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         broker, base = local_services(stack)
-        settings = fresh_settings(base, base.batch.max_size).replace(worker={"jobs": ",".join(JOBS)})  # it offers both kinds
+        settings = fresh_settings(base, base.batch.max_size).replace(worker={"jobs": EVERY_JOB})  # it offers both kinds
         asyncio.run(ensure_topics(broker.bootstrap_servers, settings.topics.all(), settings.kafka.partitions))
         log = args.out.parent / "soak-worker.log"
         args.out.parent.mkdir(parents=True, exist_ok=True)

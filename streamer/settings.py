@@ -174,26 +174,31 @@ class RecommendSettings:
 #: The jobs a worker can run, each over its own input topics: ``fraud`` (transactions and
 #: fraud labels) and ``recommend`` (clicks and ranking requests).
 JOBS = ("fraud", "recommend")
+#: ``STREAMER_WORKER_JOBS`` for a worker that runs every job (the default).
+EVERY_JOB = ",".join(JOBS)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    jobs: str = ",".join(JOBS)
+    jobs: str = EVERY_JOB
     """STREAMER_WORKER_JOBS: the jobs this worker runs, comma-separated (``fraud``,
     ``recommend``; both by default). A worker consumes only its jobs' input topics and
     loads only their models, so each job's workers can be scaled and deployed on their own."""
 
     def __post_init__(self) -> None:
-        names = [name.strip() for name in self.jobs.split(",") if name.strip()]
-        unknown = sorted(set(names) - set(JOBS))
-        if unknown or not names:
+        unknown = sorted(set(self.job_names) - set(JOBS))
+        if unknown or not self.job_names:
             raise ConfigurationError(f"STREAMER_WORKER_JOBS={self.jobs!r}: name one or more of {', '.join(JOBS)}")
+
+    @property
+    def job_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.jobs.split(",") if name.strip())
 
     def runs(self, job: str) -> bool:
         """Whether this worker runs ``job`` (one of ``JOBS``)."""
         if job not in JOBS:
             raise ValueError(f"no job named {job!r}")
-        return job in (name.strip() for name in self.jobs.split(","))
+        return job in self.job_names
 
 
 @dataclass(frozen=True)

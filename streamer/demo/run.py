@@ -28,7 +28,7 @@ from streamer.demo.traffic import demo_traffic
 from streamer.embedded import port_open, start_missing_services
 from streamer.output.sink import send_batched
 from streamer.replay.through_worker import running_worker
-from streamer.settings import JOBS, Settings
+from streamer.settings import EVERY_JOB, Settings
 from streamer.state.store import delete_namespace
 from streamer.worker.topics import ensure_topics
 
@@ -154,7 +154,7 @@ def demo_settings(settings: Settings, namespace: str) -> Settings:
     """The demo worker's settings: state and consumer group of their own, and both jobs
     whatever ``STREAMER_WORKER_JOBS`` says (the demo plays transactions and clicks)."""
     return settings.replace(redis={"namespace": namespace}, kafka={"group_id": f"streamer-{namespace}"},
-                            worker={"jobs": ",".join(JOBS)})
+                            worker={"jobs": EVERY_JOB})
 
 
 def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float = 1000.0, data_dir: Path | None = None) -> int:

@@ -24,7 +24,7 @@ from streamer.errors import InvalidEvent
 from streamer.events import decode_label
 from streamer.replay.capture_file import read_capture
 from streamer.replay.offline import Outputs
-from streamer.settings import JOBS, Settings, TopicSettings, env_name
+from streamer.settings import EVERY_JOB, Settings, TopicSettings, env_name
 
 
 def expected_output_count(captures: Sequence[Path], topics: TopicSettings) -> int:
@@ -193,7 +193,7 @@ class Replayer:
         base = Settings.from_env().replace(
             kafka={"bootstrap_servers": self.bootstrap, "group_id": f"replay-{tag}", "partitions": 2},
             redis={"url": self.redis_url, "namespace": f"replay-{tag}"},
-            worker={"jobs": ",".join(JOBS)},  # a capture may hold any input topic, and the probe is a click
+            worker={"jobs": EVERY_JOB},  # a capture may hold any input topic, and the probe is a click
         )
         return dataclasses.replace(base, topics=topics).replace(**changes)
 

@@ -37,9 +37,9 @@ GC_FIRST_THRESHOLD = 10_000
 def build_runtime(settings: Settings) -> Runtime:
     """The pipelines of the jobs ``settings.worker`` names, with only their models loaded."""
     store = RedisStateStore.from_settings(settings.redis)
+    models = settings.models
     runtime = Runtime(settings=settings, sink=KafkaSink(settings.kafka.bootstrap_servers))
     if settings.worker.runs("fraud"):
-        models = settings.models
         scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
         highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers)
         label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
@@ -48,7 +48,6 @@ def build_runtime(settings: Settings) -> Runtime:
         runtime.transactions, runtime.labels = fraud, LabelPipeline(store, settings)
         runtime.on_rebalance, runtime.highwaters = (fraud.features.cache.clear,), highwaters
     if settings.worker.runs("recommend"):
-        models = settings.models
         ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16,
                                 int8=models.int8)
         next_items = next_item_process(settings) if models.process else None  # for clicks and ranking requests alike
