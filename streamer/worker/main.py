@@ -72,7 +72,7 @@ def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Sett
         ensure_topics(kafka.bootstrap_servers, settings.topics.all(), kafka.partitions, kafka.replication_factor)
     )
     app = build_app(build(settings))
-    log.info("running jobs: %s", settings.worker.jobs)
+    log.info("running jobs: %s", ", ".join(settings.worker.job_names))
     tune_gc()
     make_worker(app, loop, loglevel).execute_from_commandline()
 
