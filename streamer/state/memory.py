@@ -11,7 +11,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from streamer.events import FraudLabel, Transaction
-from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalHistory
+from streamer.features.fraud import (
+    AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalCounts, TerminalHistory, window_starts,
+)
 from streamer.state.store import (
     CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FraudState, Progress,
     StreamProgress, TimeRange, UserState, UserUpdate, replaces, row_bytes,
@@ -43,12 +45,25 @@ class _EventLog:
         hi = bisect.bisect_right(self.entries, (window[1], AFTER_EVERY_ID))
         return self.entries[lo:hi]
 
+    def counts(self, end: float) -> list[int]:
+        """Entries in each window that ends at ``end`` (``window_starts``), as Redis's
+        ``ZCOUNT`` counts them."""
+        entries = self.entries
+        last = bisect.bisect_right(entries, (end, AFTER_EVERY_ID))
+        return [last - bisect.bisect_right(entries, (start, AFTER_EVERY_ID), 0, last) for start in window_starts(end)]
+
 
 _EMPTY = _EventLog()
 
 
 class InMemoryStateStore:
-    def __init__(self) -> None:
+    """``count_terminals``: terminals named in ``read_fraud``'s ``terminal_ends`` come
+    counted (``TerminalCounts``), as the Redis store sends them; without it, every
+    terminal comes with its transactions (``TerminalHistory``), the reference the
+    counts are checked against."""
+
+    def __init__(self, count_terminals: bool = True) -> None:
+        self.count_terminals = count_terminals
         self.cards: dict[str, _EventLog] = defaultdict(_EventLog)
         self.terminal_tx: dict[str, _EventLog] = defaultdict(_EventLog)
         self.terminal_fraud: dict[str, _EventLog] = defaultdict(_EventLog)
@@ -63,8 +78,6 @@ class InMemoryStateStore:
         self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
         progress_of: Sequence[str] = (), terminal_ends: Mapping[str, Sequence[float]] | None = None,
     ) -> FraudState:
-        """Every terminal comes with its transactions (``terminal_ends`` only saves a
-        Redis store's replies)."""
         progress = {topic: dict(self.stream_progress.get(topic, {})) for topic in progress_of}
         card_state: dict[str, CardState] = {}
         for card_id, window in cards.items():
@@ -73,12 +86,16 @@ class InMemoryStateStore:
                 rows = sorted((ts, tx_id, row) for tx_id, (ts, row) in self.card_rows.get(card_id, {}).items() if ts <= window[1])
                 state.rows = rows[-sequence_rows:]
                 state.embedding = self.card_embeddings.get(card_id)
-        terminal_state: dict[str, TerminalHistory] = {}
+        ends = terminal_ends if terminal_ends and self.count_terminals else {}
+        terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
         for terminal_id, window in terminals.items():
-            terminal_state[terminal_id] = TerminalHistory.of(
-                self.terminal_tx.get(terminal_id, _EMPTY).window(window),
-                self.terminal_fraud.get(terminal_id, _EMPTY).window(window),
-            )
+            transactions = self.terminal_tx.get(terminal_id, _EMPTY)
+            frauds = self.terminal_fraud.get(terminal_id, _EMPTY).window(window)
+            if terminal_id in ends:
+                terminal_state[terminal_id] = TerminalCounts({end: transactions.counts(end) for end in ends[terminal_id]},
+                                                             frauds)
+            else:
+                terminal_state[terminal_id] = TerminalHistory.of(transactions.window(window), frauds)
         return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(

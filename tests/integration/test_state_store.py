@@ -199,14 +199,17 @@ async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(
         assert (users[f"u{u}"].embedding is not None) == bool(u % 2)
 
 
-@pytest.mark.parametrize("per_call", [0, 1])
-async def test_terminals_counted_by_redis_give_the_features_their_transactions_give(
-        redis_url: str, namespace: str, per_call: int) -> None:
-    """Terminals a batch reaches within a week are counted by Redis (``TerminalCounts``)
-    and give exactly the features of their transactions, including those sitting on a
-    window's bounds; a terminal the batch reaches over a week or more comes whole."""
-    redis_store = RedisStateStore(redis_url, namespace, entities_per_call=per_call)
-    memory = InMemoryStateStore()
+@pytest.mark.parametrize("counter", ["redis", "redis-1-per-call", "memory"])
+async def test_terminals_counted_by_the_store_give_the_features_their_transactions_give(
+        redis_url: str, namespace: str, counter: str) -> None:
+    """Terminals a batch reaches within a week are counted by the store (``TerminalCounts``:
+    Redis, or the in-memory twin as training and the offline replay run it) and give
+    exactly the features of their transactions (the in-memory twin listing them),
+    including those sitting on a window's bounds; a terminal the batch reaches over a
+    week or more comes whole."""
+    redis_store = RedisStateStore(redis_url, namespace, entities_per_call=int(counter == "redis-1-per-call"))
+    counting: StateStore = InMemoryStateStore() if counter == "memory" else redis_store
+    listing = InMemoryStateStore(count_terminals=False)
     now = T0 + 40 * DAY
     end = now - DELAY_DAYS * DAY
     # every window's start and end, a bit inside and outside each, and the month before
@@ -218,19 +221,21 @@ async def test_terminals_counted_by_redis_give_the_features_their_transactions_g
     batch = [tx(900, now, card="c1", terminal="t"), tx(901, now + 3600.0, card="c2", terminal="t"),
              tx(902, now - 8 * DAY, card="c3", terminal="u"), tx(903, now, card="c4", terminal="u"),
              tx(904, now, card="c5", terminal="v")]  # nothing in its windows
+    ranges = {"t": (end - 30 * DAY, end + 3600.0), "u": (end, end)}
     try:
-        for store in (redis_store, memory):
+        for store in (counting, listing):
             await store.write_fraud(history)
             await store.write_labels(labels)
-        counted = await TransactionFeatures(redis_store).rows(batch)
-        listed = await TransactionFeatures(memory).rows(batch)
-        _, terminals, _ = await redis_store.read_fraud({}, {"t": (end - 30 * DAY, end + 3600.0), "u": (end, end)},
-                                                       terminal_ends={"t": [end, end + 3600.0]})
+        counted = await TransactionFeatures(counting).rows(batch)
+        listed = await TransactionFeatures(listing).rows(batch)
+        _, terminals, _ = await counting.read_fraud({}, ranges, terminal_ends={"t": [end, end + 3600.0]})
+        _, whole, _ = await listing.read_fraud({}, ranges, terminal_ends={"t": [end, end + 3600.0]})
     finally:
         await redis_store.delete_namespace()
         await redis_store.close()
     assert counted.rows == listed.rows
     assert isinstance(terminals["t"], TerminalCounts) and isinstance(terminals["u"], TerminalHistory)
+    assert isinstance(whole["t"], TerminalHistory)
     assert counted.rows[0][9:15] != [0.0] * 6 and counted.rows[4][9:15] == [0.0] * 6
     assert any(risk not in (0.0, 1.0) for risk in counted.rows[0][10:15:2])
 
