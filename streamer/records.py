@@ -31,6 +31,10 @@ class SourceRecord(NamedTuple):
     value: bytes | None
     timestamp_ms: int | None = None
     headers: Headers = ()
+    received_ms: float | None = None
+    """When this worker's consumer handed the record over (wall clock, ms since the
+    epoch): it was on the broker by then. None where no live consumer read it (a capture
+    file, a test)."""
 
 
 class OutputRecord(NamedTuple):

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 
 class HighWatermarks(Protocol):
-    async def highwaters(self, topic: str) -> dict[int, int]: ...
+    async def highwaters(self, topic: str, since_ms: float | None = None) -> dict[int, int]:
+        """From fetch requests sent after ``since_ms`` (wall clock, ms; None: from now on)."""
+        ...
 
 
 def progress_of(records: Sequence[SourceRecord], times: Sequence[tuple[int, float]], topic: str) -> StreamProgress:
@@ -58,6 +60,13 @@ def progress_of(records: Sequence[SourceRecord], times: Sequence[tuple[int, floa
     return StreamProgress(topic, partitions)
 
 
+def received_by(records: Sequence[SourceRecord]) -> float | None:
+    """When every one of ``records`` had reached the worker (the latest ``received_ms``);
+    None when one's is not known."""
+    times = [record.received_ms for record in records]
+    return None if None in times else max(times)  # type: ignore[type-var]
+
+
 class EventClock:
     def __init__(self, store: StateStore, topic: str, brokers: HighWatermarks, max_wait_ms: int = 0, poll_ms: float = 5.0,
                  slack_s: float = 0.0) -> None:
@@ -71,20 +80,22 @@ class EventClock:
         self.asked_broker = True
         """Whether the last check needed the broker's high watermarks."""
 
-    def fetch_ahead(self) -> asyncio.Future[dict[int, int]] | None:
-        """The broker's high watermarks, fetched from now on while the caller reads the
-        progress (``lagging``): when the last check needed them, the next one likely
-        does too, and waiting for them after the read would add a broker round trip to
-        the batch. None when the last check did without."""
-        return asyncio.ensure_future(self.brokers.highwaters(self.topic)) if self.asked_broker else None
+    def fetch_ahead(self, since_ms: float | None = None) -> asyncio.Future[dict[int, int]] | None:
+        """The broker's high watermarks, from fetch requests sent after ``since_ms`` (when
+        the caller's events reached the worker, ``SourceRecord.received_ms``; None: from
+        now on), fetched while the caller reads the progress (``lagging``): when the last
+        check needed them, the next one likely does too, and waiting for them after the
+        read would add a broker round trip to the batch. None when the last check did
+        without."""
+        return asyncio.ensure_future(self.brokers.highwaters(self.topic, since_ms)) if self.asked_broker else None
 
     async def lagging(self, ts: float, progress: Progress | None = None,
                       highwaters: asyncio.Future[dict[int, int]] | None = None) -> list[int]:
         """Partitions that may still hold an event at or before ``ts`` minus the slack,
         not yet stored. ``progress``: the topic's stored progress as the caller read it
-        (else read here); ``highwaters``: from ``fetch_ahead``, called once the events
-        to check were in hand (it may answer before or after the progress was read:
-        either way, whatever the broker held before the call is stored when the
+        (else read here); ``highwaters``: from ``fetch_ahead``, asked for what the broker
+        held once the events to check were in hand (it may answer before or after the
+        progress was read: either way, whatever the broker held then is stored when the
         progress reaches its high watermark); the caller cancels it when done."""
         if progress is None:
             progress = await self.store.read_progress(self.topic)

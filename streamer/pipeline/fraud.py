@@ -38,7 +38,7 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
 from streamer.pipeline.card_sequence import CardEmbeddings
-from streamer.pipeline.event_clock import EventClock, progress_of
+from streamer.pipeline.event_clock import EventClock, progress_of, received_by
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.card_cache import CardCache
@@ -182,7 +182,7 @@ class FraudPipeline:
         transactions = [tx for _, tx in good]
         progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
-        batch, partial = await self._read(transactions, progress)
+        batch, partial = await self._read(transactions, progress, received_by(records))
         await self.features.store_transactions(transactions, batch, progress)
 
         async def infer() -> Finish[list[OutputRecord]]:
@@ -243,16 +243,20 @@ class FraudPipeline:
                 if state is not None and replaces(embedding, state.embedding):
                     state.embedding = embedding
 
-    async def _read(self, transactions: Sequence[Transaction], progress: StreamProgress) -> tuple[FeatureBatch, bool]:
+    async def _read(self, transactions: Sequence[Transaction], progress: StreamProgress,
+                    received_ms: float | None) -> tuple[FeatureBatch, bool]:
         """The batch's features once every label up to its newest transaction is stored
         (or the wait ran out), and whether another partition's transactions may be
         missing from its terminal features (``partial_state``). Both clocks' high
-        watermarks are asked for at once, while the state is read (``fetch_ahead``):
-        each waits for a fetch request sent after it, a few milliseconds."""
+        watermarks are asked for at once, while the state is read (``fetch_ahead``),
+        from fetch requests sent after the batch's records reached the worker
+        (``received_ms``; None: from now on): under load, the worker's fetches while
+        they waited for their batch answer at once; else the next one, a few
+        milliseconds away."""
         newest = max(tx.ts for tx in transactions)
         clocks = [clock for clock in (self.label_clock, self.transaction_clock) if clock is not None]
         topics = [clock.topic for clock in clocks]
-        ahead = {clock.topic: clock.fetch_ahead() for clock in clocks}
+        ahead = {clock.topic: clock.fetch_ahead(received_ms) for clock in clocks}
         try:
             batch = await self.features.rows(transactions, topics)
             if self.label_clock is not None and await self.label_clock.lagging(

@@ -161,11 +161,16 @@ class FetchedHighWatermarks:
         finally:
             del self._starting[topic]  # a failed start is tried again by the next caller
 
-    async def highwaters(self, topic: str) -> dict[int, int]:
-        """High watermarks from responses to fetch requests sent after this call began,
+    async def highwaters(self, topic: str, since_ms: float | None = None) -> dict[int, int]:
+        """High watermarks from responses to fetch requests sent after ``since_ms`` (wall
+        clock, ms since the epoch; by default, and at the latest, when this call began),
         so that everything appended before the caller saw its own input is counted: the
-        worker's own when it holds every partition (``seen``), else this one's."""
-        since_ms = time.time() * 1000.0
+        worker's own when it holds every partition (``seen``), else this one's. A caller
+        that saw its input before it called passes when: the worker's responses since
+        then may answer it at once, where a response to a request sent after the call is
+        one of the worker's fetches away (up to its fetch wait at the broker)."""
+        now_ms = time.time() * 1000.0
+        since_ms = now_ms if since_ms is None else min(since_ms, now_ms)
         consumer, tps = await self._consumer(topic)
         highs = await self._seen_since(topic, [tp.partition for tp in tps], since_ms)
         if highs is not None:

@@ -27,6 +27,7 @@ Four changes to faust-streaming's aiokafka transport, all about speed (and one v
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -73,12 +74,12 @@ class RecordRun(ConsumerMessage):
         return RecordRun(self.tp, rest, offset + 1, self.generation_id) if rest else None
 
 
-def source_records(records: Sequence[Any]) -> list[SourceRecord]:
-    """aiokafka's consumer records as the pipelines take them."""
+def source_records(records: Sequence[Any], received_ms: float | None = None) -> list[SourceRecord]:
+    """aiokafka's consumer records as the pipelines take them, handed over at ``received_ms``."""
     return [
         SourceRecord(r.topic, r.partition, r.offset, r.key, r.value,
                      r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None,
-                     tuple(r.headers) if r.headers else ())
+                     tuple(r.headers) if r.headers else (), received_ms)
         for r in records
     ]
 
@@ -108,6 +109,7 @@ class Consumer(faust_aiokafka.Consumer):
         records, active_partitions = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
             return
+        received_ms = time.time() * 1000.0  # the records' ``received_ms``: they reached the worker by now
         if not self.flow_active:
             try:
                 await self.perform_seek()
@@ -119,7 +121,7 @@ class Consumer(faust_aiokafka.Consumer):
             if not self.flow_active or self.app.consumer_generation_id != generation_id:
                 break
             if fetched and (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
-                yield tp, RecordRun(tp, source_records(fetched), fetched[0].offset, generation_id)
+                yield tp, RecordRun(tp, source_records(fetched, received_ms), fetched[0].offset, generation_id)
 
     def ack(self, message: Message) -> bool:
         """Faust's acknowledgement, for a ``RecordRun`` every offset it covers at once."""

@@ -237,6 +237,34 @@ def test_a_response_to_a_request_sent_before_the_call_is_not_taken(broker: Embed
     assert highs == {0: 17, 1: 13} and (answered, fetches) == (1, 0)
 
 
+def test_a_caller_that_saw_its_input_before_it_called_takes_the_responses_since(
+        broker: EmbeddedBroker, topic: str) -> None:
+    """A caller whose input reached the worker before the call (``since_ms``) takes a
+    response to a request sent after that at once, though the request went before the
+    call: the broker held its input by then."""
+    looks: list[dict[int, FetchedEnd]] = []
+
+    def worker_view(asked: str) -> dict[int, FetchedEnd]:
+        now = time.time() * 1000.0
+        if not looks:  # a response to the request in flight when the call began
+            looks.append({0: FetchedEnd(10, int(now) + 1, now - 4.0), 1: FetchedEnd(11, int(now) + 1, now - 4.0)})
+        elif len(looks) == 1:  # the next one
+            looks.append({0: FetchedEnd(17, int(now) + 1, now), 1: FetchedEnd(13, int(now) + 1, now)})
+        return looks[-1]
+
+    async def asked() -> tuple[dict[int, int], int, int]:
+        fetched = FetchedHighWatermarks(broker.bootstrap_servers, seen=worker_view)
+        try:
+            await fetched._consumer(topic)  # noqa: SLF001  (started, so that the call's looks are the ones above)
+            return await fetched.highwaters(topic, since_ms=time.time() * 1000.0 - 10.0), fetched.answered_by_worker, \
+                fetched.fetched
+        finally:
+            await fetched.close()
+
+    highs, answered, fetches = asyncio.run(asked())
+    assert highs == {0: 10, 1: 11} and (answered, fetches) == (1, 0) and len(looks) == 1
+
+
 def test_the_time_a_fetch_request_went_is_recorded(broker: EmbeddedBroker, topic: str) -> None:
     """Per partition, the request behind its latest response went after what came before
     it and before that response came."""

@@ -19,8 +19,10 @@ T0 = 1533081600.0
 class Brokers:
     def __init__(self, highs: dict[int, int]) -> None:
         self.highs = highs
+        self.asked_since: list[float | None] = []
 
-    async def highwaters(self, topic: str) -> dict[int, int]:
+    async def highwaters(self, topic: str, since_ms: float | None = None) -> dict[int, int]:
+        self.asked_since.append(since_ms)
         return dict(self.highs)
 
 
@@ -61,7 +63,7 @@ async def test_bad_labels_still_advance_the_progress() -> None:
 class CountingBrokers(Brokers):
     calls = 0
 
-    async def highwaters(self, topic: str) -> dict[int, int]:
+    async def highwaters(self, topic: str, since_ms: float | None = None) -> dict[int, int]:
         self.calls += 1
         return dict(self.highs)
 
@@ -152,7 +154,7 @@ class OverlapBrokers(Brokers):
         self.in_flight = 0
         self.most_at_once = 0
 
-    async def highwaters(self, topic: str) -> dict[int, int]:
+    async def highwaters(self, topic: str, since_ms: float | None = None) -> dict[int, int]:
         self.in_flight += 1
         self.most_at_once = max(self.most_at_once, self.in_flight)
         try:
@@ -175,3 +177,24 @@ async def test_both_clocks_ask_the_broker_at_once_while_the_state_is_read() -> N
     (score, *_) = await pipeline.process([transaction(0, 0, T0)])
     assert brokers.most_at_once == 2  # the transactions' ask did not wait for the labels' to end
     assert "partial_state" not in orjson.loads(score.value)
+
+
+async def test_the_clocks_ask_for_watermarks_since_the_batch_reached_the_worker() -> None:
+    """What the broker held once the batch's last record reached the worker is what
+    the checks need: the worker's fetches since then may answer at once. A batch with a
+    record of unknown arrival (a capture file, a test) asks from the call on."""
+    from streamer.inference.fraud_scorer import FraudScorer
+    from streamer.pipeline.fraud import FraudPipeline
+
+    store = InMemoryStateStore()
+    brokers = Brokers({0: 0})
+    settings = Settings()
+    pipeline = FraudPipeline(FraudScorer(settings.models.fraud), store, settings,
+                             label_clock=EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1),
+                             transaction_clock=EventClock(store, "transactions", brokers, slack_s=7 * 86400))
+    arrived = [transaction(0, 0, T0)._replace(received_ms=1_000.0), transaction(0, 1, T0 + 1)._replace(received_ms=1_005.0)]
+    await pipeline.process(arrived)
+    assert brokers.asked_since == [1_005.0, 1_005.0]
+    brokers.asked_since.clear()
+    await pipeline.process([transaction(0, 2, T0 + 2)._replace(received_ms=1_010.0), transaction(0, 3, T0 + 3)])
+    assert brokers.asked_since == [None, None]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 from aiokafka.structs import ConsumerRecord
@@ -128,11 +129,16 @@ def test_a_fetch_reaches_the_streams_as_one_run_of_records_per_partition() -> No
             return fetched, None
 
         consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+        before = time.time() * 1000.0
         runs = [message async for _, message in consumer.getmany(1.0)]
+        after = time.time() * 1000.0
         assert [(r.tp, r.first_offset, r.offset) for r in runs] == [(TX, 7, 10), (other, 3, 3)]
         assert all(isinstance(r, transport.RecordRun) for r in runs)
+        received = runs[0].records[2].received_ms
         assert runs[0].records[2] == SourceRecord("transactions", 0, 10, b"card", b"{}", 1_700_000_000_010,
-                                                  (("trace", b"t"),))
+                                                  (("trace", b"t"),), received)
+        assert received is not None and before <= received <= after  # when the fetch was handed over
+        assert {r.received_ms for run in runs for r in run.records} == {received}
 
     asyncio.run(scenario())
 
