@@ -7,10 +7,11 @@ continuously); the few records it brings are skipped. Its fetches wait 1 ms at t
 broker (it fetches only while a caller waits, so a short wait costs the broker little).
 
 A caller gets watermarks from responses to fetch requests sent after it asked (or
-after the time it names, when it saw its input before it asked), never older ones. That a response came after the call began is not enough: a broker may read a
-partition's high watermark when a request comes and then hold the request for up to its
-fetch wait (the embedded broker does; a CI run caught a watermark older than records
-acknowledged before the call). aiokafka records when a response came, not when its
+after the time it names, when it saw its input before it asked), never older ones. That
+a response came after that is not enough: a broker may read a partition's high
+watermark when a request comes and then hold the request for up to its fetch wait (the
+embedded broker does; a CI run caught a watermark older than records acknowledged
+before the call). aiokafka records when a response came, not when its
 request went, so ``request_times`` records that.
 
 A worker's own consumer fetches its partitions continuously, and every fetch response
