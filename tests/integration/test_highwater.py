@@ -211,42 +211,17 @@ def test_a_worker_whose_next_response_does_not_come_is_waited_for_briefly(broker
     assert took >= SEEN_IDLE_S - 0.0025  # its last response was up to 2 ms old when the call began
 
 
-def test_a_response_to_a_request_sent_before_the_call_is_not_taken(broker: EmbeddedBroker, topic: str) -> None:
-    """A response that came after the call began may answer a request sent before it (a
-    broker may read the watermark when a request comes, then hold it): the worker's next
-    response, to a request sent after, is taken."""
+def asked_across_two_responses(broker: EmbeddedBroker, topic: str,
+                               since_ms_ago: float | None) -> tuple[dict[int, int], int, int, int]:
+    """One call against a worker's view that shows a response to the request in flight
+    when the call began (sent 4 ms before it), then the next one (sent at once): the
+    highs taken, the calls answered by the worker and fetched, and how many responses
+    were looked at. ``since_ms_ago``: the caller saw its input that long before it called."""
     looks: list[dict[int, FetchedEnd]] = []
 
     def worker_view(asked: str) -> dict[int, FetchedEnd]:
         now = time.time() * 1000.0
         if not looks:  # a response after the call began, to the request in flight before it
-            looks.append({0: FetchedEnd(10, int(now) + 1, now - 4.0), 1: FetchedEnd(10, int(now) + 1, now - 4.0)})
-        elif len(looks) == 1:  # the next one
-            looks.append({0: FetchedEnd(17, int(now) + 1, now), 1: FetchedEnd(13, int(now) + 1, now)})
-        return looks[-1]
-
-    async def asked() -> tuple[dict[int, int], int, int]:
-        fetched = FetchedHighWatermarks(broker.bootstrap_servers, seen=worker_view)
-        try:
-            await fetched._consumer(topic)  # noqa: SLF001  (started, so that the call's looks are the ones above)
-            return await fetched.highwaters(topic), fetched.answered_by_worker, fetched.fetched
-        finally:
-            await fetched.close()
-
-    highs, answered, fetches = asyncio.run(asked())
-    assert highs == {0: 17, 1: 13} and (answered, fetches) == (1, 0)
-
-
-def test_a_caller_that_saw_its_input_before_it_called_takes_the_responses_since(
-        broker: EmbeddedBroker, topic: str) -> None:
-    """A caller whose input reached the worker before the call (``since_ms``) takes a
-    response to a request sent after that at once, though the request went before the
-    call: the broker held its input by then."""
-    looks: list[dict[int, FetchedEnd]] = []
-
-    def worker_view(asked: str) -> dict[int, FetchedEnd]:
-        now = time.time() * 1000.0
-        if not looks:  # a response to the request in flight when the call began
             looks.append({0: FetchedEnd(10, int(now) + 1, now - 4.0), 1: FetchedEnd(11, int(now) + 1, now - 4.0)})
         elif len(looks) == 1:  # the next one
             looks.append({0: FetchedEnd(17, int(now) + 1, now), 1: FetchedEnd(13, int(now) + 1, now)})
@@ -256,13 +231,28 @@ def test_a_caller_that_saw_its_input_before_it_called_takes_the_responses_since(
         fetched = FetchedHighWatermarks(broker.bootstrap_servers, seen=worker_view)
         try:
             await fetched._consumer(topic)  # noqa: SLF001  (started, so that the call's looks are the ones above)
-            return await fetched.highwaters(topic, since_ms=time.time() * 1000.0 - 10.0), fetched.answered_by_worker, \
-                fetched.fetched
+            since_ms = None if since_ms_ago is None else time.time() * 1000.0 - since_ms_ago
+            return await fetched.highwaters(topic, since_ms), fetched.answered_by_worker, fetched.fetched
         finally:
             await fetched.close()
 
     highs, answered, fetches = asyncio.run(asked())
-    assert highs == {0: 10, 1: 11} and (answered, fetches) == (1, 0) and len(looks) == 1
+    return highs, answered, fetches, len(looks)
+
+
+def test_a_response_to_a_request_sent_before_the_call_is_not_taken(broker: EmbeddedBroker, topic: str) -> None:
+    """A response that came after the call began may answer a request sent before it (a
+    broker may read the watermark when a request comes, then hold it): the worker's next
+    response, to a request sent after, is taken."""
+    assert asked_across_two_responses(broker, topic, None) == ({0: 17, 1: 13}, 1, 0, 2)
+
+
+def test_a_caller_that_saw_its_input_before_it_called_takes_the_responses_since(
+        broker: EmbeddedBroker, topic: str) -> None:
+    """A caller whose input reached the worker before the call (``since_ms``) takes a
+    response to a request sent after that at once, though the request went before the
+    call: the broker held its input by then."""
+    assert asked_across_two_responses(broker, topic, 10.0) == ({0: 10, 1: 11}, 1, 0, 1)
 
 
 def test_the_time_a_fetch_request_went_is_recorded(broker: EmbeddedBroker, topic: str) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 
 from streamer.events import format_time
-from streamer.pipeline.fraud import LabelPipeline
+from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
 from streamer.pipeline.event_clock import EventClock
 from streamer.records import SourceRecord
 from streamer.settings import Settings
@@ -76,7 +76,6 @@ def transaction(partition: int, offset: int, ts: float) -> SourceRecord:
 
 async def test_scores_are_marked_partial_when_another_partition_lags_more_than_the_delay() -> None:
     from streamer.inference.fraud_scorer import FraudScorer
-    from streamer.pipeline.fraud import FraudPipeline
 
     store = InMemoryStateStore()
     brokers = CountingBrokers({0: 0, 1: 100})  # nothing in partition 0 yet
@@ -108,7 +107,6 @@ class CountingStore(InMemoryStateStore):
 
 def labelled_pipeline(store: InMemoryStateStore, brokers: Brokers):  # type: ignore[no-untyped-def]
     from streamer.inference.fraud_scorer import FraudScorer
-    from streamer.pipeline.fraud import FraudPipeline
 
     settings = Settings().replace(fraud={"publish_features": True})
     clock = EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1)
@@ -164,16 +162,20 @@ class OverlapBrokers(Brokers):
             self.in_flight -= 1
 
 
-async def test_both_clocks_ask_the_broker_at_once_while_the_state_is_read() -> None:
+def checking_pipeline(brokers: Brokers) -> FraudPipeline:
+    """A fraud pipeline with both clocks asking ``brokers``, over an in-memory store."""
     from streamer.inference.fraud_scorer import FraudScorer
-    from streamer.pipeline.fraud import FraudPipeline
 
     store = InMemoryStateStore()
-    brokers = OverlapBrokers({0: 0})
     settings = Settings()
-    pipeline = FraudPipeline(FraudScorer(settings.models.fraud), store, settings,
-                             label_clock=EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1),
-                             transaction_clock=EventClock(store, "transactions", brokers, slack_s=7 * 86400))
+    return FraudPipeline(FraudScorer(settings.models.fraud), store, settings,
+                         label_clock=EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1),
+                         transaction_clock=EventClock(store, "transactions", brokers, slack_s=7 * 86400))
+
+
+async def test_both_clocks_ask_the_broker_at_once_while_the_state_is_read() -> None:
+    brokers = OverlapBrokers({0: 0})
+    pipeline = checking_pipeline(brokers)
     (score, *_) = await pipeline.process([transaction(0, 0, T0)])
     assert brokers.most_at_once == 2  # the transactions' ask did not wait for the labels' to end
     assert "partial_state" not in orjson.loads(score.value)
@@ -183,15 +185,8 @@ async def test_the_clocks_ask_for_watermarks_since_the_batch_reached_the_worker(
     """What the broker held once the batch's last record reached the worker is what
     the checks need: the worker's fetches since then may answer at once. A batch with a
     record of unknown arrival (a capture file, a test) asks from the call on."""
-    from streamer.inference.fraud_scorer import FraudScorer
-    from streamer.pipeline.fraud import FraudPipeline
-
-    store = InMemoryStateStore()
     brokers = Brokers({0: 0})
-    settings = Settings()
-    pipeline = FraudPipeline(FraudScorer(settings.models.fraud), store, settings,
-                             label_clock=EventClock(store, "fraud-labels", brokers, max_wait_ms=2000, poll_ms=1),
-                             transaction_clock=EventClock(store, "transactions", brokers, slack_s=7 * 86400))
+    pipeline = checking_pipeline(brokers)
     arrived = [transaction(0, 0, T0)._replace(received_ms=1_000.0), transaction(0, 1, T0 + 1)._replace(received_ms=1_005.0)]
     await pipeline.process(arrived)
     assert brokers.asked_since == [1_005.0, 1_005.0]
