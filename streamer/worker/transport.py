@@ -1,7 +1,8 @@
 """The engine's Faust Kafka transport, registered as the ``streamer-kafka://`` scheme.
 
-Four changes to faust-streaming's aiokafka transport, all about speed (and one view:
-``Consumer.fetched_ends``, the high watermarks its fetch responses reported):
+Four changes to faust-streaming's aiokafka transport, all about speed (and two views:
+``Consumer.fetched_ends``, the high watermarks its fetch responses reported, and each
+record's ``received_ms``, when its fetch was handed over):
 
 * The consumer waits at most ``fetch_max_wait_ms`` per fetch. faust-streaming hard-codes
   1500 ms; brokers that ignore fetch-min-bytes (the embedded Tansu does) then hold every
