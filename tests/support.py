@@ -137,7 +137,6 @@ async def read_topic(
         await consumer.stop()
 
 
-
 def assigned_topics(log: Path) -> set[str]:
     """The topics of the partitions a worker was last given, from the table Faust logs
     ("Setting newly assigned partitions", one ``| topic | partitions |`` row each)."""

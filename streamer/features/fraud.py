@@ -127,11 +127,7 @@ class TerminalHistory:
 
     def windows(self, ts: float) -> list[float]:
         """Count and risk per window (t - delay - w, t - delay], labels known at t."""
-        end_ts = ts - DELAY_DAYS * DAY
-        end = bisect.bisect_right(self.transactions, (end_ts, AFTER_EVERY_ID))
-        counts = [end - bisect.bisect_right(self.transactions, (start_ts, AFTER_EVERY_ID))
-                  for start_ts in window_starts(end_ts)]
-        return terminal_windows(counts, self.frauds, ts)
+        return terminal_windows(window_counts(self.transactions, ts - DELAY_DAYS * DAY), self.frauds, ts)
 
 
 @dataclass
@@ -157,6 +153,13 @@ class TerminalCounts:
 def window_starts(end_ts: float) -> list[float]:
     """Where each terminal window that ends at ``end_ts`` starts (exclusive), by ``WINDOWS_DAYS``."""
     return [end_ts - days * DAY for days in WINDOWS_DAYS]
+
+
+def window_counts(entries: list[tuple[float, str]], end_ts: float) -> list[int]:
+    """Entries ``(ts, id)`` (sorted) in each window that ends at ``end_ts`` (``window_starts``):
+    what Redis's ``ZCOUNT`` gives the ``TerminalCounts`` of a stored terminal."""
+    end = bisect.bisect_right(entries, (end_ts, AFTER_EVERY_ID))
+    return [end - bisect.bisect_right(entries, (start_ts, AFTER_EVERY_ID), 0, end) for start_ts in window_starts(end_ts)]
 
 
 def terminal_windows(counts: list[int], frauds: list[tuple[float, str, float]], ts: float) -> list[float]:

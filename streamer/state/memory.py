@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import (
-    AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalCounts, TerminalHistory, window_starts,
+    AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalCounts, TerminalHistory, window_counts,
 )
 from streamer.state.store import (
     CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FraudState, Progress,
@@ -44,13 +44,6 @@ class _EventLog:
         lo = bisect.bisect_right(self.entries, (window[0], AFTER_EVERY_ID))
         hi = bisect.bisect_right(self.entries, (window[1], AFTER_EVERY_ID))
         return self.entries[lo:hi]
-
-    def counts(self, end: float) -> list[int]:
-        """Entries in each window that ends at ``end`` (``window_starts``), as Redis's
-        ``ZCOUNT`` counts them."""
-        entries = self.entries
-        last = bisect.bisect_right(entries, (end, AFTER_EVERY_ID))
-        return [last - bisect.bisect_right(entries, (start, AFTER_EVERY_ID), 0, last) for start in window_starts(end)]
 
 
 _EMPTY = _EventLog()
@@ -92,8 +85,8 @@ class InMemoryStateStore:
             transactions = self.terminal_tx.get(terminal_id, _EMPTY)
             frauds = self.terminal_fraud.get(terminal_id, _EMPTY).window(window)
             if terminal_id in ends:
-                terminal_state[terminal_id] = TerminalCounts({end: transactions.counts(end) for end in ends[terminal_id]},
-                                                             frauds)
+                counts = {end: window_counts(transactions.entries, end) for end in ends[terminal_id]}
+                terminal_state[terminal_id] = TerminalCounts(counts, frauds)
             else:
                 terminal_state[terminal_id] = TerminalHistory.of(transactions.window(window), frauds)
         return FraudState(card_state, terminal_state, progress)
