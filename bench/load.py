@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import cpu_line
-from bench.run import JOB_OF, ROOT, Message, clicks, events_offered, latency, local_services, transactions
+from bench.run import ROOT, Message, clicks, events_offered, for_kind, latency, local_services, transactions
 from streamer.settings import Settings
 
 FEEDS = {"transactions": transactions, "clicks": clicks}
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
                            args.out.parent / "load-worker.log", args.workers, broker.pid, args.jobs)
+        jobs = for_kind(base, args.kind, args.jobs).worker.jobs  # what the workers ran (``latency`` sets the same)
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
-                                    "workers": args.workers,
-                                    "jobs": args.jobs or JOB_OF[args.kind], "results": results}, indent=2) + "\n")
+                                    "workers": args.workers, "jobs": jobs, "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "
