@@ -32,11 +32,12 @@ class NoOutputs:
         return []
 
 
-def idle_app(on_rebalance: Iterable[Callable[[], None]] = ()) -> faust.App:
-    """The worker's Faust app (default settings) over pipelines with no outputs: its
-    wiring, consumer and monitor, without a broker."""
+def idle_app(on_rebalance: Iterable[Callable[[], None]] = (), settings: Settings | None = None) -> faust.App:
+    """The worker's Faust app (default ``settings``) over pipelines with no outputs: its
+    wiring, consumer and monitor, not started."""
     pipeline = NoOutputs()
-    return build_app(Runtime(Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline, tuple(on_rebalance)))
+    return build_app(Runtime(settings or Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline,
+                             tuple(on_rebalance)))
 
 
 def load_jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
