@@ -17,7 +17,9 @@ the broker, Redis, the producer, the rest)::
 It uses the embedded broker and the Redis at ``STREAMER_REDIS_URL`` (else an embedded
 Valkey), like the suite, and the worker's settings from the ``STREAMER_*`` environment,
 except its jobs: by default each worker runs the job of the events offered alone
-(``fraud`` or ``recommend``, as the suite), ``--jobs`` says otherwise.
+(``fraud`` or ``recommend``, as the suite), ``--jobs`` says otherwise; and as many
+workers as the machine has cores run their models on their event loops, as in the suite
+(``bench.run.for_workers``), unless ``STREAMER_MODELS_THREAD`` is set.
 The exit status is 0 when every rate kept its p99 below the limit with no input lost.
 """
 
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import cpu_line
-from bench.run import ROOT, Message, clicks, events_offered, for_kind, latency, local_services, transactions
+from bench.run import ROOT, Message, clicks, events_offered, for_kind, for_workers, latency, local_services, transactions
 from streamer.settings import Settings
 
 FEEDS = {"transactions": transactions, "clicks": clicks}
@@ -75,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
                            args.out.parent / "load-worker.log", args.workers, broker.pid, args.jobs)
-        jobs = for_kind(base, args.kind, args.jobs).worker.jobs  # what the workers ran (``latency`` sets the same)
+        # what the workers ran, and where they ran their models (``latency`` sets the same)
+        jobs = for_kind(base, args.kind, args.jobs).worker.jobs
+        models_thread = for_workers(base, args.workers).models.thread
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
-                                    "workers": args.workers, "jobs": jobs, "results": results}, indent=2) + "\n")
+                                    "workers": args.workers, "jobs": jobs, "models_thread": models_thread,
+                                    "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "

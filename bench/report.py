@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from bench.cpu import cpu_cell
@@ -64,6 +65,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         + (f"; each worker runs the job of the events measured alone, `STREAMER_WORKER_JOBS`: "
            + ", ".join(f"`{job}` for {kind}" for kind, job in results["worker_jobs"].items()) if "worker_jobs" in results
            else "; each worker runs both jobs")
+        + models_placement(results.get("models_thread"))
         + ").",
         *([f"CPU time taken by the hypervisor for other guests during the run (steal): {results['cpu_stolen_share']:.1%}."]
           if results.get("cpu_stolen_share") is not None else []),
@@ -166,6 +168,18 @@ def steps_section(results: dict[str, Any]) -> list[str]:
             "last step and delivery), so a drain goes at the pace of its longest kind of step.", "",
             "| drain | batches | events per batch | first step | models | last step | delivery |",
             "|---|---|---|---|---|---|---|", *rows]
+
+
+def models_placement(threads: Mapping[str, bool] | None) -> str:
+    """Where the workers ran their models (``STREAMER_MODELS_THREAD``), by how many of
+    them ran at once; nothing for a run that did not record it."""
+    if not threads:
+        return ""
+    count = {"1": "one worker", "2": "two workers"}
+    return "; " + ", ".join(
+        f"{count.get(workers, workers + ' workers')} ran the models "
+        + ("on a thread beside the event loop" if thread else "on the event loop (`STREAMER_MODELS_THREAD=false`)")
+        for workers, thread in threads.items())
 
 
 CPU_PARTS = ("workers", "broker", "redis", "harness", "other")

@@ -25,7 +25,9 @@ all on this machine, and measures in one run:
 
 Every worker runs the job of the events measured (``STREAMER_WORKER_JOBS``: ``fraud`` for
 transactions, ``recommend`` for clicks), as the README deploys each job's workers: it then
-fetches only that job's topics. Each drain is repeated (median and spread reported), and the share of the machine's CPU
+fetches only that job's topics. Where as many workers run as the machine has cores, they
+run their models on their event loops (``for_workers``: ``STREAMER_MODELS_THREAD=false``,
+unless the environment sets it), as the README advises for such a machine. Each drain is repeated (median and spread reported), and the share of the machine's CPU
 time the hypervisor gave other guests over the run (steal) is recorded: these VMs are
 noisy. Results go to
 ``bench/results/latest.json`` and, with ``--write-docs``, to ``docs/benchmarks.md`` and
@@ -47,7 +49,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,16 @@ JOB_OF = {"transactions": "fraud", "clicks": "recommend"}
 def for_kind(settings: Settings, kind: str, jobs: str | None = None) -> Settings:
     """``settings`` with the workers running ``jobs``, by default the job of ``kind`` alone."""
     return settings.replace(worker={"jobs": jobs or JOB_OF[kind]})
+
+
+def for_workers(settings: Settings, workers: int, environ: Mapping[str, str] = os.environ,
+                cores: int | None = None) -> Settings:
+    """``settings`` for ``workers`` worker processes on this machine: as many as it has
+    ``cores`` or more run their models on the event loop (``STREAMER_MODELS_THREAD=false``,
+    as the README advises for such a machine), unless the environment sets it."""
+    if "STREAMER_MODELS_THREAD" in environ or workers < (cores or os.cpu_count() or 1):
+        return settings
+    return settings.replace(models={"thread": False})
 
 
 def fresh_settings(base: Settings, batch: int) -> Settings:
@@ -271,10 +283,11 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
           history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> float:
     """Events per second for a backlog (``drain_rate``), with 1 or more
     workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``)
-    running the job of ``kind`` (``for_kind``). The workers report their batches' step times every ``STEP_REPORT_S`` and as they
+    running the job of ``kind`` (``for_kind``), their models placed for their number
+    (``for_workers``). The workers report their batches' step times every ``STEP_REPORT_S`` and as they
     stop; those log lines are added to ``step_reports``. With ``history``, those
     transactions and labels are stored first (``store_history``)."""
-    settings = for_kind(fresh_settings(base, batch), kind).replace(batch={"report_s": STEP_REPORT_S})
+    settings = for_workers(for_kind(fresh_settings(base, batch), kind), workers).replace(batch={"report_s": STEP_REPORT_S})
     if history is not None:
         asyncio.run(store_history(settings.redis, *history))
     log_start = log.stat().st_size if log.exists() else 0
@@ -333,7 +346,8 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
             jobs: str | None = None) -> list[dict[str, Any]]:
     """p50 / p99 / max from input timestamp to output timestamp at each offered rate,
     with ``workers`` worker processes in one consumer group running ``jobs`` (by default
-    the job of ``kind``: ``for_kind``), and where the machine's CPU
+    the job of ``kind``: ``for_kind``; their models placed for their number:
+    ``for_workers``), and where the machine's CPU
     went while the rate was offered (``bench.cpu``; the broker's part when its
     ``broker_pid`` is given). Batches of ``batch`` (the configured size by default; 1:
     the naive way, ``fresh_settings``).
@@ -348,7 +362,8 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: list[floa
     feed = iter(messages)
     try:
         for rate in rates:
-            settings = for_kind(fresh_settings(base, batch), kind, jobs).replace(redis={"namespace": state.namespace})
+            settings = for_workers(for_kind(fresh_settings(base, batch), kind, jobs), workers).replace(
+                redis={"namespace": state.namespace})
             results.append(_latency_at(settings, kind, rate, list(itertools.islice(feed, events_offered([rate], seconds))), log,
                                        workers, broker_pid))
             print(f"  {kind} at {rate:,.0f}/s, {workers} worker(s), batches of {batch}: {results[-1]}", flush=True)
@@ -506,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             "backlog_batch_size": backlog,
             "model_batch_size": backlog,  # a drain's batches are backlog batches: the models alone run at that size
             "worker_jobs": JOB_OF,  # each kind's workers run its job alone (for_kind)
+            "models_thread": {str(n): for_workers(base, n).models.thread for n in (1, 2)},  # where workers run their models
         }
         print("ceilings ...", flush=True)
         results["model_alone"] = model_ceiling(base, backlog, n_clicks)

@@ -109,6 +109,13 @@ class ModelSettings:
     lists (the next-item model's: ``python -m models.recommend.quantize``, accuracy checked
     on the evaluation and recorded there); its version then ends in ``+int8``. About 1.4x
     on the next-item models alone, clicks drained 1.18x (docs/benchmarks.md). Ignored on CUDA."""
+    thread: bool = True
+    """STREAMER_MODELS_THREAD: run a large batch's fraud models (and the next-item models
+    when not in a process of their own) on a thread beside the event loop, which takes
+    the next batch's first step meanwhile: one worker drained transactions about 1.3x
+    faster with it. Set it false where a machine runs as many workers as it has cores:
+    the cores are busy anyway, and handing the GIL between the two threads cost two
+    workers on 2 cores about 7 % more CPU per transaction (docs/benchmarks.md)."""
     process: bool = True
     """STREAMER_MODELS_PROCESS: run the next-item models (a batch of clicks' encoder and
     ranker calls) in a child process of the worker, which shares no GIL with its event loop

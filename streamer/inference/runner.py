@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -22,7 +22,6 @@ import onnxruntime as ort
 from streamer.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Batches of fewer rows run their inference on the event loop: handing one to a thread
@@ -30,19 +29,19 @@ R = TypeVar("R")
 INLINE_ROWS = 64
 
 
-def runs_off_the_loop(rows: int) -> bool:
+def runs_off_the_loop(rows: int, thread: bool = True) -> bool:
     """Whether ``off_the_loop`` hands a batch of ``rows`` to a thread."""
-    return rows >= INLINE_ROWS
+    return thread and rows >= INLINE_ROWS
 
 
-async def off_the_loop(rows: int, infer: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+async def off_the_loop(rows: int, infer: Callable[..., R], *args: object, thread: bool = True) -> R:
     """``infer(*args)`` in a thread for a batch of ``rows`` or more: ONNX Runtime lets go
     of the GIL while it runs, so the event loop (Faust's fetching, the next batch's
-    state read and write, the other lanes' batches) carries on meanwhile, on the other
-    core."""
-    if not runs_off_the_loop(rows):
-        return infer(*args, **kwargs)
-    return await asyncio.to_thread(infer, *args, **kwargs)
+    state read and write, the other lanes' batches) carries on meanwhile, on another
+    core. Without ``thread`` (``STREAMER_MODELS_THREAD``), always on the event loop."""
+    if not runs_off_the_loop(rows, thread):
+        return infer(*args)
+    return await asyncio.to_thread(infer, *args)
 
 
 #: Graph rewrites left out on the CPU provider: ONNX Runtime's fused SkipLayerNormalization

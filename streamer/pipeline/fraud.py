@@ -164,6 +164,7 @@ class FraudPipeline:
         self.label_clock = label_clock
         self.transaction_clock = transaction_clock
         self.card_embeddings = CardEmbeddings(scorer, store) if scorer.sequence_length else None
+        self.inference_thread = settings.models.thread
         self._recent_embeddings: deque[dict[str, CachedEmbedding]] = deque(maxlen=RECENT_BATCHES)
         """The cards' new embeddings of the last batches scored (``_take_newer_embeddings``)."""
 
@@ -202,7 +203,8 @@ class FraudPipeline:
         """The second step: the scores, and the cards' new embeddings, which the next
         batches' second steps take at once (``_take_newer_embeddings``)."""
         self._take_newer_embeddings(batch.cards)
-        scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards)
+        scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards,
+                                           thread=self.inference_thread)
         if fresh:
             self._recent_embeddings.append(fresh)
         return scores, fresh

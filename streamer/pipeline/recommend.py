@@ -86,6 +86,7 @@ class _UserPipeline:
         self.models = models
         """A child process holding the same next-item models, which runs
         ``encode_and_rank``; None: the inference thread runs it."""
+        self.inference_thread = settings.models.thread
 
     async def _ranking(self, sequences: list[list[int]], excluded: list[list[int]],
                        cached: list[np.ndarray | None]) -> Awaitable[Ranking]:
@@ -94,7 +95,8 @@ class _UserPipeline:
         inference thread (inline for a small batch) once awaited."""
         if self.models is not None:
             return await self.models.submit(encode_and_rank, self.top_k, sequences, excluded, cached)
-        return off_the_loop(len(sequences), encode_and_rank, self.ranker, self.top_k, sequences, excluded, cached)
+        return off_the_loop(len(sequences), encode_and_rank, self.ranker, self.top_k, sequences, excluded, cached,
+                            thread=self.inference_thread)
 
 
 class RecommendPipeline(_UserPipeline):

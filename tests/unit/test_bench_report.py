@@ -56,6 +56,16 @@ def test_a_run_with_a_worker_per_job_says_which_job_each_kind_ran(tmp_path: Path
     assert "each worker runs the job of the events measured alone, `STREAMER_WORKER_JOBS`: `fraud` for transactions, `recommend` for clicks" in text
 
 
+def test_a_run_says_where_one_worker_and_two_ran_their_models(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-m.json").read_text())
+    write_docs({**run, "models_thread": {"1": True, "2": False}}, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert ("one worker ran the models on a thread beside the event loop, two workers ran the models on the event "
+            "loop (`STREAMER_MODELS_THREAD=false`)") in text
+
+
 def test_the_docs_of_a_run_that_read_the_cpu_table_it_for_every_rate(tmp_path: Path) -> None:
     from bench.report import write_docs
 

@@ -205,6 +205,26 @@ async def test_the_first_step_stores_what_the_next_batch_reads_the_second_runs_t
     assert len([o for o in outputs if o.topic == SETTINGS.topics.fraud_scores]) == 200
 
 
+@pytest.mark.parametrize("thread", [True, False])
+async def test_a_large_batchs_models_run_on_a_thread_unless_the_settings_say_not(scorer: FraudScorer,
+                                                                                 thread: bool) -> None:
+    import threading
+
+    settings = SETTINGS.replace(models={"thread": thread})
+    pipeline = FraudPipeline(scorer, InMemoryStateStore(), settings)
+    score = pipeline._embed_and_score
+    threads: list[int] = []
+
+    def noted(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return score(*args)
+
+    pipeline._embed_and_score = noted  # type: ignore[method-assign]
+    outputs = await pipeline.process(transaction_records(200))
+    assert len([o for o in outputs if o.topic == SETTINGS.topics.fraud_scores]) == 200
+    assert (threads == [threading.get_ident()]) is not thread
+
+
 async def test_a_failed_state_write_fails_the_first_step_before_the_models_run(scorer: FraudScorer) -> None:
     store = RecordingStore(fail_with=DependencyError("redis: down"))
     pipeline = FraudPipeline(scorer, store, SETTINGS)

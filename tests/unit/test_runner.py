@@ -39,3 +39,4 @@ async def test_large_batches_are_inferred_in_a_thread_small_ones_on_the_loop() -
     assert await off_the_loop(INLINE_ROWS - 1, where, 1) == (1, loop_thread)
     rows, thread = await off_the_loop(INLINE_ROWS, where, 2)
     assert rows == 2 and thread != loop_thread
+    assert await off_the_loop(INLINE_ROWS * 100, where, 3, thread=False) == (3, loop_thread)  # STREAMER_MODELS_THREAD=false
