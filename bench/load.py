@@ -19,7 +19,8 @@ Valkey), like the suite, and the worker's settings from the ``STREAMER_*`` envir
 except its jobs: by default each worker runs the job of the events offered alone
 (``fraud`` or ``recommend``, as the suite), ``--jobs`` says otherwise; and as many
 workers as the machine has cores run their models on their event loops, as in the suite
-(``bench.run.for_workers``), unless ``STREAMER_MODELS_THREAD`` is set.
+(``bench.run.for_workers``), unless ``STREAMER_MODELS_THREAD`` or
+``STREAMER_MODELS_PROCESS`` is set.
 The exit status is 0 when every rate kept its p99 below the limit with no input lost.
 """
 
@@ -33,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import cpu_line
-from bench.run import ROOT, Message, clicks, events_offered, for_kind, for_workers, latency, local_services, transactions
+from bench.run import (ROOT, Message, clicks, events_offered, for_kind, for_workers, latency, local_services,
+                       models_beside_the_loop, transactions)
 from streamer.settings import Settings
 
 FEEDS = {"transactions": transactions, "clicks": clicks}
@@ -79,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                            args.out.parent / "load-worker.log", args.workers, broker.pid, args.jobs)
         # what the workers ran, and where they ran their models (``latency`` sets the same)
         jobs = for_kind(base, args.kind, args.jobs).worker.jobs
-        models_thread = for_workers(base, args.workers).models.thread
+        models = models_beside_the_loop(for_workers(base, args.workers))
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
-                                    "workers": args.workers, "jobs": jobs, "models_thread": models_thread,
+                                    "workers": args.workers, "jobs": jobs, "models_beside_the_loop": models,
                                     "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
     for r in results:

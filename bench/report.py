@@ -65,7 +65,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         + (f"; each worker runs the job of the events measured alone, `STREAMER_WORKER_JOBS`: "
            + ", ".join(f"`{job}` for {kind}" for kind, job in results["worker_jobs"].items()) if "worker_jobs" in results
            else "; each worker runs both jobs")
-        + models_placement(results.get("models_thread"))
+        + models_placement(results.get("models_beside_the_loop"))
         + ").",
         *([f"CPU time taken by the hypervisor for other guests during the run (steal): {results['cpu_stolen_share']:.1%}."]
           if results.get("cpu_stolen_share") is not None else []),
@@ -170,16 +170,22 @@ def steps_section(results: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows]
 
 
-def models_placement(threads: Mapping[str, bool] | None) -> str:
-    """Where the workers ran their models (``STREAMER_MODELS_THREAD``), by how many of
-    them ran at once; nothing for a run that did not record it."""
-    if not threads:
+def models_placement(placements: Mapping[str, Mapping[str, bool]] | None) -> str:
+    """Where the workers ran their models (``bench.run.models_beside_the_loop``), by how
+    many of them ran at once; nothing for a run that did not record it."""
+    if not placements:
         return ""
     count = {"1": "one worker", "2": "two workers"}
-    return "; " + ", ".join(
-        f"{count.get(workers, workers + ' workers')} ran the models "
-        + ("on a thread beside the event loop" if thread else "on the event loop (`STREAMER_MODELS_THREAD=false`)")
-        for workers, thread in threads.items())
+
+    def where(beside: Mapping[str, bool]) -> str:
+        if beside["thread"] and beside["process"]:
+            return "beside the event loop (the fraud models on a thread, the next-item models in a child process)"
+        if not beside["thread"] and not beside["process"]:
+            return "on the event loop (`STREAMER_MODELS_THREAD` and `STREAMER_MODELS_PROCESS` false)"
+        return f"with `STREAMER_MODELS_THREAD={str(beside['thread']).lower()}`, `STREAMER_MODELS_PROCESS={str(beside['process']).lower()}`"
+
+    return "; " + ", ".join(f"{count.get(workers, workers + ' workers')} ran the models {where(beside)}"
+                            for workers, beside in placements.items())
 
 
 CPU_PARTS = ("workers", "broker", "redis", "harness", "other")

@@ -26,8 +26,9 @@ all on this machine, and measures in one run:
 Every worker runs the job of the events measured (``STREAMER_WORKER_JOBS``: ``fraud`` for
 transactions, ``recommend`` for clicks), as the README deploys each job's workers: it then
 fetches only that job's topics. Where as many workers run as the machine has cores, they
-run their models on their event loops (``for_workers``: ``STREAMER_MODELS_THREAD=false``,
-unless the environment sets it), as the README advises for such a machine. Each drain is repeated (median and spread reported), and the share of the machine's CPU
+run their models on their event loops (``for_workers``: ``STREAMER_MODELS_THREAD`` and
+``STREAMER_MODELS_PROCESS`` false, unless the environment sets them), as the README
+advises for such a machine. Each drain is repeated (median and spread reported), and the share of the machine's CPU
 time the hypervisor gave other guests over the run (steal) is recorded: these VMs are
 noisy. Results go to
 ``bench/results/latest.json`` and, with ``--write-docs``, to ``docs/benchmarks.md`` and
@@ -155,14 +156,25 @@ def for_kind(settings: Settings, kind: str, jobs: str | None = None) -> Settings
     return settings.replace(worker={"jobs": jobs or JOB_OF[kind]})
 
 
+#: The settings that place a worker's models beside its event loop: ``for_workers``.
+BESIDE_THE_LOOP = {"thread": "STREAMER_MODELS_THREAD", "process": "STREAMER_MODELS_PROCESS"}
+
+
 def for_workers(settings: Settings, workers: int, environ: Mapping[str, str] = os.environ,
                 cores: int | None = None) -> Settings:
     """``settings`` for ``workers`` worker processes on this machine: as many as it has
-    ``cores`` or more run their models on the event loop (``STREAMER_MODELS_THREAD=false``,
-    as the README advises for such a machine), unless the environment sets it."""
-    if "STREAMER_MODELS_THREAD" in environ or workers < (cores or os.cpu_count() or 1):
+    ``cores`` or more run their models on their event loops (``STREAMER_MODELS_THREAD``
+    and ``STREAMER_MODELS_PROCESS`` false, as the README advises for such a machine),
+    except where the environment sets either."""
+    if workers < (cores or os.cpu_count() or 1):
         return settings
-    return settings.replace(models={"thread": False})
+    return settings.replace(models={field: False for field, name in BESIDE_THE_LOOP.items() if name not in environ})
+
+
+def models_beside_the_loop(settings: Settings) -> dict[str, bool]:
+    """Where ``settings`` place a worker's models: beside its event loop on a thread, in a
+    process (the next-item models), or neither (on the loop)."""
+    return {field: getattr(settings.models, field) for field in BESIDE_THE_LOOP}
 
 
 def fresh_settings(base: Settings, batch: int) -> Settings:
@@ -521,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             "backlog_batch_size": backlog,
             "model_batch_size": backlog,  # a drain's batches are backlog batches: the models alone run at that size
             "worker_jobs": JOB_OF,  # each kind's workers run its job alone (for_kind)
-            "models_thread": {str(n): for_workers(base, n).models.thread for n in (1, 2)},  # where workers run their models
+            # where the workers ran their models, by how many ran at once
+            "models_beside_the_loop": {str(n): models_beside_the_loop(for_workers(base, n)) for n in (1, 2)},
         }
         print("ceilings ...", flush=True)
         results["model_alone"] = model_ceiling(base, backlog, n_clicks)

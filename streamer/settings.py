@@ -113,9 +113,10 @@ class ModelSettings:
     """STREAMER_MODELS_THREAD: run a large batch's fraud models (and the next-item models
     when not in a process of their own) on a thread beside the event loop, which takes
     the next batch's first step meanwhile: one worker drained transactions about 1.3x
-    faster with it. Set it false where a machine runs as many workers as it has cores:
-    the cores are busy anyway, and handing the GIL between the two threads cost two
-    workers on 2 cores about 7 % more CPU per transaction (docs/benchmarks.md)."""
+    faster with it. Set it false, and ``process`` too, where a machine runs as many
+    workers as it has cores: the cores are busy anyway, and the hand-overs cost CPU (two
+    workers on 2 cores: about 7 % more per transaction with the thread, 10 % more per
+    click with the process; docs/benchmarks.md)."""
     process: bool = True
     """STREAMER_MODELS_PROCESS: run the next-item models (a batch of clicks' encoder and
     ranker calls) in a child process of the worker, which shares no GIL with its event loop

@@ -60,10 +60,12 @@ def test_a_run_says_where_one_worker_and_two_ran_their_models(tmp_path: Path) ->
     from bench.report import write_docs
 
     run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-m.json").read_text())
-    write_docs({**run, "models_thread": {"1": True, "2": False}}, tmp_path, tmp_path)
+    write_docs({**run, "models_beside_the_loop": {"1": {"thread": True, "process": True},
+                                                  "2": {"thread": False, "process": False}}}, tmp_path, tmp_path)
     text = (tmp_path / "benchmarks.md").read_text()
-    assert ("one worker ran the models on a thread beside the event loop, two workers ran the models on the event "
-            "loop (`STREAMER_MODELS_THREAD=false`)") in text
+    assert ("one worker ran the models beside the event loop (the fraud models on a thread, the next-item models in a "
+            "child process), two workers ran the models on the event loop (`STREAMER_MODELS_THREAD` and "
+            "`STREAMER_MODELS_PROCESS` false)") in text
 
 
 def test_the_docs_of_a_run_that_read_the_cpu_table_it_for_every_rate(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bench.cpu import cpu_times, stolen_share
-from bench.run import for_kind, for_workers, fresh_settings
+from bench.run import for_kind, for_workers, fresh_settings, models_beside_the_loop
 from streamer.events import parse_time
 from streamer.settings import Settings
 
@@ -35,11 +35,12 @@ def test_the_workers_measured_run_the_job_of_the_events_offered_unless_told_othe
 
 def test_as_many_workers_as_cores_run_their_models_on_the_event_loop_unless_the_environment_says() -> None:
     base = Settings.from_env({})
-    assert for_workers(base, 1, {}, cores=2).models.thread
-    assert not for_workers(base, 2, {}, cores=2).models.thread
-    assert not for_workers(base, 3, {}, cores=2).models.thread
-    told = Settings.from_env({"STREAMER_MODELS_THREAD": "true"})
-    assert for_workers(told, 2, {"STREAMER_MODELS_THREAD": "true"}, cores=2).models.thread
+    assert models_beside_the_loop(for_workers(base, 1, {}, cores=2)) == {"thread": True, "process": True}
+    assert models_beside_the_loop(for_workers(base, 2, {}, cores=2)) == {"thread": False, "process": False}
+    assert models_beside_the_loop(for_workers(base, 3, {}, cores=2)) == {"thread": False, "process": False}
+    told = {"STREAMER_MODELS_PROCESS": "true"}
+    assert models_beside_the_loop(for_workers(Settings.from_env(told), 2, told, cores=2)) == {"thread": False,
+                                                                                               "process": True}
 
 
 def test_the_frameworks_ceiling_echoes_only_the_topics_of_its_jobs() -> None:
@@ -62,7 +63,7 @@ def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monke
 
     def one_rate(settings, kind, rate, messages, log, workers, broker_pid):
         calls.append((settings, rate, messages))
-        assert workers == 1 and settings.models.thread  # one worker keeps its inference thread
+        assert workers == 1 and settings.models.thread and settings.models.process  # one worker: models beside its loop
         return {"offered": rate}
 
     async def delete_namespace(redis):
@@ -72,6 +73,7 @@ def test_each_offered_rate_gets_topics_and_a_group_of_its_own_on_one_state(monke
     monkeypatch.setattr(run, "delete_namespace", delete_namespace)
     monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
     monkeypatch.delenv("STREAMER_MODELS_THREAD", raising=False)
+    monkeypatch.delenv("STREAMER_MODELS_PROCESS", raising=False)
     messages = [(b"k", str(i).encode()) for i in range(100)]
     results = run.latency(Settings.from_env(), "transactions", messages, [2.0, 4.0], 5, tmp_path / "log")
 
