@@ -87,7 +87,10 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         engine = results[f"{kind}_drain_per_s"]
         naive = results[f"{kind}_naive_per_s"]
         lines.append(_row(f"engine, {kind}", engine, ceiling))
-        lines.append(_row(f"engine, two worker processes, {kind}", results[f"{kind}_drain_two_workers_per_s"], ceiling))
+        two_events = results.get(f"{kind}_drain_two_workers_events")
+        lines.append(_row(f"engine, two worker processes, {kind}"
+                          + (f" (a backlog of {two_events:,}: as many per worker as one worker's drain)" if two_events else ""),
+                          results[f"{kind}_drain_two_workers_per_s"], ceiling))
         if f"{kind}_steady_drain_per_s" in results:
             lines.append(_row(f"engine, {kind} at steady state (from day 40, the 37 days before stored first)",
                               results[f"{kind}_steady_drain_per_s"], ceiling))

@@ -56,6 +56,16 @@ def test_a_run_with_a_worker_per_job_says_which_job_each_kind_ran(tmp_path: Path
     assert "each worker runs the job of the events measured alone, `STREAMER_WORKER_JOBS`: `fraud` for transactions, `recommend` for clicks" in text
 
 
+def test_a_run_whose_two_workers_drained_a_longer_backlog_says_so(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-m.json").read_text())
+    write_docs({**run, "clicks_drain_two_workers_events": 40000}, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| engine, two worker processes, clicks (a backlog of 40,000: as many per worker as one worker's drain) |" in text
+    assert "| engine, two worker processes, transactions |" in text  # not recorded: as the run was
+
+
 def test_a_run_says_where_one_worker_and_two_ran_their_models(tmp_path: Path) -> None:
     from bench.report import write_docs
 
