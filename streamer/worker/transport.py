@@ -109,8 +109,8 @@ class ConsumerOnTheLoop(ConsumerThread):
     transactions/s spent about 3 % less CPU per transaction and the broker about a sixth
     less; one worker drained transactions about 4 % faster."""
 
-    def __init__(self, consumer: Any, **kwargs: Any) -> None:
-        super().__init__(consumer, thread_loop=kwargs["loop"], **kwargs)
+    def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        super().__init__(consumer, loop=loop, thread_loop=loop, **kwargs)
         self._serving: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
