@@ -115,8 +115,8 @@ class ModelSettings:
     the next batch's first step meanwhile: one worker drained transactions about 1.3x
     faster with it. Set it false, and ``process`` too, where a machine runs as many
     workers as it has cores: the cores are busy anyway, and the hand-overs cost CPU (two
-    workers on 2 cores: about 7 % more per transaction with the thread, 10 % more per
-    click with the process; docs/benchmarks.md)."""
+    workers on 2 cores took about 7 % less per transaction without the thread, 11 % less
+    per click without the process; docs/benchmarks.md)."""
     process: bool = True
     """STREAMER_MODELS_PROCESS: run the next-item models (a batch of clicks' encoder and
     ranker calls) in a child process of the worker, which shares no GIL with its event loop
