@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,13 +151,14 @@ class RecordingStore(InMemoryStateStore):
         await super().write_fraud(transactions, rows, progress, card_embeddings)
 
 
-def noting_runs(pipeline: FraudPipeline) -> list[int]:
-    """The pipeline's models, noting the rows of each batch they score (in the list returned)."""
-    runs: list[int] = []
+def noting_runs(pipeline: FraudPipeline, note: Callable[[Sequence[Any]], Any] = len) -> list[Any]:
+    """The pipeline's models, noting each batch they score (in the list returned): by
+    default its rows, else ``note`` of its transactions."""
+    runs: list[Any] = []
     score = pipeline._embed_and_score
 
     def noted(transactions: Sequence[Any], *args: Any) -> Any:
-        runs.append(len(transactions))
+        runs.append(note(transactions))
         return score(transactions, *args)
 
     pipeline._embed_and_score = noted  # type: ignore[method-assign]
@@ -212,14 +213,7 @@ async def test_a_large_batchs_models_run_on_a_thread_unless_the_settings_say_not
 
     settings = SETTINGS.replace(models={"thread": thread})
     pipeline = FraudPipeline(scorer, InMemoryStateStore(), settings)
-    score = pipeline._embed_and_score
-    threads: list[int] = []
-
-    def noted(*args: Any) -> Any:
-        threads.append(threading.get_ident())
-        return score(*args)
-
-    pipeline._embed_and_score = noted  # type: ignore[method-assign]
+    threads = noting_runs(pipeline, lambda _: threading.get_ident())
     outputs = await pipeline.process(transaction_records(200))
     assert len([o for o in outputs if o.topic == SETTINGS.topics.fraud_scores]) == 200
     assert (threads == [threading.get_ident()]) is not thread
