@@ -111,7 +111,7 @@ class ConsumerOnTheLoop(ConsumerThread):
 
     def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(consumer, loop=loop, thread_loop=loop, **kwargs)
-        self._serving: asyncio.Task[None] | None = None
+        self._serving: asyncio.Task[None] | None = None  # the running service, held so it is not collected
 
     async def start(self) -> None:
         """``ServiceThread.start``, with the service's ``_serve`` as a task where the
