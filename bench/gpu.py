@@ -96,8 +96,8 @@ def engine(provider: str, n: int) -> dict[str, float]:
         log = ROOT / "bench" / "results" / f"gpu-worker-{provider}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         return {
-            "transactions_per_s": round(drain(base, "transactions", transactions(n), base.batch.max_size, log)),
-            "clicks_per_s": round(drain(base, "clicks", clicks(n), base.batch.max_size, log)),
+            "transactions_per_s": round(drain(base, "transactions", transactions(n), base.batch.max_size, log).rate),
+            "clicks_per_s": round(drain(base, "clicks", clicks(n), base.batch.max_size, log).rate),
         }
 
 

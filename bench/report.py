@@ -71,7 +71,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
           if results.get("cpu_stolen_share") is not None else []),
         "",
         "Drain throughput, events per second (median of the runs, min – max). The engine's share is of the",
-        "smaller ceiling: the bare consume → produce loop, or the model alone.",
+        "smaller ceiling: the bare consume → produce loop, or the model alone." + drain_timing(results),
         "",
         "| what | median/s | spread | share of the smaller ceiling |",
         "|---|---|---|---|",
@@ -171,6 +171,11 @@ def steps_section(results: dict[str, Any]) -> list[str]:
             "last step and delivery), so a drain goes at the pace of its longest kind of step.", "",
             "| drain | batches | events per batch | first step | models | last step | delivery |",
             "|---|---|---|---|---|---|---|", *rows]
+
+
+def drain_timing(results: dict[str, Any]) -> str:
+    """How the run timed its drains (runs from before ``bench.run.DRAIN_TIMING`` say nothing)."""
+    return f" A drain is timed {results['drains_timed']}." if "drains_timed" in results else ""
 
 
 def models_placement(placements: Mapping[str, Mapping[str, bool]] | None) -> str:

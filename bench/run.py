@@ -5,9 +5,11 @@
 all on this machine, and measures in one run:
 
 * drain throughput: a backlog of N transactions (N clicks) processed end to end, from
-  the first output record's timestamp to the last one's. The outputs are read once the
-  workers' group has committed the whole backlog, not while they run: a reader parsing
-  every output along the way took a fifth of a core from the two it measures;
+  when the workers, settled into their group and paused while the backlog was
+  produced, resume, to the last output record's timestamp (``drain``). The outputs are
+  read once the workers' group has committed the whole backlog, not while they run: a
+  reader parsing every output along the way took a fifth of a core from the two it
+  measures;
 * the same for transactions at steady state (``STEADY_FROM``): the first days' drains
   find every terminal window empty, a deployment finds a month in each;
 * the naive way: the same worker with micro-batches of one event (one Redis round
@@ -39,18 +41,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
 import dataclasses
 import itertools
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -79,8 +81,6 @@ from streamer.worker.topics import assign_topic, delete_topics, ensure_topics
 ROOT = Path(__file__).resolve().parent.parent
 #: How often a drain's workers report their batches' step times (``STREAMER_BATCH_REPORT_S``).
 STEP_REPORT_S = 1.0
-#: Outputs stamped this close to a drain's first are its first delivery (``drain_rate``).
-FIRST_DELIVERY_MS = 20
 #: The agent that takes each kind of input.
 AGENTS = {"transactions": "score_transactions", "clicks": "recommend_next_items"}
 Message = tuple[bytes, bytes]
@@ -290,13 +290,43 @@ def endpoints(topics: TopicSettings, kind: str) -> tuple[str, str, str]:
     return topics.clickstream, topics.recommendations, "event_id"
 
 
+@dataclasses.dataclass(frozen=True)
+class Drained:
+    """A drain: ``events`` answered in ``seconds``, from when its workers, settled in
+    their group and paused while the backlog was produced (``produced_s``), resumed, to
+    the last output record; its first output came ``first_output_s`` after they resumed."""
+
+    events: int
+    seconds: float
+    produced_s: float
+    first_output_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / max(self.seconds, 1e-3)
+
+
+#: How ``drain`` times a drain (recorded with the results).
+DRAIN_TIMING = ("from when the workers, settled in their group and paused while the backlog was produced, "
+                "resume, to the last output record")
+
+
 def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1,
           module: str = "streamer.cli worker", step_reports: list[str] | None = None,
-          history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> float:
-    """Events per second for a backlog (``drain_rate``), with 1 or more
-    workers (``streamer worker``, or the ``module`` run instead, such as ``bench.faust_loop``)
-    running the job of ``kind`` (``for_kind``), their models placed for their number
-    (``for_workers``). The workers report their batches' step times every ``STEP_REPORT_S`` and as they
+          history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> Drained:
+    """A backlog answered by 1 or more workers (``streamer worker``, or the ``module``
+    run instead, such as ``bench.faust_loop``) running the job of ``kind``
+    (``for_kind``), their models placed for their number (``for_workers``).
+
+    The workers start on empty topics and settle into their group (``group_settled``);
+    they are then paused (``paused``) while the backlog is produced, and the drain is
+    timed from their resuming to the last output (``drained``). A backlog produced before
+    the workers started was taken at different times by each and answered in bursts:
+    timed from the first output, two workers read up to 40 % above what they sustain
+    (docs/benchmarks.md, 2026-12-05). A backlog produced while they ran would have
+    taken the producer's CPU from them.
+
+    The workers report their batches' step times every ``STEP_REPORT_S`` and as they
     stop; those log lines are added to ``step_reports``. With ``history``, those
     transactions and labels are stored first (``store_history``)."""
     settings = for_workers(for_kind(fresh_settings(base, batch), kind), workers).replace(batch={"report_s": STEP_REPORT_S})
@@ -306,13 +336,15 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
     topics = settings.topics
     source, sink, id_field = endpoints(topics, kind)
     bootstrap = settings.kafka.bootstrap_servers
+    group = settings.kafka.group_id
     asyncio.run(ensure_topics(bootstrap, topics.all(), settings.kafka.partitions))
     try:
-        asyncio.run(produce(bootstrap, source, messages))
         with contextlib.ExitStack() as running:
-            for _ in range(workers):
-                running.enter_context(running_worker(settings, log, module))
-            asyncio.run(wait_committed(bootstrap, settings.kafka.group_id, source, len(messages), timeout_s=900))
+            pids = [running.enter_context(running_worker(settings, log, module)).pid for _ in range(workers)]
+            asyncio.run(group_settled(bootstrap, group, workers))
+            with paused(pids) as resumed:
+                sent = asyncio.run(produce(bootstrap, source, messages))
+            asyncio.run(wait_committed(bootstrap, group, source, len(messages), timeout_s=900))
         if step_reports is not None:
             with open(log, "rb") as worker_log:
                 worker_log.seek(log_start)
@@ -320,31 +352,41 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=60))
         if len(times) < len(messages):
             raise RuntimeError(f"{kind}: only {len(times)} of {len(messages)} outputs; see {log}")
-        # each worker's first batch: a backlog batch when its share of the backlog holds one
-        largest = settings.batch.largest
-        first_batch = largest if len(messages) >= workers * largest else settings.batch.max_size
-        return drain_rate(sorted(times.values()), workers, first_batch)
+        return drained(resumed[0], times.values(), produced_s=resumed[0] - sent[0])
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
         asyncio.run(delete_namespace(settings.redis))
 
 
-def drain_rate(stamps: Sequence[int], workers: int = 1, first_batch: int | None = None) -> float:
-    """Events per second from a drain's output timestamps (ms, sorted): the events
-    answered after the first delivery, over the time from it to the last output. The
-    first delivery's events were processed before its outputs appeared, so they took no
-    time of that span: counting them would favour large batches (a batch of 4,096 is 14 %
-    of 30,000). A delivery's outputs are stamped within a few milliseconds, the next
-    one's a batch's steps later (tens of milliseconds at least): outputs stamped within
-    ``FIRST_DELIVERY_MS`` of the first are taken as the first delivery (a later one that
-    close would only make the rate lower). With several workers, each one's first batch
-    was processed beside the first one's: as many events again are left out for each.
-    Two workers' first deliveries may land within that window together, so the first
-    delivery counts at most ``first_batch`` events, a worker's first batch."""
-    first = bisect.bisect_right(stamps, stamps[0] + FIRST_DELIVERY_MS)
-    if first_batch is not None:
-        first = min(first, first_batch)
-    return max(len(stamps) - first * workers, 1) / max((stamps[-1] - stamps[0]) / 1000.0, 1e-3)
+@contextlib.contextmanager
+def paused(pids: Sequence[int]) -> Iterator[list[float]]:
+    """The processes ``pids`` stopped (SIGSTOP) inside the block and continued as it
+    ends; yields a list that then holds the time (epoch seconds) just before they were
+    continued. A stop of a second or so is well within a worker's session timeout (its
+    heartbeats resume with it)."""
+    resumed: list[float] = []
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield resumed
+    finally:
+        resumed.append(time.time())
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def drained(resumed: float, stamps: Iterable[int], produced_s: float) -> Drained:
+    """The drain of a backlog whose workers resumed at ``resumed`` (epoch seconds) and
+    whose outputs were stamped ``stamps`` (epoch ms, the clock of this machine): every
+    event's processing lies within that span, however its outputs were grouped into
+    deliveries."""
+    stamps = list(stamps)
+    return Drained(len(stamps), max(stamps) / 1000.0 - resumed, produced_s, min(stamps) / 1000.0 - resumed)
+
+
+def drain_rates(drains: list[Drained]) -> dict[str, float]:
+    """The rates of repeated drains (``spread``)."""
+    return spread([d.rate for d in drains])
 
 
 def events_offered(rates: list[float], seconds: float) -> int:
@@ -532,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": batch,
             "backlog_batch_size": backlog,
             "model_batch_size": backlog,  # a drain's batches are backlog batches: the models alone run at that size
+            "drains_timed": DRAIN_TIMING,
             "worker_jobs": JOB_OF,  # each kind's workers run its job alone (for_kind)
             # where the workers ran their models, by how many ran at once
             "models_beside_the_loop": {str(n): models_beside_the_loop(for_workers(base, n)) for n in (1, 2)},
@@ -539,31 +582,29 @@ def main(argv: list[str] | None = None) -> int:
         print("ceilings ...", flush=True)
         results["model_alone"] = model_ceiling(base, backlog, n_clicks)
         results["bare_loop_per_s"] = spread([asyncio.run(bare_loop(broker.bootstrap_servers, tx_messages[:n_tx])) for _ in range(repeats)])
-        results["faust_loop_per_s"] = spread([drain(base, "transactions", tx_messages[:n_tx], batch, log, module="bench.faust_loop")
-                                              for _ in range(repeats)])
+        results["faust_loop_per_s"] = drain_rates([drain(base, "transactions", tx_messages[:n_tx], batch, log,
+                                                         module="bench.faust_loop") for _ in range(repeats)])
         print(f"  {results['model_alone']}, bare loop {results['bare_loop_per_s']}, Faust loop {results['faust_loop_per_s']}", flush=True)
         for kind, messages, n in (("transactions", tx_messages, n_tx), ("clicks", click_messages, n_clicks)):
             print(f"drain {kind} ...", flush=True)
             reports: list[str] = []
-            results[f"{kind}_drain_per_s"] = spread([drain(base, kind, messages[:n], batch, log, step_reports=reports)
-                                                     for _ in range(repeats)])
+            results[f"{kind}_drain_per_s"] = drain_rates([drain(base, kind, messages[:n], batch, log, step_reports=reports)
+                                                          for _ in range(repeats)])
             results[f"{kind}_drain_steps"] = parse_reports(reports, AGENTS[kind])
-            results[f"{kind}_naive_per_s"] = spread([drain(base, kind, messages[:n_naive], 1, log) for _ in range(repeats)])
+            results[f"{kind}_naive_per_s"] = drain_rates([drain(base, kind, messages[:n_naive], 1, log) for _ in range(repeats)])
             print(f"  engine {results[f'{kind}_drain_per_s']}, naive {results[f'{kind}_naive_per_s']}", flush=True)
             reports = []
-            # as many events per worker as one worker drained: with half each, a worker's share
-            # of 20,000 clicks was its first backlog batch and one or two more, and a rate
-            # from the one or two deliveries after the first (drain_rate) read above 2x one worker's
+            # as many events per worker as one worker drained
             results[f"{kind}_drain_two_workers_events"] = 2 * n
-            results[f"{kind}_drain_two_workers_per_s"] = spread([drain(base, kind, messages[: 2 * n], batch, log, workers=2,
-                                                                       step_reports=reports) for _ in range(repeats)])
+            results[f"{kind}_drain_two_workers_per_s"] = drain_rates([drain(base, kind, messages[: 2 * n], batch, log, workers=2,
+                                                                            step_reports=reports) for _ in range(repeats)])
             results[f"{kind}_drain_two_workers_steps"] = parse_reports(reports, AGENTS[kind])
             print(f"  two workers {results[f'{kind}_drain_two_workers_per_s']}", flush=True)
             if kind == "transactions":
                 print("drain transactions at steady state ...", flush=True)
                 history, labels, drained = steady_transactions(n)
                 reports = []
-                results["transactions_steady_drain_per_s"] = spread([
+                results["transactions_steady_drain_per_s"] = drain_rates([
                     drain(base, kind, drained, batch, log, step_reports=reports, history=(history, labels))
                     for _ in range(repeats)])
                 results["transactions_steady_drain_steps"] = parse_reports(reports, AGENTS[kind])

@@ -103,3 +103,15 @@ def test_the_naive_agents_latency_is_tabled_and_plotted_beside_the_engines(tmp_p
     assert "| transactions | 1, naive | 50 | 50 | 21.0 | 48.5 | 60.1 |" in lines
     assert "| transactions | 1, naive | 100 | 100 | 900.0 | 2100.0 | 2300.0 |" in lines
     assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_a_run_says_how_it_timed_its_drains(tmp_path: Path) -> None:
+    from bench.report import write_docs
+    from bench.run import DRAIN_TIMING
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-m.json").read_text())
+    write_docs(run, tmp_path, tmp_path)
+    assert "A drain is timed" not in (tmp_path / "benchmarks.md").read_text()  # as the run was
+    write_docs({**run, "drains_timed": DRAIN_TIMING}, tmp_path, tmp_path)
+    assert ("the model alone. A drain is timed from when the workers, settled in their group and paused while the "
+            "backlog was produced, resume, to the last output record.") in (tmp_path / "benchmarks.md").read_text()

@@ -3,6 +3,8 @@ the latency runs split by rate, the CPU time stolen from the VM."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import orjson
@@ -171,24 +173,51 @@ def test_the_inference_choices_show_the_int8_graphs_as_the_runtimes_choice_with_
     assert lines[-2].endswith("HR@10 0.079 / NDCG@10 0.0481 against 0.0791 / 0.0482 in float32.")
 
 
-def test_a_drain_rate_leaves_out_the_first_delivery_whose_events_took_none_of_its_time() -> None:
-    from bench.run import drain_rate
+def test_a_drain_is_timed_from_its_workers_resuming_whatever_its_outputs_bursts() -> None:
+    """Seen in the suite: two workers processed several batches before their first
+    outputs went out, then 16,271 of 40,000 outputs within 100 ms. Timed from the first
+    output, that drain read 42,984/s; from its workers' start it reads what it took."""
+    from bench.run import drained
 
-    # three deliveries of 100 outputs, 100 ms apart, each stamped over 5 ms
-    stamps = sorted(1000 + 100 * delivery + i % 5 for delivery in range(3) for i in range(100))
-    assert drain_rate(stamps) == pytest.approx(200 / 0.204)  # not 299 / 0.204
-    # with a second worker, its first batch (taken as large as the first delivery) as well
-    assert drain_rate(stamps, workers=2) == pytest.approx(100 / 0.204)
+    resumed = 1000.0
+    stamps = [1_001_500] * 16_271 + [1_001_600 + i // 100 for i in range(23_729)]  # epoch ms
+    drain = drained(resumed, stamps, produced_s=0.4)
+    assert drain.events == 40_000
+    assert drain.seconds == pytest.approx(1.6 + 237 / 1000)
+    assert drain.rate == pytest.approx(40_000 / 1.837)
+    assert drain.first_output_s == pytest.approx(1.5)
 
 
-def test_two_workers_first_deliveries_landing_together_are_left_out_once() -> None:
-    """Seen in the suite: both workers' first backlog batches (4,096 each) stamped within
-    the first-delivery window, which then held 8,173 outputs; leaving that out once per
-    worker took 16,346 of 20,000 away and gave a third of the rate."""
-    from bench.run import drain_rate
+def test_paused_processes_run_nothing_until_the_block_ends() -> None:
+    import subprocess
+    import sys
 
-    stamps = sorted([0] * 8192 + [300] * 4096 + [400] * 4096 + [500] * 3616)
-    assert drain_rate(stamps, workers=2, first_batch=4096) == pytest.approx((20000 - 8192) / 0.5)
-    assert drain_rate(stamps, workers=2) == pytest.approx((20000 - 16384) / 0.5)  # without the cap
-    # one worker: its one first delivery is never larger than its first batch
-    assert drain_rate(stamps[4096:], first_batch=4096) == drain_rate(stamps[4096:])
+    from bench.run import paused
+
+    def printed(fd: int) -> bytes:
+        try:
+            return os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return b""
+
+    counter = subprocess.Popen([sys.executable, "-u", "-c", "import itertools\nfor i in itertools.count(): print(i)"],
+                               stdout=subprocess.PIPE)
+    try:
+        assert counter.stdout is not None
+        fd = counter.stdout.fileno()
+        os.set_blocking(fd, False)
+        while not printed(fd):
+            time.sleep(0.01)
+        with paused([counter.pid]) as resumed:
+            time.sleep(0.2)
+            while printed(fd):  # what it printed before the stop
+                pass
+            time.sleep(0.3)
+            assert printed(fd) == b""
+            assert resumed == []
+        assert resumed and abs(resumed[0] - time.time()) < 1.0
+        time.sleep(0.2)
+        assert printed(fd)
+    finally:
+        counter.kill()
+        counter.wait()
