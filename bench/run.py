@@ -322,9 +322,10 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
     they are then paused (``paused``) while the backlog is produced, and the drain is
     timed from their resuming to the last output (``drained``). A backlog produced before
     the workers started was taken at different times by each and answered in bursts:
-    timed from the first output, two workers read up to 40 % above what they sustain
-    (docs/benchmarks.md, 2026-12-05). A backlog produced while they ran would have
-    taken the producer's CPU from them.
+    timed from the first output, two workers' clicks read half again what they drain
+    timed this way, one worker's drains 15-30 % more (docs/benchmarks.md, session of
+    2026-12-05 from 15:23 UTC). A backlog produced while they ran would have taken the
+    producer's CPU from them.
 
     The workers report their batches' step times every ``STEP_REPORT_S`` and as they
     stop; those log lines are added to ``step_reports``. With ``history``, those
