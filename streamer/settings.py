@@ -136,7 +136,9 @@ class BatchSettings:
     in the worker (a backlog: a restart, a rebalance, a replay or backfill, a worker that
     fell behind): the batch then takes this many, and the backlog drains faster (each
     batch's fixed costs shared by more events: docs/benchmarks.md, 2026-12-04 from 19:51).
-    Events that arrive in real time never wait for it. At most ``max_size``: off."""
+    A worker with no batch in flight starts a backlog at ``max_size`` and doubles up to
+    this, so its first outputs are not held back by a large first batch. Events that
+    arrive in real time never wait for it. At most ``max_size``: off."""
     max_wait_ms: int = 5
     """STREAMER_BATCH_MAX_WAIT_MS: ...or once its oldest event has waited this long, whichever
     comes first (a busy stream fills batches while the previous one is processed, so a short

@@ -347,14 +347,34 @@ async def test_a_backlog_goes_in_backlog_batches_and_add_waits_only_once_a_backl
     pipeline = SlowPipeline()
     async with busy(pipeline, max_size=3, backlog_size=8) as batcher:
         await batcher.add([1, 2, 3, 4, 5])  # more than a batch but less than a backlog batch: no wait
-        blocked = asyncio.ensure_future(batcher.add([6, 7, 8, 9, 10, 11]))
+        blocked = asyncio.ensure_future(batcher.add(list(range(6, 21))))
         await settle()
-        assert not blocked.done()  # eleven waiting, a backlog batch and more: the caller waits
-        await release(pipeline, 1)
-        assert blocked.done() and pipeline.batches == [[0], [1, 2, 3, 4, 5, 6, 7, 8]]
-        await release(pipeline, 1)
-        assert pipeline.batches == [[0], [1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11]]
+        assert not blocked.done()  # twenty waiting, a backlog batch and more: the caller waits
+        await release(pipeline, 1)  # [0] is in its later steps: a batch twice the size of the one before
+        assert not blocked.done() and pipeline.batches == [[0], [1, 2, 3, 4, 5, 6]]
+        await release(pipeline, 1)  # then a backlog batch, and fewer than one wait
+        assert blocked.done() and pipeline.batches[2] == list(range(7, 15))
+        await release(pipeline, 2)
+        assert pipeline.batches[3:] == [[15, 16, 17], [18, 19, 20]]
         pipeline.release.set()
+
+
+async def test_a_backlog_reaching_an_idle_lane_starts_at_max_size_and_doubles_up_to_backlog_batches() -> None:
+    """Its first outputs come as soon as a normal batch's would, and the later steps have
+    work while the larger batches behind are read; so again once the lane fell idle."""
+    sizes: list[int] = []
+
+    async def process(batch: list[int]) -> Infer[None]:
+        sizes.append(len(batch))
+        return inferred(finished(None))
+
+    async with Batcher(process, delivered, max_size=2, backlog_size=8) as batcher:
+        await batcher.add(list(range(30)))
+        await settle()
+        assert sizes == [2, 4, 8, 8, 8]
+        await batcher.add(list(range(12)))
+        await settle()
+    assert sizes == [2, 4, 8, 8, 8, 2, 4, 2, 2, 2]  # then fewer than a backlog batch waiting: max_size
 
 
 async def test_fewer_than_a_backlog_batch_waiting_go_in_batches_of_max_size() -> None:
