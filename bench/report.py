@@ -13,7 +13,8 @@ from bench.cpu import cpu_cell
 
 def _row(name: str, stats: dict[str, float], ceiling: float | None = None) -> str:
     share = f"{stats['median'] / ceiling:.0%}" if ceiling else ""
-    return f"| {name} | {stats['median']:,.0f} | {stats['min']:,.0f} – {stats['max']:,.0f} | {share} |"
+    first = f"{stats['first_output_s']:.2f}" if "first_output_s" in stats else ""
+    return f"| {name} | {stats['median']:,.0f} | {stats['min']:,.0f} – {stats['max']:,.0f} | {share} | {first} |"
 
 
 def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = None) -> None:
@@ -71,15 +72,17 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
           if results.get("cpu_stolen_share") is not None else []),
         "",
         "Drain throughput, events per second (median of the runs, min – max). The engine's share is of the",
-        "smaller ceiling: the bare consume → produce loop, or the model alone." + drain_timing(results),
+        "smaller ceiling: the bare consume → produce loop, or the model alone." + drain_timing(results)
+        + (" First output: the median time from the workers resuming to their first output."
+           if "first_output_s" in results["transactions_drain_per_s"] else ""),
         "",
-        "| what | median/s | spread | share of the smaller ceiling |",
-        "|---|---|---|---|",
+        "| what | median/s | spread | share of the smaller ceiling | first output, s |",
+        "|---|---|---|---|---|",
         _row("bare aiokafka consume → produce (no model, no state)", bare),
         *([_row("the engine's Faust app publishing each input unchanged (`bench.faust_loop`)", results["faust_loop_per_s"])]
           if "faust_loop_per_s" in results else []),
-        f"| fraud model alone in ONNX Runtime, batch {model_batch:,} | {model['fraud_model_per_s']:,} | | |",
-        f"| next-item encoder + ranker alone, batch {model_batch:,} | {model['ranker_per_s']:,} | | |",
+        f"| fraud model alone in ONNX Runtime, batch {model_batch:,} | {model['fraud_model_per_s']:,} | | | |",
+        f"| next-item encoder + ranker alone, batch {model_batch:,} | {model['ranker_per_s']:,} | | | |",
     ]
     ceilings = {"transactions": min(bare["median"], model["fraud_model_per_s"]),
                 "clicks": min(bare["median"], model["ranker_per_s"])}
@@ -95,9 +98,9 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
             lines.append(_row(f"engine, {kind} at steady state (from day 40, the 37 days before stored first)",
                               results[f"{kind}_steady_drain_per_s"], ceiling))
         lines.append(_row(f"naive (batches of one event), {kind}", naive, ceiling))
-        lines.append(f"| engine ÷ naive, {kind} | {engine['median'] / max(naive['median'], 1):.1f}× | | |")
+        lines.append(f"| engine ÷ naive, {kind} | {engine['median'] / max(naive['median'], 1):.1f}× | | | |")
         if "faust_loop_per_s" in results:
-            lines.append(f"| engine ÷ the Faust app alone, {kind} | {engine['median'] / results['faust_loop_per_s']['median']:.0%} | | |")
+            lines.append(f"| engine ÷ the Faust app alone, {kind} | {engine['median'] / results['faust_loop_per_s']['median']:.0%} | | | |")
     lines += steps_section(results)
     lines += ["", "Latency from the input record's timestamp to the output record's, at fixed offered rates (workers",
               "*1, naive*: the naive agent, one event at a time, below and beyond the rate it drains):", "",

@@ -386,8 +386,10 @@ def drained(resumed: float, stamps: Iterable[int], produced_s: float) -> Drained
 
 
 def drain_rates(drains: list[Drained]) -> dict[str, float]:
-    """The rates of repeated drains (``spread``)."""
-    return spread([d.rate for d in drains])
+    """The rates of repeated drains (``spread``), and the median of their first outputs'
+    delays after the workers resumed (``first_output_s``): how soon a worker restarted on
+    a backlog answers."""
+    return {**spread([d.rate for d in drains]), "first_output_s": round(statistics.median(d.first_output_s for d in drains), 3)}
 
 
 def events_offered(rates: list[float], seconds: float) -> int:

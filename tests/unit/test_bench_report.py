@@ -115,3 +115,19 @@ def test_a_run_says_how_it_timed_its_drains(tmp_path: Path) -> None:
     write_docs({**run, "drains_timed": DRAIN_TIMING}, tmp_path, tmp_path)
     assert ("the model alone. A drain is timed from when the workers, settled in their group and paused while the "
             "backlog was produced, resume, to the last output record.") in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_a_run_that_recorded_its_first_outputs_tables_them_beside_the_drain_rates(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-04-m.json").read_text())
+    write_docs(run, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| engine, transactions | 16,723 | " in text and "First output" not in text  # as the run was
+    run["transactions_drain_per_s"]["first_output_s"] = 0.214
+    write_docs(run, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "First output: the median time from the workers resuming to their first output." in text
+    assert "| what | median/s | spread | share of the smaller ceiling | first output, s |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| engine, transactions |"))
+    assert row.endswith("| 0.21 |")

@@ -188,6 +188,13 @@ def test_a_drain_is_timed_from_its_workers_resuming_whatever_its_outputs_bursts(
     assert drain.first_output_s == pytest.approx(1.5)
 
 
+def test_repeated_drains_give_their_rates_spread_and_their_first_outputs_median() -> None:
+    from bench.run import Drained, drain_rates
+
+    rates = drain_rates([Drained(10_000, 1.0, 0.2, 0.3), Drained(10_000, 0.5, 0.2, 0.1), Drained(10_000, 2.0, 0.2, 0.6)])
+    assert rates == {"median": 10_000, "min": 5_000, "max": 20_000, "runs": 3, "first_output_s": 0.3}
+
+
 def test_paused_processes_run_nothing_until_the_block_ends() -> None:
     import subprocess
     import sys
