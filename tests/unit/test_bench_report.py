@@ -131,3 +131,17 @@ def test_a_run_that_recorded_its_first_outputs_tables_them_beside_the_drain_rate
     assert "| what | median/s | spread | share of the smaller ceiling | first output, s |" in text
     row = next(line for line in text.splitlines() if line.startswith("| engine, transactions |"))
     assert row.endswith("| 0.21 |")
+
+
+def test_a_run_with_long_drains_tables_them_and_their_share_beside_the_short_ones(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-05-zb.json").read_text())
+    write_docs(run, tmp_path, tmp_path)
+    assert "a longer drain" not in (tmp_path / "benchmarks.md").read_text()  # as the run was
+    run |= {"clicks_long_drain_events": 60_000,
+            "clicks_long_drain_per_s": {"median": 13_931, "min": 13_500, "max": 14_000, "runs": 3, "first_output_s": 0.22}}
+    write_docs(run, tmp_path, tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| engine, clicks, a backlog of 60,000 (a longer drain) | 13,931 | 13,500 – 14,000 | 96% | 0.22 |" in text
+    assert "| ≥ 80 % of the smaller ceiling | transactions 28%, clicks 78% (over 60,000: 96%) |" in text
