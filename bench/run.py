@@ -307,7 +307,7 @@ class Drained:
 
 
 #: How many times the one-worker drain's backlog the suite's long drain takes: a 20,000-click
-#: drain took under 2 s, a fifth of it before the first output came, while 60,000 clicks
+#: drain took under 2 s, 0.2 s of it before the first output came, while 60,000 clicks
 #: drained at 96 % of the models alone (docs/benchmarks.md, 2026-12-05 from 16:42 UTC).
 LONG_DRAIN = 3
 

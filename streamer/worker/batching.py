@@ -14,8 +14,8 @@ batch's fixed costs shared by more events. A lane with no batch in flight starts
 backlog at ``max_size`` and doubles from batch to batch up to ``backlog_size``, so a
 restarted worker's first outputs come as soon as a normal batch's would (0.2 s after a
 worker resumed on a backlog, against 0.6 s for a first batch of 4,096, on the benchmark
-machine: docs/benchmarks.md, 2026-12-05 from 16:42). Events that arrive in real time are never held back
-for it.
+machine: docs/benchmarks.md, 2026-12-05 from 16:42 UTC). Events that arrive in real time
+are never held back for it.
 
 A batch goes through four steps: ``process`` (its state read, and what the next batch
 reads written), the ``Infer`` step that ``process`` returns (its models), the ``Finish``
@@ -129,7 +129,7 @@ class Lane(Generic[T, R]):
         """A batch takes this many when at least this many are waiting (``max_size``: never)."""
         self.max_wait_s = max_wait_s
         self._ramp = max_size
-        """The largest batch the lane takes next (``_size``)."""
+        """How large the lane's backlog batches have grown since it was last idle (``_size``)."""
         self.pending: list[T] = []
         self._oldest_arrival = 0.0
         """When the oldest pending event arrived (the event loop's clock)."""
