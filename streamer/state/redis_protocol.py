@@ -3,7 +3,7 @@
 The scripts each serve many entities in one call: ``EntityCalls`` lays out a script's
 calls as entities are added (``Additions``: the sorted-set writes'), the reply parsers
 turn script replies into entries, and ``with_hiredis_packing`` makes redis-py's asyncio
-client pack commands in C.
+client pack commands in C (``pack_cluster_commands_with_hiredis``: its cluster client).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import hiredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
 
 
@@ -254,3 +256,14 @@ def with_hiredis_packing(connection_class: type) -> type:
 
     HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"Hiredis{connection_class.__name__}"
     return HiredisPacking
+
+
+def pack_cluster_commands_with_hiredis(client: RedisCluster) -> None:
+    """A cluster client's connections packing with hiredis (``with_hiredis_packing``):
+    those to the node it starts from and to the nodes it learns of later, which take
+    their connection class from the settings the client keeps. Call it before the
+    client's first command."""
+    settings = client.nodes_manager.connection_kwargs
+    settings["connection_class"] = with_hiredis_packing(settings.get("connection_class", Connection))
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = settings["connection_class"]

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import NamedTuple, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    ClusterError, NoScriptError, RedisClusterUnreachableError, SlotNotCoveredError, TryAgainError,
+)
 
 from streamer.errors import ConfigurationError, DependencyError
 from streamer.events import Click, FraudLabel, Transaction
@@ -46,6 +47,10 @@ SEEN_CAP = 1000
 CARD_ROWS_CAP = 64
 #: Longest wait for a Redis reply (a batch's script calls take milliseconds).
 SOCKET_TIMEOUT_S = 10.0
+#: What a Redis (or one of its cluster's nodes) that cannot answer for now raises: the
+#: batch fails and is retried with back-off (``DependencyError``).
+UNREACHABLE = (aioredis.ConnectionError, aioredis.TimeoutError, ClusterError, RedisClusterUnreachableError,
+               SlotNotCoveredError, TryAgainError)
 #: Floats in a stored feature row.
 ROW_WIDTH = 16
 #: Bytes of a stored feature row (float32).
@@ -181,16 +186,30 @@ class RedisStateStore:
 
     ``entities_per_call`` bounds how many cards, terminals or users one script call
     serves (0: the whole batch). Behind a Redis Cluster proxy use 1: each call then
-    touches the keys of one entity, which share a hash slot."""
+    touches the keys of one entity, which share a hash slot.
 
-    def __init__(self, url: str, namespace: str = "streamer", ttl_days: float = 45.0, entities_per_call: int = 256) -> None:
+    With ``cluster``, ``url`` names a node of a Redis Cluster: the client learns from it
+    which node holds which slots and sends each command to the node holding its keys
+    (redis-py's ``RedisCluster``). Every script call then serves one entity, and a call
+    that stores or reads a stream's progress takes two round trips instead of one
+    (``_in_order``): the nodes of one round trip run its commands side by side."""
+
+    def __init__(self, url: str, namespace: str = "streamer", ttl_days: float = 45.0, entities_per_call: int = 256,
+                 cluster: bool = False) -> None:
         if entities_per_call < 0:
             raise ConfigurationError(f"entities_per_call must be 0 or more, not {entities_per_call}")
         # A stalled Redis fails a batch after a while (retried with back-off) instead of hanging it.
-        self.client = aioredis.Redis.from_url(url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S,
-                                              socket_connect_timeout=SOCKET_TIMEOUT_S)
-        pool = self.client.connection_pool
-        pool.connection_class = protocol.with_hiredis_packing(pool.connection_class)
+        timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S}
+        self.client: aioredis.Redis | aioredis.RedisCluster
+        if cluster:
+            self.client = aioredis.RedisCluster.from_url(url, decode_responses=False, **timeouts)
+            protocol.pack_cluster_commands_with_hiredis(self.client)
+            entities_per_call = 1  # a script's keys must share a slot
+        else:
+            self.client = aioredis.Redis.from_url(url, decode_responses=False, **timeouts)
+            pool = self.client.connection_pool
+            pool.connection_class = protocol.with_hiredis_packing(pool.connection_class)
+        self.cluster = cluster
         self.ns = namespace
         self.ttl = int(ttl_days * DAY)
         self.entities_per_call = entities_per_call
@@ -206,25 +225,34 @@ class RedisStateStore:
 
     @classmethod
     def from_settings(cls, redis: RedisSettings) -> RedisStateStore:
-        return cls(str(redis.url), redis.namespace, redis.ttl_days, redis.entities_per_call)
+        return cls(str(redis.url), redis.namespace, redis.ttl_days, redis.entities_per_call, redis.cluster)
 
     async def _execute(self, commands: Iterable[Command]) -> list[object]:
         """The replies to ``commands``, sent in one round trip. When Redis does not know a
         script (it restarted or failed over, or this is the first call), every script is
-        loaded and the round trip made again. No script ran then (they are loaded and
-        lost together), and the stream progress is written by a script too, so nothing
-        that round trip stored can claim state it did not store; every write is
-        idempotent in any case."""
+        loaded and the round trip made again. On one server no script ran then (they are
+        loaded and lost together), and the stream progress is written by a script too,
+        so nothing that round trip stored can claim state it did not store; in a cluster
+        one node may have lost its scripts while the others ran theirs, and the progress
+        waits for a round trip of its own (``_in_order``). Every write is idempotent."""
         commands = list(commands)
         try:
             try:
                 return await self._round_trip(commands)
             except NoScriptError:
                 for script in self._scripts:
-                    await self.client.script_load(script.script)
+                    await self.client.script_load(script.script)  # on every primary of a cluster
                 return await self._round_trip(commands)
-        except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+        except UNREACHABLE as exc:
             raise DependencyError(f"redis: {exc}") from exc
+
+    async def _in_order(self, first: list[Command], then: list[Command]) -> list[object]:
+        """The replies to ``first`` and ``then``, every command of ``then`` run after every
+        command of ``first``: one round trip on one server, which runs a connection's
+        commands in order; two in a cluster, whose nodes run theirs side by side."""
+        if not self.cluster or not first or not then:
+            return await self._execute(first + then)
+        return await self._execute(first) + await self._execute(then)
 
     async def _round_trip(self, commands: list[Command]) -> list[object]:
         pipe = self.client.pipeline(transaction=False)
@@ -244,7 +272,7 @@ class RedisStateStore:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+        except (*UNREACHABLE, OSError):
             return False
 
     async def read_fraud(
@@ -275,7 +303,7 @@ class RedisStateStore:
              _count_arguments(terminals[terminal_id], ends[terminal_id]))
             for terminal_id in counted
         ], head=[len(WINDOWS_DAYS)])
-        replies: list[list] = await self._execute(chain(progress_reads, card_calls, listed_calls, counted_calls))  # type: ignore[assignment]
+        replies: list[list] = await self._in_order(progress_reads, [*card_calls, *listed_calls, *counted_calls])  # type: ignore[assignment]
         progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
         replies = replies[len(progress_of) :]
         card_replies = (card for call in replies[:len(card_calls)] for card in call)
@@ -374,16 +402,17 @@ class RedisStateStore:
         the state after it, as ``read_fraud`` does) sees what it covers."""
         commands = additions.commands(self._add_many.sha, [self.ttl])
         commands += self._script_calls(self._set_embeddings, embeddings, head=[self.ttl])
+        progress_write = []
         if progress is not None and progress.partitions:
-            commands += self._script_calls(self._set_progress, [(
+            progress_write = self._script_calls(self._set_progress, [(
                 [keys.stream_progress(self.ns, progress.topic)],
                 [x for p, (offset, ts) in progress.partitions.items() for x in (p, f"{offset}|{ts!r}")])])
-        await self._execute(commands)
+        await self._in_order(commands, progress_write)
 
     async def read_progress(self, topic: str) -> Progress:
         try:
             return _progress(await self.client.hgetall(keys.stream_progress(self.ns, topic)))
-        except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+        except UNREACHABLE as exc:
             raise DependencyError(f"redis: {exc}") from exc
 
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 from confluent_kafka import Producer
 
 from streamer.events import format_time
@@ -26,6 +27,7 @@ from streamer.pipeline.fraud import FraudPipeline
 from streamer.records import SCORE_TOLERANCE, SourceRecord
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
+from streamer.state.store import delete_namespace
 from streamer.worker.step_times import parse_reports
 from streamer.worker.topics import ensure_topics
 from tests.support import DATA, WorkerProcess, assigned_topics, load_jsonl, produce, read_topic
@@ -230,6 +232,32 @@ def test_a_backlog_goes_in_backlog_batches_with_the_scores_of_small_ones(setting
     assert max(sizes) > 20, sizes  # batches larger than max_size were taken
     streamed = {orjson.loads(r.value)["transaction_id"]: orjson.loads(r.value)["score"] for r in scores}
     expected = offline_scores(settings, values)  # batches of 100
+    assert set(streamed) == set(expected)
+    for transaction_id, score in expected.items():
+        assert streamed[transaction_id] == pytest.approx(score, abs=SCORE_TOLERANCE)
+
+
+def test_a_worker_on_a_redis_cluster_scores_as_with_one_redis(settings: Settings, worker_log, redis_cluster) -> None:  # type: ignore[no-untyped-def]
+    """``STREAMER_REDIS_CLUSTER``: the worker keeps its state on a Redis Cluster of three,
+    spread over every node, and scores the sample as the same events are scored in memory."""
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")
+    values = [orjson.dumps(tx) for tx in sample]
+    settings = settings.replace(redis={"url": redis_cluster.url, "cluster": True})
+    bootstrap = settings.kafka.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, settings.topics.all(), settings.kafka.partitions))
+    worker = WorkerProcess(settings, worker_log).start()
+    try:
+        asyncio.run(produce(bootstrap, settings.topics.transactions,
+                            [(tx["card_id"].encode(), value) for tx, value in zip(sample, values)]))
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, len(sample), timeout_s=90))
+        held = [sum(1 for _ in redis.Redis(port=port).scan_iter(match=f"{settings.redis.namespace}:*"))
+                for port in redis_cluster.ports]
+    finally:
+        worker.stop()
+        asyncio.run(delete_namespace(settings.redis))
+    assert all(held), held
+    streamed = {orjson.loads(r.value)["transaction_id"]: orjson.loads(r.value)["score"] for r in scores}
+    expected = offline_scores(settings, values)
     assert set(streamed) == set(expected)
     for transaction_id, score in expected.items():
         assert streamed[transaction_id] == pytest.approx(score, abs=SCORE_TOLERANCE)

@@ -19,15 +19,21 @@ DAY = 86400.0
 
 
 # Redis with every entity of a call in one script call, with two per call, and with
-# one per call (as behind a Redis Cluster proxy); and the in-memory twin.
-@pytest.fixture(params=["redis", "redis-2-per-call", "redis-1-per-call", "memory"])
+# one per call (as behind a Redis Cluster proxy); a Redis Cluster of three reached
+# without a proxy; and the in-memory twin.
+@pytest.fixture(params=["redis", "redis-2-per-call", "redis-1-per-call", "redis-cluster", "memory"])
 async def store(request: pytest.FixtureRequest, redis_url: str, namespace: str):  # type: ignore[no-untyped-def]
     if request.param == "memory":
         yield InMemoryStateStore()
         return
-    per_call = {"redis": 0, "redis-2-per-call": 2, "redis-1-per-call": 1}[request.param]
-    redis_store = RedisStateStore(redis_url, namespace, entities_per_call=per_call)
+    if request.param == "redis-cluster":
+        redis_store = RedisStateStore(request.getfixturevalue("redis_cluster_url"), namespace, cluster=True)
+    else:
+        per_call = {"redis": 0, "redis-2-per-call": 2, "redis-1-per-call": 1}[request.param]
+        redis_store = RedisStateStore(redis_url, namespace, entities_per_call=per_call)
     yield redis_store
+    if redis_store.cluster:
+        await redis_store.delete_namespace()
     await redis_store.close()
 
 
@@ -199,15 +205,18 @@ async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(
         assert (users[f"u{u}"].embedding is not None) == bool(u % 2)
 
 
-@pytest.mark.parametrize("counter", ["redis", "redis-1-per-call", "memory"])
+@pytest.mark.parametrize("counter", ["redis", "redis-1-per-call", "redis-cluster", "memory"])
 async def test_terminals_counted_by_the_store_give_the_features_their_transactions_give(
-        redis_url: str, namespace: str, counter: str) -> None:
+        request: pytest.FixtureRequest, redis_url: str, namespace: str, counter: str) -> None:
     """Terminals a batch reaches within a week are counted by the store (``TerminalCounts``:
     Redis, or the in-memory twin as training and the offline replay run it) and give
     exactly the features of their transactions (the in-memory twin listing them),
     including those sitting on a window's bounds; a terminal the batch reaches over a
     week or more comes whole."""
-    redis_store = RedisStateStore(redis_url, namespace, entities_per_call=int(counter == "redis-1-per-call"))
+    if counter == "redis-cluster":
+        redis_store = RedisStateStore(request.getfixturevalue("redis_cluster_url"), namespace, cluster=True)
+    else:
+        redis_store = RedisStateStore(redis_url, namespace, entities_per_call=int(counter == "redis-1-per-call"))
     counting: StateStore = InMemoryStateStore() if counter == "memory" else redis_store
     listing = InMemoryStateStore(count_terminals=False)
     now = T0 + 40 * DAY

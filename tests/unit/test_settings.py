@@ -48,6 +48,19 @@ def test_the_state_store_takes_its_redis_settings() -> None:
     assert (store.entities_per_call, store.ns) == (1, "eu")
     with pytest.raises(ConfigurationError, match="entities_per_call"):
         RedisStateStore.from_settings(Settings.from_env({"STREAMER_REDIS_ENTITIES_PER_CALL": "-1"}).redis)
+    assert not store.cluster
+
+
+def test_a_cluster_store_talks_to_a_redis_cluster_one_entity_per_script_call() -> None:
+    import redis.asyncio as aioredis
+
+    from streamer.state.store import RedisStateStore
+
+    redis = Settings.from_env({"STREAMER_REDIS_CLUSTER": "true", "STREAMER_REDIS_URL": "redis://10.0.0.7:7000/0"}).redis
+    store = RedisStateStore.from_settings(redis)  # connects on first use only
+    assert store.cluster and isinstance(store.client, aioredis.RedisCluster)
+    assert store.entities_per_call == 1  # a script call's keys must share a slot
+    assert [(node.host, node.port) for node in store.client.nodes_manager.startup_nodes.values()] == [("10.0.0.7", 7000)]
 
 
 def test_a_worker_runs_both_jobs_unless_told_which() -> None:

@@ -1,0 +1,121 @@
+"""The Redis state store on a real Redis Cluster of three, reached without a proxy
+(``STREAMER_REDIS_CLUSTER``). The store's contract on it is in ``test_state_store``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import redis
+
+from streamer.embedded import EmbeddedRedisCluster
+from streamer.events import Transaction, format_time
+from streamer.state import keys
+from streamer.state.store import CachedEmbedding, Command, RedisStateStore, StreamProgress
+
+pytestmark = pytest.mark.redis
+T0 = 1533081600.0
+DAY = 86400.0
+
+
+class RoundTrips(RedisStateStore):
+    """The cluster store, recording the commands of each round trip it makes."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.trips: list[list[Command]] = []
+
+    async def _round_trip(self, commands: list[Command]) -> list[object]:
+        self.trips.append(commands)
+        return await super()._round_trip(commands)
+
+
+@pytest.fixture
+async def store(redis_cluster_url: str, namespace: str) -> AsyncIterator[RoundTrips]:
+    cluster_store = RoundTrips(redis_cluster_url, namespace, cluster=True)
+    yield cluster_store
+    await cluster_store.delete_namespace()
+    await cluster_store.close()
+
+
+def nodes(cluster: EmbeddedRedisCluster) -> list[redis.Redis]:
+    """A client per node of the cluster."""
+    return [redis.Redis(host="127.0.0.1", port=port) for port in cluster.ports]
+
+
+def transactions(n: int) -> list[Transaction]:
+    return [Transaction(f"t{i:04d}", f"c{i % 40}", f"term{i % 30}", 1.0 + i, T0 + i * 60.0, format_time(T0 + i * 60.0))
+            for i in range(n)]
+
+
+async def test_each_entity_stays_on_one_node_and_the_entities_spread_over_all(store: RoundTrips, redis_cluster: EmbeddedRedisCluster,
+                                                                               namespace: str) -> None:
+    await store.write_fraud(transactions(200), [[float(i)] * 16 for i in range(200)])
+    per_node = [sorted(k.decode() for k in node.scan_iter(match=f"{namespace}:*")) for node in nodes(redis_cluster)]
+    assert all(per_node), per_node  # every node holds some
+    for card in range(40):  # a card's transactions and rows together, on one node
+        holders = [i for i, held in enumerate(per_node) if any(f"{{c{card}}}" in key for key in held)]
+        assert len(holders) == 1, (card, holders)
+    assert store.entities_per_call == 1
+    cards, _, _ = await store.read_fraud({"c3": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
+    assert [entry[1] for entry in cards["c3"].history.entries] == [f"t{i:04d}" for i in range(3, 200, 40)]
+    assert len(cards["c3"].rows) == 5
+
+
+async def test_a_stream_progress_is_written_after_and_read_before_the_state_it_covers(store: RoundTrips) -> None:
+    """The nodes of one round trip run their commands side by side, so the progress of a
+    write goes in a round trip after its state's, and a read asks for it before the state."""
+    progress = StreamProgress("transactions", {0: (3, T0 + 120.0)})
+    embedding = {"c0": CachedEmbedding(np.ones(4, dtype=np.float32), T0, "t0000", "m")}
+    await store.write_fraud(transactions(3), None, progress, embedding)
+    await store.read_fraud({"c0": (T0 - DAY, T0 + DAY)}, {"term0": (T0 - DAY, T0 + DAY)}, 0, ["transactions"])
+    progress_sha = store._set_progress.sha
+    trips = [[command[1] if command[0] == "EVALSHA" else command[0] for command in trip] for trip in store.trips]
+    write_state, write_progress, read_progress, read_state = trips
+    assert progress_sha not in write_state and write_progress == [progress_sha]
+    assert {store._add_many.sha, store._set_embeddings.sha} <= set(write_state)
+    assert read_progress == ["HGETALL"] and "HGETALL" not in read_state and len(read_state) == 2  # a card, a terminal
+    assert await store.read_progress("transactions") == {0: (3, T0 + 120.0)}
+
+
+async def test_scripts_lost_by_every_node_or_by_one_are_loaded_again(store: RoundTrips, redis_cluster: EmbeddedRedisCluster,
+                                                                      namespace: str) -> None:
+    """A restarted cluster, or one primary that failed over, may not know the scripts: the
+    round trip fails with NOSCRIPT, the scripts are loaded on every primary, and the round
+    trip is made again (every write is idempotent)."""
+    await store.write_fraud(transactions(10))
+    holder = store.client.get_node_from_key(keys.card_transactions(namespace, "c20"))  # type: ignore[union-attr]
+    one = [node for node in nodes(redis_cluster) if node.connection_pool.connection_kwargs["port"] == holder.port]
+    for batch, lost_by in ((transactions(20)[10:], nodes(redis_cluster)), (transactions(30)[20:], one)):
+        assert lost_by
+        for node in lost_by:
+            node.script_flush()
+        trips = len(store.trips)
+        await store.write_fraud(batch)
+        assert len(store.trips) == trips + 2, store.trips[trips:]  # failed, then made again
+    cards, _, _ = await store.read_fraud({f"c{i}": (T0 - DAY, T0 + DAY) for i in range(40)}, {})
+    assert sorted(entry[1] for card in cards.values() for entry in card.history.entries) == [f"t{i:04d}" for i in range(30)]
+
+
+async def test_every_node_is_talked_to_with_commands_packed_by_hiredis(store: RoundTrips) -> None:
+    await store.write_fraud(transactions(50))
+    assert await store.ping()
+    cluster_nodes = store.client.get_nodes()  # type: ignore[union-attr]
+    assert len(cluster_nodes) == 3
+    assert all(node.connection_class.__name__ == "HiredisConnection" for node in cluster_nodes)
+
+
+async def test_deleting_a_namespace_deletes_it_on_every_node(store: RoundTrips, redis_cluster: EmbeddedRedisCluster,
+                                                              namespace: str) -> None:
+    other = RedisStateStore(redis_cluster.url, namespace + "-other", cluster=True)
+    try:
+        await store.write_fraud(transactions(60), [[0.0] * 16] * 60)
+        await other.write_fraud(transactions(5))
+        assert await store.delete_namespace() == 40 * 2 + 30  # card transactions and rows, terminals
+        assert not [k for node in nodes(redis_cluster) for k in node.scan_iter(match=f"{namespace}:*")]
+        cards, _, _ = await other.read_fraud({"c1": (T0 - DAY, T0 + DAY)}, {})
+        assert [entry[1] for entry in cards["c1"].history.entries] == ["t0001"]
+    finally:
+        await other.delete_namespace()
+        await other.close()
