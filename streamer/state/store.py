@@ -2,7 +2,8 @@
 
 A pipeline reads the state of a whole micro-batch in one call and writes it back in
 one call; the Redis store turns each call into one pipelined round trip
-(``transaction=False``) of a few Lua script calls, each serving up to
+(``transaction=False``; on a Redis Cluster, two when a stream's progress goes with it)
+of a few Lua script calls, each serving up to
 ``entities_per_call`` cards, terminals or users (``streamer.state.redis_protocol``: the
 client's and the server's cost is per command, not per key). The scripts go as bare
 ``EVALSHA``s: redis-py's own script calls in a pipeline first ask ``SCRIPT EXISTS``, a
@@ -270,7 +271,10 @@ class RedisStateStore:
         return calls.commands(script.sha, head)
 
     async def ping(self) -> bool:
+        """Whether Redis answers: on a cluster, every primary."""
         try:
+            if isinstance(self.client, aioredis.RedisCluster):
+                return bool(await self.client.ping(target_nodes=aioredis.RedisCluster.PRIMARIES))
             return bool(await self.client.ping())
         except (*UNREACHABLE, OSError):
             return False

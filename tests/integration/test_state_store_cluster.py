@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from streamer.embedded import EmbeddedRedisCluster
+from streamer.errors import DependencyError
 from streamer.events import Transaction, format_time
 from streamer.state import keys
 from streamer.state.store import CachedEmbedding, Command, RedisStateStore, StreamProgress
@@ -119,3 +120,19 @@ async def test_deleting_a_namespace_deletes_it_on_every_node(store: RoundTrips, 
     finally:
         await other.delete_namespace()
         await other.close()
+
+
+async def test_a_cluster_that_lost_a_node_fails_the_batch_for_a_retry_and_is_not_healthy(namespace: str) -> None:
+    """A node down (its slots uncovered) is ``DependencyError``, which the worker retries
+    with back-off; ``ping`` asks every primary. A cluster of its own: this one stops a node."""
+    with EmbeddedRedisCluster(nodes=3) as cluster:
+        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
+        try:
+            await cluster_store.write_fraud(transactions(50))
+            assert await cluster_store.ping()
+            cluster.servers[2].stop()  # type: ignore[attr-defined]
+            with pytest.raises(DependencyError):
+                await cluster_store.write_fraud(transactions(50))
+            assert not await cluster_store.ping()
+        finally:
+            await cluster_store.close()
