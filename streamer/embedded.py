@@ -241,5 +241,5 @@ def start_missing_services(
         valkey = stack.enter_context(EmbeddedRedis())
         if announce:
             announce(f"started an embedded Redis (Valkey) at {valkey.url}")
-        settings = settings.replace(redis={"url": valkey.url})
+        settings = settings.replace(redis={"url": valkey.url, "cluster": False})  # one server, not a cluster
     return settings

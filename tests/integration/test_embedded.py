@@ -1,0 +1,33 @@
+"""``start_missing_services``: what it starts for a Redis that does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from streamer.embedded import EmbeddedBroker, free_port, start_missing_services
+from streamer.settings import Settings
+from streamer.state.store import RedisStateStore
+
+pytestmark = pytest.mark.kafka  # the session's embedded broker, so that none other is started
+
+
+async def answers(settings: Settings) -> bool:
+    store = RedisStateStore.from_settings(settings.redis)
+    try:
+        return await store.ping()
+    finally:
+        await store.close()
+
+
+def test_a_redis_started_for_a_missing_cluster_is_talked_to_as_one_server(broker: EmbeddedBroker) -> None:
+    """A laptop with ``STREAMER_REDIS_CLUSTER=true`` left set and no Redis running gets an
+    embedded Valkey server, which is not a cluster."""
+    settings = Settings.from_env({}).replace(kafka={"bootstrap_servers": broker.bootstrap_servers},
+                                             redis={"url": f"redis://127.0.0.1:{free_port()}/0", "cluster": True})
+    with contextlib.ExitStack() as stack:
+        started = start_missing_services(settings, stack)
+        assert str(started.redis.url) != str(settings.redis.url) and not started.redis.cluster
+        assert asyncio.run(answers(started))
