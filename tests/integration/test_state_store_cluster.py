@@ -136,3 +136,39 @@ async def test_a_cluster_that_lost_a_node_fails_the_batch_for_a_retry_and_is_not
             assert not await cluster_store.ping()
         finally:
             await cluster_store.close()
+
+
+def move_slot(cluster: EmbeddedRedisCluster, slot: int, to: int) -> None:
+    """Reshard ``slot`` to node ``to``, its keys with it, as ``redis-cli --cluster reshard`` does."""
+    clients = nodes(cluster)
+    ids = [client.execute_command("CLUSTER MYID").decode() for client in clients]
+    owner = next(i for i, client in enumerate(clients) if client.execute_command("CLUSTER COUNTKEYSINSLOT", slot) > 0)
+    source, target = clients[owner], clients[to]
+    target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[owner])
+    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to])
+    moving = source.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
+    source.execute_command("MIGRATE", "127.0.0.1", cluster.ports[to], "", 0, 5000, "KEYS", *moving)
+    for client in clients:
+        client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to])
+
+
+async def test_a_card_whose_slot_moved_to_another_node_is_read_and_written_there(namespace: str) -> None:
+    """Resharding moves a slot's keys to another node while the worker's client still maps
+    the slot to the old one: its commands are redirected (MOVED) and the client learns
+    the new map. A cluster of its own: this one changes the slots' owners."""
+    with EmbeddedRedisCluster(nodes=3) as cluster:
+        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
+        try:
+            await cluster_store.write_fraud(transactions(80), [[float(i)] * 16 for i in range(80)])
+            key = keys.card_transactions(namespace, "c7")
+            slot = cluster_store.client.keyslot(key)  # type: ignore[union-attr]
+            before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
+            move_slot(cluster, slot, to=next(i for i, port in enumerate(cluster.ports) if port != before))
+            await cluster_store.write_fraud(transactions(120)[80:], [[float(i)] * 16 for i in range(80, 120)])
+            cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
+            assert cluster_store.client.get_node_from_key(key).port != before  # type: ignore[union-attr]
+        finally:
+            await cluster_store.delete_namespace()
+            await cluster_store.close()
+    assert [entry[1] for entry in cards["c7"].history.entries] == [f"t{i:04d}" for i in range(7, 120, 40)]
+    assert len(cards["c7"].rows) == 3
