@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
@@ -138,18 +138,30 @@ async def test_a_cluster_that_lost_a_node_fails_the_batch_for_a_retry_and_is_not
             await cluster_store.close()
 
 
-def move_slot(cluster: EmbeddedRedisCluster, slot: int, to: int) -> None:
-    """Reshard ``slot`` to node ``to``, its keys with it, as ``redis-cli --cluster reshard`` does."""
+def begin_moving(cluster: EmbeddedRedisCluster, slot: int, to: int) -> Callable[[list[bytes]], None]:
+    """Start resharding ``slot`` to node ``to``, as ``redis-cli --cluster reshard`` does;
+    returns what moves some of its keys (all of those left: none given, and the slot is
+    then given to ``to``)."""
     clients = nodes(cluster)
     ids = [client.execute_command("CLUSTER MYID").decode() for client in clients]
     owner = next(i for i, client in enumerate(clients) if client.execute_command("CLUSTER COUNTKEYSINSLOT", slot) > 0)
     source, target = clients[owner], clients[to]
     target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[owner])
     source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to])
-    moving = source.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
-    source.execute_command("MIGRATE", "127.0.0.1", cluster.ports[to], "", 0, 5000, "KEYS", *moving)
-    for client in clients:
-        client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to])
+
+    def move(some: list[bytes]) -> None:
+        moving = some or source.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
+        if moving:
+            source.execute_command("MIGRATE", "127.0.0.1", cluster.ports[to], "", 0, 5000, "KEYS", *moving)
+        if not some:
+            for client in clients:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to])
+
+    return move
+
+
+def other_node(cluster: EmbeddedRedisCluster, port: int) -> int:
+    return next(i for i, other in enumerate(cluster.ports) if other != port)
 
 
 async def test_a_card_whose_slot_moved_to_another_node_is_read_and_written_there(namespace: str) -> None:
@@ -163,10 +175,35 @@ async def test_a_card_whose_slot_moved_to_another_node_is_read_and_written_there
             key = keys.card_transactions(namespace, "c7")
             slot = cluster_store.client.keyslot(key)  # type: ignore[union-attr]
             before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
-            move_slot(cluster, slot, to=next(i for i, port in enumerate(cluster.ports) if port != before))
+            begin_moving(cluster, slot, to=other_node(cluster, before))([])
             await cluster_store.write_fraud(transactions(120)[80:], [[float(i)] * 16 for i in range(80, 120)])
             cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
             assert cluster_store.client.get_node_from_key(key).port != before  # type: ignore[union-attr]
+        finally:
+            await cluster_store.delete_namespace()
+            await cluster_store.close()
+    assert [entry[1] for entry in cards["c7"].history.entries] == [f"t{i:04d}" for i in range(7, 120, 40)]
+    assert len(cards["c7"].rows) == 3
+
+
+async def test_a_card_split_by_a_slot_being_moved_fails_the_batch_until_the_move_is_done(namespace: str) -> None:
+    """While resharding has moved one of a card's keys and not the other, a script over
+    both cannot run anywhere: the batch fails with ``DependencyError`` (the worker retries
+    it with back-off), and once the slot has moved the same write lands."""
+    with EmbeddedRedisCluster(nodes=3) as cluster:
+        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
+        try:
+            await cluster_store.write_fraud(transactions(80), [[float(i)] * 16 for i in range(80)])
+            key = keys.card_transactions(namespace, "c7")
+            before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
+            move = begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))  # type: ignore[union-attr]
+            move([key.encode()])  # the card's transactions, not its rows
+            batch = transactions(120)[80:], [[float(i)] * 16 for i in range(80, 120)]
+            with pytest.raises(DependencyError):
+                await cluster_store.write_fraud(*batch)
+            move([])
+            await cluster_store.write_fraud(*batch)
+            cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
         finally:
             await cluster_store.delete_namespace()
             await cluster_store.close()
