@@ -5,7 +5,8 @@ offers its rate, the CPU time so far of each part of what runs on the machine:
 
 * ``workers``: the worker processes, each with its descendants (the next-item model process);
 * ``broker``: the embedded broker's process;
-* ``redis``: Redis's own count (``INFO cpu``), the embedded Valkey or the one configured;
+* ``redis``: Redis's own count (``INFO cpu``), the embedded Valkey or the one configured
+  (every node of it, for a Redis Cluster);
 * ``harness``: this process, the producer offering the rate;
 * ``machine``: every core's busy time (``/proc/stat``), from which ``other`` is what the
   parts above leave (the kernel's network work, other processes).
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import redis
 
@@ -99,15 +101,39 @@ def process_tree_s(pids: Iterable[int], proc: Path = PROC) -> float | None:
 
 
 def redis_cpu_s(url: str) -> float | None:
-    """Redis's CPU seconds so far (user and system, ``INFO cpu``); None if it does not answer."""
+    """Redis's CPU seconds so far (user and system, ``INFO cpu``), every node's when ``url``
+    names a node of a Redis Cluster; None if it does not answer."""
     client = redis.Redis.from_url(url, socket_timeout=5)
+    nodes = [client]
     try:
-        info = client.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        try:
+            addresses = _addresses(client.execute_command("CLUSTER NODES"))
+        except redis.ResponseError:  # not a cluster
+            addresses = []
+        if addresses:
+            parsed = urlparse(url)
+            nodes += [redis.Redis(host=host, port=port, username=parsed.username, password=parsed.password,
+                                  ssl=parsed.scheme == "rediss", socket_timeout=5) for host, port in addresses]
+        return sum(_cpu_s(node) for node in nodes[1:] or nodes)
     except (redis.RedisError, OSError, KeyError):
         return None
     finally:
-        client.close()
+        for node in nodes:
+            node.close()
+
+
+def _cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _addresses(reply: object) -> list[tuple[str, int]]:
+    """Each node's host and port in a ``CLUSTER NODES`` reply, as text or as redis-py
+    parses it (a dict keyed by address)."""
+    listed = list(reply) if isinstance(reply, dict) else [line.split()[1] for line in bytes(reply).decode().splitlines()  # type: ignore[call-overload]
+                                                          if line.strip()]
+    hosts_ports = [str(address).split("@")[0].rsplit(":", 1) for address in listed]
+    return [(host or "127.0.0.1", int(port)) for host, port in hosts_ports]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,23 @@ def test_redis_counts_its_own_cpu_time(redis_url: str) -> None:
     assert redis_cpu_s("redis://127.0.0.1:1") is None  # nothing listens there
 
 
+def test_a_redis_clusters_cpu_is_every_nodes(redis_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The node the URL names counts only its own; the others' busy time would land in *other*."""
+    import redis
+
+    from bench.cpu import _cpu_s, redis_cpu_s
+
+    busy = redis.Redis(port=redis_cluster.ports[2])  # not the node the URL names
+    before, busy_before = redis_cpu_s(redis_cluster.url), _cpu_s(busy)
+    for _ in range(200):
+        busy.eval("local n = 0 for i = 1, 200000 do n = n + i end return n", 0)
+    busy_took = _cpu_s(busy) - busy_before
+    busy.close()
+    after = redis_cpu_s(redis_cluster.url)
+    assert before is not None and after is not None and busy_took > 0.05
+    assert after - before >= busy_took
+
+
 def test_a_rate_holds_only_below_the_limit_with_nothing_lost_at_the_rate_asked() -> None:
     held = {"offered": 1000.0, "achieved_send_rate": 990, "p50_ms": 10.0, "p99_ms": 60.0, "max_ms": 80.0, "lost": 0}
     assert verdict(held, 100.0)
