@@ -406,7 +406,7 @@ class RedisStateStore:
         the state after it, as ``read_fraud`` does) sees what it covers."""
         commands = additions.commands(self._add_many.sha, [self.ttl])
         commands += self._script_calls(self._set_embeddings, embeddings, head=[self.ttl])
-        progress_write = []
+        progress_write: list[Command] = []
         if progress is not None and progress.partitions:
             progress_write = self._script_calls(self._set_progress, [(
                 [keys.stream_progress(self.ns, progress.topic)],
