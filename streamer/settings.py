@@ -90,6 +90,14 @@ class RedisSettings:
     command to the node holding its keys. Each script call then serves one entity
     (``entities_per_call`` is taken as 1), and a batch's state read and write take two
     round trips each instead of one (its stream progress after its state)."""
+    wait_replicas: int = 0
+    """STREAMER_REDIS_WAIT_REPLICAS: every state write waits until this many replicas of
+    each primary it wrote to have it (Redis's ``WAIT``), before the batch goes on and its
+    offsets can be committed: a primary that then fails over to one of them loses none of
+    it. Fewer within ``wait_timeout_ms`` fail the batch, which is retried. Every primary
+    needs that many replicas. 0: no waiting (replication stays asynchronous)."""
+    wait_timeout_ms: int = 1000
+    """STREAMER_REDIS_WAIT_TIMEOUT_MS: how long a write waits for its replicas."""
     card_cache: int = 10000
     """STREAMER_REDIS_CARD_CACHE: cards whose state a worker keeps between batches, so it
     reads only the others from Redis (0: off). Exact as long as transactions are keyed by

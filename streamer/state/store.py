@@ -193,12 +193,20 @@ class RedisStateStore:
     which node holds which slots and sends each command to the node holding its keys
     (redis-py's ``RedisCluster``). Every script call then serves one entity, and a call
     that stores or reads a stream's progress takes two round trips instead of one
-    (``_in_order``): the nodes of one round trip run its commands side by side."""
+    (``_in_order``): the nodes of one round trip run its commands side by side.
+
+    With ``wait_replicas``, a write returns only once that many replicas of every primary
+    it wrote to have it (``WAIT``, within ``wait_timeout_ms``; else ``DependencyError``)."""
 
     def __init__(self, url: str, namespace: str = "streamer", ttl_days: float = 45.0, entities_per_call: int = 256,
-                 cluster: bool = False) -> None:
+                 cluster: bool = False, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         if entities_per_call < 0:
             raise ConfigurationError(f"entities_per_call must be 0 or more, not {entities_per_call}")
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ConfigurationError(f"wait_replicas must be 0 or more ({wait_replicas}), wait_timeout_ms 1 or more "
+                                     f"({wait_timeout_ms})")
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         # A stalled Redis fails a batch after a while (retried with back-off) instead of hanging it.
         timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S}
         self.client: aioredis.Redis | aioredis.RedisCluster
@@ -226,40 +234,66 @@ class RedisStateStore:
 
     @classmethod
     def from_settings(cls, redis: RedisSettings) -> RedisStateStore:
-        return cls(str(redis.url), redis.namespace, redis.ttl_days, redis.entities_per_call, redis.cluster)
+        return cls(str(redis.url), redis.namespace, redis.ttl_days, redis.entities_per_call, redis.cluster,
+                   redis.wait_replicas, redis.wait_timeout_ms)
 
-    async def _execute(self, commands: Iterable[Command]) -> list[object]:
+    async def _execute(self, commands: Iterable[Command], replicated: bool = False) -> list[object]:
         """The replies to ``commands``, sent in one round trip. When Redis does not know a
         script (it restarted or failed over, or this is the first call), every script is
         loaded and the round trip made again. On one server no script ran then (they are
         loaded and lost together), and the stream progress is written by a script too,
         so nothing that round trip stored can claim state it did not store; in a cluster
         one node may have lost its scripts while the others ran theirs, and the progress
-        waits for a round trip of its own (``_in_order``). Every write is idempotent."""
+        waits for a round trip of its own (``_in_order``). Every write is idempotent.
+
+        With ``replicated`` (writes) and ``wait_replicas``, the round trip ends with a
+        ``WAIT`` on every primary it wrote to (``_replicated``)."""
         commands = list(commands)
         try:
             try:
-                return await self._round_trip(commands)
+                return await self._round_trip(commands, replicated)
             except NoScriptError:
                 for script in self._scripts:
                     await self.client.script_load(script.script)  # on every primary of a cluster
-                return await self._round_trip(commands)
+                return await self._round_trip(commands, replicated)
         except UNREACHABLE as exc:
             raise DependencyError(f"redis: {exc}") from exc
 
-    async def _in_order(self, first: list[Command], then: list[Command]) -> list[object]:
+    async def _in_order(self, first: list[Command], then: list[Command], replicated: bool = False) -> list[object]:
         """The replies to ``first`` and ``then``, every command of ``then`` run after every
         command of ``first``: one round trip on one server, which runs a connection's
         commands in order; two in a cluster, whose nodes run theirs side by side."""
         if not self.cluster or not first or not then:
-            return await self._execute(first + then)
-        return await self._execute(first) + await self._execute(then)
+            return await self._execute(first + then, replicated)
+        return await self._execute(first, replicated) + await self._execute(then, replicated)
 
-    async def _round_trip(self, commands: list[Command]) -> list[object]:
+    async def _round_trip(self, commands: list[Command], replicated: bool = False) -> list[object]:
+        waits = await self._replicated(commands) if replicated and self.wait_replicas and commands else []
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        return list(await pipe.execute())
+        for target in waits:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms, **target)
+        replies = list(await pipe.execute())
+        acknowledged = [int(reply) for reply in replies[len(commands):]]  # type: ignore[call-overload]
+        if any(count < self.wait_replicas for count in acknowledged):
+            raise DependencyError(f"redis: {min(acknowledged)} of {self.wait_replicas} replicas acknowledged a write "
+                                  f"within {self.wait_timeout_ms} ms")
+        return replies[: len(commands)]
+
+    async def _replicated(self, commands: list[Command]) -> list[dict[str, object]]:
+        """Where a round trip of ``commands`` sends its ``WAIT``s: after the writes on the
+        same connection (Redis counts the replicas that have that connection's writes),
+        so on one server at the end, and in a cluster once per primary the commands go to
+        (their first key's), as the last of that node's commands."""
+        if not isinstance(self.client, aioredis.RedisCluster):
+            return [{}]
+        await self.client.initialize()  # the slots' owners, when this is its first command
+        nodes = {}
+        for command in commands:
+            node = self.client.get_node_from_key(command[3] if command[0] == "EVALSHA" else command[1])  # type: ignore[arg-type]
+            nodes[node.name] = node
+        return [{"target_nodes": node} for node in nodes.values()]
 
     def _script_calls(self, script: AsyncScript, entities: Sequence[tuple[list[str], list[object]]],
                       head: Sequence[object] = ()) -> list[Command]:
@@ -411,7 +445,7 @@ class RedisStateStore:
             progress_write = self._script_calls(self._set_progress, [(
                 [keys.stream_progress(self.ns, progress.topic)],
                 [x for p, (offset, ts) in progress.partitions.items() for x in (p, f"{offset}|{ts!r}")])])
-        await self._in_order(commands, progress_write)
+        await self._in_order(commands, progress_write, replicated=True)
 
     async def read_progress(self, topic: str) -> Progress:
         try:

@@ -28,9 +28,9 @@ class RoundTrips(RedisStateStore):
         super().__init__(*args, **kwargs)
         self.trips: list[list[Command]] = []
 
-    async def _round_trip(self, commands: list[Command]) -> list[object]:
+    async def _round_trip(self, commands: list[Command], replicated: bool = False) -> list[object]:
         self.trips.append(commands)
-        return await super()._round_trip(commands)
+        return await super()._round_trip(commands, replicated)
 
 
 @pytest.fixture

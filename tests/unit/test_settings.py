@@ -51,6 +51,17 @@ def test_the_state_store_takes_its_redis_settings() -> None:
     assert not store.cluster
 
 
+def test_a_store_waits_for_as_many_replicas_as_it_is_told() -> None:
+    from streamer.state.store import RedisStateStore
+
+    redis = Settings.from_env({"STREAMER_REDIS_WAIT_REPLICAS": "2", "STREAMER_REDIS_WAIT_TIMEOUT_MS": "250"}).redis
+    store = RedisStateStore.from_settings(redis)
+    assert (store.wait_replicas, store.wait_timeout_ms) == (2, 250)
+    assert RedisStateStore.from_settings(Settings.from_env({}).redis).wait_replicas == 0
+    with pytest.raises(ConfigurationError, match="wait_replicas"):
+        RedisStateStore.from_settings(Settings.from_env({"STREAMER_REDIS_WAIT_REPLICAS": "-1"}).redis)
+
+
 def test_a_cluster_store_talks_to_a_redis_cluster_one_entity_per_script_call() -> None:
     import redis.asyncio as aioredis
 
