@@ -59,7 +59,12 @@ async def test_a_write_waits_for_the_replica_and_fails_for_a_retry_without_it(na
         waiting = RedisStateStore(primary.url, namespace, wait_replicas=1, wait_timeout_ms=2000)
         hasty = RedisStateStore(primary.url, namespace)
         try:
-            await waiting.write_fraud(transactions(50), [[0.0] * 16] * 50, StreamProgress("transactions", {0: (50, T0)}))
+            with paused(redis.Redis.from_url(replica.url)):  # the write waits for it
+                write = asyncio.ensure_future(
+                    waiting.write_fraud(transactions(50), [[0.0] * 16] * 50, StreamProgress("transactions", {0: (50, T0)})))
+                await asyncio.sleep(0.5)
+                assert not write.done()
+            await write
             held = {r: redis.Redis.from_url(r.url).dbsize() for r in (primary, replica)}
             replica.stop()
             waiting.wait_timeout_ms = 200
