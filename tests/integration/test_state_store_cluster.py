@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -123,20 +124,33 @@ async def test_deleting_a_namespace_deletes_it_on_every_node(store: RoundTrips, 
         await other.close()
 
 
+def rows(first: int, last: int) -> list[list[float]]:
+    return [[float(i)] * 16 for i in range(first, last)]
+
+
+@asynccontextmanager
+async def cluster_of_its_own(namespace: str, replicas: int = 0,
+                             wait_replicas: int = 0) -> AsyncIterator[tuple[EmbeddedRedisCluster, RedisStateStore]]:
+    """A cluster of three for a test that stops, moves or fails over its nodes, and a store
+    on it that has written ``transactions(80)`` with their rows."""
+    with EmbeddedRedisCluster(nodes=3, replicas=replicas) as cluster:
+        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True, wait_replicas=wait_replicas)
+        try:
+            await cluster_store.write_fraud(transactions(80), rows(0, 80))
+            yield cluster, cluster_store
+        finally:
+            await cluster_store.close()  # the cluster goes with its keys
+
+
 async def test_a_cluster_that_lost_a_node_fails_the_batch_for_a_retry_and_is_not_healthy(namespace: str) -> None:
     """A node down (its slots uncovered) is ``DependencyError``, which the worker retries
-    with back-off; ``ping`` asks every primary. A cluster of its own: this one stops a node."""
-    with EmbeddedRedisCluster(nodes=3) as cluster:
-        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
-        try:
+    with back-off; ``ping`` asks every primary."""
+    async with cluster_of_its_own(namespace) as (cluster, cluster_store):
+        assert await cluster_store.ping()
+        cluster.servers[2].stop()  # type: ignore[attr-defined]
+        with pytest.raises(DependencyError):
             await cluster_store.write_fraud(transactions(50))
-            assert await cluster_store.ping()
-            cluster.servers[2].stop()  # type: ignore[attr-defined]
-            with pytest.raises(DependencyError):
-                await cluster_store.write_fraud(transactions(50))
-            assert not await cluster_store.ping()
-        finally:
-            await cluster_store.close()
+        assert not await cluster_store.ping()
 
 
 def begin_moving(cluster: EmbeddedRedisCluster, slot: int, to: int) -> Callable[[list[bytes]], None]:
@@ -168,21 +182,14 @@ def other_node(cluster: EmbeddedRedisCluster, port: int) -> int:
 async def test_a_card_whose_slot_moved_to_another_node_is_read_and_written_there(namespace: str) -> None:
     """Resharding moves a slot's keys to another node while the worker's client still maps
     the slot to the old one: its commands are redirected (MOVED) and the client learns
-    the new map. A cluster of its own: this one changes the slots' owners."""
-    with EmbeddedRedisCluster(nodes=3) as cluster:
-        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
-        try:
-            await cluster_store.write_fraud(transactions(80), [[float(i)] * 16 for i in range(80)])
-            key = keys.card_transactions(namespace, "c7")
-            slot = cluster_store.client.keyslot(key)  # type: ignore[union-attr]
-            before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
-            begin_moving(cluster, slot, to=other_node(cluster, before))([])
-            await cluster_store.write_fraud(transactions(120)[80:], [[float(i)] * 16 for i in range(80, 120)])
-            cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
-            assert cluster_store.client.get_node_from_key(key).port != before  # type: ignore[union-attr]
-        finally:
-            await cluster_store.delete_namespace()
-            await cluster_store.close()
+    the new map."""
+    async with cluster_of_its_own(namespace) as (cluster, cluster_store):
+        key = keys.card_transactions(namespace, "c7")
+        before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
+        begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))([])  # type: ignore[union-attr]
+        await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
+        cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
+        assert cluster_store.client.get_node_from_key(key).port != before  # type: ignore[union-attr]
     assert [entry[1] for entry in cards["c7"].history.entries] == [f"t{i:04d}" for i in range(7, 120, 40)]
     assert len(cards["c7"].rows) == 3
 
@@ -191,23 +198,16 @@ async def test_a_card_split_by_a_slot_being_moved_fails_the_batch_until_the_move
     """While resharding has moved one of a card's keys and not the other, a script over
     both cannot run anywhere: the batch fails with ``DependencyError`` (the worker retries
     it with back-off), and once the slot has moved the same write lands."""
-    with EmbeddedRedisCluster(nodes=3) as cluster:
-        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
-        try:
-            await cluster_store.write_fraud(transactions(80), [[float(i)] * 16 for i in range(80)])
-            key = keys.card_transactions(namespace, "c7")
-            before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
-            move = begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))  # type: ignore[union-attr]
-            move([key.encode()])  # the card's transactions, not its rows
-            batch = transactions(120)[80:], [[float(i)] * 16 for i in range(80, 120)]
-            with pytest.raises(DependencyError):
-                await cluster_store.write_fraud(*batch)
-            move([])
-            await cluster_store.write_fraud(*batch)
-            cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
-        finally:
-            await cluster_store.delete_namespace()
-            await cluster_store.close()
+    async with cluster_of_its_own(namespace) as (cluster, cluster_store):
+        key = keys.card_transactions(namespace, "c7")
+        before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
+        move = begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))  # type: ignore[union-attr]
+        move([key.encode()])  # the card's transactions, not its rows
+        with pytest.raises(DependencyError):
+            await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
+        move([])
+        await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
+        cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
     assert [entry[1] for entry in cards["c7"].history.entries] == [f"t{i:04d}" for i in range(7, 120, 40)]
     assert len(cards["c7"].rows) == 3
 
@@ -215,27 +215,21 @@ async def test_a_card_split_by_a_slot_being_moved_fails_the_batch_until_the_move
 async def test_a_primary_that_fails_over_to_its_replica_keeps_the_state_and_takes_the_next_write(namespace: str) -> None:
     """A primary stops; its replica takes over its slots (``cluster-node-timeout`` 1 s);
     the next write lands there, retried by the client or, past its retries, by the
-    worker's back-off (``DependencyError``), and nothing replicated before is lost."""
-    with EmbeddedRedisCluster(nodes=3, replicas=1) as cluster:
-        cluster_store = RedisStateStore(cluster.url, namespace, cluster=True)
-        try:
-            await cluster_store.write_fraud(transactions(80), [[float(i)] * 16 for i in range(80)])
-            for primary in nodes(cluster)[:3]:  # replicas are asynchronous: wait until they have it all
-                assert primary.execute_command("WAIT", 1, 5000) == 1
-            cluster.servers[1].stop()  # type: ignore[attr-defined]
-            for _ in range(60):
-                try:
-                    await cluster_store.write_fraud(transactions(120)[80:], [[float(i)] * 16 for i in range(80, 120)])
-                    break
-                except DependencyError:
-                    await asyncio.sleep(0.5)
-            else:
-                pytest.fail("no write landed within 30 s of the failover")
-            cards, _, _ = await cluster_store.read_fraud({f"c{i}": (T0 - DAY, T0 + DAY) for i in range(40)}, {},
-                                                         sequence_rows=16)
-            assert await cluster_store.ping()
-        finally:
-            await cluster_store.delete_namespace()
-            await cluster_store.close()
+    worker's back-off (``DependencyError``), and nothing written before is lost: the first
+    write waited for the replicas (``wait_replicas``)."""
+    async with cluster_of_its_own(namespace, replicas=1, wait_replicas=1) as (cluster, cluster_store):
+        cluster_store.wait_replicas = 0  # the replica that takes over has none of its own
+        cluster.servers[1].stop()  # type: ignore[attr-defined]
+        for _ in range(60):
+            try:
+                await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
+                break
+            except DependencyError:
+                await asyncio.sleep(0.5)
+        else:
+            pytest.fail("no write landed within 30 s of the failover")
+        cards, _, _ = await cluster_store.read_fraud({f"c{i}": (T0 - DAY, T0 + DAY) for i in range(40)}, {},
+                                                     sequence_rows=16)
+        assert await cluster_store.ping()
     assert sorted(entry[1] for card in cards.values() for entry in card.history.entries) == [f"t{i:04d}" for i in range(120)]
     assert all(len(card.rows) == 3 for card in cards.values())
