@@ -247,7 +247,7 @@ class RedisStateStore:
         waits for a round trip of its own (``_in_order``). Every write is idempotent.
 
         With ``replicated`` (writes) and ``wait_replicas``, the round trip ends with a
-        ``WAIT`` on every primary it wrote to (``_replicated``)."""
+        ``WAIT`` on every primary it wrote to (``_primaries``)."""
         commands = list(commands)
         try:
             try:
@@ -268,32 +268,33 @@ class RedisStateStore:
         return await self._execute(first, replicated) + await self._execute(then, replicated)
 
     async def _round_trip(self, commands: list[Command], replicated: bool = False) -> list[object]:
-        waits = await self._replicated(commands) if replicated and self.wait_replicas and commands else []
+        waits = await self._primaries(commands) if replicated and self.wait_replicas and commands else {}
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        for target in waits:
-            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms, **target)
+        for node in waits.values():  # after the writes, on the same connection: Redis counts the replicas that have them
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms,
+                                 **({} if node is None else {"target_nodes": node}))
         replies = list(await pipe.execute())
         acknowledged = [int(reply) for reply in replies[len(commands):]]  # type: ignore[call-overload]
         if any(count < self.wait_replicas for count in acknowledged):
             raise DependencyError(f"redis: {min(acknowledged)} of {self.wait_replicas} replicas acknowledged a write "
                                   f"within {self.wait_timeout_ms} ms")
+        if waits and self.cluster and (await self._primaries(commands)).keys() != waits.keys():
+            raise DependencyError("redis: slots moved during a write, which goes again to wait for the new owners' replicas")
         return replies[: len(commands)]
 
-    async def _replicated(self, commands: list[Command]) -> list[dict[str, object]]:
-        """Where a round trip of ``commands`` sends its ``WAIT``s: after the writes on the
-        same connection (Redis counts the replicas that have that connection's writes),
-        so on one server at the end, and in a cluster once per primary the commands go to
-        (their first key's), as the last of that node's commands."""
+    async def _primaries(self, commands: list[Command]) -> dict[str, object]:
+        """The primaries ``commands`` go to, by name (by their first key in a cluster;
+        ``None`` for the one server otherwise)."""
         if not isinstance(self.client, aioredis.RedisCluster):
-            return [{}]
+            return {"": None}
         await self.client.initialize()  # the slots' owners, when this is its first command
-        nodes = {}
+        nodes: dict[str, object] = {}
         for command in commands:
             node = self.client.get_node_from_key(command[3] if command[0] == "EVALSHA" else command[1])  # type: ignore[arg-type]
             nodes[node.name] = node
-        return [{"target_nodes": node} for node in nodes.values()]
+        return nodes
 
     def _script_calls(self, script: AsyncScript, entities: Sequence[tuple[list[str], list[object]]],
                       head: Sequence[object] = ()) -> list[Command]:

@@ -157,7 +157,7 @@ def begin_moving(cluster: EmbeddedRedisCluster, slot: int, to: int) -> Callable[
     """Start resharding ``slot`` to node ``to``, as ``redis-cli --cluster reshard`` does;
     returns what moves some of its keys (all of those left: none given, and the slot is
     then given to ``to``)."""
-    clients = nodes(cluster)
+    clients = nodes(cluster)[: cluster.nodes]  # the primaries
     ids = [client.execute_command("CLUSTER MYID").decode() for client in clients]
     owner = next(i for i, client in enumerate(clients) if client.execute_command("CLUSTER COUNTKEYSINSLOT", slot) > 0)
     source, target = clients[owner], clients[to]
@@ -233,3 +233,17 @@ async def test_a_primary_that_fails_over_to_its_replica_keeps_the_state_and_take
         assert await cluster_store.ping()
     assert sorted(entry[1] for card in cards.values() for entry in card.history.entries) == [f"t{i:04d}" for i in range(120)]
     assert all(len(card.rows) == 3 for card in cards.values())
+
+
+async def test_a_write_waiting_for_replicas_goes_again_when_its_slots_moved_meanwhile(namespace: str) -> None:
+    """The client sends a write to the node its map names and is redirected to the slot's
+    new owner; the ``WAIT`` went to the old owner, so the batch fails for a retry, which
+    waits on the new one."""
+    async with cluster_of_its_own(namespace, replicas=1, wait_replicas=1) as (cluster, cluster_store):
+        key = keys.card_transactions(namespace, "c7")
+        before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
+        begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))([])  # type: ignore[union-attr]
+        with pytest.raises(DependencyError, match="slots moved"):
+            await cluster_store.write_fraud([transactions(8)[7]])  # card c7's
+        await cluster_store.write_fraud([transactions(8)[7]])
+        assert cluster_store.client.get_node_from_key(key).port != before  # type: ignore[union-attr]
