@@ -213,7 +213,7 @@ async def test_a_card_split_by_a_slot_being_moved_fails_the_batch_until_the_move
 
 
 async def test_a_primary_that_fails_over_to_its_replica_keeps_the_state_and_takes_the_next_write(namespace: str) -> None:
-    """A primary stops; its replica takes over its slots (``cluster-node-timeout`` 1 s);
+    """A primary stops; its replica takes over its slots (``cluster-node-timeout`` 2 s);
     the next write lands there, retried by the client or, past its retries, by the
     worker's back-off (``DependencyError``), and nothing written before is lost: the first
     write waited for the replicas (``wait_replicas``)."""
