@@ -104,21 +104,20 @@ def redis_cpu_s(url: str) -> float | None:
     """Redis's CPU seconds so far (user and system, ``INFO cpu``), every node's when ``url``
     names a node of a Redis Cluster; None if it does not answer."""
     client = redis.Redis.from_url(url, socket_timeout=5)
-    nodes = [client]
+    cluster_nodes: list[redis.Redis] = []
     try:
         try:
             addresses = _addresses(client.execute_command("CLUSTER NODES"))
         except redis.ResponseError:  # not a cluster
             addresses = []
-        if addresses:
-            parsed = urlparse(url)
-            nodes += [redis.Redis(host=host, port=port, username=parsed.username, password=parsed.password,
-                                  ssl=parsed.scheme == "rediss", socket_timeout=5) for host, port in addresses]
-        return sum(_cpu_s(node) for node in nodes[1:] or nodes)
+        parsed = urlparse(url)
+        cluster_nodes = [redis.Redis(host=host, port=port, username=parsed.username, password=parsed.password,
+                                     ssl=parsed.scheme == "rediss", socket_timeout=5) for host, port in addresses]
+        return sum(_cpu_s(node) for node in cluster_nodes or [client])
     except (redis.RedisError, OSError, KeyError):
         return None
     finally:
-        for node in nodes:
+        for node in [client, *cluster_nodes]:
             node.close()
 
 

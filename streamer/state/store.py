@@ -218,7 +218,6 @@ class RedisStateStore:
             self.client = aioredis.Redis.from_url(url, decode_responses=False, **timeouts)
             pool = self.client.connection_pool
             pool.connection_class = protocol.with_hiredis_packing(pool.connection_class)
-        self.cluster = cluster
         self.ns = namespace
         self.ttl = int(ttl_days * DAY)
         self.entities_per_call = entities_per_call
@@ -231,6 +230,11 @@ class RedisStateStore:
         self._set_progress = self.client.register_script(protocol.SET_PROGRESS)
         self._scripts = [self._set_embeddings, self._read_cards, self._read_terminals, self._count_terminals,
                          self._read_users, self._add_many, self._set_progress]
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the store talks to a Redis Cluster (``cluster``)."""
+        return isinstance(self.client, aioredis.RedisCluster)
 
     @classmethod
     def from_settings(cls, redis: RedisSettings) -> RedisStateStore:
