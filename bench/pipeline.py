@@ -7,8 +7,9 @@ embedded Valkey), in a scratch namespace deleted afterwards, with the garbage co
 set as a worker sets it (``worker_gc``: at Python's default it took about a fifth of the
 transactions' CPU here, which a worker does not spend). The first half of the
 events warms the state up; the second half is measured: events per second of wall time,
-and microseconds of this process's CPU per event (what a worker spends besides Faust and
-its Kafka clients). Prints one JSON object.
+microseconds of this process's CPU per event (what a worker spends besides Faust and
+its Kafka clients), and microseconds of Redis's CPU per event (every node's, for a
+cluster: what sizes the Redis a deployment needs). Prints one JSON object.
 
 ``--redis-cluster N`` runs them against an embedded Redis Cluster of ``N`` Valkey nodes
 instead (``STREAMER_REDIS_CLUSTER``: one script call per card, terminal or user, and
@@ -27,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 
+from bench.cpu import redis_cpu_s
 from bench.run import Message, clicks, transactions
 from streamer.embedded import EmbeddedRedis, EmbeddedRedisCluster, start_missing_services
 from streamer.inference.fraud_scorer import FraudScorer
@@ -51,30 +53,35 @@ def worker_gc() -> Iterator[None]:
         gc.set_threshold(*threshold)
 
 
-async def measure(pipeline: FraudPipeline | RecommendPipeline, messages: Sequence[Message], batch: int) -> dict[str, float]:
+async def measure(pipeline: FraudPipeline | RecommendPipeline, messages: Sequence[Message], batch: int,
+                  redis_url: str) -> dict[str, float | None]:
     records = [SourceRecord("bench", 0, offset, key, value) for offset, (key, value) in enumerate(messages)]
     half = len(records) // 2
     for start in range(0, half, batch):
         await pipeline.process(records[start : start + batch])
+    redis_cpu = redis_cpu_s(redis_url)
     wall, cpu = time.perf_counter(), time.process_time()
     for start in range(half, len(records), batch):
         await pipeline.process(records[start : start + batch])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    redis_after = redis_cpu_s(redis_url)
     measured = len(records) - half
-    return {"events_per_s": round(measured / wall), "cpu_us_per_event": round(1e6 * cpu / measured, 1)}
+    return {"events_per_s": round(measured / wall), "cpu_us_per_event": round(1e6 * cpu / measured, 1),
+            "redis_cpu_us_per_event": (None if redis_cpu is None or redis_after is None
+                                       else round(1e6 * (redis_after - redis_cpu) / measured, 1))}
 
 
 async def run(settings: Settings, n: int) -> dict[str, object]:
     store = RedisStateStore.from_settings(settings.redis)
-    models, batch = settings.models, settings.batch.max_size
+    models, batch, url = settings.models, settings.batch.max_size, str(settings.redis.url)
     try:
         scorer = FraudScorer(models.fraud, provider="cpu", threads=models.threads)
         ranker = NextItemRanker(models.recommend, provider="cpu", threads=models.threads, int8=models.int8)
         with worker_gc():
             return {
                 "events": n, "batch_size": batch,
-                "transactions": await measure(FraudPipeline(scorer, store, settings), transactions(n), batch),
-                "clicks": await measure(RecommendPipeline(ranker, store, settings), clicks(n), batch),
+                "transactions": await measure(FraudPipeline(scorer, store, settings), transactions(n), batch, url),
+                "clicks": await measure(RecommendPipeline(ranker, store, settings), clicks(n), batch, url),
             }
     finally:
         await store.delete_namespace()

@@ -20,17 +20,18 @@ from redis.connection import HiredisRespSerializer
 # in the same order. Keys of one entity share a hash tag, so a call for one entity stays
 # within one Redis Cluster slot (``entities_per_call=1``).
 
-# Per key: replace the cached embedding only by one of a later (ts, event_id); refresh
-# the TTL. ARGV: ttl, then vector, ts, event_id, model per key.
+# Per key: replace the cached embedding only by one of a later (ts, event_id); set the
+# TTL unless it is 0 (``RecentRefreshes``). ARGV per key: vector, ts, event_id, model, ttl.
 SET_EMBEDDINGS_IF_NEWER = """
 for k = 1, #KEYS do
-  local at = 4 * k - 2
+  local at = 5 * k - 4
   local new_ts = tonumber(ARGV[at + 1])
   local old = redis.call('HMGET', KEYS[k], 'ts', 'event_id')
   if old[1] == false or tonumber(old[1]) < new_ts or (tonumber(old[1]) == new_ts and old[2] <= ARGV[at + 2]) then
     redis.call('HSET', KEYS[k], 'vector', ARGV[at], 'ts', ARGV[at + 1], 'event_id', ARGV[at + 2], 'model', ARGV[at + 3])
   end
-  redis.call('EXPIRE', KEYS[k], ARGV[1])
+  local ttl = tonumber(ARGV[at + 4])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
 end
 return #KEYS
 """
@@ -106,12 +107,13 @@ return out
 
 # Per sorted set: add (score, member) pairs (ZADD's flag: '' or 'LT'), prune below a
 # score (exclusive bound, or '' for none) and beyond the newest ``keep`` entries (0: no
-# cap), refresh the TTL. ARGV: ttl, then per key: prune, keep, flag, n, n pairs.
+# cap), set the TTL unless it is 0. ARGV per key: prune, keep, flag, ttl, n, n pairs.
 ADD_MANY = """
-local at = 2
+local at = 1
 for k = 1, #KEYS do
-  local key, prune, keep, flag, n = KEYS[k], ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3])
-  at = at + 4
+  local key, prune, keep, flag = KEYS[k], ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
+  local ttl, n = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  at = at + 5
   local last = at + 2 * n - 1
   for from = at, last, 4000 do
     local to = math.min(from + 3999, last)
@@ -124,7 +126,7 @@ for k = 1, #KEYS do
   at = last + 1
   if prune ~= '' then redis.call('ZREMRANGEBYSCORE', key, '-inf', prune) end
   if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
-  redis.call('EXPIRE', key, ARGV[1])
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 return #KEYS
 """
@@ -167,12 +169,12 @@ class EntityCalls:
 class Additions(EntityCalls):
     """What ``ADD_MANY`` calls add: per entity (``entity``), its sorted sets (``key``)."""
 
-    def key(self, key: str, prune: str, keep: int, flag: str, pairs: list[object]) -> None:
+    def key(self, key: str, prune: str, keep: int, flag: str, ttl: int, pairs: list[object]) -> None:
         """A key of the entity: its prune bound or '', how many to keep or 0, its ZADD
-        flag or '', and its flat (score, member) pairs."""
+        flag or '', the TTL to set or 0, and its flat (score, member) pairs."""
         call_keys, call_args = self.calls[-1]
         call_keys.append(key)
-        call_args += (prune, keep, flag, len(pairs) // 2)
+        call_args += (prune, keep, flag, ttl, len(pairs) // 2)
         call_args += pairs
 
 

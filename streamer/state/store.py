@@ -9,7 +9,9 @@ client's and the server's cost is per command, not per key). The scripts go as b
 ``EVALSHA``s: redis-py's own script calls in a pipeline first ask ``SCRIPT EXISTS``, a
 round trip of its own every time. Every write is idempotent and keyed by event id with the
 event time as score, so replaying an event after a crash changes nothing, and pruning
-follows event time. TTLs only collect keys that went idle (wall-clock housekeeping).
+follows event time. TTLs only collect keys that went idle (wall-clock housekeeping); a
+write refreshes those of the keys it has not refreshed within the last hour
+(``streamer.state.expiry``).
 
 ``streamer.state.memory.InMemoryStateStore`` is the twin used by unit tests, the
 offline replay and training.
@@ -35,6 +37,7 @@ from streamer.features.fraud import (
 )
 from streamer.settings import RedisSettings
 from streamer.state import keys, redis_protocol as protocol
+from streamer.state.expiry import RecentRefreshes
 
 #: Entries older than the feature horizon plus this grace are pruned, so that an event
 #: re-processed after a crash (at most this much older than the newest) still sees them.
@@ -220,6 +223,8 @@ class RedisStateStore:
             pool.connection_class = protocol.with_hiredis_packing(pool.connection_class)
         self.ns = namespace
         self.ttl = int(ttl_days * DAY)
+        self.refreshes = RecentRefreshes(self.ttl)
+        """The keys whose TTL a write need not refresh (``streamer.state.expiry``)."""
         self.entities_per_call = entities_per_call
         self._set_embeddings = self.client.register_script(protocol.SET_EMBEDDINGS_IF_NEWER)
         self._read_cards = self.client.register_script(protocol.READ_CARDS)
@@ -259,9 +264,22 @@ class RedisStateStore:
             except NoScriptError:
                 for script in self._scripts:
                     await self.client.script_load(script.script)  # on every primary of a cluster
-                return await self._round_trip(commands, replicated)
-        except UNREACHABLE as exc:
-            raise DependencyError(f"redis: {exc}") from exc
+                # A Redis that lost its scripts may have lost keys, which this round
+                # trip's writes would make again without the TTLs they leave as they are.
+                self.refreshes.forget()
+                replies = await self._round_trip(commands + self._expiries(commands), replicated)
+                return replies[: len(commands)]
+        except BaseException as exc:
+            self.refreshes.forget()  # the round trip's TTLs may not have been set
+            if isinstance(exc, UNREACHABLE):
+                raise DependencyError(f"redis: {exc}") from exc
+            raise
+
+    def _expiries(self, commands: list[Command]) -> list[Command]:
+        """An ``EXPIRE`` for every key the write scripts among ``commands`` write."""
+        writes = (self._add_many.sha, self._set_embeddings.sha)
+        return [("EXPIRE", key, self.ttl) for command in commands if command[0] == "EVALSHA" and command[1] in writes
+                for key in command[3 : 3 + int(command[2])]]  # type: ignore[call-overload]
 
     async def _in_order(self, first: list[Command], then: list[Command], replicated: bool = False) -> list[object]:
         """The replies to ``first`` and ``then``, every command of ``then`` run after every
@@ -399,23 +417,27 @@ class RedisStateStore:
             elif tx.ts > terminal.newest:
                 terminal.newest = tx.ts
             terminal.members += (ts, tx.transaction_id)
+        self.refreshes.tick()
+        ttl = self.refreshes.ttl
         additions = protocol.Additions(self.entities_per_call)
         for card_id, card in cards.items():
             additions.entity()
-            additions.key(keys.card_transactions(self.ns, card_id), f"({card.newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "",
-                          card.members)
+            key = keys.card_transactions(self.ns, card_id)
+            additions.key(key, f"({card.newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "", ttl(key), card.members)
             if rows is not None:
-                additions.key(keys.card_rows(self.ns, card_id), "", CARD_ROWS_CAP, "", card.rows)
+                key = keys.card_rows(self.ns, card_id)
+                additions.key(key, "", CARD_ROWS_CAP, "", ttl(key), card.rows)
         for terminal_id, terminal in terminals.items():
             additions.entity()
-            additions.key(keys.terminal_transactions(self.ns, terminal_id),
-                          f"({terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", terminal.members)
+            key = keys.terminal_transactions(self.ns, terminal_id)
+            additions.key(key, f"({terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", ttl(key), terminal.members)
         embeddings = [self._embedding_entity(keys.card_embedding(self.ns, card_id), emb)
                       for card_id, emb in (card_embeddings or {}).items()]
         await self._write_additions(additions, progress, embeddings)
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
-        return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model]
+        return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model,
+                       self.refreshes.ttl(key)]
 
     async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
         await self.write_fraud([], card_embeddings=embeddings)
@@ -427,14 +449,15 @@ class RedisStateStore:
         by_terminal: dict[str, list[FraudLabel]] = {}
         for label in frauds:
             by_terminal.setdefault(label.terminal_id, []).append(label)
+        self.refreshes.tick()
         additions = protocol.Additions(self.entities_per_call)
         for terminal_id, terminal_frauds in by_terminal.items():
             newest = max(label.ts for label in terminal_frauds)
             members: list[object] = [x for label in terminal_frauds
                                      for x in (repr(label.ts), f"{label.transaction_id}|{label.labelled_ts!r}")]
             additions.entity()
-            additions.key(keys.terminal_frauds(self.ns, terminal_id), f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0,
-                          "", members)
+            key = keys.terminal_frauds(self.ns, terminal_id)
+            additions.key(key, f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", self.refreshes.ttl(key), members)
         await self._write_additions(additions, progress)
 
     async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None,
@@ -443,8 +466,8 @@ class RedisStateStore:
         by a later one), then the consuming partitions' progress. Redis runs one
         connection's commands in order, so a reader that sees the progress (and reads
         the state after it, as ``read_fraud`` does) sees what it covers."""
-        commands = additions.commands(self._add_many.sha, [self.ttl])
-        commands += self._script_calls(self._set_embeddings, embeddings, head=[self.ttl])
+        commands = additions.commands(self._add_many.sha)
+        commands += self._script_calls(self._set_embeddings, embeddings)
         progress_write: list[Command] = []
         if progress is not None and progress.partitions:
             progress_write = self._script_calls(self._set_progress, [(
@@ -475,6 +498,8 @@ class RedisStateStore:
     async def write_users(self, updates: Sequence[UserUpdate]) -> None:
         if not updates:
             return
+        self.refreshes.tick()
+        ttl = self.refreshes.ttl
         additions = protocol.Additions(self.entities_per_call)
         embeddings = []
         for update in updates:
@@ -483,10 +508,11 @@ class RedisStateStore:
                 first_seen[click.item_id] = min(first_seen.get(click.item_id, click.ts), click.ts)
             if first_seen:  # an update may carry only the embedding
                 additions.entity()
-                additions.key(keys.user_sequence(self.ns, update.user_id), "", SEQUENCE_CAP, "",
+                key = keys.user_sequence(self.ns, update.user_id)
+                additions.key(key, "", SEQUENCE_CAP, "", ttl(key),
                               [x for c in update.clicks for x in (repr(c.ts), f"{c.event_id}|{c.item_id}")])
-                additions.key(keys.user_seen(self.ns, update.user_id), "", SEEN_CAP, "LT",
-                              [x for item, ts in first_seen.items() for x in (repr(ts), item)])
+                key = keys.user_seen(self.ns, update.user_id)
+                additions.key(key, "", SEEN_CAP, "LT", ttl(key), [x for item, ts in first_seen.items() for x in (repr(ts), item)])
             if update.embedding is not None:
                 embeddings.append(self._embedding_entity(keys.user_embedding(self.ns, update.user_id), update.embedding))
         await self._write_additions(additions, None, embeddings)
@@ -494,6 +520,7 @@ class RedisStateStore:
     async def delete_namespace(self) -> int:
         """Deletes every key of this store's namespace (a replay's or a benchmark's
         scratch state); returns how many."""
+        self.refreshes.forget()
         deleted = 0
         doomed: list[bytes] = []
         async for key in self.client.scan_iter(match=f"{self.ns}:v*", count=5000):

@@ -24,3 +24,4 @@ def test_the_pipelines_run_against_an_embedded_redis_cluster() -> None:
     assert result["redis"] == "cluster of 3" and result["events"] == 1200
     for kind in ("transactions", "clicks"):
         assert result[kind]["events_per_s"] > 0 and result[kind]["cpu_us_per_event"] > 0
+        assert result[kind]["redis_cpu_us_per_event"] > 0  # every node's

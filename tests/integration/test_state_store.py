@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 
+from streamer.errors import DependencyError
 from streamer.events import Click, FraudLabel, Transaction, format_time
 from streamer.features.fraud import DELAY_DAYS, TerminalCounts, TerminalHistory, window_starts
 from streamer.pipeline.fraud import TransactionFeatures
+from streamer.state.expiry import RecentRefreshes
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import (
     CARD_ROWS_CAP, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, RedisStateStore, StateStore, StreamProgress, UserUpdate,
@@ -247,6 +250,94 @@ async def test_terminals_counted_by_the_store_give_the_features_their_transactio
     assert isinstance(whole["t"], TerminalHistory)
     assert counted.rows[0][9:15] != [0.0] * 6 and counted.rows[4][9:15] == [0.0] * 6
     assert any(risk not in (0.0, 1.0) for risk in counted.rows[0][10:15:2])
+
+
+@pytest.fixture(params=["redis", "redis-1-per-call", "redis-cluster"])
+async def redis_store(request: pytest.FixtureRequest, redis_url: str, namespace: str):  # type: ignore[no-untyped-def]
+    """The Redis store alone (the in-memory twin keeps no TTLs), its refreshes on a clock
+    the test moves."""
+    if request.param == "redis-cluster":
+        store = RedisStateStore(request.getfixturevalue("redis_cluster_url"), namespace, cluster=True)
+    else:
+        store = RedisStateStore(redis_url, namespace, entities_per_call=1 if request.param == "redis-1-per-call" else 0)
+    store.refreshes = RecentRefreshes(store.ttl, clock=Clock())
+    yield store
+    await store.delete_namespace()
+    await store.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _ttls(store: RedisStateStore) -> dict[str, int]:
+    """Every key of the store's namespace, with its TTL in seconds (-1: none)."""
+    return {key.decode(): await store.client.ttl(key) async for key in store.client.scan_iter(match=f"{store.ns}:*")}
+
+
+async def _write_every_kind_of_key(store: RedisStateStore, at: float) -> None:
+    await store.write_fraud([tx(int(at) % 1000, T0 + at)], [row(at)], StreamProgress("transactions", {0: (1, T0 + at)}),
+                            {"c": CachedEmbedding(np.ones(4, dtype=np.float32), T0 + at, "t000", "m")})
+    await store.write_labels([FraudLabel(f"f{at}", "c", "t", T0 + at, True, T0 + at + DAY)])
+    await store.write_users([UserUpdate("u", [Click(f"e{at}", "u", "i", T0 + at, format_time(T0 + at), "click")],
+                                        CachedEmbedding(np.ones(4, dtype=np.float32), T0 + at, f"e{at}", "m"))])
+
+
+async def test_every_key_a_write_makes_expires_after_the_ttl(redis_store: RedisStateStore) -> None:
+    await _write_every_kind_of_key(redis_store, 0)
+    ttls = await _ttls(redis_store)
+    # card transactions, rows and embedding; terminal transactions and frauds; user sequence, seen items and embedding
+    assert len([key for key in ttls if "progress" not in key]) == 8, ttls
+    assert all(redis_store.ttl - 60 < ttl <= redis_store.ttl for key, ttl in ttls.items() if "progress" not in key), ttls
+
+
+async def test_a_key_written_again_within_the_hour_keeps_its_ttl_and_gets_it_again_after(
+        redis_store: RedisStateStore) -> None:
+    """Refreshing a TTL of weeks on every write cost an EXPIRE per key per batch
+    (``streamer.state.expiry``)."""
+    await _write_every_kind_of_key(redis_store, 0)
+    for key in await _ttls(redis_store):
+        await redis_store.client.expire(key, 100)
+    redis_store.refreshes.clock.now += 1800  # type: ignore[attr-defined]
+    await _write_every_kind_of_key(redis_store, 1)
+    assert all(ttl <= 100 for ttl in (await _ttls(redis_store)).values())
+    redis_store.refreshes.clock.now += 1800  # type: ignore[attr-defined]
+    await _write_every_kind_of_key(redis_store, 2)
+    ttls = await _ttls(redis_store)
+    assert all(redis_store.ttl - 60 < ttl for key, ttl in ttls.items() if "progress" not in key), ttls
+
+
+async def test_after_redis_lost_its_scripts_or_a_round_trip_failed_every_key_gets_its_ttl_again(
+        redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis that lost its scripts (a restart, a failover) may have lost keys, which a
+    write would make again without a TTL; so may a round trip that failed."""
+    store = RedisStateStore(redis_url, namespace)
+    try:
+        await _write_every_kind_of_key(store, 0)
+        for lose in ("scripts", "round trip"):
+            for key in await _ttls(store):
+                await store.client.expire(key, 100)
+            if lose == "scripts":
+                await store.client.script_flush()
+            else:
+                failing = store._round_trip
+
+                async def fail_once(*args: object) -> list[object]:
+                    monkeypatch.setattr(store, "_round_trip", failing)
+                    raise aioredis.ConnectionError("connection reset")
+
+                monkeypatch.setattr(store, "_round_trip", fail_once)
+                with pytest.raises(DependencyError):
+                    await store.write_fraud([tx(9, T0 + 9)])
+            await _write_every_kind_of_key(store, 1)
+            ttls = await _ttls(store)
+            assert all(store.ttl - 60 < ttl for key, ttl in ttls.items() if "progress" not in key), (lose, ttls)
+    finally:
+        await store.close()
 
 
 async def test_deleting_a_namespace_leaves_the_others(redis_url: str, namespace: str) -> None:

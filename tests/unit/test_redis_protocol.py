@@ -10,10 +10,10 @@ def test_an_entitys_keys_stay_in_one_call_and_a_call_serves_at_most_per_call_ent
     additions = Additions(per_call=2)
     for entity in ("a", "b", "c"):
         additions.entity()
-        additions.key(f"{entity}:tx", "(1.0", 0, "", ["5.0", f"{entity}1", "6.0", f"{entity}2"])
-        additions.key(f"{entity}:rows", "", 64, "LT", ["5.0", "r"])
+        additions.key(f"{entity}:tx", "(1.0", 0, "", 3600, ["5.0", f"{entity}1", "6.0", f"{entity}2"])
+        additions.key(f"{entity}:rows", "", 64, "LT", 0, ["5.0", "r"])
     assert [call_keys for call_keys, _ in additions.calls] == [["a:tx", "a:rows", "b:tx", "b:rows"], ["c:tx", "c:rows"]]
-    assert additions.calls[1][1] == ["(1.0", 0, "", 2, "5.0", "c1", "6.0", "c2", "", 64, "LT", 1, "5.0", "r"]
+    assert additions.calls[1][1] == ["(1.0", 0, "", 3600, 2, "5.0", "c1", "6.0", "c2", "", 64, "LT", 0, 1, "5.0", "r"]
 
 
 def test_per_call_zero_puts_every_entity_in_one_call_and_no_entity_makes_no_call() -> None:
@@ -21,7 +21,7 @@ def test_per_call_zero_puts_every_entity_in_one_call_and_no_entity_makes_no_call
     additions = Additions()
     for entity in range(300):
         additions.entity()
-        additions.key(f"t{entity}", "", 0, "", ["1.0", "x"])
+        additions.key(f"t{entity}", "", 0, "", 0, ["1.0", "x"])
     assert len(additions.calls) == 1 and len(additions.calls[0][0]) == 300
 
 
