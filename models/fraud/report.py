@@ -23,6 +23,7 @@ NAMES = {
     "no-pretraining": "the same, without pre-training",
     "no-sequence": "the same network without the sequence (features only)",
     "no-trees": "the transformer without the trees' score",
+    "two-layers": "the transformer with two BERT layers (shipped until 2026-12-05)",
     "gbt": "gradient-boosted trees, 15 features (project baseline)",
 }
 METRICS = ("auc_roc", "average_precision", "card_precision_at_100")

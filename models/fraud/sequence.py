@@ -53,7 +53,7 @@ AMOUNT_INPUTS = [0, *range(FIELDS, INPUTS)]  # everything derived from the amoun
 class SequenceConfig:
     max_len: int = 16
     hidden: int = 32
-    layers: int = 2
+    layers: int = 1
     heads: int = 2
     dropout: float = 0.1
     use_sequence: bool = True

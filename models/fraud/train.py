@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="fine-tuning epochs (transformer, 3), boosting rounds (gbt, 150) or epochs (mlp, 6)")
     parser.add_argument("--pretrain-epochs", type=int, default=4, help="masked-field pre-training epochs (transformer)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="the card encoder's BERT layers (transformer; default: models.fraud.sequence.SequenceConfig's)")
     parser.add_argument("--cold-start-share", type=float, default=0.05,
                         help="share of training rows added again as new-card / new-terminal rows")
     parser.add_argument("--cache", type=Path, default=Path("runs"), help="folder for the computed features")
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"file": args.data.name, "sha256": sha, "rows": int(len(data["y"]))},
         "train": {
             "until": args.train_until, "weeks": args.train_weeks, "label_delay_days": args.label_delay_days,
-            "model": args.model, "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
+            "model": args.model, "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "layers": args.layers,
             "cold_start_share": args.cold_start_share, "seed": args.seed,
             "seconds": round(time.monotonic() - started, 1),
         },
@@ -221,7 +223,8 @@ def _train_transformer(args: argparse.Namespace, data: dict[str, np.ndarray], tr
     trees, _ = gbt.fit(x_trees, y_trees, seed=args.seed)
     gbt.export_onnx(trees, args.out / "trees.onnx", width)
     tree_check = check_export(args.out / "trees.onnx", x[train][-20000:], trees.predict(x[train][-20000:]))
-    cfg = sequence.SequenceConfig()
+    cfg = sequence.SequenceConfig(layers=args.layers or sequence.SequenceConfig.layers)
+    args.layers = cfg.layers  # for the manifest
     seqs = sequence.card_sequences(data["x"], data["ts"], data["card"], data["id"], cfg.max_len)
     seqs.tree_scores = trees.predict(x)
     model = sequence.build(seqs, train, cfg, args.seed)

@@ -2,7 +2,7 @@
 
 Every key the Redis store writes carries a TTL (``STREAMER_REDIS_TTL_DAYS``) so that
 keys gone idle are collected. Refreshing it on every write cost an ``EXPIRE`` per key
-per batch: about a third of Redis's calls for a transaction, while the TTL runs in
+per batch: over a quarter of Redis's calls for a transaction, while the TTL runs in
 weeks. ``RecentRefreshes`` remembers the keys this store refreshed within the last
 ``period_s``, and a write refreshes only the others. A key then expires between
 ``ttl - period_s`` and ``ttl`` after its last write.
