@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     providers = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
     results: dict[str, object] = {"onnxruntime": ort.__version__, "available": ort.get_available_providers(),
                                   "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                  "runs": []}
+                                  "models": model_versions(), "runs": []}
     if args.engine:
         results["engine_events"] = args.engine
     runs: list[dict[str, object]] = results["runs"]  # type: ignore[assignment]
@@ -138,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             write(results, args.out)
     print(json.dumps(results, indent=2))
     return 0
+
+
+def model_versions() -> dict[str, str]:
+    """The versions of the models measured, from their manifests."""
+    models = Settings().models
+    return {name: json.loads((path / "manifest.json").read_text())["version"]
+            for name, path in (("fraud", models.fraud), ("recommend", models.recommend))}
 
 
 def machine() -> str:

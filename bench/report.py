@@ -318,6 +318,8 @@ def gpu_section(results_dir: Path) -> list[str]:
         return header + ["No GPU run recorded yet: no GPU machine was lent to the sessions that wrote this.", ""]
     gpu = json.loads(path.read_text())
     where = f" Machine: {gpu['machine']}, {gpu['date']}." if "machine" in gpu else ""
+    where += (" Models: " + ", ".join(f"{name} {version}" for name, version in gpu["models"].items()) + "."
+              if "models" in gpu else " Models: not recorded by this run.")
     rows = ["| provider | fp16 | int8 next-item graphs | measurement | per second |", "|---|---|---|---|---|"]
     for run in gpu["runs"]:
         variant = f"| {run['provider']} | {run['fp16']} | {run.get('int8', False)} |"

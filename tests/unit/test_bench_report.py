@@ -28,10 +28,22 @@ def test_the_section_shows_inference_engine_and_load_per_provider(tmp_path: Path
     lines = gpu_section(tmp_path)
     (versions,) = [line for line in lines if line.startswith("onnxruntime ")]
     assert "1.31.1" in versions and "Machine: NVIDIA H200; 16 CPUs, 2026-12-04 13:34 UTC." in versions
+    assert "Models: not recorded by this run." in versions  # as bench.gpu's runs before the fraud model changed
     assert "| cuda | True | False | fraud_per_s_batch_512 | 286,807 |" in lines
     assert "| cuda | True | False | max_fraud_difference_vs_cpu_fp32 | 0.001724 |" in lines
     assert "| cpu | 9,469 | 12,195 |" in lines and "| cuda | 8,818 | 31,346 |" in lines
     assert "| cuda | clicks | 8,000 | 7,992 | 23.0 | 34.6 | 42.9 | 0 | yes |" in lines
+
+
+def test_the_section_names_the_models_a_run_measured(tmp_path: Path) -> None:
+    from bench.gpu import model_versions
+
+    versions = model_versions()
+    assert versions["fraud"].startswith("fraud-") and versions["recommend"]
+    (tmp_path / "gpu.json").write_text(json.dumps({"onnxruntime": "1.32.0", "available": [], "runs": [],
+                                                   "models": versions}))
+    (line,) = [line for line in gpu_section(tmp_path) if line.startswith("onnxruntime ")]
+    assert f"Models: fraud {versions['fraud']}, recommend {versions['recommend']}." in line
 
 
 def test_the_targets_table_shows_the_drains_of_one_worker_and_of_two(tmp_path: Path) -> None:
