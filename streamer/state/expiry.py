@@ -11,9 +11,11 @@ The memory is two generations of key hashes: a key is recent if it is in either.
 The generations turn over every ``period_s / 2`` (so a key counts as recent for at most
 ``period_s`` after its refresh), or sooner when the newer one holds ``capacity`` keys,
 which bounds the memory and only ever costs refreshes. A key that Redis loses before
-its TTL runs out (a restart, a failover, a flush) would be written again without a
-TTL while it counts as recent: the store forgets everything whenever a round trip fails
-or Redis has lost its scripts (``forget``), and ``delete_namespace`` does too.
+its TTL runs out (a restart, a failover) would be written again without a TTL while it
+counts as recent: the store forgets everything whenever a round trip fails or Redis has
+lost its scripts (``forget``), and ``delete_namespace`` does too. A ``FLUSHDB`` that
+leaves the scripts is not noticed: a key written again within the hour after it, and
+never after, keeps no TTL.
 """
 
 from __future__ import annotations
