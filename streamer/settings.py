@@ -80,7 +80,8 @@ class RedisSettings:
     namespace: str = "streamer"
     """STREAMER_REDIS_NAMESPACE: first part of every key."""
     ttl_days: float = 45.0
-    """STREAMER_REDIS_TTL_DAYS: idle keys expire after this (wall clock housekeeping)."""
+    """STREAMER_REDIS_TTL_DAYS: idle keys expire after this, less up to an hour (wall clock
+    housekeeping; a store refreshes a key's TTL at most hourly: ``streamer.state.expiry``)."""
     entities_per_call: int = 256
     """STREAMER_REDIS_ENTITIES_PER_CALL: cards, terminals or users one script call serves
     (0: a whole batch). 1 behind a Redis Cluster proxy: a call then stays in one slot."""
