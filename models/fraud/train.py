@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tuning epochs (transformer, 3), boosting rounds (gbt, 150) or epochs (mlp, 6)")
     parser.add_argument("--pretrain-epochs", type=int, default=4, help="masked-field pre-training epochs (transformer)")
     parser.add_argument("--layers", type=int, default=None,
-                        help="the card encoder's BERT layers (transformer; default: models.fraud.sequence.SequenceConfig's)")
+                        help="the card encoder's BERT layers (transformer; default: models.fraud.sequence.SequenceConfig's; "
+                             "the manifest's sequence config records the number used)")
     parser.add_argument("--cold-start-share", type=float, default=0.05,
                         help="share of training rows added again as new-card / new-terminal rows")
     parser.add_argument("--cache", type=Path, default=Path("runs"), help="folder for the computed features")
@@ -224,7 +225,6 @@ def _train_transformer(args: argparse.Namespace, data: dict[str, np.ndarray], tr
     gbt.export_onnx(trees, args.out / "trees.onnx", width)
     tree_check = check_export(args.out / "trees.onnx", x[train][-20000:], trees.predict(x[train][-20000:]))
     cfg = sequence.SequenceConfig(layers=args.layers or sequence.SequenceConfig.layers)
-    args.layers = cfg.layers  # for the manifest
     seqs = sequence.card_sequences(data["x"], data["ts"], data["card"], data["id"], cfg.max_len)
     seqs.tree_scores = trees.predict(x)
     model = sequence.build(seqs, train, cfg, args.seed)
