@@ -19,8 +19,9 @@ all on this machine, and measures in one run:
   aiokafka consume → produce loop without a model, and the engine's own Faust app
   publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
 * latency at fixed offered rates: input record timestamp → output record timestamp,
-  p50 / p99 / max, at several rates up to saturation, with one worker, and at the rates
-  where one worker nears saturation with two (settled into their group first); and
+  p50 / p99 / max, at several rates up to saturation, with one worker, and with two
+  (settled into their group first) from where one worker nears saturation up to the
+  targets' rates and beyond; and
   where the machine's CPU went while each rate was offered (``bench.cpu``);
 * where the engine's drains spent their time: the workers' step-time reports
   (``STREAMER_BATCH_REPORT_S``), each step's mean and longest time per batch.
@@ -397,13 +398,13 @@ def drain_rates(drains: list[Drained]) -> dict[str, float]:
     return {**spread([d.rate for d in drains]), "first_output_s": round(statistics.median(d.first_output_s for d in drains), 3)}
 
 
-def events_offered(rates: list[float], seconds: float) -> int:
+def events_offered(rates: Sequence[float], seconds: float) -> int:
     """How many events ``latency`` takes at ``rates`` for ``seconds`` each: per rate, the
     first (which waits for the worker) and the rest offered at the rate."""
     return sum(1 + int(rate * seconds) for rate in rates)
 
 
-def latency(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, log: Path,
+def latency(base: Settings, kind: str, messages: list[Message], rates: Sequence[float], seconds: float, log: Path,
             workers: int = 1, broker_pid: int | None = None, batch: int | None = None,
             jobs: str | None = None) -> list[dict[str, Any]]:
     """p50 / p99 / max from input timestamp to output timestamp at each offered rate,
@@ -550,6 +551,38 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values)), "min": round(min(values)), "max": round(max(values)), "runs": len(values)}
 
 
+@dataclasses.dataclass(frozen=True)
+class SuitePlan:
+    """How many events each measurement takes, and the rates the latency runs offer."""
+
+    events: Mapping[str, int] = dataclasses.field(default_factory=lambda: {"transactions": 30000, "clicks": 20000})
+    """Each kind's drain backlog for one worker (``LONG_DRAIN`` times as many for the longer one)."""
+    naive_events: int = 3000
+    rates: Sequence[float] = (500, 1000, 2000, 3000, 4000, 8000)
+    """One worker's offered rates, up to saturation."""
+    two_worker_rates: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=lambda: {
+        # from where one worker nears saturation up to the targets' rates (15,000
+        # transactions/s and 8,000 clicks/s with p99 under 100 ms) and beyond
+        "transactions": (4000, 8000, 12000, 15000), "clicks": (4000, 8000, 10000)})
+    naive_rates: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=lambda: {
+        # below the naive agent's drain rate (about 300 events/s) and beyond it
+        "transactions": (25, 50, 100), "clicks": (100, 200, 400)})
+    seconds: float = 8.0
+    """How long each rate is offered."""
+
+    @classmethod
+    def quick(cls) -> SuitePlan:
+        return cls({"transactions": 5000, "clicks": 5000}, 1000, (500, 2000),
+                   {"transactions": (2000,), "clicks": (2000,)}, {"transactions": (50,), "clicks": (100,)}, 4.0)
+
+    def feed(self, kind: str) -> int:
+        """How many events of ``kind`` the suite reads: the longer drain's backlog, or the
+        drain's and then the latency runs' feed (each series of rates reads it from the start)."""
+        n = self.events[kind]
+        return max(LONG_DRAIN * n, n + max(events_offered(self.rates, self.seconds),
+                                           events_offered(self.two_worker_rates[kind], self.seconds)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller backlogs, one repeat, fewer rates")
@@ -557,12 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/latency.png")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
-    n_tx, n_clicks, n_naive = (5000, 5000, 1000) if args.quick else (30000, 20000, 3000)
-    rates = [500, 2000] if args.quick else [500, 1000, 2000, 3000, 4000, 8000]
-    # the naive agent's: below its drain rate (about 80 transactions/s, 300 clicks/s here) and beyond it
-    naive_rates = {"transactions": [50] if args.quick else [25, 50, 100],
-                   "clicks": [100] if args.quick else [100, 200, 400]}
-    two_worker_rates = [2000] if args.quick else [4000, 8000]  # where one worker nears saturation
+    plan = SuitePlan.quick() if args.quick else SuitePlan()
+    n_tx, n_clicks, n_naive = plan.events["transactions"], plan.events["clicks"], plan.naive_events
+    rates, two_worker_rates, naive_rates, seconds = plan.rates, plan.two_worker_rates, plan.naive_rates, plan.seconds
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "worker.log"
@@ -570,8 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     started_cpu = cpu_times()
     with contextlib.ExitStack() as stack:
         broker, base = local_services(stack)
-        offered = int(sum(rates) * 8) + len(rates)  # each rate's first message waits for its worker
-        tx_messages, click_messages = transactions(n_tx + offered), clicks(n_clicks + offered)
+        tx_messages, click_messages = transactions(plan.feed("transactions")), clicks(plan.feed("clicks"))
         batch = base.batch.max_size
         backlog = base.batch.largest
         results: dict[str, object] = {
@@ -622,10 +651,9 @@ def main(argv: list[str] | None = None) -> int:
                     for _ in range(repeats)])
                 results["transactions_steady_drain_steps"] = parse_reports(reports, AGENTS[kind])
                 print(f"  at steady state {results['transactions_steady_drain_per_s']}", flush=True)
-            seconds = 4 if args.quick else 8
             results[f"{kind}_latency"] = latency(base, kind, messages[n:], rates, seconds, log, broker_pid=broker.pid)
             # the same feed again, on fresh topics and state
-            results[f"{kind}_latency_two_workers"] = latency(base, kind, messages[n:], two_worker_rates, seconds, log,
+            results[f"{kind}_latency_two_workers"] = latency(base, kind, messages[n:], two_worker_rates[kind], seconds, log,
                                                              workers=2, broker_pid=broker.pid)
             results[f"{kind}_naive_latency"] = latency(base, kind, messages[n:], naive_rates[kind], seconds, log,
                                                        broker_pid=broker.pid, batch=1)

@@ -228,3 +228,35 @@ def test_paused_processes_run_nothing_until_the_block_ends() -> None:
     finally:
         counter.kill()
         counter.wait()
+
+
+def test_two_workers_are_offered_the_targets_rates_and_more() -> None:
+    from bench.run import SuitePlan
+
+    plan = SuitePlan()
+    transactions, clicks = plan.two_worker_rates["transactions"], plan.two_worker_rates["clicks"]
+    assert 15000 in transactions and max(transactions) >= 15000
+    assert 8000 in clicks and max(clicks) > 8000
+    assert 8000 in plan.rates  # one worker too, at the click target's rate
+
+
+def test_the_suites_feed_holds_its_longest_series_of_rates_after_the_drain() -> None:
+    from bench.run import LONG_DRAIN, SuitePlan, events_offered
+
+    for plan in (SuitePlan(), SuitePlan.quick()):
+        for kind in ("transactions", "clicks"):
+            n = plan.events[kind]
+            for series in (plan.rates, plan.two_worker_rates[kind]):
+                assert plan.feed(kind) >= n + events_offered(series, plan.seconds)
+            assert plan.feed(kind) >= LONG_DRAIN * n
+
+
+def test_the_benchmarks_clicks_are_enough_for_the_suites_feed() -> None:
+    """``bench.run.clicks`` stops at the data's end: a shorter feed would cut the last
+    rates' runs short."""
+    from bench.run import SuitePlan
+    from streamer.datasets import BEAUTY, read_sequences
+
+    if not BEAUTY.exists():
+        pytest.skip(f"no benchmark data at {BEAUTY}")
+    assert sum(len(items) for _, items in read_sequences(BEAUTY)) >= SuitePlan().feed("clicks")
