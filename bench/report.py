@@ -41,9 +41,9 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         if naive:
             ax.plot([p["offered"] for p in naive], [p["p99_ms"] for p in naive], "x--", label="p99, naive agent")
         ax.set_xscale("log")
-        # the offered rates, not the log scale's ticks; in thousands, so close rates' labels do not touch
-        ticks = sorted({*rates, *(p["offered"] for p in naive)})
-        ax.set_xticks(ticks, [f"{r / 1000:g}k" for r in ticks])
+        # every offered rate, not the log scale's ticks; in thousands and slanted, so close rates' labels do not touch
+        ticks = sorted({*rates, *(p["offered"] for p in (*two, *naive))})
+        ax.set_xticks(ticks, [f"{r / 1000:g}k" for r in ticks], rotation=45)
         ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_xlabel(f"offered {kind}/s")
