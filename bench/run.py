@@ -572,8 +572,10 @@ class SuitePlan:
 
     @classmethod
     def quick(cls) -> SuitePlan:
-        return cls({"transactions": 5000, "clicks": 5000}, 1000, (500, 2000),
-                   {"transactions": (2000,), "clicks": (2000,)}, {"transactions": (50,), "clicks": (100,)}, 4.0)
+        """``--quick``: a smoke run of the suite."""
+        return cls(events={"transactions": 5000, "clicks": 5000}, naive_events=1000, rates=(500, 2000),
+                   two_worker_rates={"transactions": (2000,), "clicks": (2000,)},
+                   naive_rates={"transactions": (50,), "clicks": (100,)}, seconds=4.0)
 
     def feed(self, kind: str) -> int:
         """How many events of ``kind`` the suite reads: the longer drain's backlog, or the

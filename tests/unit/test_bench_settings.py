@@ -235,7 +235,7 @@ def test_two_workers_are_offered_the_targets_rates_and_more() -> None:
 
     plan = SuitePlan()
     transactions, clicks = plan.two_worker_rates["transactions"], plan.two_worker_rates["clicks"]
-    assert 15000 in transactions and max(transactions) >= 15000
+    assert 15000 in transactions
     assert 8000 in clicks and max(clicks) > 8000
     assert 8000 in plan.rates  # one worker too, at the click target's rate
 
