@@ -34,6 +34,7 @@ import onnxruntime as ort
 
 from streamer.datasets import BEAUTY, FRAUD_CSV, read_fraud_csv, read_sequences
 from streamer.inference.fraud_scorer import FraudScorer
+from streamer.inference.manifest import load_manifest
 from streamer.inference.next_item import NextItemRanker
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.settings import Settings
@@ -143,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 def model_versions() -> dict[str, str]:
     """The versions of the models measured, from their manifests."""
     models = Settings().models
-    return {name: json.loads((path / "manifest.json").read_text())["version"]
-            for name, path in (("fraud", models.fraud), ("recommend", models.recommend))}
+    return {name: load_manifest(path, name)["version"] for name, path in (("fraud", models.fraud), ("recommend", models.recommend))}
 
 
 def machine() -> str:
