@@ -7,8 +7,7 @@ Each transaction is a row of 16 raw fields: the 15 online features of
 * the **card encoder** (``encoder.onnx``): the card's last ``max_len`` rows (oldest
   first, left-padded) → a card embedding. A ``transformers`` BertModel reads the rows
   and a learned summary token placed after them; the summary token's output is the
-  embedding. The engine caches it in Redis and reuses it for the card's next
-  transaction.
+  embedding. The engine encodes, for each transaction, the card's rows before it.
 * the **scorer** (``scorer.onnx``): the embedding, the new transaction's own row and the
   fraud probability of gradient-boosted trees over its 15 features (``trees.onnx``,
   ``models.fraud.gbt``: trees place the simulator's sharp thresholds exactly, which a

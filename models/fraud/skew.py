@@ -37,7 +37,7 @@ async def replay(events: list[tuple[Transaction, bool]], lag: float, scorer: Fra
     ordered = sorted(events, key=lambda pair: consumed_at(pair[0]))
     labels = sorted((label_for(tx, True) for tx, fraud in events if fraud), key=lambda label: label.labelled_ts)
     store = InMemoryStateStore()
-    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer, store)
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer)
     out: dict[str, tuple[list[float], float]] = {}
     released = 0
     for start in range(0, len(ordered), batch_size):
@@ -51,7 +51,7 @@ async def replay(events: list[tuple[Transaction, bool]], lag: float, scorer: Fra
         rows = np.asarray(await features.compute(batch), dtype=np.float32)
         if max(tx.ts for tx in batch) < score_from - 10 * DAY:  # card rows need a few days to fill
             continue
-        scores = scorer.score(rows, await embeddings.for_batch(batch, rows, features.cards))
+        scores = scorer.score(rows, embeddings.embed(batch, rows, features.cards))
         out.update((tx.transaction_id, (row.tolist(), float(s))) for tx, row, s in zip(batch, rows, scores))
     return out
 

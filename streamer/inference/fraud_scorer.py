@@ -7,8 +7,8 @@ Loads an exported directory and refuses one whose feature schema differs from
 * ``sequence``: ``encoder.onnx`` turns the card's last ``sequence_length`` rows
   (``ROW_FIELDS``) into a card embedding; ``trees.onnx`` (gradient-boosted trees over
   the 15 features) gives its own fraud probability; ``scorer.onnx`` scores the new row
-  with both. The pipeline caches embeddings in Redis, so a card's next transaction
-  usually needs no encoder call before it can be scored.
+  with both. The pipeline encodes each transaction's card history in one encoder call
+  per batch (``streamer.pipeline.card_sequence``).
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ second one runs, and its second while the previous batch's third runs):
    order → write the batch's transactions, their rows (for a sequence model) and the
    partitions' progress (one round trip): what the next batch's features read;
 2. the models (on the inference thread for a large batch): for a sequence model, the
-   card embeddings (``card_sequence``: one encoder call for what is not cached; the
-   previous batches' new ones are taken as cached), then one scorer call;
-3. write the cards' new embeddings → a score per transaction, an alert with reasons
-   for risky ones, and a dead letter per bad message.
+   card embeddings (``card_sequence``: one encoder call, a row per transaction), then
+   one scorer call;
+3. a score per transaction, an alert with reasons for risky ones, and a dead letter
+   per bad message.
 
 ``LabelPipeline`` stores late fraud labels that the terminal risk features read.
 """
@@ -22,7 +22,6 @@ second one runs, and its second while the previous batch's third runs):
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -42,16 +41,8 @@ from streamer.pipeline.event_clock import EventClock, progress_of, received_by
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.card_cache import CardCache
-from streamer.state.store import (
-    CARD_ROWS_CAP, CachedEmbedding, CardState, Progress, StateStore, StreamProgress, replaces,
-)
+from streamer.state.store import CARD_ROWS_CAP, CardState, Progress, StateStore, StreamProgress
 from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
-
-
-#: Batches whose cards' new embeddings a batch's second step takes
-#: (``FraudPipeline._take_newer_embeddings``): a worker reads a batch's state while the
-#: batch before it is scored and the one before that may still be storing its embeddings.
-RECENT_BATCHES = 2
 
 
 class FeatureBatch(NamedTuple):
@@ -70,8 +61,7 @@ class TransactionFeatures:
     """State read → the 15 features per transaction in arrival order (→ state write).
 
     With ``sequence_rows``, each transaction's feature row is stored too, and the cards'
-    latest rows and cached embeddings are read with their history, for
-    ``CardEmbeddings``. With a ``cache``, cards it holds are not read from the store."""
+    latest rows are read with their history, for ``CardEmbeddings``. With a ``cache``, cards it holds are not read from the store."""
 
     def __init__(self, store: StateStore, sequence_rows: int = 0, cache: CardCache | None = None) -> None:
         self.store = store
@@ -125,22 +115,15 @@ class TransactionFeatures:
         and what scoring the batch does not change."""
         rows = batch.matrix if self.sequence_rows else None
         await self.store.write_fraud(transactions, rows, progress)
-        self.cache.store(transactions, rows, None, batch.generation)
-
-    async def store_embeddings(self, card_embeddings: Mapping[str, CachedEmbedding], generation: int) -> None:
-        """The cards' new embeddings, once their batch was scored; then the card cache."""
-        await self.store.write_fraud([], None, None, card_embeddings)
-        self.cache.store_embeddings(card_embeddings, generation)
+        self.cache.store(transactions, rows, batch.generation)
 
     async def store_batch(self, transactions: Sequence[Transaction], batch: FeatureBatch,
-                          progress: StreamProgress | None = None,
-                          card_embeddings: Mapping[str, CachedEmbedding] | None = None) -> None:
-        """The batch's transactions, with their rows (for the sequence model) and the
-        cards' new embeddings, and the partitions' progress: one write; then the card
-        cache."""
+                          progress: StreamProgress | None = None) -> None:
+        """The batch's transactions, with their rows (for the sequence model), and the
+        partitions' progress: one write; then the card cache."""
         rows = batch.matrix if self.sequence_rows else None
-        await self.store.write_fraud(transactions, rows, progress, card_embeddings)
-        self.cache.store(transactions, rows, card_embeddings, batch.generation)
+        await self.store.write_fraud(transactions, rows, progress)
+        self.cache.store(transactions, rows, batch.generation)
 
 
 class FraudPipeline:
@@ -163,10 +146,8 @@ class FraudPipeline:
         self.clock = clock
         self.label_clock = label_clock
         self.transaction_clock = transaction_clock
-        self.card_embeddings = CardEmbeddings(scorer, store) if scorer.sequence_length else None
+        self.card_embeddings = CardEmbeddings(scorer) if scorer.sequence_length else None
         self.inference_thread = settings.models.thread
-        self._recent_embeddings: deque[dict[str, CachedEmbedding]] = deque(maxlen=RECENT_BATCHES)
-        """The cards' new embeddings of the last batches scored (``_take_newer_embeddings``)."""
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
         """Every step, one after the other."""
@@ -174,8 +155,8 @@ class FraudPipeline:
 
     async def prepare(self, records: Sequence[SourceRecord]) -> Infer[list[OutputRecord]]:
         """The first step: features, and the batch's transactions and progress stored.
-        Returns the second: the scores and the cards' new embeddings, which returns the
-        third: those embeddings stored, the scores and alerts made."""
+        Returns the second: the scores, which returns the third: the scores and alerts
+        made."""
         good, bad = decode_all([r.value for r in records], decode_transaction, self.max_bytes)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
@@ -187,27 +168,15 @@ class FraudPipeline:
         await self.features.store_transactions(transactions, batch, progress)
 
         async def infer() -> Finish[list[OutputRecord]]:
-            scores, fresh = await self._infer(transactions, batch)
+            scores = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards,
+                                        thread=self.inference_thread)
 
             async def finish() -> list[OutputRecord]:
-                if fresh:
-                    await self.features.store_embeddings(fresh, batch.generation)
                 return outputs + self._outputs(transactions, batch.rows, scores, partial)
 
             return finish
 
         return infer
-
-    async def _infer(self, transactions: Sequence[Transaction],
-                     batch: FeatureBatch) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:
-        """The second step: the scores, and the cards' new embeddings, which the next
-        batches' second steps take at once (``_take_newer_embeddings``)."""
-        self._take_newer_embeddings(batch.cards)
-        scores, fresh = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards,
-                                           thread=self.inference_thread)
-        if fresh:
-            self._recent_embeddings.append(fresh)
-        return scores, fresh
 
     def _outputs(self, transactions: Sequence[Transaction], rows: Sequence[list[float]], scores: np.ndarray,
                  partial: bool) -> list[OutputRecord]:
@@ -235,15 +204,6 @@ class FraudPipeline:
                 )
                 outputs.append(OutputRecord(self.topics.fraud_alerts, key, encode(record)))
         return outputs
-
-    def _take_newer_embeddings(self, cards: Mapping[str, CardState]) -> None:
-        """The cards' state was read while the batches before were scored: their cards'
-        new embeddings, stored since or still being stored, replace those read."""
-        for recent in self._recent_embeddings:
-            for card_id, embedding in recent.items():
-                state = cards.get(card_id)
-                if state is not None and replaces(embedding, state.embedding):
-                    state.embedding = embedding
 
     async def _read(self, transactions: Sequence[Transaction], progress: StreamProgress,
                     received_ms: float | None) -> tuple[FeatureBatch, bool]:
@@ -276,13 +236,11 @@ class FraudPipeline:
         return batch, any(p not in progress.partitions for p in lagging)  # this batch's own are stored in order
 
     def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,
-                         cards: Mapping[str, CardState]) -> tuple[np.ndarray, dict[str, CachedEmbedding] | None]:
-        """The scores (for a sequence model, with the card embeddings: one encoder call
-        for what is not cached) and the cards' new embeddings to store."""
+                         cards: Mapping[str, CardState]) -> np.ndarray:
+        """The scores (for a sequence model, with the card embeddings: one encoder call)."""
         if self.card_embeddings is None:
-            return self.scorer.score(matrix, None), None
-        embeddings, fresh = self.card_embeddings.embed(transactions, matrix, cards)
-        return self.scorer.score(matrix, embeddings), fresh
+            return self.scorer.score(matrix, None)
+        return self.scorer.score(matrix, self.card_embeddings.embed(transactions, matrix, cards))
 
 
 class LabelPipeline:

@@ -4,7 +4,7 @@ A card's transactions all come through one partition (the topic is keyed by card
 a partition is consumed by one worker at a time, so while a worker holds a partition it
 is the only writer of those cards' state: what it read and wrote is what the store
 holds. ``CardCache`` keeps, per card, exactly what the store holds from some event time
-on: the transactions, the latest feature rows and the cached embedding. A batch then
+on: the transactions and the latest feature rows. A batch then
 reads from the store only the terminals and the cards it has not seen (or needs further
 back than it holds).
 
@@ -36,9 +36,7 @@ import numpy as np
 
 from streamer.events import Transaction
 from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, CardHistory, insert_new
-from streamer.state.store import (
-    CARD_ROWS_CAP, PRUNE_GRACE, CachedEmbedding, CardState, TimeRange, replaces, row_bytes,
-)
+from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, CardState, TimeRange, row_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +49,16 @@ class CachedCard:
     """Everything the store holds for the card after this event time is here."""
     transactions: list[tuple[float, str, float]] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
-    embedding: CachedEmbedding | None = None
 
     def serve(self, window: TimeRange) -> CardState:
         """What the store would answer for ``window``: transactions in (lo, hi], rows up
-        to hi (all of them: at least as many as asked for), the embedding."""
+        to hi (all of them: at least as many as asked for)."""
         lo = bisect.bisect_right(self.transactions, (window[0], AFTER_EVERY_ID))
         hi = bisect.bisect_right(self.transactions, (window[1], AFTER_EVERY_ID))
         rows_end = bisect.bisect_right(self.rows, (window[1], AFTER_EVERY_ID))
-        return CardState(CardHistory(self.transactions[lo:hi]), self.rows[:rows_end], self.embedding)
+        return CardState(CardHistory(self.transactions[lo:hi]), self.rows[:rows_end])
 
-    def store(self, transactions: Sequence[Transaction], rows: Sequence[bytes] | None,
-              embedding: CachedEmbedding | None) -> None:
+    def store(self, transactions: Sequence[Transaction], rows: Sequence[bytes] | None) -> None:
         """A write the store acknowledged, pruned as the store prunes it."""
         for tx in transactions:
             insert_new(self.transactions, (tx.ts, tx.transaction_id, tx.amount))
@@ -73,8 +69,6 @@ class CachedCard:
             for tx, row in zip(transactions, rows):
                 insert_new(self.rows, (tx.ts, tx.transaction_id, row))
             del self.rows[:-CARD_ROWS_CAP]
-        if embedding is not None and replaces(embedding, self.embedding):
-            self.embedding = embedding
 
 
 class CardCache:
@@ -129,7 +123,7 @@ class CardCache:
         served = {}
         keep = generation == self.generation
         for card_id, state in read.items():
-            card = CachedCard(ranges[card_id][0], list(state.history.entries), list(state.rows), state.embedding)
+            card = CachedCard(ranges[card_id][0], list(state.history.entries), list(state.rows))
             served[card_id] = card.serve(windows[card_id])
             if keep:
                 self.cards.pop(card_id, None)
@@ -138,8 +132,7 @@ class CardCache:
             del self.cards[next(iter(self.cards))]
         return served
 
-    def store(self, transactions: Sequence[Transaction], rows: np.ndarray | None,
-              embeddings: Mapping[str, CachedEmbedding] | None, generation: int) -> None:
+    def store(self, transactions: Sequence[Transaction], rows: np.ndarray | None, generation: int) -> None:
         """A batch's write, once the store acknowledged it."""
         if not self.enabled or generation != self.generation:
             return
@@ -151,17 +144,7 @@ class CardCache:
             cached = self.cards.get(card_id)
             if cached is not None:
                 card_rows = None if stored_rows is None else [stored_rows[i] for i in indices]
-                cached.store([transactions[i] for i in indices], card_rows, (embeddings or {}).get(card_id))
-
-    def store_embeddings(self, embeddings: Mapping[str, CachedEmbedding], generation: int) -> None:
-        """Cards' new embeddings, once the store acknowledged them (a batch writes them
-        after its transactions, once its models ran)."""
-        if not self.enabled or generation != self.generation:
-            return
-        for card_id, embedding in embeddings.items():
-            cached = self.cards.get(card_id)
-            if cached is not None and replaces(embedding, cached.embedding):
-                cached.embedding = embedding
+                cached.store([transactions[i] for i in indices], card_rows)
 
     def view(self, card_id: str) -> CardState | None:
         """What is held for a card, for tests and tools."""

@@ -34,11 +34,6 @@ def card_rows(namespace: str, card_id: str) -> str:
     return _key(namespace, "card", card_id, "rows")
 
 
-def card_embedding(namespace: str, card_id: str) -> str:
-    """Hash like ``user_embedding``: the card's sequence embedding as of ``ts``/``event_id``."""
-    return _key(namespace, "card", card_id, "emb")
-
-
 def user_sequence(namespace: str, user_id: str) -> str:
     """Sorted set: member ``<event_id>|<item_id>``, score = event time; the last N kept."""
     return _key(namespace, "user", user_id, "seq")

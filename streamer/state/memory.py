@@ -65,7 +65,6 @@ class InMemoryStateStore:
         self.embeddings: dict[str, CachedEmbedding] = {}
         self.stream_progress: dict[str, Progress] = {}
         self.card_rows: dict[str, dict[str, tuple[float, bytes]]] = defaultdict(dict)
-        self.card_embeddings: dict[str, CachedEmbedding] = {}
 
     async def read_fraud(
         self, cards: Mapping[str, TimeRange], terminals: Mapping[str, TimeRange], sequence_rows: int = 0,
@@ -78,7 +77,6 @@ class InMemoryStateStore:
             if sequence_rows:
                 rows = sorted((ts, tx_id, row) for tx_id, (ts, row) in self.card_rows.get(card_id, {}).items() if ts <= window[1])
                 state.rows = rows[-sequence_rows:]
-                state.embedding = self.card_embeddings.get(card_id)
         ends = terminal_ends if terminal_ends and self.count_terminals else {}
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
         for terminal_id, window in terminals.items():
@@ -93,11 +91,10 @@ class InMemoryStateStore:
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
-        progress: StreamProgress | None = None, card_embeddings: Mapping[str, CachedEmbedding] | None = None,
+        progress: StreamProgress | None = None,
     ) -> None:
         if progress is not None:
             self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
-        self._keep_later_embeddings(card_embeddings or {})
         stored_rows = [] if rows is None else row_bytes(rows, len(transactions))
         for i, tx in enumerate(transactions):
             self.cards[tx.card_id].insert((tx.ts, tx.transaction_id, tx.amount), CARD_HORIZON)
@@ -108,15 +105,6 @@ class InMemoryStateStore:
                 if len(stored) > CARD_ROWS_CAP:
                     ordered = sorted(stored.items(), key=lambda kv: (kv[1][0], kv[0]))
                     self.card_rows[tx.card_id] = dict(ordered[-CARD_ROWS_CAP:])
-
-    async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
-        self._keep_later_embeddings(embeddings)
-
-    def _keep_later_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
-        for card_id, new in embeddings.items():
-            old = self.card_embeddings.get(card_id)
-            if replaces(new, old):
-                self.card_embeddings[card_id] = new
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
         if progress is not None:

@@ -36,17 +36,16 @@ end
 return #KEYS
 """
 
-# Per card (KEYS: tx, rows, emb): transactions in (lo, hi]; with n > 0, also the latest
-# n rows up to hi (newest first) and the cached embedding. ARGV: n, then lo, hi per card.
+# Per card (KEYS: tx, rows): transactions in (lo, hi]; with n > 0, also the latest n rows
+# up to hi (newest first). ARGV: n, then lo, hi per card.
 READ_CARDS = """
 local n = tonumber(ARGV[1])
 local out = {}
-for c = 1, #KEYS / 3 do
+for c = 1, #KEYS / 2 do
   local hi = ARGV[2 * c + 1]
-  local card = {redis.call('ZRANGEBYSCORE', KEYS[3 * c - 2], ARGV[2 * c], hi, 'WITHSCORES')}
+  local card = {redis.call('ZRANGEBYSCORE', KEYS[2 * c - 1], ARGV[2 * c], hi, 'WITHSCORES')}
   if n > 0 then
-    card[2] = redis.call('ZREVRANGEBYSCORE', KEYS[3 * c - 1], hi, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
-    card[3] = redis.call('HGETALL', KEYS[3 * c])
+    card[2] = redis.call('ZREVRANGEBYSCORE', KEYS[2 * c], hi, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
   end
   out[c] = card
 end

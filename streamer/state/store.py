@@ -109,15 +109,13 @@ class FraudState(NamedTuple):
 @dataclass
 class CardState:
     """What a batch reads of a card: its transactions in the feature window and, for the
-    sequence model, its latest feature rows and cached embedding."""
+    sequence model, its latest feature rows."""
 
     history: CardHistory = field(default_factory=CardHistory)
     rows: list[tuple[float, str, bytes]] = field(default_factory=list)
     """``(ts, transaction_id, row)``, sorted, one per transaction: the card's latest rows,
     each ``ROW_WIDTH`` float32 as bytes (``row_bytes``): the encoder's input for a batch is
     then one join of them, where arrays took one conversion each."""
-    embedding: CachedEmbedding | None = None
-    """The embedding of the rows up to and including ``(embedding.ts, embedding.event_id)``."""
 
 
 def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> list[bytes]:
@@ -159,20 +157,18 @@ class StateStore(Protocol):
     ) -> FraudState:
         """Card transactions and terminal transactions and frauds in the given ranges; with
         ``sequence_rows``, also that many of each card's latest rows up to the range's
-        end and its embedding; the stored progress of the topics in ``progress_of``.
+        end; the stored progress of the topics in ``progress_of``.
         A terminal in ``terminal_ends`` may come as ``TerminalCounts`` for those window
         ends instead of its transactions (the caller checked they are ``countable``)."""
         ...
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
-        progress: StreamProgress | None = None, card_embeddings: Mapping[str, CachedEmbedding] | None = None,
+        progress: StreamProgress | None = None,
     ) -> None:
-        """Store transactions (and, for the sequence model, their feature rows and the
-        cards' new embeddings) and the consuming partitions' progress."""
+        """Store transactions (and, for the sequence model, their feature rows) and the
+        consuming partitions' progress."""
         ...
-
-    async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None: ...
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None: ...
 
@@ -347,7 +343,7 @@ class RedisStateStore:
         # first: what the state read next holds at least
         progress_reads: list[Command] = [("HGETALL", keys.stream_progress(ns, topic)) for topic in progress_of]
         card_calls = self._script_calls(self._read_cards, [
-            ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id), keys.card_embedding(ns, card_id)],
+            ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id)],
              [f"({lo!r}", repr(hi)])
             for card_id, (lo, hi) in cards.items()
         ], head=[sequence_rows])
@@ -374,7 +370,6 @@ class RedisStateStore:
             state.history = CardHistory.of(protocol.numbered_entries(reply[0]))
             if len(reply) > 1:
                 state.rows = protocol.rows(reply[1], ROW_BYTES)
-                state.embedding = decode_embedding(dict(zip(reply[2][::2], reply[2][1::2])))
         replies = replies[len(card_calls):]
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
         listed_replies = (terminal for call in replies[:len(listed_calls)] for terminal in call)
@@ -392,9 +387,9 @@ class RedisStateStore:
 
     async def write_fraud(
         self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
-        progress: StreamProgress | None = None, card_embeddings: Mapping[str, CachedEmbedding] | None = None,
+        progress: StreamProgress | None = None,
     ) -> None:
-        if not transactions and progress is None and not card_embeddings:
+        if not transactions and progress is None:
             return
         # One pass: per card and per terminal, the newest event time and the flat
         # (score, member) pairs; each transaction's score is formatted once.
@@ -431,16 +426,11 @@ class RedisStateStore:
             additions.entity()
             key = keys.terminal_transactions(self.ns, terminal_id)
             additions.key(key, f"({terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", ttl(key), terminal.members)
-        embeddings = [self._embedding_entity(keys.card_embedding(self.ns, card_id), emb)
-                      for card_id, emb in (card_embeddings or {}).items()]
-        await self._write_additions(additions, progress, embeddings)
+        await self._write_additions(additions, progress)
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
         return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model,
                        self.refreshes.ttl(key)]
-
-    async def write_card_embeddings(self, embeddings: Mapping[str, CachedEmbedding]) -> None:
-        await self.write_fraud([], card_embeddings=embeddings)
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
         frauds = [label for label in labels if label.is_fraud]

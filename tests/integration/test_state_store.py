@@ -59,7 +59,7 @@ async def test_transactions_and_frauds_are_read_back_by_event_time_window(store:
     assert cards["c"].history.entries[0][2] == 12.0
     assert [t[1] for t in terminals["t0"].transactions] == ["t002", "t004", "t006", "t008"]
     assert terminals["t0"].frauds == [(T0 + 2 * DAY, "t002", T0 + 9 * DAY)]
-    assert cards["c"].rows == [] and cards["c"].embedding is None  # no sequence asked for
+    assert cards["c"].rows == []  # no sequence asked for
     assert await store.read_progress("transactions") == {0: (10, T0 + 9 * DAY)}
     _, _, progress = await store.read_fraud({"c": (T0, T0 + DAY)}, {}, progress_of=["transactions", "fraud-labels"])
     assert progress == {"transactions": {0: (10, T0 + 9 * DAY)}, "fraud-labels": {}}
@@ -92,13 +92,15 @@ async def test_a_write_stores_its_progress_after_the_state_it_covers(redis_url: 
     store = RedisStateStore(redis_url, namespace)
     try:
         await store.write_fraud([tx(0, T0)])  # the scripts loaded
-        sent, ran = await _sent(store, lambda: store.write_fraud(
-            [tx(1, T0)], [row(1)], StreamProgress("transactions", {0: (2, T0)}),
-            {"c": CachedEmbedding(np.ones(4, dtype=np.float32), T0, "t001", "m")}))
+        sent, ran = await _sent(store, lambda: store.write_users([UserUpdate(
+            "u", [Click("e1", "u", "i", T0, format_time(T0), "click")],
+            CachedEmbedding(np.ones(4, dtype=np.float32), T0, "e1", "m"))]), lambda: store.write_fraud(
+            [tx(1, T0)], [row(1)], StreamProgress("transactions", {0: (2, T0)})))
     finally:
         await store.close()
     shas = [c.split(" ")[1].lower() for c in sent if c.startswith("EVALSHA")]
-    assert shas == [store._add_many.sha, store._set_embeddings.sha, store._set_progress.sha], sent  # rows, embedding, progress
+    # a user's clicks and embedding, then a card's transaction and row and the progress
+    assert shas == [store._add_many.sha, store._set_embeddings.sha, store._add_many.sha, store._set_progress.sha], sent
     assert ran[-1] == "HSET" and ran.count("HSET") == 2  # the embedding's and, last of all, the progress
 
 
@@ -167,21 +169,9 @@ async def test_a_user_keeps_the_latest_sequence_and_the_most_recently_first_seen
     assert state.seen[f"item{distinct - 1}"] == T0 + distinct - 1
 
 
-async def test_card_embedding_is_replaced_only_by_a_later_one(store: StateStore) -> None:
-    newer = CachedEmbedding(np.ones(4, dtype=np.float32), 2000.0, "b", "m1")
-    older = CachedEmbedding(np.zeros(4, dtype=np.float32), 1000.0, "a", "m1")
-    await store.write_card_embeddings({"c": newer})
-    await store.write_card_embeddings({"c": older})
-    cards, _, _ = await store.read_fraud({"c": (0.0, 3000.0)}, {}, sequence_rows=16)
-    cached = cards["c"].embedding
-    assert cached is not None and (cached.ts, cached.event_id, cached.model) == (2000.0, "b", "m1")
-    assert np.array_equal(cached.vector, newer.vector)
-
-
 async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(store: StateStore) -> None:
     events = [tx(i, T0 + i * 60, card=f"c{i % 5}", terminal=f"t{i % 3}") for i in range(30)]
-    await store.write_fraud(events, [row(i) for i in range(30)], card_embeddings={
-        f"c{c}": CachedEmbedding(np.full(4, c, dtype=np.float32), T0 + c, f"t{c:03d}", "m1") for c in (1, 3)})
+    await store.write_fraud(events, [row(i) for i in range(30)])
     await store.write_users([
         UserUpdate(f"u{u}", [Click(f"e{u}-{i}", f"u{u}", f"item{u}-{i}", T0 + i, format_time(T0 + i), "click")
                              for i in range(u + 1)],
@@ -195,10 +185,6 @@ async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(
         mine = [e.transaction_id for e in events if e.card_id == f"c{c}"]
         assert [entry[1] for entry in cards[f"c{c}"].history.entries] == mine
         assert [tx_id for _, tx_id, _ in cards[f"c{c}"].rows] == mine[-3:]
-        embedding = cards[f"c{c}"].embedding
-        assert (embedding is not None) == (c in (1, 3))
-        if embedding is not None:
-            assert embedding.event_id == f"t{c:03d}" and embedding.vector[0] == c
     for t in range(3):
         assert [entry[1] for entry in terminals[f"t{t}"].transactions] == [e.transaction_id for e in events if e.terminal_id == f"t{t}"]
     users = await store.read_users([f"u{u}" for u in range(5)])
@@ -280,8 +266,7 @@ async def _ttls(store: RedisStateStore) -> dict[str, int]:
 
 
 async def _write_every_kind_of_key(store: RedisStateStore, at: float) -> None:
-    await store.write_fraud([tx(int(at) % 1000, T0 + at)], [row(at)], StreamProgress("transactions", {0: (1, T0 + at)}),
-                            {"c": CachedEmbedding(np.ones(4, dtype=np.float32), T0 + at, "t000", "m")})
+    await store.write_fraud([tx(int(at) % 1000, T0 + at)], [row(at)], StreamProgress("transactions", {0: (1, T0 + at)}))
     await store.write_labels([FraudLabel(f"f{at}", "c", "t", T0 + at, True, T0 + at + DAY)])
     await store.write_users([UserUpdate("u", [Click(f"e{at}", "u", "i", T0 + at, format_time(T0 + at), "click")],
                                         CachedEmbedding(np.ones(4, dtype=np.float32), T0 + at, f"e{at}", "m"))])
@@ -290,8 +275,8 @@ async def _write_every_kind_of_key(store: RedisStateStore, at: float) -> None:
 async def test_every_key_a_write_makes_expires_after_the_ttl(redis_store: RedisStateStore) -> None:
     await _write_every_kind_of_key(redis_store, 0)
     ttls = await _ttls(redis_store)
-    # card transactions, rows and embedding; terminal transactions and frauds; user sequence, seen items and embedding
-    assert len([key for key in ttls if "progress" not in key]) == 8, ttls
+    # card transactions and rows; terminal transactions and frauds; user sequence, seen items and embedding
+    assert len([key for key in ttls if "progress" not in key]) == 7, ttls
     assert all(redis_store.ttl - 60 < ttl <= redis_store.ttl for key, ttl in ttls.items() if "progress" not in key), ttls
 
 

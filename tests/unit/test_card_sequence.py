@@ -1,4 +1,5 @@
-"""Card embeddings of the fraud sequence model: batch-independent, cached, re-usable."""
+"""Card embeddings of the fraud sequence model: each transaction's card history before it,
+batch-independent, one encoder row per transaction."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ def transactions(n: int) -> list[Transaction]:
 
 async def scores_in_batches(scorer: FraudScorer, events: list[Transaction], size: int) -> tuple[np.ndarray, CardEmbeddings]:
     store = InMemoryStateStore()
-    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer, store)
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer)
     out = []
     for start in range(0, len(events), size):
         batch = events[start : start + size]
         rows = np.asarray(await features.compute(batch), dtype=np.float32)
-        out.append(scorer.score(rows, await embeddings.for_batch(batch, rows, features.cards)))
+        out.append(scorer.score(rows, embeddings.embed(batch, rows, features.cards)))
     return np.concatenate(out), embeddings
 
 
@@ -46,23 +47,46 @@ async def test_scores_do_not_depend_on_batch_boundaries(scorer: FraudScorer) -> 
     assert one == pytest.approx(seven, abs=1e-6) and one == pytest.approx(whole, abs=1e-6)
 
 
-async def test_the_next_transaction_of_a_card_reuses_the_cached_embedding(scorer: FraudScorer) -> None:
-    _, embeddings = await scores_in_batches(scorer, transactions(30), 1)
-    # Per transaction after a card's first: the embedding it is scored with was cached by
-    # the previous one; only the card's new embedding is encoded.
-    assert embeddings.reused == 30 - 3
-    assert embeddings.encoded == 30 + 3  # each card's first transaction encodes its empty history
+async def test_each_transaction_is_encoded_once_whatever_the_batches(scorer: FraudScorer) -> None:
+    for size in (1, 7, 30):
+        _, embeddings = await scores_in_batches(scorer, transactions(30), size)
+        assert embeddings.encoded == 30, size
+
+
+async def test_a_transaction_is_scored_with_the_encoding_of_its_cards_rows_before_it(scorer: FraudScorer) -> None:
+    """The embedding is the encoder's over the card's last ``L`` feature rows ordered
+    before the transaction (left-padded), the rows stored by earlier batches and those of
+    the batch's earlier transactions alike."""
+    events = transactions(3 * (scorer.sequence_length + 4))  # cards c0..c2: more rows each than the encoder reads
+    store = InMemoryStateStore()
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer)
+    rows: list[np.ndarray] = []
+    got: list[np.ndarray] = []
+    for start in range(0, len(events), 5):
+        batch = events[start : start + 5]
+        batch_rows = np.asarray(await features.compute(batch), dtype=np.float32)
+        rows += list(batch_rows)
+        got += list(embeddings.embed(batch, batch_rows, features.cards))
+    length, width = scorer.sequence_length, batch_rows.shape[1]
+    for i, tx in enumerate(events):
+        before = [row for j, row in enumerate(rows[:i]) if events[j].card_id == tx.card_id][-length:]
+        history = np.zeros((1, length, width), dtype=np.float32)
+        valid = np.zeros((1, length), dtype=np.float32)
+        if before:
+            history[0, length - len(before) :] = before
+            valid[0, length - len(before) :] = 1.0
+        assert got[i] == pytest.approx(scorer.encode(history, valid)[0], abs=1e-5), i
 
 
 async def test_history_comes_from_the_store_and_later_rows_stay_invisible(scorer: FraudScorer) -> None:
     events = transactions(12)
     store = InMemoryStateStore()
-    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer, store)
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer)
     rows = np.asarray(await features.compute(events), dtype=np.float32)
-    first = scorer.score(rows, await embeddings.for_batch(events, rows, features.cards))
+    first = scorer.score(rows, embeddings.embed(events, rows, features.cards))
     # Re-processing an early transaction after later ones were stored gives its old score.
     again_rows = np.asarray(await features.compute(events[4:5]), dtype=np.float32)
-    again = scorer.score(again_rows, await embeddings.for_batch(events[4:5], again_rows, features.cards))
+    again = scorer.score(again_rows, embeddings.embed(events[4:5], again_rows, features.cards))
     assert again[0] == pytest.approx(first[4], abs=1e-6)
 
 
@@ -74,10 +98,10 @@ async def test_a_transaction_arriving_late_with_a_later_one_of_its_card_is_score
     events = [Transaction(f"{i:04d}", "c", "t", 10.0 + i, T0 + 1800 * i, format_time(T0 + 1800 * i)) for i in range(40)]
     in_order, _ = await scores_in_batches(scorer, events, 1)
     store = InMemoryStateStore()
-    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer, store)
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer)
     for batch in [*([e] for e in events[:5] + events[6:36]), [events[5], events[36]]]:
         rows = np.asarray(await features.compute(batch), dtype=np.float32)
-        scores = scorer.score(rows, await embeddings.for_batch(batch, rows, features.cards))
+        scores = scorer.score(rows, embeddings.embed(batch, rows, features.cards))
     assert scores[0] == pytest.approx(in_order[5], abs=1e-6)  # the later one's history rows were computed without it
 
 

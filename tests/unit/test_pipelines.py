@@ -110,45 +110,19 @@ async def test_scores_do_not_depend_on_batch_size(scorer: FraudScorer) -> None:
         assert [score for _, score in run] == pytest.approx([score for _, score in runs[0]], abs=SCORE_TOLERANCE)
 
 
-class CountingStore(InMemoryStateStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-
-    async def write_fraud(self, *args: Any, **kwargs: Any) -> None:
-        self.writes.append("write_fraud")
-        await super().write_fraud(*args, **kwargs)
-
-    async def write_card_embeddings(self, *args: Any, **kwargs: Any) -> None:
-        self.writes.append("write_card_embeddings")
-        await super().write_card_embeddings(*args, **kwargs)
-
-
-async def test_a_batch_stores_its_state_then_the_cards_embeddings_one_write_each(scorer: FraudScorer) -> None:
-    sample = load_jsonl(DATA / "transactions_sample.jsonl")[:50]
-    store = CountingStore()
-    await score_all(FraudPipeline(scorer, store, SETTINGS), [orjson.dumps(t) for t in sample], 50)
-    assert scorer.sequence_length and store.writes == ["write_fraud", "write_fraud"]
-    latest: dict[str, tuple[float, str]] = {}
-    for tx in (decode_transaction(orjson.dumps(t)) for t in sample):
-        latest[tx.card_id] = max(latest.get(tx.card_id, (tx.ts, tx.transaction_id)), (tx.ts, tx.transaction_id))
-    assert {card: (e.ts, e.event_id) for card, e in store.card_embeddings.items()} == latest
-
-
 class RecordingStore(InMemoryStateStore):
     """Records what each ``write_fraud`` carried; ``fail_with`` makes the first one fail."""
 
     def __init__(self, fail_with: Exception | None = None) -> None:
         super().__init__()
-        self.writes: list[tuple[int, bool, bool, bool]] = []
+        self.writes: list[tuple[int, bool, bool]] = []
         self.fail_with = fail_with
 
-    async def write_fraud(self, transactions: Sequence[Any], rows: Any = None, progress: Any = None,
-                          card_embeddings: Any = None) -> None:
-        self.writes.append((len(transactions), rows is not None, progress is not None, bool(card_embeddings)))
+    async def write_fraud(self, transactions: Sequence[Any], rows: Any = None, progress: Any = None) -> None:
+        self.writes.append((len(transactions), rows is not None, progress is not None))
         if self.fail_with is not None and len(self.writes) == 1:
             raise self.fail_with
-        await super().write_fraud(transactions, rows, progress, card_embeddings)
+        await super().write_fraud(transactions, rows, progress)
 
 
 def noting_runs(pipeline: FraudPipeline, note: Callable[[Sequence[Any]], Any] = len) -> list[Any]:
@@ -169,8 +143,8 @@ async def as_a_worker_overlaps(pipeline: FraudPipeline | RecommendPipeline,
                                batches: Sequence[list[SourceRecord]]) -> list[OutputRecord]:
     """The batches' outputs, their steps taken in the latest order a worker's lane allows:
     a batch is read (first step) while the one before is inferring (second step) and the
-    one before that has not finished (third step: its new embeddings not yet stored), and
-    it infers before the one before it has finished."""
+    one before that has not finished (third step: for clicks, its new embeddings not yet
+    stored), and it infers before the one before it has finished."""
     outputs: list[OutputRecord] = []
     unfinished: deque[Finish[list[OutputRecord]]] = deque()
     infer = await pipeline.prepare(batches[0])
@@ -193,16 +167,18 @@ def transaction_records(n: int, keyed: bool = False) -> list[SourceRecord]:
             for i, tx in enumerate(sample)]
 
 
-async def test_the_first_step_stores_what_the_next_batch_reads_the_second_runs_the_models_the_third_stores_the_embeddings(scorer: FraudScorer) -> None:
+async def test_the_first_step_stores_the_batchs_state_the_second_runs_the_models_the_third_writes_nothing(scorer: FraudScorer) -> None:
+    """One state write per batch, before its models run: no card embedding is stored
+    (each transaction's is encoded when it comes)."""
     store = RecordingStore()
     pipeline = FraudPipeline(scorer, store, SETTINGS)
     runs = noting_runs(pipeline)
     infer = await pipeline.prepare(transaction_records(200))
-    assert store.writes == [(200, True, True, False)] and runs == []  # transactions, rows, progress; no model yet
+    assert store.writes == [(200, True, True)] and runs == []  # transactions, rows, progress; no model yet
     finish = await infer()
-    assert store.writes == [(200, True, True, False)] and runs == [200]  # the models; nothing written
+    assert store.writes == [(200, True, True)] and runs == [200]  # the models; nothing written
     outputs = await finish()
-    assert store.writes[1:] == [(0, False, False, True)]
+    assert store.writes == [(200, True, True)]
     assert len([o for o in outputs if o.topic == SETTINGS.topics.fraud_scores]) == 200
 
 
@@ -225,14 +201,14 @@ async def test_a_failed_state_write_fails_the_first_step_before_the_models_run(s
     runs = noting_runs(pipeline)
     with pytest.raises(DependencyError):
         await pipeline.prepare(transaction_records(100))
-    assert store.writes == [(100, True, True, False)] and runs == []
+    assert store.writes == [(100, True, True)] and runs == []
 
 
 async def test_a_batch_read_while_the_last_one_is_scored_scores_as_if_read_after_it(scorer: FraudScorer) -> None:
     """The worker's overlap: a batch's first step runs before the previous batch's
-    second, and before the one before that stored its card embeddings (third step). Its
-    features see the previous batches' transactions (through the card cache), and their
-    new card embeddings are reused, not encoded again."""
+    second and the one before that's third. Its features and card histories see the
+    previous batches' transactions (through the card cache), and every transaction is
+    encoded once."""
     recs = transaction_records(400, keyed=True)
     batches = [recs[i : i + 100] for i in range(0, 400, 100)]
     cards = [{r.key for r in batch} for batch in batches]
@@ -249,7 +225,7 @@ async def test_a_batch_read_while_the_last_one_is_scored_scores_as_if_read_after
     assert [(o.topic, o.value) for o in got] == [(o.topic, o.value) for o in expected]
     assert overlapped.features.cache.hits > 0
     assert overlapped.card_embeddings and in_turn.card_embeddings
-    assert overlapped.card_embeddings.encoded == in_turn.card_embeddings.encoded
+    assert overlapped.card_embeddings.encoded == in_turn.card_embeddings.encoded == 400
 
 
 async def test_large_amounts_raise_alerts_with_reasons(scorer: FraudScorer) -> None:
