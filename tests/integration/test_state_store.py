@@ -208,7 +208,7 @@ async def test_terminals_counted_by_the_store_give_the_features_their_transactio
         redis_store = RedisStateStore(redis_url, namespace, entities_per_call=int(counter == "redis-1-per-call"))
     counting: StateStore = InMemoryStateStore() if counter == "memory" else redis_store
     listing = InMemoryStateStore(count_terminals=False)
-    now = T0 + 40 * DAY
+    now = T0 + 40 * DAY + 0.123412345  # fractional bounds: 14 significant digits would move them past one
     end = now - DELAY_DAYS * DAY
     # every window's start and end, a bit inside and outside each, and the month before
     times = sorted({*(t + d for t in (end, *window_starts(end)) for d in (-1.0, -0.001, 0.0, 0.001, 1.0)),
