@@ -61,7 +61,8 @@ class TransactionFeatures:
     """State read → the 15 features per transaction in arrival order (→ state write).
 
     With ``sequence_rows``, each transaction's feature row is stored too, and the cards'
-    latest rows are read with their history, for ``CardEmbeddings``. With a ``cache``, cards it holds are not read from the store."""
+    latest rows are read with their history, for ``CardEmbeddings``. With a ``cache``,
+    cards it holds are not read from the store."""
 
     def __init__(self, store: StateStore, sequence_rows: int = 0, cache: CardCache | None = None) -> None:
         self.store = store
@@ -108,19 +109,11 @@ class TransactionFeatures:
         await self.store_batch(transactions, batch, progress)
         return batch.rows
 
-    async def store_transactions(self, transactions: Sequence[Transaction], batch: FeatureBatch,
-                                 progress: StreamProgress | None = None) -> None:
-        """The batch's transactions with their rows (for the sequence model) and the
-        partitions' progress, then the card cache: what the next batch's features read,
-        and what scoring the batch does not change."""
-        rows = batch.matrix if self.sequence_rows else None
-        await self.store.write_fraud(transactions, rows, progress)
-        self.cache.store(transactions, rows, batch.generation)
-
     async def store_batch(self, transactions: Sequence[Transaction], batch: FeatureBatch,
                           progress: StreamProgress | None = None) -> None:
         """The batch's transactions, with their rows (for the sequence model), and the
-        partitions' progress: one write; then the card cache."""
+        partitions' progress: one write; then the card cache. That is what the next
+        batch's features read, and all a batch stores: scoring it changes no state."""
         rows = batch.matrix if self.sequence_rows else None
         await self.store.write_fraud(transactions, rows, progress)
         self.cache.store(transactions, rows, batch.generation)
@@ -165,7 +158,7 @@ class FraudPipeline:
         progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
         batch, partial = await self._read(transactions, progress, received_by(records))
-        await self.features.store_transactions(transactions, batch, progress)
+        await self.features.store_batch(transactions, batch, progress)
 
         async def infer() -> Finish[list[OutputRecord]]:
             scores = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards,
