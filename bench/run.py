@@ -581,8 +581,8 @@ class SuitePlan:
         """How many events of ``kind`` the suite reads: the longer drain's backlog, or the
         drain's and then the latency runs' feed (each series of rates reads it from the start)."""
         n = self.events[kind]
-        return max(LONG_DRAIN * n, n + max(events_offered(self.rates, self.seconds),
-                                           events_offered(self.two_worker_rates[kind], self.seconds)))
+        series = (self.rates, self.two_worker_rates[kind], self.naive_rates[kind])
+        return max(LONG_DRAIN * n, n + max(events_offered(rates, self.seconds) for rates in series))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -246,7 +246,7 @@ def test_the_suites_feed_holds_its_longest_series_of_rates_after_the_drain() -> 
     for plan in (SuitePlan(), SuitePlan.quick()):
         for kind in ("transactions", "clicks"):
             n = plan.events[kind]
-            for series in (plan.rates, plan.two_worker_rates[kind]):
+            for series in (plan.rates, plan.two_worker_rates[kind], plan.naive_rates[kind]):
                 assert plan.feed(kind) >= n + events_offered(series, plan.seconds)
             assert plan.feed(kind) >= LONG_DRAIN * n
 
