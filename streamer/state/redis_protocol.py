@@ -8,42 +8,68 @@ client pack commands in C (``pack_cluster_commands_with_hiredis``: its cluster c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import hiredis
+import msgpack
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
 
 
-# In every script KEYS holds a fixed number of keys per entity and ARGV their arguments
-# in the same order. Keys of one entity share a hash tag, so a call for one entity stays
-# within one Redis Cluster slot (``entities_per_call=1``).
+# In every script KEYS holds a fixed number of keys per entity, and ARGV[1] their
+# arguments in the same order as one MessagePack array (``A``, unpacked by the script's
+# ``cmsgpack``): one argument per call instead of a dozen per entity, which the client
+# packed at about 150 ns each and Redis parsed one by one. Keys of one entity share a
+# hash tag, so a call for one entity stays within one Redis Cluster slot
+# (``entities_per_call=1``).
+#
+# Event times travel as numbers: Redis turns a number it is given by a script into
+# text that reads back as the same double (Lua's own ``..`` would keep 14 digits), so an
+# exclusive bound ``(x`` goes as the inclusive bound ``above(x)``, the next double up.
+UNPACK = "local A = cmsgpack.unpack(ARGV[1])\n"
+
+
+def pack(arguments: list[object]) -> bytes:
+    """A script call's arguments as its ``A``. Byte strings go as MessagePack's raw
+    strings, the only kind Redis's ``cmsgpack`` reads (it rejects the newer bin type)."""
+    return msgpack.packb(arguments, use_bin_type=False)
+
+
+def above(x: float) -> float:
+    """The inclusive score bound that means "greater than ``x``" (Redis's ``(x``)."""
+    return math.nextafter(x, math.inf)
+
+
+def below(x: float) -> float:
+    """The inclusive score bound that means "less than ``x``"."""
+    return math.nextafter(x, -math.inf)
+
 
 # Per key: replace the cached embedding only by one of a later (ts, event_id); set the
-# TTL unless it is 0 (``RecentRefreshes``). ARGV per key: vector, ts, event_id, model, ttl.
-SET_EMBEDDINGS_IF_NEWER = """
+# TTL unless it is 0 (``RecentRefreshes``). A per key: vector, ts, event_id, model, ttl.
+SET_EMBEDDINGS_IF_NEWER = UNPACK + """
 for k = 1, #KEYS do
   local at = 5 * k - 4
-  local new_ts = tonumber(ARGV[at + 1])
+  local new_ts = A[at + 1]
   local old = redis.call('HMGET', KEYS[k], 'ts', 'event_id')
-  if old[1] == false or tonumber(old[1]) < new_ts or (tonumber(old[1]) == new_ts and old[2] <= ARGV[at + 2]) then
-    redis.call('HSET', KEYS[k], 'vector', ARGV[at], 'ts', ARGV[at + 1], 'event_id', ARGV[at + 2], 'model', ARGV[at + 3])
+  if old[1] == false or tonumber(old[1]) < new_ts or (tonumber(old[1]) == new_ts and old[2] <= A[at + 2]) then
+    redis.call('HSET', KEYS[k], 'vector', A[at], 'ts', new_ts, 'event_id', A[at + 2], 'model', A[at + 3])
   end
-  local ttl = tonumber(ARGV[at + 4])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+  if A[at + 4] > 0 then redis.call('EXPIRE', KEYS[k], A[at + 4]) end
 end
 return #KEYS
 """
 
-# Per card (KEYS: tx, rows): transactions in (lo, hi]; with n > 0, also the latest n rows
-# up to hi (newest first). ARGV: n, then lo, hi per card.
-READ_CARDS = """
-local n = tonumber(ARGV[1])
+# Per card (KEYS: tx, rows): transactions scored from lo to hi (inclusive bounds); with
+# n > 0, also the latest n rows up to hi (newest first). A: n, then lo, hi per card.
+READ_CARDS = UNPACK + """
+local n = A[1]
 local out = {}
 for c = 1, #KEYS / 2 do
-  local hi = ARGV[2 * c + 1]
-  local card = {redis.call('ZRANGEBYSCORE', KEYS[2 * c - 1], ARGV[2 * c], hi, 'WITHSCORES')}
+  local hi = A[2 * c + 1]
+  local card = {redis.call('ZRANGEBYSCORE', KEYS[2 * c - 1], A[2 * c], hi, 'WITHSCORES')}
   if n > 0 then
     card[2] = redis.call('ZREVRANGEBYSCORE', KEYS[2 * c], hi, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
   end
@@ -52,37 +78,37 @@ end
 return out
 """
 
-# Per terminal (KEYS: tx, fraud): its transactions and frauds in (lo, hi]. ARGV: lo, hi
-# per terminal.
-READ_TERMINALS = """
+# Per terminal (KEYS: tx, fraud): its transactions and frauds from lo to hi (inclusive
+# bounds). A: lo, hi per terminal.
+READ_TERMINALS = UNPACK + """
 local out = {}
 for t = 1, #KEYS / 2 do
-  local lo, hi = ARGV[2 * t - 1], ARGV[2 * t]
+  local lo, hi = A[2 * t - 1], A[2 * t]
   out[t] = {redis.call('ZRANGEBYSCORE', KEYS[2 * t - 1], lo, hi, 'WITHSCORES'),
             redis.call('ZRANGEBYSCORE', KEYS[2 * t], lo, hi, 'WITHSCORES')}
 end
 return out
 """
 
-# Per terminal (KEYS: tx, fraud): its frauds in (lo, hi], and its transactions counted
-# per window for m window ends: ZCOUNT over (start, end] for each of the end's starts
-# (WINDOWS_DAYS ascending).
-# ARGV: the number of windows w, then per terminal: lo, hi, m, then m times: the end
-# and its w window starts (exclusive bounds).
-COUNT_TERMINALS = """
-local windows = tonumber(ARGV[1])
+# Per terminal (KEYS: tx, fraud): its frauds from lo to hi, and its transactions counted
+# per window for m window ends: ZCOUNT from start to end for each of the end's starts
+# (WINDOWS_DAYS ascending; inclusive bounds).
+# A: the number of windows w, then per terminal: lo, hi, m, then m times: the end and
+# its w window starts.
+COUNT_TERMINALS = UNPACK + """
+local windows = A[1]
 local at = 2
 local out = {}
 for t = 1, #KEYS / 2 do
-  local lo, hi, m = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local lo, hi, m = A[at], A[at + 1], A[at + 2]
   at = at + 3
   local counts = {}
   for e = 1, m do
-    local stop, base = ARGV[at], #counts
+    local stop, base = A[at], #counts
     -- the windows are nested (ascending), so once one is empty the narrower ones are too
     local count = 1
     for w = windows, 1, -1 do
-      if count > 0 then count = redis.call('ZCOUNT', KEYS[2 * t - 1], ARGV[at + w], stop) end
+      if count > 0 then count = redis.call('ZCOUNT', KEYS[2 * t - 1], A[at + w], stop) end
       counts[base + w] = count
     end
     at = at + windows + 1
@@ -104,37 +130,36 @@ end
 return out
 """
 
-# Per sorted set: add (score, member) pairs (ZADD's flag: '' or 'LT'), prune below a
-# score (exclusive bound, or '' for none) and beyond the newest ``keep`` entries (0: no
-# cap), set the TTL unless it is 0. ARGV per key: prune, keep, flag, ttl, n, n pairs.
-ADD_MANY = """
+# Per sorted set: add (score, member) pairs (ZADD's flag: '' or 'LT'), prune the
+# scores up to a bound (nil: none) and beyond the newest ``keep`` entries (0: no cap),
+# set the TTL unless it is 0. A per key: prune, keep, flag, ttl, n, n pairs.
+ADD_MANY = UNPACK + """
 local at = 1
 for k = 1, #KEYS do
-  local key, prune, keep, flag = KEYS[k], ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
-  local ttl, n = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local key, prune, keep, flag, ttl, n = KEYS[k], A[at], A[at + 1], A[at + 2], A[at + 3], A[at + 4]
   at = at + 5
   local last = at + 2 * n - 1
   for from = at, last, 4000 do
     local to = math.min(from + 3999, last)
     if flag == '' then
-      redis.call('ZADD', key, unpack(ARGV, from, to))
+      redis.call('ZADD', key, unpack(A, from, to))
     else
-      redis.call('ZADD', key, flag, unpack(ARGV, from, to))
+      redis.call('ZADD', key, flag, unpack(A, from, to))
     end
   end
   at = last + 1
-  if prune ~= '' then redis.call('ZREMRANGEBYSCORE', key, '-inf', prune) end
+  if prune then redis.call('ZREMRANGEBYSCORE', key, '-inf', prune) end
   if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 return #KEYS
 """
 
-# The stream progress (KEYS: the hash): ARGV partition, value pairs. A script like the
-# writes before it in the round trip, so that it fails with them when Redis has lost
-# its scripts (``RedisStateStore._execute``).
-SET_PROGRESS = """
-redis.call('HSET', KEYS[1], unpack(ARGV))
+# The stream progress (KEYS: the hash): A holds partition, value pairs. A script like
+# the writes before it in the round trip, so that it fails with them when Redis has
+# lost its scripts (``RedisStateStore._execute``).
+SET_PROGRESS = UNPACK + """
+redis.call('HSET', KEYS[1], unpack(A))
 return 1
 """
 
@@ -161,16 +186,18 @@ class EntityCalls:
         call_args += args
 
     def commands(self, sha: str, head: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        """One ``EVALSHA`` of the script ``sha`` per call, its ARGV starting with ``head``."""
-        return [("EVALSHA", sha, len(call_keys), *call_keys, *head, *call_args) for call_keys, call_args in self.calls]
+        """One ``EVALSHA`` of the script ``sha`` per call: its keys, then its arguments
+        after ``head`` as one MessagePack array."""
+        return [("EVALSHA", sha, len(call_keys), *call_keys, pack([*head, *call_args])) for call_keys, call_args in self.calls]
 
 
 class Additions(EntityCalls):
     """What ``ADD_MANY`` calls add: per entity (``entity``), its sorted sets (``key``)."""
 
-    def key(self, key: str, prune: str, keep: int, flag: str, ttl: int, pairs: list[object]) -> None:
-        """A key of the entity: its prune bound or '', how many to keep or 0, its ZADD
-        flag or '', the TTL to set or 0, and its flat (score, member) pairs."""
+    def key(self, key: str, prune: float | None, keep: int, flag: str, ttl: int, pairs: list[object]) -> None:
+        """A key of the entity: the score up to which it is pruned (inclusive, ``below``)
+        or None, how many to keep or 0, its ZADD flag or '', the TTL to set or 0, and its
+        flat (score, member) pairs."""
         call_keys, call_args = self.calls[-1]
         call_keys.append(key)
         call_args += (prune, keep, flag, ttl, len(pairs) // 2)

@@ -343,8 +343,7 @@ class RedisStateStore:
         # first: what the state read next holds at least
         progress_reads: list[Command] = [("HGETALL", keys.stream_progress(ns, topic)) for topic in progress_of]
         card_calls = self._script_calls(self._read_cards, [
-            ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id)],
-             [f"({lo!r}", repr(hi)])
+            ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id)], [protocol.above(lo), hi])
             for card_id, (lo, hi) in cards.items()
         ], head=[sequence_rows])
         ends = terminal_ends or {}
@@ -352,7 +351,7 @@ class RedisStateStore:
         counted = [terminal_id for terminal_id in terminals if terminal_id in ends]
         listed_calls = self._script_calls(self._read_terminals, [
             ([keys.terminal_transactions(ns, terminal_id), keys.terminal_frauds(ns, terminal_id)],
-             [f"({terminals[terminal_id][0]!r}", repr(terminals[terminal_id][1])])
+             [protocol.above(terminals[terminal_id][0]), terminals[terminal_id][1]])
             for terminal_id in listed
         ])
         counted_calls = self._script_calls(self._count_terminals, [
@@ -392,12 +391,12 @@ class RedisStateStore:
         if not transactions and progress is None:
             return
         # One pass: per card and per terminal, the newest event time and the flat
-        # (score, member) pairs; each transaction's score is formatted once.
+        # (score, member) pairs.
         cards: dict[str, _Entity] = {}
         terminals: dict[str, _Entity] = {}
         stored_rows = [] if rows is None else row_bytes(rows, len(transactions))
         for i, tx in enumerate(transactions):
-            ts = repr(tx.ts)
+            ts = tx.ts
             card = cards.get(tx.card_id)
             if card is None:
                 card = cards[tx.card_id] = _Entity(tx.ts, [], [])
@@ -418,18 +417,19 @@ class RedisStateStore:
         for card_id, card in cards.items():
             additions.entity()
             key = keys.card_transactions(self.ns, card_id)
-            additions.key(key, f"({card.newest - CARD_HORIZON - PRUNE_GRACE!r}", 0, "", ttl(key), card.members)
+            additions.key(key, protocol.below(card.newest - CARD_HORIZON - PRUNE_GRACE), 0, "", ttl(key), card.members)
             if rows is not None:
                 key = keys.card_rows(self.ns, card_id)
-                additions.key(key, "", CARD_ROWS_CAP, "", ttl(key), card.rows)
+                additions.key(key, None, CARD_ROWS_CAP, "", ttl(key), card.rows)
         for terminal_id, terminal in terminals.items():
             additions.entity()
             key = keys.terminal_transactions(self.ns, terminal_id)
-            additions.key(key, f"({terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", ttl(key), terminal.members)
+            additions.key(key, protocol.below(terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE), 0, "", ttl(key),
+                          terminal.members)
         await self._write_additions(additions, progress)
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
-        return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), repr(emb.ts), emb.event_id, emb.model,
+        return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), float(emb.ts), emb.event_id, emb.model,
                        self.refreshes.ttl(key)]
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
@@ -444,10 +444,11 @@ class RedisStateStore:
         for terminal_id, terminal_frauds in by_terminal.items():
             newest = max(label.ts for label in terminal_frauds)
             members: list[object] = [x for label in terminal_frauds
-                                     for x in (repr(label.ts), f"{label.transaction_id}|{label.labelled_ts!r}")]
+                                     for x in (label.ts, f"{label.transaction_id}|{label.labelled_ts!r}")]
             additions.entity()
             key = keys.terminal_frauds(self.ns, terminal_id)
-            additions.key(key, f"({newest - TERMINAL_HORIZON - PRUNE_GRACE!r}", 0, "", self.refreshes.ttl(key), members)
+            additions.key(key, protocol.below(newest - TERMINAL_HORIZON - PRUNE_GRACE), 0, "", self.refreshes.ttl(key),
+                          members)
         await self._write_additions(additions, progress)
 
     async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None,
@@ -499,10 +500,10 @@ class RedisStateStore:
             if first_seen:  # an update may carry only the embedding
                 additions.entity()
                 key = keys.user_sequence(self.ns, update.user_id)
-                additions.key(key, "", SEQUENCE_CAP, "", ttl(key),
-                              [x for c in update.clicks for x in (repr(c.ts), f"{c.event_id}|{c.item_id}")])
+                additions.key(key, None, SEQUENCE_CAP, "", ttl(key),
+                              [x for c in update.clicks for x in (c.ts, f"{c.event_id}|{c.item_id}")])
                 key = keys.user_seen(self.ns, update.user_id)
-                additions.key(key, "", SEEN_CAP, "LT", ttl(key), [x for item, ts in first_seen.items() for x in (repr(ts), item)])
+                additions.key(key, None, SEEN_CAP, "LT", ttl(key), [x for item, ts in first_seen.items() for x in (ts, item)])
             if update.embedding is not None:
                 embeddings.append(self._embedding_entity(keys.user_embedding(self.ns, update.user_id), update.embedding))
         await self._write_additions(additions, None, embeddings)
@@ -537,10 +538,11 @@ class _Entity:
 
 def _count_arguments(frauds: TimeRange, ends: Sequence[float]) -> list[object]:
     """A terminal's ``COUNT_TERMINALS`` arguments: the range of its frauds to read, then
-    each window end with the starts of its windows (exclusive)."""
-    arguments: list[object] = [f"({frauds[0]!r}", repr(frauds[1]), len(ends)]
+    each window end with the starts of its windows (inclusive bounds)."""
+    above = protocol.above
+    arguments: list[object] = [above(frauds[0]), frauds[1], len(ends)]
     for end in ends:
-        arguments += [repr(end), *(f"({start!r}" for start in window_starts(end))]
+        arguments += [end, *map(above, window_starts(end))]
     return arguments
 
 
