@@ -358,10 +358,12 @@ OPSET = 20
 
 def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
     """Write ``encoder.onnx`` (its last layer for the summary token alone:
-    ``models.last_position``) and ``scorer.onnx``; returns the manifest's ``sequence``
-    section."""
+    ``models.last_position``; its input scaling and embeddings folded into its weights:
+    ``models.fraud.fold_inputs``) and ``scorer.onnx``; returns the manifest's
+    ``sequence`` section."""
     import warnings
 
+    from models.fraud.fold_inputs import FOLDED, rewrite_file as fold_file
     from models.last_position import LAST_LAYER, rewrite_file
 
     model.eval()
@@ -378,6 +380,7 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
                           dynamic_shapes=({0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
                           external_data=False, optimize=True, verbose=False)
         rewrite_file(out_dir / "encoder.onnx")
+        fold_file(out_dir / "encoder.onnx")
         embedding = model.embed(history, valid)
         torch.onnx.export(Scorer(model), (embedding, history[:, -1], torch.rand(3)), str(out_dir / "scorer.onnx"),
                           input_names=["card_embedding", "current", "tree_score"], output_names=["score"],
@@ -386,7 +389,7 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
     return {
         "encoder": "encoder.onnx", "scorer": "scorer.onnx", "length": cfg.max_len, "embedding_size": cfg.hidden,
         "fields": list(SEQUENCE_FIELDS), "config": cfg.to_dict(), "opset": OPSET,
-        "last_layer": LAST_LAYER,
+        "last_layer": LAST_LAYER, "inputs": FOLDED,
     }
 
 

@@ -81,3 +81,16 @@ def test_the_exported_card_encoder_runs_its_last_layer_at_the_summary_token_alon
     _, _, out, _ = trained
     feeds = {"history": np.ones((3, 16, 16), np.float32), "history_valid": np.ones((3, 16), np.float32)}
     assert last_layer_positions(out / "encoder.onnx", feeds) == 1  # 17 (16 rows and the summary) without it
+
+
+def test_the_exported_card_encoder_has_its_input_scaling_and_embeddings_folded(trained) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    from models.fraud.fold_inputs import FOLDED, fold_inputs
+
+    _, _, out, _ = trained
+    graph = onnx.load(str(out / "encoder.onnx"))
+    assert {"model.mean", "model.std", "model.row_in.bias"}.isdisjoint(i.name for i in graph.graph.initializer)
+    assert json.loads((out / "manifest.json").read_text())["sequence"]["inputs"] == FOLDED
+    with pytest.raises(ValueError, match="folded already"):
+        fold_inputs(graph)  # and the export's check against torch (above) ran on the folded graph
