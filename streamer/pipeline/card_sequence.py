@@ -43,15 +43,20 @@ class CardEmbeddings:
         the batch's earlier transactions, as its features do, so batch boundaries never
         change a score; a transaction that arrives after later ones of its card sees
         only the rows ordered before it."""
+        last = {tx.card_id: i for i, tx in enumerate(transactions)}
         histories: dict[str, History] = {}
+        """The cards that come again in the batch: their rows with the batch's so far."""
         before_each: list[History] = []
-        for tx, row in zip(transactions, row_bytes(rows, len(transactions))):
+        for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):
             history = histories.get(tx.card_id)
             if history is None:
-                history = histories[tx.card_id] = list(states[tx.card_id].rows)
+                history = states[tx.card_id].rows  # read only: most cards come once in a batch
             at = bisect.bisect_left(history, (tx.ts, tx.transaction_id))
             before_each.append(history[max(at - self.length, 0) : at])
-            insert_new(history, (tx.ts, tx.transaction_id, row))
+            if last[tx.card_id] != i:  # a later transaction of the card sees this one
+                if tx.card_id not in histories:
+                    history = histories[tx.card_id] = list(history)
+                insert_new(history, (tx.ts, tx.transaction_id, row))
         return self._encode(before_each)
 
     def _encode(self, histories: list[History]) -> np.ndarray:

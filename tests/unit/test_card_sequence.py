@@ -120,3 +120,17 @@ async def test_a_transaction_arriving_after_a_later_one_of_its_card_is_scored_al
     for size in (1, 13):  # "0013a" in the batch after "0013b"'s
         apart, _ = await scores_in_batches(scorer, events, size)
         assert apart == pytest.approx(together, abs=1e-6), size
+
+
+async def test_embedding_a_batch_leaves_the_card_states_as_read(scorer: FraudScorer) -> None:
+    """The states are read, never written: a card that comes once in the batch is read in
+    place, one that comes again gets a copy with the batch's earlier rows."""
+    events = transactions(30)
+    store = InMemoryStateStore()
+    features, embeddings = TransactionFeatures(store, scorer.sequence_length), CardEmbeddings(scorer)
+    await features.compute(events[:20])
+    batch = [events[20], events[23], events[21], events[22]]  # c2, c2 again, c0 and c1 once
+    rows = np.asarray(await features.compute(batch), dtype=np.float32)
+    read = {card_id: list(state.rows) for card_id, state in features.cards.items()}
+    embeddings.embed(batch, rows, features.cards)
+    assert {card_id: state.rows for card_id, state in features.cards.items()} == read
