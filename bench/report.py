@@ -63,7 +63,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         f"Machine: {results['machine']}. Date: {results['date']}. Command: `{results['command']}` "
         f"(embedded Tansu broker, Redis and the worker on the same machine; micro-batch size {results['batch_size']}"
         + (f", {results['backlog_batch_size']:,} from a backlog" if results.get("backlog_batch_size", 0) > results["batch_size"] else "")
-        + (f"; each worker runs the job of the events measured alone, `STREAMER_WORKER_JOBS`: "
+        + ("; each worker runs the job of the events measured alone, `STREAMER_WORKER_JOBS`: "
            + ", ".join(f"`{job}` for {kind}" for kind, job in results["worker_jobs"].items()) if "worker_jobs" in results
            else "; each worker runs both jobs")
         + models_placement(results.get("models_beside_the_loop"))
