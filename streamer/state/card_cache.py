@@ -63,12 +63,10 @@ class CachedCard:
     def serve(self, window: TimeRange) -> CardState:
         """What the store would answer for ``window``: transactions in (lo, hi], rows up
         to hi (all of them: at least as many as asked for)."""
-        times, rows, (start, end) = self.times, self.rows, window
-        lo = bisect.bisect_right(times, start)
-        # a batch's window mostly ends after everything held: one comparison each
-        hi = len(times) if not times or times[-1] <= end else bisect.bisect_right(times, end, lo)
-        rows_end = len(rows) if not rows or rows[-1][0] <= end else bisect.bisect_right(rows, (end, AFTER_EVERY_ID))
-        joined = self.joined if rows_end == len(rows) else self.joined[: rows_end * ROW_BYTES]  # bytes: never changed
+        lo = bisect.bisect_right(self.transactions, (window[0], AFTER_EVERY_ID))
+        hi = bisect.bisect_right(self.transactions, (window[1], AFTER_EVERY_ID))
+        rows_end = bisect.bisect_right(self.rows, (window[1], AFTER_EVERY_ID))
+        joined = self.joined if rows_end == len(self.rows) else self.joined[: rows_end * ROW_BYTES]  # bytes: never changed
         return CardState(CardHistory(self.transactions[lo:hi], self.times[lo:hi], self.amounts[lo:hi]), self.rows[:rows_end],
                          joined)
 
@@ -79,9 +77,9 @@ class CachedCard:
             if at is not None:
                 self.times.insert(at, tx.ts)
                 self.amounts.insert(at, tx.amount)
-        if transactions and self.times and self.times[0] < self.times[-1] - CARD_HORIZON - PRUNE_GRACE:
-            prune_below = max([tx.ts for tx in transactions]) - CARD_HORIZON - PRUNE_GRACE
-            cut = bisect.bisect_left(self.times, prune_below)
+        prune_below = max(tx.ts for tx in transactions) - CARD_HORIZON - PRUNE_GRACE if transactions else None
+        if prune_below is not None and self.transactions and self.transactions[0][0] < prune_below:
+            cut = bisect.bisect_left(self.transactions, (prune_below,))
             del self.transactions[:cut], self.times[:cut], self.amounts[:cut]
         if rows is not None:
             appended: list[bytes] | None = []  # None once a row went anywhere but the end
