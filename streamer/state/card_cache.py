@@ -93,12 +93,8 @@ class CachedCard:
             del self.rows[:-CARD_ROWS_CAP]
             if appended is None:
                 self.joined = b"".join([row for _, _, row in self.rows])
-            elif appended:  # the rows kept, the oldest ones gone: one copy
-                dropped = len(self.joined) + len(appended) * ROW_BYTES - len(self.rows) * ROW_BYTES
-                if dropped <= len(self.joined):
-                    self.joined = b"".join([memoryview(self.joined)[dropped:], *appended])
-                else:  # more new rows than are kept
-                    self.joined = b"".join(appended)[-len(self.rows) * ROW_BYTES :]
+            elif appended:
+                self.joined = (self.joined + b"".join(appended))[-len(self.rows) * ROW_BYTES :]
 
 
 class CardCache:

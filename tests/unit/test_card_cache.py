@@ -16,7 +16,7 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.pipeline.card_sequence import CardEmbeddings
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.settings import Settings
-from streamer.state.card_cache import CachedCard, CardCache
+from streamer.state.card_cache import CardCache
 from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import CARD_ROWS_CAP, CardState, TimeRange, joined_rows
 
@@ -158,15 +158,3 @@ async def test_a_failed_write_leaves_the_cache_as_the_store_is(scorer: FraudScor
     await scoring.batch(events[10:])  # the retry
     for card_id, card in cache.cards.items():
         assert same_state(cache.view(card_id), await stored(scoring.store, card_id, card.since))  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("count", [1, CARD_ROWS_CAP, CARD_ROWS_CAP + 37])
-def test_a_cached_cards_joined_rows_are_its_rows_after_any_write(count: int) -> None:
-    """Rows added at the end, in a batch of one card or of more than it keeps, and one
-    added below the others: the joined bytes stay the rows' bytes, oldest first."""
-    card = CachedCard(since=T0, rows=[(T0 + 1.0, "a", bytes(64))], joined=bytes(64))
-    later = [Transaction(f"n{i:03d}", "c", "t", 1.0, T0 + 10.0 + i, "") for i in range(count)]
-    card.store(later, [bytes([i % 256]) * 64 for i in range(count)])
-    assert card.joined == b"".join(row for _, _, row in card.rows) and len(card.rows) == min(count + 1, CARD_ROWS_CAP)
-    card.store([Transaction("early", "c", "t", 1.0, T0 + 5.0, "")], [b"\xff" * 64])
-    assert card.joined == b"".join(row for _, _, row in card.rows)
