@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -67,39 +66,18 @@ def insert_new(entries: list, entry: tuple) -> bool:  # type: ignore[type-arg]
     """Insert ``(ts, id, …)`` in order unless that transaction is there already (an id
     always comes with the same event time, so a repeat sits right at its place); returns
     whether it was inserted."""
-    return insert_at(entries, entry) is not None
-
-
-def insert_at(entries: list, entry: tuple) -> int | None:  # type: ignore[type-arg]
-    """``insert_new``, returning where the entry went (None: it was there already)."""
     at = bisect.bisect_left(entries, entry[:2])
     if at < len(entries) and entries[at][1] == entry[1] and entries[at][0] == entry[0]:
-        return None
+        return False
     entries.insert(at, entry)
-    return at
-
-
-def columns(entries: list[tuple[float, str, float]]) -> tuple[array[float], array[float]]:
-    """The entries' event times and amounts, each as one array of doubles."""
-    return array("d", [entry[0] for entry in entries]), array("d", [entry[2] for entry in entries])
+    return True
 
 
 @dataclass
 class CardHistory:
-    """A card's transactions as ``(ts, transaction_id, amount)``, kept sorted, one per id.
-
-    ``times`` and ``amounts`` hold the same entries' event times and amounts, in the same
-    order, as arrays of doubles (made from ``entries`` when not given): the windows
-    search and sum them there, without going through a tuple per transaction, which
-    under load cost about a tenth of a worker's CPU."""
+    """A card's transactions as ``(ts, transaction_id, amount)``, kept sorted, one per id."""
 
     entries: list[tuple[float, str, float]] = field(default_factory=list)
-    times: array[float] | None = None
-    amounts: array[float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.times is None or self.amounts is None:
-            self.times, self.amounts = columns(self.entries)
 
     @classmethod
     def of(cls, entries: Iterable[tuple[float, str, float]]) -> CardHistory:
@@ -107,25 +85,20 @@ class CardHistory:
         return cls(sorted(entries))
 
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
-        at = insert_at(self.entries, (ts, transaction_id, amount))
-        if at is not None:
-            self.times.insert(at, ts)  # type: ignore[union-attr]
-            self.amounts.insert(at, amount)  # type: ignore[union-attr]
+        insert_new(self.entries, (ts, transaction_id, amount))
 
     def windows(self, ts: float, transaction_id: str) -> list[float]:
-        """Count and mean amount per window, for the event at ``(ts, transaction_id)``:
-        its card's transactions ordered at or before it, summed in order."""
-        times, amounts = self.times, self.amounts
-        end = bisect.bisect_right(times, ts)  # type: ignore[arg-type]
-        while end and times[end - 1] == ts and self.entries[end - 1][1] > transaction_id:  # type: ignore[index]
-            end -= 1  # the same second, ordered after it by id
-        widest = bisect.bisect_right(times, ts - WINDOWS_DAYS[-1] * DAY, 0, end)  # type: ignore[arg-type]
+        """Count and mean amount per window, for the event at ``(ts, transaction_id)``."""
+        end = bisect.bisect_right(self.entries, (ts, transaction_id, float("inf")))
+        widest = bisect.bisect_right(self.entries, (ts - WINDOWS_DAYS[-1] * DAY, AFTER_EVERY_ID))
+        amounts = [entry[2] for entry in self.entries[widest:end]]
         out: list[float] = []
         for days in WINDOWS_DAYS:
-            start = bisect.bisect_right(times, ts - days * DAY, widest, end)  # type: ignore[arg-type]
-            count = end - start
+            start = bisect.bisect_right(self.entries, (ts - days * DAY, AFTER_EVERY_ID), widest, end)
+            window = amounts[start - widest :]
+            count = len(window)
             out.append(float(count))
-            out.append(sum(amounts[start:end]) / count if count else 0.0)  # type: ignore[index]
+            out.append(sum(window) / count if count else 0.0)
         return out
 
     def seconds_since_previous(self, ts: float, transaction_id: str) -> float:

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from streamer.events import Transaction
-from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, CardHistory, columns, insert_at, insert_new
+from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, CardHistory, insert_new
 from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, ROW_BYTES, CardState, TimeRange, joined_rows, row_bytes
 
 log = logging.getLogger(__name__)
@@ -52,13 +51,6 @@ class CachedCard:
     rows: list[Row] = field(default_factory=list)
     joined: bytes = b""
     """The rows' bytes one after the other (``CardState.joined``)."""
-    times: array[float] = field(default_factory=lambda: array("d"))
-    amounts: array[float] = field(default_factory=lambda: array("d"))
-    """The transactions' event times and amounts (``CardHistory.times``)."""
-
-    def __post_init__(self) -> None:
-        if len(self.times) != len(self.transactions):
-            self.times, self.amounts = columns(self.transactions)
 
     def serve(self, window: TimeRange) -> CardState:
         """What the store would answer for ``window``: transactions in (lo, hi], rows up
@@ -67,20 +59,15 @@ class CachedCard:
         hi = bisect.bisect_right(self.transactions, (window[1], AFTER_EVERY_ID))
         rows_end = bisect.bisect_right(self.rows, (window[1], AFTER_EVERY_ID))
         joined = self.joined if rows_end == len(self.rows) else self.joined[: rows_end * ROW_BYTES]  # bytes: never changed
-        return CardState(CardHistory(self.transactions[lo:hi], self.times[lo:hi], self.amounts[lo:hi]), self.rows[:rows_end],
-                         joined)
+        return CardState(CardHistory(self.transactions[lo:hi]), self.rows[:rows_end], joined)
 
     def store(self, transactions: Sequence[Transaction], rows: Sequence[bytes] | None) -> None:
         """A write the store acknowledged, pruned as the store prunes it."""
         for tx in transactions:
-            at = insert_at(self.transactions, (tx.ts, tx.transaction_id, tx.amount))
-            if at is not None:
-                self.times.insert(at, tx.ts)
-                self.amounts.insert(at, tx.amount)
+            insert_new(self.transactions, (tx.ts, tx.transaction_id, tx.amount))
         prune_below = max(tx.ts for tx in transactions) - CARD_HORIZON - PRUNE_GRACE if transactions else None
         if prune_below is not None and self.transactions and self.transactions[0][0] < prune_below:
-            cut = bisect.bisect_left(self.transactions, (prune_below,))
-            del self.transactions[:cut], self.times[:cut], self.amounts[:cut]
+            del self.transactions[: bisect.bisect_left(self.transactions, (prune_below,))]
         if rows is not None:
             appended: list[bytes] | None = []  # None once a row went anywhere but the end
             for tx, row in zip(transactions, rows):
@@ -149,9 +136,7 @@ class CardCache:
         served = {}
         keep = generation == self.generation
         for card_id, state in read.items():
-            history = state.history
-            card = CachedCard(ranges[card_id][0], list(history.entries), list(state.rows), joined_rows(state),
-                              array("d", history.times), array("d", history.amounts))
+            card = CachedCard(ranges[card_id][0], list(state.history.entries), list(state.rows), joined_rows(state))
             served[card_id] = card.serve(windows[card_id])
             if keep:
                 self.cards.pop(card_id, None)
