@@ -23,7 +23,7 @@ import numpy as np
 from streamer.events import Transaction
 from streamer.features.fraud import insert_new
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.state.store import ROW_BYTES, CardState, joined_rows, row_bytes
+from streamer.state.store import CardState, row_bytes
 
 History = list[tuple[float, str, bytes]]
 
@@ -44,42 +44,33 @@ class CardEmbeddings:
         change a score; a transaction that arrives after later ones of its card sees
         only the rows ordered before it."""
         last = {tx.card_id: i for i, tx in enumerate(transactions)}
-        again: dict[str, tuple[History, bytes]] = {}
+        histories: dict[str, History] = {}
         """The cards that come again in the batch: their rows with the batch's so far."""
-        lengths: list[int] = []
-        pieces: list[memoryview] = []
-        size = ROW_BYTES
+        before_each: list[History] = []
         for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):
-            history, joined = again.get(tx.card_id) or (states[tx.card_id].rows, joined_rows(states[tx.card_id]))
-            key = (tx.ts, tx.transaction_id)
-            # most transactions come after every row of their card: one comparison
-            at = len(history) if not history or history[-1] < key else bisect.bisect_left(history, key)
-            start = max(at - self.length, 0)
-            lengths.append(at - start)
-            pieces.append(memoryview(joined)[start * size : at * size])  # copied once, by the join
+            history = histories.get(tx.card_id)
+            if history is None:
+                history = states[tx.card_id].rows  # read only: most cards come once in a batch
+            at = bisect.bisect_left(history, (tx.ts, tx.transaction_id))
+            before_each.append(history[max(at - self.length, 0) : at])
             if last[tx.card_id] != i:  # a later transaction of the card sees this one
-                if tx.card_id not in again:
-                    history = list(history)  # most cards come once in a batch: theirs are read in place
-                if insert_new(history, (*key, row)):
-                    joined = joined[: at * size] + row + joined[at * size :]
-                again[tx.card_id] = history, joined
-        return self._encode(lengths, b"".join(pieces))
+                if tx.card_id not in histories:
+                    history = histories[tx.card_id] = list(history)
+                insert_new(history, (tx.ts, tx.transaction_id, row))
+        return self._encode(before_each)
 
-    def _encode(self, lengths: list[int], joined: bytes) -> np.ndarray:
-        """The embeddings of histories of ``lengths`` rows whose bytes come one after the
-        other in ``joined``."""
-        if not lengths:
+    def _encode(self, histories: list[History]) -> np.ndarray:
+        if not histories:
             return np.zeros((0, self.scorer.embedding_size), dtype=np.float32)
-        counts = np.asarray(lengths, dtype=np.int64)
-        valid = np.arange(self.length) >= (self.length - counts)[:, None]
-        rows = np.frombuffer(joined, dtype=np.float32).reshape(-1, self.width)
-        if len(rows) == valid.size:  # every history full, as at steady state: the rows are the batch
-            batch = rows.reshape(len(lengths), self.length, self.width)
-        else:
-            # Left-padded: a history fills the last ``len`` positions of its sequence in
-            # order, so all the histories' rows, one after the other, fill the valid
-            # positions in row-major order: one copy for the batch.
-            batch = np.zeros((len(lengths), self.length, self.width), dtype=np.float32)
-            batch[valid] = rows
-        self.encoded += len(lengths)
+        lengths = np.fromiter(map(len, histories), dtype=np.int64, count=len(histories))
+        # Left-padded: a history fills the last ``len`` positions of its sequence in
+        # order, so all the histories' rows, one after the other, fill the valid
+        # positions in row-major order: one join and one copy for the batch, not one
+        # per history (about 1 µs less per transaction) nor one per row.
+        valid = np.arange(self.length) >= (self.length - lengths)[:, None]
+        batch = np.zeros((len(histories), self.length, self.width), dtype=np.float32)
+        if lengths.any():
+            joined = b"".join([row for history in histories for _, _, row in history])
+            batch[valid] = np.frombuffer(joined, dtype=np.float32).reshape(-1, self.width)
+        self.encoded += len(histories)
         return self.scorer.encode(batch, valid.astype(np.float32))

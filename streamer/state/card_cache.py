@@ -36,7 +36,7 @@ import numpy as np
 
 from streamer.events import Transaction
 from streamer.features.fraud import AFTER_EVERY_ID, CARD_HORIZON, CardHistory, insert_new
-from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, ROW_BYTES, CardState, TimeRange, joined_rows, row_bytes
+from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, CardState, TimeRange, row_bytes
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ class CachedCard:
     """Everything the store holds for the card after this event time is here."""
     transactions: list[tuple[float, str, float]] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
-    joined: bytes = b""
-    """The rows' bytes one after the other (``CardState.joined``)."""
 
     def serve(self, window: TimeRange) -> CardState:
         """What the store would answer for ``window``: transactions in (lo, hi], rows up
@@ -58,8 +56,7 @@ class CachedCard:
         lo = bisect.bisect_right(self.transactions, (window[0], AFTER_EVERY_ID))
         hi = bisect.bisect_right(self.transactions, (window[1], AFTER_EVERY_ID))
         rows_end = bisect.bisect_right(self.rows, (window[1], AFTER_EVERY_ID))
-        joined = self.joined if rows_end == len(self.rows) else self.joined[: rows_end * ROW_BYTES]  # bytes: never changed
-        return CardState(CardHistory(self.transactions[lo:hi]), self.rows[:rows_end], joined)
+        return CardState(CardHistory(self.transactions[lo:hi]), self.rows[:rows_end])
 
     def store(self, transactions: Sequence[Transaction], rows: Sequence[bytes] | None) -> None:
         """A write the store acknowledged, pruned as the store prunes it."""
@@ -69,19 +66,9 @@ class CachedCard:
         if prune_below is not None and self.transactions and self.transactions[0][0] < prune_below:
             del self.transactions[: bisect.bisect_left(self.transactions, (prune_below,))]
         if rows is not None:
-            appended: list[bytes] | None = []  # None once a row went anywhere but the end
             for tx, row in zip(transactions, rows):
-                last = self.rows[-1] if self.rows else None
-                if insert_new(self.rows, (tx.ts, tx.transaction_id, row)) and appended is not None:
-                    if last is None or (last[0], last[1]) < (tx.ts, tx.transaction_id):
-                        appended.append(row)
-                    else:
-                        appended = None
+                insert_new(self.rows, (tx.ts, tx.transaction_id, row))
             del self.rows[:-CARD_ROWS_CAP]
-            if appended is None:
-                self.joined = b"".join([row for _, _, row in self.rows])
-            elif appended:
-                self.joined = (self.joined + b"".join(appended))[-len(self.rows) * ROW_BYTES :]
 
 
 class CardCache:
@@ -136,7 +123,7 @@ class CardCache:
         served = {}
         keep = generation == self.generation
         for card_id, state in read.items():
-            card = CachedCard(ranges[card_id][0], list(state.history.entries), list(state.rows), joined_rows(state))
+            card = CachedCard(ranges[card_id][0], list(state.history.entries), list(state.rows))
             served[card_id] = card.serve(windows[card_id])
             if keep:
                 self.cards.pop(card_id, None)

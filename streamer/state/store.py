@@ -114,18 +114,8 @@ class CardState:
     history: CardHistory = field(default_factory=CardHistory)
     rows: list[tuple[float, str, bytes]] = field(default_factory=list)
     """``(ts, transaction_id, row)``, sorted, one per transaction: the card's latest rows,
-    each ``ROW_WIDTH`` float32 as bytes (``row_bytes``)."""
-    joined: bytes | None = None
-    """The rows' bytes one after the other, in ``rows`` order (``joined_rows``): a
-    transaction's history is then one slice of it, and the encoder's input for a batch
-    one join of those (``CardEmbeddings``)."""
-
-
-def joined_rows(state: CardState) -> bytes:
-    """``state.joined``, joined from its rows the first time when the reader did not."""
-    if state.joined is None:
-        state.joined = b"".join([row for _, _, row in state.rows])
-    return state.joined
+    each ``ROW_WIDTH`` float32 as bytes (``row_bytes``): the encoder's input for a batch is
+    then one join of them, where arrays took one conversion each."""
 
 
 def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> list[bytes]:
