@@ -50,11 +50,7 @@ def last_position_only(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     if any(node.name.startswith(PREFIX) for node in graph.node):
         raise ValueError("the encoder is rewritten already")
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producer, consumers = wiring(graph)
     constants = {init.name: init for init in graph.initializer}
 
     def only(nodes: list[onnx.NodeProto], op: str, what: str) -> onnx.NodeProto:
@@ -105,6 +101,16 @@ def last_position_only(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.value_info[:]  # shapes inferred for the old sequence length are wrong now
     onnx.checker.check_model(model)
     return model
+
+
+def wiring(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """Which node produces each value, and which nodes read it."""
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producer, consumers
 
 
 def rewrite_file(path: Path) -> None:
@@ -251,17 +257,29 @@ def main(argv: list[str] | None = None) -> int:
     rewritten = last_position_only(onnx.load(str(path))).SerializeToString()
     if manifest["name"] == "fraud":
         section = manifest["sequence"]
-        cards = card_histories(12000, int(section["length"]))
-        feeds = in_batches({name: a[-2048:] for name, a in cards.items()})  # by then most cards have a history
+        feeds = card_feeds(int(section["length"]))
     else:
         section = manifest
         feeds = click_histories(args.model_dir, 2048)
+    replace_checked(path, rewritten, feeds, manifest_path, manifest, section, "last_layer", LAST_LAYER)
+    return 0
+
+
+def card_feeds(length: int) -> list[Feeds]:
+    """Real card histories to compare two card encoders on (``card_histories``), in batches."""
+    cards = card_histories(12000, length)
+    return in_batches({name: a[-2048:] for name, a in cards.items()})  # by then most cards have a history
+
+
+def replace_checked(path: Path, rewritten: bytes, feeds: Sequence[Feeds], manifest_path: Path, manifest: dict[str, Any],
+                    section: dict[str, Any], field: str, value: str) -> None:
+    """``rewritten`` in place of the graph at ``path`` once ``check`` passed on ``feeds``;
+    the manifest's ``section`` records ``field`` and the check (``field``_check)."""
     result = check(path, rewritten, feeds)
     path.write_bytes(rewritten)
-    section.update({"last_layer": LAST_LAYER, "last_layer_check": result})
+    section.update({field: value, f"{field}_check": result})
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":

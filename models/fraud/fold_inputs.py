@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from models.last_position import _other, card_histories, check, in_batches
+from models.last_position import _other, card_feeds, replace_checked, wiring
 
 PREFIX = "folded_inputs_"
 #: The manifest's ``inputs`` of a rewritten encoder.
@@ -46,11 +46,7 @@ def fold_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     if any(init.name.startswith(PREFIX) for init in graph.initializer):
         raise ValueError("the encoder is folded already")
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producer, consumers = wiring(graph)
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
 
     def only_consumer(name: str, op: str) -> onnx.NodeProto:
@@ -171,12 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(manifest_path.read_text())
     section = manifest["sequence"]
     folded = fold_inputs(onnx.load(str(path))).SerializeToString()
-    cards = card_histories(12000, int(section["length"]))
-    result = check(path, folded, in_batches({name: a[-2048:] for name, a in cards.items()}))
-    path.write_bytes(folded)
-    section.update({"inputs": FOLDED, "inputs_check": result})
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(json.dumps(result))
+    replace_checked(path, folded, card_feeds(int(section["length"])), manifest_path, manifest, section, "inputs", FOLDED)
     return 0
 
 
