@@ -44,8 +44,7 @@ class CardEmbeddings:
         change a score; a transaction that arrives after later ones of its card sees
         only the rows ordered before it."""
         last = {tx.card_id: i for i, tx in enumerate(transactions)}
-        histories: dict[str, History] = {}
-        """The cards that come again in the batch: their rows with the batch's so far."""
+        histories: dict[str, History] = {}  # cards that come again: their rows with the batch's so far
         before_each: list[History] = []
         for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):
             history = histories.get(tx.card_id)
