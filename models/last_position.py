@@ -71,7 +71,7 @@ def last_position_only(model: onnx.ModelProto) -> onnx.ModelProto:
     layer = max(layers, key=lambda m: int(m.group(2))).group(1)  # ``….encoder.layer.<last>.``
 
     query_add = bias_add(layer + "attention.self.query.bias")
-    query_matmul = producer[_other(query_add, layer + "attention.self.query.bias")]
+    query_matmul = producer[other_input(query_add, layer + "attention.self.query.bias")]
     layer_input = query_matmul.input[0]
     query_reshape = next_op(query_add.output[0], "Reshape")
     scores = next_op(next_op(query_reshape.output[0], "Transpose").output[0], "MatMul")
@@ -85,7 +85,7 @@ def last_position_only(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ValueError("the attention's residual does not add the layer's input")
 
     last = [_ints(graph, "last", [-1]), _ints(graph, "end", [INT_MAX])]
-    query_in, mask, full_mask = PREFIX + "query_input", PREFIX + "last_query_mask", _other(masked, scaled.output[0])
+    query_in, mask, full_mask = PREFIX + "query_input", PREFIX + "last_query_mask", other_input(masked, scaled.output[0])
     slices = [
         helper.make_node("Slice", [layer_input, *last, _ints(graph, "axis1", [1])], [query_in], name=PREFIX + "query_input"),
         helper.make_node("Slice", [full_mask, *last, _ints(graph, "axis2", [2])], [mask], name=PREFIX + "last_query_mask"),
@@ -160,7 +160,8 @@ def _sort_topologically(graph: onnx.GraphProto, new: list[onnx.NodeProto]) -> No
     graph.node.extend(ordered)
 
 
-def _other(node: onnx.NodeProto, name: str) -> str:
+def other_input(node: onnx.NodeProto, name: str) -> str:
+    """The input of ``node`` other than ``name`` (a two-input node)."""
     others = [i for i in node.input if i != name]
     if len(others) != 1:
         raise ValueError(f"{node.op_type} {node.name} does not have two inputs")

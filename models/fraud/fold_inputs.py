@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from models.last_position import _other, card_feeds, replace_checked, wiring
+from models.last_position import card_feeds, other_input, replace_checked, wiring
 
 PREFIX = "folded_inputs_"
 #: The manifest's ``inputs`` of a rewritten encoder.
@@ -69,30 +69,30 @@ def fold_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
         if name not in constants:
             raise ValueError(f"no {name} in the graph: not a card encoder")
     centre = only_consumer("model.mean", "Sub")
-    inputs = _other(centre, "model.mean")
+    inputs = other_input(centre, "model.mean")
     scale = only_consumer(centre.output[0], "Div")
-    if _other(scale, centre.output[0]) != "model.std":
+    if other_input(scale, centre.output[0]) != "model.std":
         raise ValueError("the inputs are not divided by model.std")
     unmask = only_consumer(scale.output[0], "Mul")  # x * (1 - mask), the mask all zeros
     with_mask = only_consumer(unmask.output[0], "Concat")
     mask = _zeros(with_mask.input[1], producer, constant)
     if list(with_mask.input) != [unmask.output[0], mask] or not _is_one_minus(
-            producer[_other(unmask, scale.output[0])], mask, constant):
+            producer[other_input(unmask, scale.output[0])], mask, constant):
         raise ValueError("the field mask is not the zeros this rewrite expects")
     project = only_consumer(with_mask.output[0], "MatMul")
     bias_add = only_consumer(project.output[0], "Add")
-    if _other(bias_add, project.output[0]) != "model.row_in.bias":
+    if other_input(bias_add, project.output[0]) != "model.row_in.bias":
         raise ValueError("row_in's MatMul is not followed by its bias")
     with_summary = only_consumer(bias_add.output[0], "Concat")
     if list(with_summary.input).index(bias_add.output[0]) != 0 or len(with_summary.input) != 2:
         raise ValueError("the rows do not come first, before the summary token")
     token_type_add = only_consumer(with_summary.output[0], "Add")
-    token_type = producer[_other(token_type_add, with_summary.output[0])]
+    token_type = producer[other_input(token_type_add, with_summary.output[0])]
     weights = [name for name in token_type.input if name.endswith("token_type_embeddings.weight")]
     if token_type.op_type != "Gather" or not weights or np.any(_expanded(token_type.input[1], producer, constant)):
         raise ValueError("the token types are not a gather of type 0")
     position_add = only_consumer(token_type_add.output[0], "Add")
-    positions = constant(_other(position_add, token_type_add.output[0]))
+    positions = constant(other_input(position_add, token_type_add.output[0]))
 
     mean, std = constants["model.mean"].astype(np.float64), constants["model.std"].astype(np.float64)
     weight = constant(project.input[1]).astype(np.float64)
