@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -58,14 +59,25 @@ CARD_HORIZON = max(WINDOWS_DAYS) * DAY
 TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
 
 
+_amount = operator.itemgetter(2)
+
 #: Sorts after every id: ``(ts, AFTER_EVERY_ID)`` bounds the entries at or before ``ts``.
 AFTER_EVERY_ID = "\U0010ffff"
+
+
+def ordered_before(a: tuple, b: tuple) -> bool:  # type: ignore[type-arg]
+    """Whether entry ``a`` is ordered before entry ``b`` by ``(event time, id)``."""
+    return a[0] < b[0] or (a[0] == b[0] and a[1] < b[1])
 
 
 def insert_new(entries: list, entry: tuple) -> bool:  # type: ignore[type-arg]
     """Insert ``(ts, id, …)`` in order unless that transaction is there already (an id
     always comes with the same event time, so a repeat sits right at its place); returns
-    whether it was inserted."""
+    whether it was inserted. One comparison for an entry ordered after every other (most
+    events come in order)."""
+    if not entries or ordered_before(entries[-1], entry):
+        entries.append(entry)
+        return True
     at = bisect.bisect_left(entries, entry[:2])
     if at < len(entries) and entries[at][1] == entry[1] and entries[at][0] == entry[0]:
         return False
@@ -91,7 +103,7 @@ class CardHistory:
         """Count and mean amount per window, for the event at ``(ts, transaction_id)``."""
         end = bisect.bisect_right(self.entries, (ts, transaction_id, float("inf")))
         widest = bisect.bisect_right(self.entries, (ts - WINDOWS_DAYS[-1] * DAY, AFTER_EVERY_ID))
-        amounts = [entry[2] for entry in self.entries[widest:end]]
+        amounts = list(map(_amount, self.entries[widest:end]))
         out: list[float] = []
         for days in WINDOWS_DAYS:
             start = bisect.bisect_right(self.entries, (ts - days * DAY, AFTER_EVERY_ID), widest, end)

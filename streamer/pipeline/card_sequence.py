@@ -16,16 +16,20 @@ bookkeeping per transaction and leaves nothing to recompute when partitions move
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from streamer.events import Transaction
-from streamer.features.fraud import insert_new
+from streamer.features.fraud import insert_new, ordered_before
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.state.store import CardState, row_bytes
 
 History = list[tuple[float, str, bytes]]
+
+_row = operator.itemgetter(2)
 
 
 class CardEmbeddings:
@@ -50,7 +54,9 @@ class CardEmbeddings:
             history = histories.get(tx.card_id)
             if history is None:
                 history = states[tx.card_id].rows  # read only: most cards come once in a batch
-            at = bisect.bisect_left(history, (tx.ts, tx.transaction_id))
+            at = len(history)
+            if at and not ordered_before(history[-1], (tx.ts, tx.transaction_id)):  # most come after every row of their card
+                at = bisect.bisect_left(history, (tx.ts, tx.transaction_id))
             before_each.append(history[max(at - self.length, 0) : at])
             if last[tx.card_id] != i:  # a later transaction of the card sees this one
                 if tx.card_id not in histories:
@@ -69,7 +75,7 @@ class CardEmbeddings:
         valid = np.arange(self.length) >= (self.length - lengths)[:, None]
         batch = np.zeros((len(histories), self.length, self.width), dtype=np.float32)
         if lengths.any():
-            joined = b"".join([row for history in histories for _, _, row in history])
+            joined = b"".join(map(_row, itertools.chain.from_iterable(histories)))
             batch[valid] = np.frombuffer(joined, dtype=np.float32).reshape(-1, self.width)
         self.encoded += len(histories)
         return self.scorer.encode(batch, valid.astype(np.float32))

@@ -54,9 +54,8 @@ class CachedCard:
         """What the store would answer for ``window``: transactions in (lo, hi], rows up
         to hi (all of them: at least as many as asked for)."""
         lo = bisect.bisect_right(self.transactions, (window[0], AFTER_EVERY_ID))
-        hi = bisect.bisect_right(self.transactions, (window[1], AFTER_EVERY_ID))
-        rows_end = bisect.bisect_right(self.rows, (window[1], AFTER_EVERY_ID))
-        return CardState(CardHistory(self.transactions[lo:hi]), self.rows[:rows_end])
+        return CardState(CardHistory(self.transactions[lo : _end(self.transactions, window[1])]),
+                         self.rows[: _end(self.rows, window[1])])
 
     def store(self, transactions: Sequence[Transaction], rows: Sequence[bytes] | None) -> None:
         """A write the store acknowledged, pruned as the store prunes it."""
@@ -69,6 +68,14 @@ class CachedCard:
             for tx, row in zip(transactions, rows):
                 insert_new(self.rows, (tx.ts, tx.transaction_id, row))
             del self.rows[:-CARD_ROWS_CAP]
+
+
+def _end(entries: list, ts: float) -> int:  # type: ignore[type-arg]
+    """Where the entries ``(ts, id, …)`` (sorted) at or before ``ts`` end: one comparison
+    when that is all of them, as it mostly is."""
+    if not entries or entries[-1][0] <= ts:
+        return len(entries)
+    return bisect.bisect_right(entries, (ts, AFTER_EVERY_ID))
 
 
 class CardCache:

@@ -12,7 +12,7 @@ import pytest
 from streamer.datasets import FRAUD_CSV, SHARED_DATA, label_for, read_fraud_csv
 from streamer.events import Transaction, format_time
 from streamer.features.fraud import (
-    DAY, FEATURE_NAMES, NO_PREVIOUS, ROW_FIELDS, CardHistory, TerminalHistory, transaction_features,
+    DAY, FEATURE_NAMES, NO_PREVIOUS, ROW_FIELDS, CardHistory, TerminalHistory, insert_new, transaction_features,
 )
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.state.memory import InMemoryStateStore
@@ -22,6 +22,15 @@ T0 = 1533081600.0  # 2018-08-01T00:00:00Z, a Wednesday
 
 def tx(n: int, ts: float, amount: float, card: str = "c", terminal: str = "t") -> Transaction:
     return Transaction(str(n), card, terminal, amount, ts, format_time(ts))
+
+
+def test_entries_stay_sorted_by_time_then_id_one_per_id_wherever_they_land() -> None:
+    entries: list[tuple[float, str, float]] = []
+    arrivals = [(T0, "b", 1.0), (T0, "c", 2.0), (T0, "c", 2.0), (T0, "a", 3.0), (T0 - 1, "z", 4.0), (T0 + 1, "a", 5.0),
+                (T0 + 1, "a", 5.0), (T0, "b", 1.0)]
+    inserted = [insert_new(entries, entry) for entry in arrivals]
+    assert inserted == [True, True, False, True, True, True, False, False]
+    assert entries == sorted(set(arrivals))
 
 
 def test_card_windows_include_the_current_transaction_and_respect_boundaries() -> None:
