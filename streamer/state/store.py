@@ -377,10 +377,10 @@ class RedisStateStore:
         counted_replies = (terminal for call in replies[len(listed_calls):] for terminal in call)
         windows = len(WINDOWS_DAYS)
         for terminal_id, (fraud_reply, counts) in zip(counted, counted_replies):
-            terminal_ends = ends[terminal_id]
+            its_ends = ends[terminal_id]
             terminal_state[terminal_id] = TerminalCounts(
-                {terminal_ends[0]: counts} if len(terminal_ends) == 1
-                else {end: counts[windows * i : windows * (i + 1)] for i, end in enumerate(terminal_ends)},
+                {its_ends[0]: counts} if len(its_ends) == 1
+                else {end: counts[windows * i : windows * (i + 1)] for i, end in enumerate(its_ends)},
                 sorted(protocol.numbered_entries(fraud_reply)) if fraud_reply else [])
         return FraudState(card_state, terminal_state, progress)
 
