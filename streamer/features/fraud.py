@@ -65,20 +65,22 @@ _amount = operator.itemgetter(2)
 AFTER_EVERY_ID = "\U0010ffff"
 
 
-def ordered_before(a: tuple, b: tuple) -> bool:  # type: ignore[type-arg]
-    """Whether entry ``a`` is ordered before entry ``b`` by ``(event time, id)``."""
-    return a[0] < b[0] or (a[0] == b[0] and a[1] < b[1])
+def position(entries: list, ts: float, entry_id: str) -> int:  # type: ignore[type-arg]
+    """Where ``(ts, entry_id)`` goes among the sorted entries ``(ts, id, …)``: before any
+    entry of that time and id (``bisect_left``). One comparison when it comes after every
+    one, as most events do."""
+    if entries:
+        last = entries[-1]
+        if last[0] > ts or (last[0] == ts and last[1] >= entry_id):
+            return bisect.bisect_left(entries, (ts, entry_id))
+    return len(entries)
 
 
 def insert_new(entries: list, entry: tuple) -> bool:  # type: ignore[type-arg]
     """Insert ``(ts, id, …)`` in order unless that transaction is there already (an id
     always comes with the same event time, so a repeat sits right at its place); returns
-    whether it was inserted. One comparison for an entry ordered after every other (most
-    events come in order)."""
-    if not entries or ordered_before(entries[-1], entry):
-        entries.append(entry)
-        return True
-    at = bisect.bisect_left(entries, entry[:2])
+    whether it was inserted."""
+    at = position(entries, entry[0], entry[1])
     if at < len(entries) and entries[at][1] == entry[1] and entries[at][0] == entry[0]:
         return False
     entries.insert(at, entry)

@@ -15,7 +15,6 @@ bookkeeping per transaction and leaves nothing to recompute when partitions move
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import operator
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from streamer.events import Transaction
-from streamer.features.fraud import insert_new, ordered_before
+from streamer.features.fraud import insert_new, position
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.state.store import CardState, row_bytes
 
@@ -54,9 +53,7 @@ class CardEmbeddings:
             history = histories.get(tx.card_id)
             if history is None:
                 history = states[tx.card_id].rows  # read only: most cards come once in a batch
-            at = len(history)
-            if at and not ordered_before(history[-1], (tx.ts, tx.transaction_id)):  # most come after every row of their card
-                at = bisect.bisect_left(history, (tx.ts, tx.transaction_id))
+            at = position(history, tx.ts, tx.transaction_id)
             before_each.append(history[max(at - self.length, 0) : at])
             if last[tx.card_id] != i:  # a later transaction of the card sees this one
                 if tx.card_id not in histories:
