@@ -13,9 +13,11 @@ def _key(namespace: str, entity: str, entity_id: str, what: str) -> str:
     return f"{namespace}:v{SCHEMA_VERSION}:{entity}:{{{entity_id}}}:{what}"
 
 
-def card_transactions(namespace: str, card_id: str) -> str:
-    """Sorted set: member ``<transaction_id>|<amount>``, score = event time."""
-    return _key(namespace, "card", card_id, "tx")
+def card_log(namespace: str, card_id: str) -> str:
+    """String: the card's transactions (with their feature rows, for a sequence model)
+    appended as they are stored, behind a header; the layout is
+    ``streamer.state.card_log``'s."""
+    return _key(namespace, "card", card_id, "log")
 
 
 def terminal_transactions(namespace: str, terminal_id: str) -> str:
@@ -26,12 +28,6 @@ def terminal_transactions(namespace: str, terminal_id: str) -> str:
 def terminal_frauds(namespace: str, terminal_id: str) -> str:
     """Sorted set: member ``<transaction_id>|<labelled_at>``, score = transaction time."""
     return _key(namespace, "terminal", terminal_id, "fraud")
-
-
-def card_rows(namespace: str, card_id: str) -> str:
-    """Sorted set: member ``<16 float32 feature row bytes><transaction_id>``, score = event
-    time; the card's most recent rows, the fraud sequence model's input."""
-    return _key(namespace, "card", card_id, "rows")
 
 
 def user_sequence(namespace: str, user_id: str) -> str:

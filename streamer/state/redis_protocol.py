@@ -62,22 +62,6 @@ end
 return #KEYS
 """
 
-# Per card (KEYS: tx, rows): transactions scored from lo to hi (inclusive bounds); with
-# n > 0, also the latest n rows up to hi (newest first). A: n, then lo, hi per card.
-READ_CARDS = UNPACK + """
-local n = A[1]
-local out = {}
-for c = 1, #KEYS / 2 do
-  local hi = A[2 * c + 1]
-  local card = {redis.call('ZRANGEBYSCORE', KEYS[2 * c - 1], A[2 * c], hi, 'WITHSCORES')}
-  if n > 0 then
-    card[2] = redis.call('ZREVRANGEBYSCORE', KEYS[2 * c], hi, '-inf', 'WITHSCORES', 'LIMIT', 0, n)
-  end
-  out[c] = card
-end
-return out
-"""
-
 # Per terminal (KEYS: tx, fraud): its transactions and frauds from lo to hi (inclusive
 # bounds). A: lo, hi per terminal.
 READ_TERMINALS = UNPACK + """
@@ -207,28 +191,6 @@ class Additions(EntityCalls):
 def pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
     """A Lua ``WITHSCORES`` reply (member, score, member, score, …) as pairs."""
     return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
-
-
-def rows(flat: Sequence[bytes], size: int) -> list[tuple[float, str, bytes]]:
-    """A ``WITHSCORES`` reply of packed rows (``size`` bytes of row, then the transaction
-    id) as ``(ts, transaction_id, row bytes)``, sorted, one per transaction (a re-processed
-    one may have been stored twice)."""
-    if not flat:
-        return []
-    members = flat[::2]
-    entries = sorted(zip(map(float, flat[1::2]), _strings([m[size:] for m in members]), [m[:size] for m in members]),
-                     key=_time_and_id)
-    seen: set[str] = set()
-    unique = []
-    for entry in entries:
-        if entry[1] not in seen:
-            seen.add(entry[1])
-            unique.append(entry)
-    return unique
-
-
-def _time_and_id(entry: tuple[float, str, bytes]) -> tuple[float, str]:
-    return entry[0], entry[1]
 
 
 def split_member(member: bytes) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -36,7 +36,7 @@ from streamer.features.fraud import (
     CARD_HORIZON, DAY, TERMINAL_HORIZON, WINDOWS_DAYS, CardHistory, TerminalCounts, TerminalHistory, window_starts,
 )
 from streamer.settings import RedisSettings
-from streamer.state import keys, redis_protocol as protocol
+from streamer.state import card_log, keys, redis_protocol as protocol
 from streamer.state.expiry import RecentRefreshes
 
 #: Entries older than the feature horizon plus this grace are pruned, so that an event
@@ -223,13 +223,13 @@ class RedisStateStore:
         """The keys whose TTL a write need not refresh (``streamer.state.expiry``)."""
         self.entities_per_call = entities_per_call
         self._set_embeddings = self.client.register_script(protocol.SET_EMBEDDINGS_IF_NEWER)
-        self._read_cards = self.client.register_script(protocol.READ_CARDS)
+        self._append_cards = self.client.register_script(card_log.APPEND_CARDS)
         self._read_terminals = self.client.register_script(protocol.READ_TERMINALS)
         self._count_terminals = self.client.register_script(protocol.COUNT_TERMINALS)
         self._read_users = self.client.register_script(protocol.READ_USERS)
         self._add_many = self.client.register_script(protocol.ADD_MANY)
         self._set_progress = self.client.register_script(protocol.SET_PROGRESS)
-        self._scripts = [self._set_embeddings, self._read_cards, self._read_terminals, self._count_terminals,
+        self._scripts = [self._set_embeddings, self._append_cards, self._read_terminals, self._count_terminals,
                          self._read_users, self._add_many, self._set_progress]
 
     @property
@@ -273,7 +273,7 @@ class RedisStateStore:
 
     def _expiries(self, commands: list[Command]) -> list[Command]:
         """An ``EXPIRE`` for every key the write scripts among ``commands`` write."""
-        writes = (self._add_many.sha, self._set_embeddings.sha)
+        writes = (self._add_many.sha, self._set_embeddings.sha, self._append_cards.sha)
         return [("EXPIRE", key, self.ttl) for command in commands if command[0] == "EVALSHA" and command[1] in writes
                 for key in command[3 : 3 + int(command[2])]]  # type: ignore[call-overload]
 
@@ -342,10 +342,9 @@ class RedisStateStore:
         ns = self.ns
         # first: what the state read next holds at least
         progress_reads: list[Command] = [("HGETALL", keys.stream_progress(ns, topic)) for topic in progress_of]
-        card_calls = self._script_calls(self._read_cards, [
-            ([keys.card_transactions(ns, card_id), keys.card_rows(ns, card_id)], [protocol.above(lo), hi])
-            for card_id, (lo, hi) in cards.items()
-        ], head=[sequence_rows])
+        card_keys = [keys.card_log(ns, card_id) for card_id in cards]
+        per_call = self.entities_per_call or len(card_keys) or 1
+        card_calls: list[Command] = [("MGET", *card_keys[i : i + per_call]) for i in range(0, len(card_keys), per_call)]
         ends = terminal_ends or {}
         listed = [terminal_id for terminal_id in terminals if terminal_id not in ends]
         counted = [terminal_id for terminal_id in terminals if terminal_id in ends]
@@ -363,12 +362,8 @@ class RedisStateStore:
         progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
         replies = replies[len(progress_of) :]
         card_replies = (card for call in replies[:len(card_calls)] for card in call)
-        card_state: dict[str, CardState] = {}
-        for card_id, reply in zip(cards, card_replies):
-            state = card_state[card_id] = CardState()
-            state.history = CardHistory.of(protocol.numbered_entries(reply[0]))
-            if len(reply) > 1:
-                state.rows = protocol.rows(reply[1], ROW_BYTES)
+        card_state = {card_id: CardState(*card_log.read(log, lo, hi, CARD_ROWS_CAP, sequence_rows))
+                      for (card_id, (lo, hi)), log in zip(cards.items(), card_replies)}
         replies = replies[len(card_calls):]
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
         listed_replies = (terminal for call in replies[:len(listed_calls)] for terminal in call)
@@ -390,43 +385,40 @@ class RedisStateStore:
     ) -> None:
         if not transactions and progress is None:
             return
-        # One pass: per card and per terminal, the newest event time and the flat
-        # (score, member) pairs.
+        # One pass: per card its newest event time and its records (``card_log``), per
+        # terminal its newest event time and flat (score, member) pairs.
         cards: dict[str, _Entity] = {}
         terminals: dict[str, _Entity] = {}
-        stored_rows = [] if rows is None else row_bytes(rows, len(transactions))
+        stored_rows = None if rows is None else row_bytes(rows, len(transactions))
+        record = card_log.record
         for i, tx in enumerate(transactions):
             ts = tx.ts
             card = cards.get(tx.card_id)
             if card is None:
-                card = cards[tx.card_id] = _Entity(tx.ts, [], [])
-            elif tx.ts > card.newest:
-                card.newest = tx.ts
-            card.members += (ts, f"{tx.transaction_id}|{tx.amount!r}")
-            if rows is not None:
-                card.rows += (ts, stored_rows[i] + tx.transaction_id.encode())
+                card = cards[tx.card_id] = _Entity(ts, [])
+            elif ts > card.newest:
+                card.newest = ts
+            card.members.append(record(tx, b"" if stored_rows is None else stored_rows[i]))
             terminal = terminals.get(tx.terminal_id)
             if terminal is None:
-                terminal = terminals[tx.terminal_id] = _Entity(tx.ts, [], [])
-            elif tx.ts > terminal.newest:
-                terminal.newest = tx.ts
+                terminal = terminals[tx.terminal_id] = _Entity(ts, [])
+            elif ts > terminal.newest:
+                terminal.newest = ts
             terminal.members += (ts, tx.transaction_id)
         self.refreshes.tick()
         ttl = self.refreshes.ttl
-        additions = protocol.Additions(self.entities_per_call)
+        rows_kept = 0 if rows is None else CARD_ROWS_CAP
+        logs = []
         for card_id, card in cards.items():
-            additions.entity()
-            key = keys.card_transactions(self.ns, card_id)
-            additions.key(key, protocol.below(card.newest - CARD_HORIZON - PRUNE_GRACE), 0, "", ttl(key), card.members)
-            if rows is not None:
-                key = keys.card_rows(self.ns, card_id)
-                additions.key(key, None, CARD_ROWS_CAP, "", ttl(key), card.rows)
+            key = keys.card_log(self.ns, card_id)
+            logs.append(([key], [b"".join(card.members), card.newest - CARD_HORIZON - PRUNE_GRACE, rows_kept, ttl(key)]))
+        additions = protocol.Additions(self.entities_per_call)
         for terminal_id, terminal in terminals.items():
             additions.entity()
             key = keys.terminal_transactions(self.ns, terminal_id)
             additions.key(key, protocol.below(terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE), 0, "", ttl(key),
                           terminal.members)
-        await self._write_additions(additions, progress)
+        await self._write_additions(additions, progress, self._script_calls(self._append_cards, logs))
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
         return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), float(emb.ts), emb.event_id, emb.model,
@@ -452,13 +444,13 @@ class RedisStateStore:
         await self._write_additions(additions, progress)
 
     async def _write_additions(self, additions: protocol.Additions, progress: StreamProgress | None,
-                               embeddings: Sequence[tuple[list[str], list[object]]] = ()) -> None:
-        """One round trip: the sorted-set additions, the embeddings (each replaced only
-        by a later one), then the consuming partitions' progress. Redis runs one
+                               writes: Sequence[Command] = ()) -> None:
+        """One round trip: the sorted-set additions, the other ``writes`` (the card logs,
+        the embeddings), then the consuming partitions' progress. Redis runs one
         connection's commands in order, so a reader that sees the progress (and reads
         the state after it, as ``read_fraud`` does) sees what it covers."""
         commands = additions.commands(self._add_many.sha)
-        commands += self._script_calls(self._set_embeddings, embeddings)
+        commands += writes
         progress_write: list[Command] = []
         if progress is not None and progress.partitions:
             progress_write = self._script_calls(self._set_progress, [(
@@ -506,7 +498,7 @@ class RedisStateStore:
                 additions.key(key, None, SEEN_CAP, "LT", ttl(key), [x for item, ts in first_seen.items() for x in (ts, item)])
             if update.embedding is not None:
                 embeddings.append(self._embedding_entity(keys.user_embedding(self.ns, update.user_id), update.embedding))
-        await self._write_additions(additions, None, embeddings)
+        await self._write_additions(additions, None, self._script_calls(self._set_embeddings, embeddings))
 
     async def delete_namespace(self) -> int:
         """Deletes every key of this store's namespace (a replay's or a benchmark's
@@ -532,8 +524,7 @@ class _Entity:
     """A card's or a terminal's part of a batch's write (``RedisStateStore.write_fraud``)."""
 
     newest: float
-    members: list[object]
-    rows: list[object]
+    members: list[Any]
 
 
 def _count_arguments(frauds: TimeRange, ends: Sequence[float]) -> list[object]:

@@ -99,8 +99,9 @@ async def test_a_write_stores_its_progress_after_the_state_it_covers(redis_url: 
     finally:
         await store.close()
     shas = [c.split(" ")[1].lower() for c in sent if c.startswith("EVALSHA")]
-    # a user's clicks and embedding, then a card's transaction and row and the progress
-    assert shas == [store._add_many.sha, store._set_embeddings.sha, store._add_many.sha, store._set_progress.sha], sent
+    # a user's clicks and embedding, then a terminal's transaction, a card's (with its row) and the progress
+    assert shas == [store._add_many.sha, store._set_embeddings.sha, store._add_many.sha, store._append_cards.sha,
+                    store._set_progress.sha], sent
     assert ran[-1] == "HSET" and ran.count("HSET") == 2  # the embedding's and, last of all, the progress
 
 
@@ -117,9 +118,9 @@ async def test_a_round_trip_sends_its_scripts_without_asking_whether_redis_has_t
     finally:
         await store.close()
     assert not [c for c in sent if c.startswith("SCRIPT")], sent
-    # connection set-up aside: the write's two scripts, the read's progress and three scripts, the users' script
+    # connection set-up aside: the write's three scripts, the read's progress, cards and two scripts, the users' script
     commands = [c.split(" ")[0] for c in sent if c != "(script)" and c not in ("HELLO", "SELECT", "CLIENT")]
-    assert commands == ["EVALSHA"] * 2 + ["HGETALL"] + ["EVALSHA"] * 3 + ["PING"], sent
+    assert commands == ["EVALSHA"] * 3 + ["HGETALL", "MGET"] + ["EVALSHA"] * 2 + ["PING"], sent
 
 
 async def test_scripts_redis_lost_are_loaded_again_and_nothing_lands_before_them(redis_url: str, namespace: str) -> None:
@@ -275,8 +276,8 @@ async def _write_every_kind_of_key(store: RedisStateStore, at: float) -> None:
 async def test_every_key_a_write_makes_expires_after_the_ttl(redis_store: RedisStateStore) -> None:
     await _write_every_kind_of_key(redis_store, 0)
     ttls = await _ttls(redis_store)
-    # card transactions and rows; terminal transactions and frauds; user sequence, seen items and embedding
-    assert len([key for key in ttls if "progress" not in key]) == 7, ttls
+    # the card's log; terminal transactions and frauds; user sequence, seen items and embedding
+    assert len([key for key in ttls if "progress" not in key]) == 6, ttls
     assert all(redis_store.ttl - 60 < ttl <= redis_store.ttl for key, ttl in ttls.items() if "progress" not in key), ttls
 
 
@@ -330,7 +331,7 @@ async def test_deleting_a_namespace_leaves_the_others(redis_url: str, namespace:
     try:
         for store in (mine, other):
             await store.write_fraud([tx(i, T0 + i, card=f"c{i}", terminal=f"t{i}") for i in range(3)], [row(i) for i in range(3)])
-        assert await mine.delete_namespace() == 9  # per transaction: card tx, card rows, terminal tx
+        assert await mine.delete_namespace() == 6  # per transaction: the card's log, terminal tx
         cards, _, _ = await mine.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)
         assert cards["c0"].history.entries == [] and cards["c0"].rows == []
         cards, _, _ = await other.read_fraud({"c0": (T0 - 1, T0 + 1)}, {}, sequence_rows=4)

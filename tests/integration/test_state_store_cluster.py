@@ -12,7 +12,7 @@ import redis
 
 from streamer.embedded import EmbeddedRedisCluster
 from streamer.errors import DependencyError
-from streamer.events import Transaction, format_time
+from streamer.events import FraudLabel, Transaction, format_time
 from streamer.state import keys
 from streamer.state.store import Command, RedisStateStore, StreamProgress
 
@@ -56,7 +56,7 @@ async def test_each_entity_stays_on_one_node_and_the_entities_spread_over_all(st
     await store.write_fraud(transactions(200), [[float(i)] * 16 for i in range(200)])
     per_node = [sorted(k.decode() for k in node.scan_iter(match=f"{namespace}:*")) for node in nodes(redis_cluster)]
     assert all(per_node), per_node  # every node holds some
-    for card in range(40):  # a card's transactions and rows together, on one node
+    for card in range(40):  # a card's log on one node (a terminal's keys are tested alike below)
         holders = [i for i, held in enumerate(per_node) if any(f"{{c{card}}}" in key for key in held)]
         assert len(holders) == 1, (card, holders)
     assert store.entities_per_call == 1
@@ -86,7 +86,7 @@ async def test_scripts_lost_by_every_node_or_by_one_are_loaded_again(store: Roun
     round trip fails with NOSCRIPT, the scripts are loaded on every primary, and the round
     trip is made again (every write is idempotent)."""
     await store.write_fraud(transactions(10))
-    holder = store.client.get_node_from_key(keys.card_transactions(namespace, "c20"))  # type: ignore[union-attr]
+    holder = store.client.get_node_from_key(keys.card_log(namespace, "c20"))  # type: ignore[union-attr]
     one = [node for node in nodes(redis_cluster) if node.connection_pool.connection_kwargs["port"] == holder.port]
     for batch, lost_by in ((transactions(20)[10:], nodes(redis_cluster)), (transactions(30)[20:], one)):
         assert lost_by
@@ -113,7 +113,7 @@ async def test_deleting_a_namespace_deletes_it_on_every_node(store: RoundTrips, 
     try:
         await store.write_fraud(transactions(60), [[0.0] * 16] * 60)
         await other.write_fraud(transactions(5))
-        assert await store.delete_namespace() == 40 * 2 + 30  # card transactions and rows, terminals
+        assert await store.delete_namespace() == 40 + 30  # the cards' logs, the terminals
         assert not [k for node in nodes(redis_cluster) for k in node.scan_iter(match=f"{namespace}:*")]
         cards, _, _ = await other.read_fraud({"c1": (T0 - DAY, T0 + DAY)}, {})
         assert [entry[1] for entry in cards["c1"].history.entries] == ["t0001"]
@@ -182,7 +182,7 @@ async def test_a_card_whose_slot_moved_to_another_node_is_read_and_written_there
     the slot to the old one: its commands are redirected (MOVED) and the client learns
     the new map."""
     async with cluster_of_its_own(namespace) as (cluster, cluster_store):
-        key = keys.card_transactions(namespace, "c7")
+        key = keys.card_log(namespace, "c7")
         before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
         begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))([])  # type: ignore[union-attr]
         await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
@@ -192,22 +192,24 @@ async def test_a_card_whose_slot_moved_to_another_node_is_read_and_written_there
     assert len(cards["c7"].rows) == 3
 
 
-async def test_a_card_split_by_a_slot_being_moved_fails_the_batch_until_the_move_is_done(namespace: str) -> None:
-    """While resharding has moved one of a card's keys and not the other, a script over
+async def test_a_terminal_split_by_a_slot_being_moved_fails_the_batch_until_the_move_is_done(namespace: str) -> None:
+    """While resharding has moved one of a terminal's keys and not the other, a script over
     both cannot run anywhere: the batch fails with ``DependencyError`` (the worker retries
-    it with back-off), and once the slot has moved the same write lands."""
+    it with back-off), and once the slot has moved the same read answers."""
     async with cluster_of_its_own(namespace) as (cluster, cluster_store):
-        key = keys.card_transactions(namespace, "c7")
+        await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
+        await cluster_store.write_labels([FraudLabel("t0097", "c17", "term7", T0 + 97 * 60.0, True, T0 + 97 * 60.0)])
+        key = keys.terminal_transactions(namespace, "term7")
         before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
         move = begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))  # type: ignore[union-attr]
-        move([key.encode()])  # the card's transactions, not its rows
+        move([key.encode()])  # the terminal's transactions, not its frauds
+        window = {"term7": (T0 - DAY, T0 + DAY)}
         with pytest.raises(DependencyError):
-            await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
+            await cluster_store.read_fraud({}, window)
         move([])
-        await cluster_store.write_fraud(transactions(120)[80:], rows(80, 120))
-        cards, _, _ = await cluster_store.read_fraud({"c7": (T0 - DAY, T0 + DAY)}, {}, sequence_rows=16)
-    assert [entry[1] for entry in cards["c7"].history.entries] == [f"t{i:04d}" for i in range(7, 120, 40)]
-    assert len(cards["c7"].rows) == 3
+        _, terminals, _ = await cluster_store.read_fraud({}, window)
+    assert [entry[1] for entry in terminals["term7"].transactions] == [f"t{i:04d}" for i in range(7, 120, 30)]
+    assert [entry[1] for entry in terminals["term7"].frauds] == ["t0097"]  # type: ignore[union-attr]
 
 
 async def test_a_primary_that_fails_over_to_its_replica_keeps_the_state_and_takes_the_next_write(namespace: str) -> None:
@@ -238,7 +240,7 @@ async def test_a_write_waiting_for_replicas_goes_again_when_its_slots_moved_mean
     new owner; the ``WAIT`` went to the old owner, so the batch fails for a retry, which
     waits on the new one."""
     async with cluster_of_its_own(namespace, replicas=1, wait_replicas=1) as (cluster, cluster_store):
-        key = keys.card_transactions(namespace, "c7")
+        key = keys.card_log(namespace, "c7")
         before = cluster_store.client.get_node_from_key(key).port  # type: ignore[union-attr]
         begin_moving(cluster, cluster_store.client.keyslot(key), to=other_node(cluster, before))([])  # type: ignore[union-attr]
         with pytest.raises(DependencyError, match="slots moved"):

@@ -84,7 +84,7 @@ async def test_a_cluster_write_waits_for_the_replicas_of_every_primary_it_wrote_
             await store.write_fraud(transactions(80), [[0.0] * 16] * 80, StreamProgress("transactions", {0: (80, T0)}))
             clients = [redis.Redis(port=port) for port in cluster.ports]
             held = [client.dbsize() for client in clients]
-            card = store.client.get_node_from_key(keys.card_transactions(namespace, "c7")).port  # type: ignore[union-attr]
+            card = store.client.get_node_from_key(keys.card_log(namespace, "c7")).port  # type: ignore[union-attr]
             replica = clients[3 + cluster.ports.index(card)]  # that primary's replica
             # the write waits for the replica of the very node it wrote to: paused, it holds the write back
             with paused(replica):

@@ -10,7 +10,7 @@ from streamer.state import keys
 
 
 def test_keys_are_namespaced_versioned_and_hash_tagged() -> None:
-    assert keys.card_transactions("ns", "42") == "ns:v1:card:{42}:tx"
+    assert keys.card_log("ns", "42") == "ns:v1:card:{42}:log"
     assert keys.user_sequence("ns", "u") != keys.user_seen("ns", "u")
     assert keys.terminal_frauds("a", "t") != keys.terminal_frauds("b", "t")
 

@@ -1,0 +1,135 @@
+"""A card's state in Redis: one string its transactions are appended to (``keys.card_log``).
+
+A card's transactions were two sorted sets (``id|amount`` and the feature rows), each
+pruned on every write. Under load those writes were half of Redis's CPU per transaction:
+a sorted set of a month of a card's transactions is a listpack, which every ``ZADD``
+scans whole (docs/benchmarks.md, the session of 2026-12-06 from 08:52 UTC). Appending is
+cheap whatever the card holds, so a batch appends each card's transactions, and the log
+is compacted only once it has doubled since it last was.
+
+Layout: a header, ``HEADER`` (the prune mark: the latest ``prune below`` a write asked
+for; the log's size after its last compaction), then records in the order they were
+stored, each ``RECORD`` (event time, amount, the id's and the row's byte lengths), the
+transaction id (UTF-8), and the feature row (``ROW_BYTES``, or nothing for a model
+without card sequences). A re-processed transaction is appended again; readers keep one
+record per id.
+
+What a reader gets is what the sorted sets gave (``read``): the transactions of a time
+window at or above the prune mark, and the latest ``CARD_ROWS_CAP`` rows (by event time,
+then id) of those stored, whatever their age. A compaction keeps every record from the
+first one that either could still be read (at or above the mark, or among the
+``CARD_ROWS_CAP`` latest distinct event times), so it never changes an answer.
+"""
+
+from __future__ import annotations
+
+import struct
+from streamer.events import Transaction
+from streamer.features.fraud import CardHistory
+from streamer.state.redis_protocol import UNPACK
+
+HEADER = struct.Struct("<dI")
+RECORD = struct.Struct("<ddHH")
+#: A log is compacted once it is larger than twice its size after the last compaction
+#: plus this many bytes: a card's appends then cost a compaction every few dozen.
+COMPACT_SLACK_BYTES = 4096
+
+# Per card (KEYS: its log): append its records, move the prune mark up, compact the log
+# once it has doubled, set the TTL unless it is 0. A per card: records, prune mark
+# (records below it are no longer read as transactions), rows kept (0: the records
+# carry none), TTL.
+APPEND_CARDS = UNPACK + """
+local HEADER, RECORD, SLACK = %(header)d, %(record)d, %(slack)d
+local at = 1
+for k = 1, #KEYS do
+  local key, records, mark, keep, ttl = KEYS[k], A[at], A[at + 1], A[at + 2], A[at + 3]
+  at = at + 4
+  local size = redis.call('APPEND', key, records)
+  local compacted
+  if size == #records then  -- a new log: its header first
+    size = HEADER + size
+    compacted = size
+    redis.call('SET', key, struct.pack('<dI4', mark, size) .. records)
+  else
+    local old_mark
+    old_mark, compacted = struct.unpack('<dI4', redis.call('GETRANGE', key, 0, HEADER - 1))
+    if old_mark >= mark then mark = old_mark else redis.call('SETRANGE', key, 0, struct.pack('<d', mark)) end
+  end
+  if size > 2 * compacted + SLACK then
+    local log = redis.call('GET', key)
+    local times, starts, n, pos = {}, {}, 0, HEADER + 1
+    while pos <= #log do
+      local ts, id_bytes, row_bytes = struct.unpack('<dxxxxxxxxHH', log, pos)
+      n = n + 1
+      times[n], starts[n] = ts, pos
+      pos = pos + RECORD + id_bytes + row_bytes
+    end
+    -- the oldest time still read: the mark, or the keep-th latest distinct time if older
+    local oldest = mark
+    if keep > 0 then
+      local distinct, seen = {}, {}
+      for i = 1, n do
+        if not seen[times[i]] then
+          seen[times[i]] = true
+          distinct[#distinct + 1] = times[i]
+        end
+      end
+      if #distinct <= keep then
+        oldest = -math.huge
+      else
+        table.sort(distinct)
+        oldest = math.min(oldest, distinct[#distinct - keep + 1])
+      end
+    end
+    local cut = pos
+    for i = 1, n do
+      if times[i] >= oldest then
+        cut = starts[i]
+        break
+      end
+    end
+    local kept = string.sub(log, cut)
+    redis.call('SET', key, struct.pack('<dI4', mark, HEADER + #kept) .. kept, 'KEEPTTL')
+  end
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+return #KEYS
+""" % {"header": HEADER.size, "record": RECORD.size, "slack": COMPACT_SLACK_BYTES}
+
+
+def record(tx: Transaction, row: bytes) -> bytes:
+    """A transaction's record, as appended (``row``: its feature row, or nothing)."""
+    tx_id = tx.transaction_id.encode()
+    return RECORD.pack(tx.ts, tx.amount, len(tx_id), len(row)) + tx_id + row
+
+
+def read(log: bytes | None, lo: float, hi: float, rows_kept: int, rows_wanted: int
+         ) -> tuple[CardHistory, list[tuple[float, str, bytes]]]:
+    """A card's transactions with lo < event time <= hi, and (``rows_wanted`` > 0) the
+    latest ``rows_wanted`` rows up to ``hi`` of its latest ``rows_kept``, as the sorted
+    sets this replaced answered: each sorted by (event time, id), one per transaction."""
+    if not log:
+        return CardHistory(), []
+    mark = HEADER.unpack_from(log)[0]
+    transactions: dict[str, tuple[float, str, float]] = {}
+    rows: dict[str, tuple[float, str, bytes]] = {}
+    unpack, record, end, pos = RECORD.unpack_from, RECORD.size, len(log), HEADER.size
+    while pos < end:
+        ts, amount, id_bytes, row_bytes = unpack(log, pos)
+        pos += record
+        tx_id = log[pos : pos + id_bytes].decode()
+        pos += id_bytes
+        if lo < ts <= hi and ts >= mark:
+            transactions.setdefault(tx_id, (ts, tx_id, amount))
+        if row_bytes and rows_wanted:
+            rows.setdefault(tx_id, (ts, tx_id, log[pos : pos + row_bytes]))
+        pos += row_bytes
+    history = CardHistory.of(transactions.values())
+    if not rows_wanted:
+        return history, []
+    latest = sorted(rows.values(), key=_time_and_id)[-rows_kept:]
+    return history, [entry for entry in latest if entry[0] <= hi][-rows_wanted:]
+
+
+def _time_and_id(entry: tuple[float, str, bytes]) -> tuple[float, str]:
+    return entry[0], entry[1]
