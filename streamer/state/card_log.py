@@ -29,7 +29,7 @@ from streamer.features.fraud import CardHistory
 from streamer.state.redis_protocol import UNPACK
 
 HEADER = struct.Struct("<dI")
-RECORD = struct.Struct("<ddHH")
+RECORD = struct.Struct("<ddIH")
 #: A log is compacted once it is larger than twice its size after the last compaction
 #: plus this many bytes: a card's appends then cost a compaction every few dozen.
 COMPACT_SLACK_BYTES = 4096
@@ -59,7 +59,7 @@ for k = 1, #KEYS do
     local log = redis.call('GET', key)
     local times, starts, n, pos = {}, {}, 0, HEADER + 1
     while pos <= #log do
-      local ts, id_bytes, row_bytes = struct.unpack('<dxxxxxxxxHH', log, pos)
+      local ts, id_bytes, row_bytes = struct.unpack('<dxxxxxxxxI4H', log, pos)
       n = n + 1
       times[n], starts[n] = ts, pos
       pos = pos + RECORD + id_bytes + row_bytes

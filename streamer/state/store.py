@@ -7,9 +7,10 @@ of a few Lua script calls, each serving up to
 ``entities_per_call`` cards, terminals or users (``streamer.state.redis_protocol``: the
 client's and the server's cost is per command, not per key). The scripts go as bare
 ``EVALSHA``s: redis-py's own script calls in a pipeline first ask ``SCRIPT EXISTS``, a
-round trip of its own every time. Every write is idempotent and keyed by event id with the
-event time as score, so replaying an event after a crash changes nothing, and pruning
-follows event time. TTLs only collect keys that went idle (wall-clock housekeeping); a
+round trip of its own every time. Every write is idempotent, so replaying an event after
+a crash changes nothing, and pruning follows event time: sorted sets are keyed by event id
+with the event time as score, and a card's log (``streamer.state.card_log``), appended to,
+is read back one record per transaction. TTLs only collect keys that went idle (wall-clock housekeeping); a
 write refreshes those of the keys it has not refreshed within the last hour
 (``streamer.state.expiry``).
 

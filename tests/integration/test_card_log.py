@@ -98,3 +98,15 @@ async def test_a_transaction_below_the_prune_mark_is_not_read_though_the_log_sti
     assert log is not None and log.count(b"old") == 2  # not compacted yet
     assert [entry[1] for entry in cards["c"].history.entries] == ["new"]
     assert [tx_id for _, tx_id, _ in cards["c"].rows] == ["old", "new"]  # a row is kept by count, not by age
+
+
+async def test_a_transaction_id_of_any_length_is_stored_and_read_back(redis_url: str, namespace: str) -> None:
+    store = RedisStateStore(redis_url, namespace)
+    long_id = "x" * 70_000  # beyond a two-byte length
+    try:
+        await store.write_fraud([Transaction(long_id, "c", "t", 5.0, T0, format_time(T0))], [[1.0] * 16])
+        cards, _, _ = await store.read_fraud({"c": (T0 - DAY, T0)}, {}, CARD_ROWS_CAP)
+    finally:
+        await store.close()
+    assert [entry[1] for entry in cards["c"].history.entries] == [long_id]
+    assert [tx_id for _, tx_id, _ in cards["c"].rows] == [long_id]
