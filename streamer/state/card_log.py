@@ -24,6 +24,7 @@ first one that either could still be read (at or above the mark, or among the
 from __future__ import annotations
 
 import struct
+
 from streamer.events import Transaction
 from streamer.features.fraud import CardHistory
 from streamer.state.redis_protocol import UNPACK
@@ -113,10 +114,10 @@ def read(log: bytes | None, lo: float, hi: float, rows_kept: int, rows_wanted: i
     mark = HEADER.unpack_from(log)[0]
     transactions: dict[str, tuple[float, str, float]] = {}
     rows: dict[str, tuple[float, str, bytes]] = {}
-    unpack, record, end, pos = RECORD.unpack_from, RECORD.size, len(log), HEADER.size
+    unpack, size, end, pos = RECORD.unpack_from, RECORD.size, len(log), HEADER.size
     while pos < end:
         ts, amount, id_bytes, row_bytes = unpack(log, pos)
-        pos += record
+        pos += size
         tx_id = log[pos : pos + id_bytes].decode()
         pos += id_bytes
         if lo < ts <= hi and ts >= mark:
