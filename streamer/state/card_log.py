@@ -128,9 +128,5 @@ def read(log: bytes | None, lo: float, hi: float, rows_kept: int, rows_wanted: i
     history = CardHistory.of(transactions.values())
     if not rows_wanted:
         return history, []
-    latest = sorted(rows.values(), key=_time_and_id)[-rows_kept:]
+    latest = sorted(rows.values())[-rows_kept:]  # one per id: ordered by (event time, id) alone
     return history, [entry for entry in latest if entry[0] <= hi][-rows_wanted:]
-
-
-def _time_and_id(entry: tuple[float, str, bytes]) -> tuple[float, str]:
-    return entry[0], entry[1]

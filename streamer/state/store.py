@@ -343,9 +343,10 @@ class RedisStateStore:
         ns = self.ns
         # first: what the state read next holds at least
         progress_reads: list[Command] = [("HGETALL", keys.stream_progress(ns, topic)) for topic in progress_of]
-        card_keys = [keys.card_log(ns, card_id) for card_id in cards]
-        per_call = self.entities_per_call or len(card_keys) or 1
-        card_calls: list[Command] = [("MGET", *card_keys[i : i + per_call]) for i in range(0, len(card_keys), per_call)]
+        card_logs = protocol.EntityCalls(self.entities_per_call)
+        for card_id in cards:
+            card_logs.entity([keys.card_log(ns, card_id)])
+        card_calls: list[Command] = [("MGET", *call_keys) for call_keys, _ in card_logs.calls]
         ends = terminal_ends or {}
         listed = [terminal_id for terminal_id in terminals if terminal_id not in ends]
         counted = [terminal_id for terminal_id in terminals if terminal_id in ends]
