@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,7 +58,6 @@ CARD_HORIZON = max(WINDOWS_DAYS) * DAY
 TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
 
 
-_amount = operator.itemgetter(2)
 
 #: Sorts after every id: ``(ts, AFTER_EVERY_ID)`` bounds the entries at or before ``ts``.
 AFTER_EVERY_ID = "\U0010ffff"
@@ -87,38 +85,67 @@ def insert_new(entries: list, entry: tuple) -> bool:  # type: ignore[type-arg]
     return True
 
 
-@dataclass
 class CardHistory:
-    """A card's transactions as ``(ts, transaction_id, amount)``, kept sorted, one per id."""
+    """A card's transactions as ``(ts, transaction_id, amount)``, kept sorted, one per id,
+    with their event times and amounts in lists of their own, in the same order:
+    ``windows`` bisects the times and sums slices of the amounts, where picking them out
+    of the entries cost about half of its time for a month of a card's transactions."""
 
-    entries: list[tuple[float, str, float]] = field(default_factory=list)
+    __slots__ = ("entries", "times", "amounts")
+
+    def __init__(self, entries: list[tuple[float, str, float]] | None = None, times: list[float] | None = None,
+                 amounts: list[float] | None = None) -> None:
+        """``times`` and ``amounts``, when given, are the entries' (a slice of a history's)."""
+        self.entries = [] if entries is None else entries
+        self.times = [entry[0] for entry in self.entries] if times is None else times
+        self.amounts = [entry[2] for entry in self.entries] if amounts is None else amounts
 
     @classmethod
     def of(cls, entries: Iterable[tuple[float, str, float]]) -> CardHistory:
         """From a store's entries (one per id), in any order: one sort, not one insertion each."""
         return cls(sorted(entries))
 
+    def slice(self, start: int, stop: int) -> CardHistory:
+        """A copy of the entries ``start:stop``."""
+        return CardHistory(self.entries[start:stop], self.times[start:stop], self.amounts[start:stop])
+
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
-        insert_new(self.entries, (ts, transaction_id, amount))
+        entries = self.entries
+        at = position(entries, ts, transaction_id)
+        if at < len(entries) and entries[at][1] == transaction_id and entries[at][0] == ts:
+            return  # there already
+        entries.insert(at, (ts, transaction_id, amount))
+        self.times.insert(at, ts)
+        self.amounts.insert(at, amount)
+
+    def drop_before(self, ts: float) -> None:
+        """Forget the entries before event time ``ts``."""
+        cut = bisect.bisect_left(self.times, ts)
+        del self.entries[:cut], self.times[:cut], self.amounts[:cut]
 
     def windows(self, ts: float, transaction_id: str) -> list[float]:
         """Count and mean amount per window, for the event at ``(ts, transaction_id)``."""
-        end = bisect.bisect_right(self.entries, (ts, transaction_id, float("inf")))
-        widest = bisect.bisect_right(self.entries, (ts - WINDOWS_DAYS[-1] * DAY, AFTER_EVERY_ID))
-        amounts = list(map(_amount, self.entries[widest:end]))
+        times, amounts = self.times, self.amounts
+        end = len(times)
+        if end and (times[-1] > ts or (times[-1] == ts and self.entries[-1][1] > transaction_id)):
+            end = bisect.bisect_right(self.entries, (ts, transaction_id, float("inf")))
         out: list[float] = []
         for days in WINDOWS_DAYS:
-            start = bisect.bisect_right(self.entries, (ts - days * DAY, AFTER_EVERY_ID), widest, end)
-            window = amounts[start - widest :]
-            count = len(window)
+            start = bisect.bisect_right(times, ts - days * DAY, 0, end)
+            count = end - start
             out.append(float(count))
-            out.append(sum(window) / count if count else 0.0)
+            out.append(sum(amounts[start:end]) / count if count else 0.0)
         return out
 
     def seconds_since_previous(self, ts: float, transaction_id: str) -> float:
-        """Time since the card's transaction ordered just before ``(ts, transaction_id)``."""
-        at = bisect.bisect_left(self.entries, (ts, transaction_id))
-        return min(ts - self.entries[at - 1][0], NO_PREVIOUS) if at else NO_PREVIOUS
+        """Time since the card's transaction ordered just before ``(ts, transaction_id)``,
+        when that one lies within the card horizon (after ``ts - CARD_HORIZON``, as the
+        range a batch reads for the event); else ``NO_PREVIOUS``. Older entries a history
+        may hold change nothing."""
+        at = position(self.entries, ts, transaction_id)
+        if not at or self.times[at - 1] <= ts - CARD_HORIZON:
+            return NO_PREVIOUS
+        return min(ts - self.times[at - 1], NO_PREVIOUS)
 
 
 @dataclass

@@ -27,6 +27,8 @@ from streamer.inference.fraud_scorer import FraudScorer
 from streamer.state.store import CardState, row_bytes
 
 History = list[tuple[float, str, bytes]]
+Sequences = tuple[np.ndarray, np.ndarray]
+"""The encoder's input for a batch: rows ``(batch, L, width)``, left-padded, and which are valid ``(batch, L)``."""
 
 _row = operator.itemgetter(2)
 
@@ -39,8 +41,14 @@ class CardEmbeddings:
         self.encoded = 0  # encoder rows run, for the benchmarks and tests
 
     def embed(self, transactions: Sequence[Transaction], rows: np.ndarray, states: Mapping[str, CardState]) -> np.ndarray:
-        """The embedding each transaction is scored with, ``(batch, D)``, from the cards'
-        state as read with their features.
+        """The embedding each transaction is scored with, ``(batch, D)``: ``encode`` of
+        its ``sequences``."""
+        return self.encode(self.sequences(transactions, rows, states))
+
+    def sequences(self, transactions: Sequence[Transaction], rows: np.ndarray,
+                  states: Mapping[str, CardState]) -> Sequences:
+        """The encoder's input for each transaction, from the cards' state as read with
+        their features (before the batch's rows go into a cache's held states).
 
         A transaction sees the rows ordered before it among those stored and those of
         the batch's earlier transactions, as its features do, so batch boundaries never
@@ -59,20 +67,22 @@ class CardEmbeddings:
                 if tx.card_id not in histories:
                     history = histories[tx.card_id] = list(history)
                 insert_new(history, (tx.ts, tx.transaction_id, row))
-        return self._encode(before_each)
-
-    def _encode(self, histories: list[History]) -> np.ndarray:
-        if not histories:
-            return np.zeros((0, self.scorer.embedding_size), dtype=np.float32)
-        lengths = np.fromiter(map(len, histories), dtype=np.int64, count=len(histories))
+        lengths = np.fromiter(map(len, before_each), dtype=np.int64, count=len(before_each))
         # Left-padded: a history fills the last ``len`` positions of its sequence in
         # order, so all the histories' rows, one after the other, fill the valid
         # positions in row-major order: one join and one copy for the batch, not one
         # per history (about 1 µs less per transaction) nor one per row.
         valid = np.arange(self.length) >= (self.length - lengths)[:, None]
-        batch = np.zeros((len(histories), self.length, self.width), dtype=np.float32)
+        batch = np.zeros((len(before_each), self.length, self.width), dtype=np.float32)
         if lengths.any():
-            joined = b"".join(map(_row, itertools.chain.from_iterable(histories)))
+            joined = b"".join(map(_row, itertools.chain.from_iterable(before_each)))
             batch[valid] = np.frombuffer(joined, dtype=np.float32).reshape(-1, self.width)
-        self.encoded += len(histories)
+        return batch, valid
+
+    def encode(self, sequences: Sequences) -> np.ndarray:
+        """The embeddings of ``sequences``: one encoder call."""
+        batch, valid = sequences
+        if not len(batch):
+            return np.zeros((0, self.scorer.embedding_size), dtype=np.float32)
+        self.encoded += len(batch)
         return self.scorer.encode(batch, valid.astype(np.float32))

@@ -8,11 +8,11 @@ second one runs, and its second while the previous batch's third runs):
    trip, while both clocks' high watermarks are fetched; the cards this worker
    holds come from its ``CardCache``; Redis counts the terminals' windows,
    ``TerminalCounts``) → the 15 features per transaction, in arrival
-   order → write the batch's transactions, their rows (for a sequence model) and the
+   order (and, for a sequence model, each one's encoder input: ``card_sequence``) →
+   write the batch's transactions, their rows (for a sequence model) and the
    partitions' progress (one round trip): what the next batch's features read;
 2. the models (on the inference thread for a large batch): for a sequence model, the
-   card embeddings (``card_sequence``: one encoder call, a row per transaction), then
-   one scorer call;
+   card embeddings (one encoder call, a row per transaction), then one scorer call;
 3. a score per transaction, an alert with reasons for risky ones, and a dead letter
    per bad message.
 
@@ -21,8 +21,9 @@ second one runs, and its second while the previous batch's third runs):
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,7 +37,7 @@ from streamer.features.fraud import (
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
-from streamer.pipeline.card_sequence import CardEmbeddings
+from streamer.pipeline.card_sequence import CardEmbeddings, Sequences
 from streamer.pipeline.event_clock import EventClock, progress_of, received_by
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
@@ -73,7 +74,9 @@ class TransactionFeatures:
 
     async def rows(self, transactions: Sequence[Transaction], progress_of: Sequence[str] = ()) -> FeatureBatch:
         """The feature rows, the card states they were computed from, and the stored
-        progress of the topics in ``progress_of`` (same round trip); writes nothing."""
+        progress of the topics in ``progress_of`` (same round trip); writes nothing to
+        the store. The cards' states take the batch's transactions, the cache's held
+        ones too: call it within ``unless_stored``."""
         cards = TimeWindows()
         terminals = TimeWindows()
         window_ends: dict[str, dict[float, None]] = {}
@@ -92,11 +95,11 @@ class TransactionFeatures:
         card_state, to_read = self.cache.split(cards.ranges)
         read, terminal_state, progress = await self.store.read_fraud(to_read, terminals.ranges, rows_to_read, progress_of,
                                                                      countable_ends)
-        card_state.update(self.cache.take(read, to_read, cards.ranges, generation))
+        card_state.update(self.cache.take(read, to_read, generation))
         rows = []
         for tx in transactions:
             card = card_state[tx.card_id].history
-            card.add(tx.ts, tx.transaction_id, tx.amount)
+            card.add(tx.ts, tx.transaction_id, tx.amount)  # in the cache's held state too: ``unless_stored``
             terminal = terminal_state[tx.terminal_id]
             rows.append(transaction_features(tx.ts, tx.transaction_id, tx.amount, card, terminal))
             terminal.add_transaction(tx.ts, tx.transaction_id)
@@ -104,10 +107,22 @@ class TransactionFeatures:
 
     async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
         """``rows``, then the batch stored (training, evaluation and tools run it batch by batch)."""
-        batch = await self.rows(transactions)
-        self.cards = batch.cards
-        await self.store_batch(transactions, batch, progress)
+        with self.unless_stored(transactions):
+            batch = await self.rows(transactions)
+            self.cards = batch.cards
+            await self.store_batch(transactions, batch, progress)
         return batch.rows
+
+    @contextlib.contextmanager
+    def unless_stored(self, transactions: Sequence[Transaction]) -> Iterator[None]:
+        """A block that computes a batch's ``rows`` and stores it: when it fails, the
+        cache forgets the batch's cards, whose held states took its transactions
+        (``CardCache``), which the store may not have."""
+        try:
+            yield
+        except BaseException:
+            self.cache.drop({tx.card_id for tx in transactions})
+            raise
 
     async def store_batch(self, transactions: Sequence[Transaction], batch: FeatureBatch,
                           progress: StreamProgress | None = None) -> None:
@@ -157,11 +172,15 @@ class FraudPipeline:
         transactions = [tx for _, tx in good]
         progress = progress_of(records, [(index, tx.ts) for index, tx in good], records[0].topic)
         self.features.cache.check_keys([records[index].key for index, _ in good], transactions)
-        batch, partial = await self._read(transactions, progress, received_by(records))
-        await self.features.store_batch(transactions, batch, progress)
+        with self.features.unless_stored(transactions):
+            batch, partial = await self._read(transactions, progress, received_by(records))
+            # before the batch's rows go into the cache's held states
+            sequences = None if self.card_embeddings is None else self.card_embeddings.sequences(
+                transactions, batch.matrix, batch.cards)
+            await self.features.store_batch(transactions, batch, progress)
 
         async def infer() -> Finish[list[OutputRecord]]:
-            scores = await off_the_loop(len(batch.rows), self._embed_and_score, transactions, batch.matrix, batch.cards,
+            scores = await off_the_loop(len(batch.rows), self._score, transactions, batch.matrix, sequences,
                                         thread=self.inference_thread)
 
             async def finish() -> list[OutputRecord]:
@@ -228,12 +247,12 @@ class FraudPipeline:
                     highwaters.cancel()
         return batch, any(p not in progress.partitions for p in lagging)  # this batch's own are stored in order
 
-    def _embed_and_score(self, transactions: Sequence[Transaction], matrix: np.ndarray,
-                         cards: Mapping[str, CardState]) -> np.ndarray:
-        """The scores (for a sequence model, with the card embeddings: one encoder call)."""
-        if self.card_embeddings is None:
+    def _score(self, transactions: Sequence[Transaction], matrix: np.ndarray, sequences: Sequences | None) -> np.ndarray:
+        """The scores of ``transactions`` (for a sequence model, with the card
+        embeddings of their ``sequences``: one encoder call)."""
+        if self.card_embeddings is None or sequences is None:
             return self.scorer.score(matrix, None)
-        return self.scorer.score(matrix, self.card_embeddings.embed(transactions, matrix, cards))
+        return self.scorer.score(matrix, self.card_embeddings.encode(sequences))
 
 
 class LabelPipeline:

@@ -71,11 +71,12 @@ class Scoring:
         self.embeddings = CardEmbeddings(scorer)
 
     async def batch(self, transactions: list[Transaction]) -> tuple[np.ndarray, np.ndarray]:
-        batch = await self.features.rows(transactions)
-        rows = batch.matrix
-        vectors = self.embeddings.embed(transactions, rows, batch.cards)
-        await self.features.store_batch(transactions, batch)
-        return rows, self.scorer.score(rows, vectors)
+        with self.features.unless_stored(transactions):
+            batch = await self.features.rows(transactions)
+            rows = batch.matrix
+            sequences = self.embeddings.sequences(transactions, rows, batch.cards)
+            await self.features.store_batch(transactions, batch)
+        return rows, self.scorer.score(rows, self.embeddings.encode(sequences))
 
 
 async def stored(store: InMemoryStateStore, card_id: str, since: float) -> CardState:
@@ -144,15 +145,32 @@ async def test_a_batch_that_read_before_partitions_moved_does_not_fill_the_cache
 async def test_a_failed_write_leaves_the_cache_as_the_store_is(scorer: FraudScorer) -> None:
     cache = CardCache(capacity=10)
     scoring = Scoring(scorer, cache)
-    events = stream(20)
-    await scoring.batch(events[:10])
-    before = {card_id: cache.view(card_id) for card_id in cache.cards}
+    events = stream(40)
+    await scoring.batch(events[:30])
+    failing = [tx for tx in events[30:] if tx.card_id != "c3"]
+    touched = {tx.card_id for tx in failing}
+    assert set(cache.cards) == {"c0", "c1", "c2", "c3"} and touched and "c3" not in touched
+    untouched = list(cache.view("c3").history.entries)  # type: ignore[union-attr]
     scoring.store.fail_writes = True
     with pytest.raises(DependencyError):
-        await scoring.batch(events[10:])
-    for card_id, state in before.items():
-        assert same_state(cache.view(card_id), state)  # type: ignore[arg-type]
+        await scoring.batch(failing)
+    # the failed batch's cards are forgotten (their states took its transactions), no other
+    assert set(cache.cards) == {"c0", "c1", "c2", "c3"} - touched
+    assert cache.view("c3").history.entries == untouched  # type: ignore[union-attr]
     scoring.store.fail_writes = False
-    await scoring.batch(events[10:])  # the retry
+    await scoring.batch(failing)  # the retry
+    for card_id, card in cache.cards.items():
+        assert same_state(cache.view(card_id), await stored(scoring.store, card_id, card.since))  # type: ignore[arg-type]
+
+
+async def test_a_batch_works_on_the_held_states_and_the_cache_takes_its_rows_once_stored(scorer: FraudScorer) -> None:
+    cache = CardCache(capacity=10)
+    scoring = Scoring(scorer, cache)
+    events = stream(20)
+    await scoring.batch(events[:10])
+    held = {card_id: card.state for card_id, card in cache.cards.items()}
+    served, to_read = cache.split({card_id: (T0, T0 + 10 * DAY) for card_id in held})
+    assert not to_read and all(served[card_id] is state for card_id, state in held.items())  # no copies
+    await scoring.batch(events[10:])
     for card_id, card in cache.cards.items():
         assert same_state(cache.view(card_id), await stored(scoring.store, card_id, card.since))  # type: ignore[arg-type]

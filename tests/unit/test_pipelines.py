@@ -129,13 +129,13 @@ def noting_runs(pipeline: FraudPipeline, note: Callable[[Sequence[Any]], Any] = 
     """The pipeline's models, noting each batch they score (in the list returned): by
     default its rows, else ``note`` of its transactions."""
     runs: list[Any] = []
-    score = pipeline._embed_and_score
+    score = pipeline._score
 
     def noted(transactions: Sequence[Any], *args: Any) -> Any:
         runs.append(note(transactions))
         return score(transactions, *args)
 
-    pipeline._embed_and_score = noted  # type: ignore[method-assign]
+    pipeline._score = noted  # type: ignore[method-assign]
     return runs
 
 
