@@ -7,6 +7,7 @@ from faust.types import TP
 from streamer.output.sink import ListSink
 from streamer.settings import Settings
 from streamer.state.card_cache import CachedCard, CardCache
+from streamer.state.store import CardState
 from streamer.worker.app import LeanMonitor, Runtime, build_app
 from streamer.worker.main import build_runtime
 from tests.support import NoOutputs, idle_app
@@ -25,7 +26,7 @@ def test_the_app_keeps_only_the_stream_timing_its_consumer_reads() -> None:
 
 async def test_partitions_moving_forget_the_state_a_worker_keeps() -> None:
     cache = CardCache(capacity=10)
-    cache.cards["c"] = CachedCard(since=0.0)
+    cache.cards["c"] = CachedCard(since=0.0, state=CardState())
     app = idle_app(on_rebalance=[cache.clear])
     await app.on_partitions_revoked.send({TP("transactions", 0)})
     assert cache.cards == {} and cache.generation == 1
