@@ -58,7 +58,6 @@ CARD_HORIZON = max(WINDOWS_DAYS) * DAY
 TERMINAL_HORIZON = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY
 
 
-
 #: Sorts after every id: ``(ts, AFTER_EVERY_ID)`` bounds the entries at or before ``ts``.
 AFTER_EVERY_ID = "\U0010ffff"
 
@@ -93,21 +92,16 @@ class CardHistory:
 
     __slots__ = ("entries", "times", "amounts")
 
-    def __init__(self, entries: list[tuple[float, str, float]] | None = None, times: list[float] | None = None,
-                 amounts: list[float] | None = None) -> None:
-        """``times`` and ``amounts``, when given, are the entries' (a slice of a history's)."""
+    def __init__(self, entries: list[tuple[float, str, float]] | None = None) -> None:
+        """From ``entries``, sorted, one per id (kept, not copied)."""
         self.entries = [] if entries is None else entries
-        self.times = [entry[0] for entry in self.entries] if times is None else times
-        self.amounts = [entry[2] for entry in self.entries] if amounts is None else amounts
+        self.times = [entry[0] for entry in self.entries]
+        self.amounts = [entry[2] for entry in self.entries]
 
     @classmethod
     def of(cls, entries: Iterable[tuple[float, str, float]]) -> CardHistory:
         """From a store's entries (one per id), in any order: one sort, not one insertion each."""
         return cls(sorted(entries))
-
-    def slice(self, start: int, stop: int) -> CardHistory:
-        """A copy of the entries ``start:stop``."""
-        return CardHistory(self.entries[start:stop], self.times[start:stop], self.amounts[start:stop])
 
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
         entries = self.entries
@@ -139,13 +133,10 @@ class CardHistory:
 
     def seconds_since_previous(self, ts: float, transaction_id: str) -> float:
         """Time since the card's transaction ordered just before ``(ts, transaction_id)``,
-        when that one lies within the card horizon (after ``ts - CARD_HORIZON``, as the
-        range a batch reads for the event); else ``NO_PREVIOUS``. Older entries a history
-        may hold change nothing."""
+        at most ``NO_PREVIOUS`` (the card horizon): entries a history holds from before
+        the range a batch reads for the event change nothing."""
         at = position(self.entries, ts, transaction_id)
-        if not at or self.times[at - 1] <= ts - CARD_HORIZON:
-            return NO_PREVIOUS
-        return min(ts - self.times[at - 1], NO_PREVIOUS)
+        return min(ts - self.times[at - 1], NO_PREVIOUS) if at else NO_PREVIOUS
 
 
 @dataclass

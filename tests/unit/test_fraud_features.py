@@ -104,6 +104,25 @@ def test_seconds_since_previous_follows_event_order_and_the_card_horizon() -> No
     assert len(row) == len(ROW_FIELDS) and row[-1] == 100
 
 
+def test_a_card_history_holding_older_transactions_gives_the_same_features() -> None:
+    """What a batch reads of a card starts at the card horizon before its transaction; a
+    worker's card cache hands it a history that may reach further back (its held state):
+    the features and the time since the previous transaction must not see the difference,
+    also for a transaction exactly at the horizon."""
+    horizon = T0 - 30 * DAY
+    older = [(horizon - 5 * DAY, "a", 7.0), (horizon, "b", 11.0)]
+    within = [(horizon + 60, "c", 13.0), (T0 - DAY, "d", 17.0), (T0 - 100, "e", 19.0)]
+    read, held = CardHistory(list(within)), CardHistory(older + within)
+    for card in (read, held):
+        card.add(T0, "f", 23.0)
+    assert held.windows(T0, "f") == read.windows(T0, "f")
+    assert held.seconds_since_previous(T0, "f") == read.seconds_since_previous(T0, "f") == 100
+    at_horizon, without = CardHistory([(horizon, "b", 11.0)]), CardHistory()
+    for card in (at_horizon, without):
+        card.add(T0, "f", 23.0)
+    assert at_horizon.seconds_since_previous(T0, "f") == without.seconds_since_previous(T0, "f") == NO_PREVIOUS
+
+
 @pytest.mark.data
 @pytest.mark.timeout(1200)  # about 3 minutes on an idle 2-core machine
 @pytest.mark.skipif(not FRAUD_CSV.is_file(), reason="needs ../shared/data")
