@@ -73,12 +73,20 @@ def position(entries: list, ts: float, entry_id: str) -> int:  # type: ignore[ty
     return len(entries)
 
 
+def new_position(entries: list, ts: float, entry_id: str) -> int | None:  # type: ignore[type-arg]
+    """``position`` of ``(ts, entry_id)``, or None when that transaction is there already
+    (an id always comes with the same event time, so a repeat sits right at its place)."""
+    at = position(entries, ts, entry_id)
+    if at < len(entries) and entries[at][1] == entry_id and entries[at][0] == ts:
+        return None
+    return at
+
+
 def insert_new(entries: list, entry: tuple) -> bool:  # type: ignore[type-arg]
-    """Insert ``(ts, id, …)`` in order unless that transaction is there already (an id
-    always comes with the same event time, so a repeat sits right at its place); returns
+    """Insert ``(ts, id, …)`` in order unless that transaction is there already; returns
     whether it was inserted."""
-    at = position(entries, entry[0], entry[1])
-    if at < len(entries) and entries[at][1] == entry[1] and entries[at][0] == entry[0]:
+    at = new_position(entries, entry[0], entry[1])
+    if at is None:
         return False
     entries.insert(at, entry)
     return True
@@ -104,11 +112,10 @@ class CardHistory:
         return cls(sorted(entries))
 
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
-        entries = self.entries
-        at = position(entries, ts, transaction_id)
-        if at < len(entries) and entries[at][1] == transaction_id and entries[at][0] == ts:
-            return  # there already
-        entries.insert(at, (ts, transaction_id, amount))
+        at = new_position(self.entries, ts, transaction_id)
+        if at is None:
+            return
+        self.entries.insert(at, (ts, transaction_id, amount))
         self.times.insert(at, ts)
         self.amounts.insert(at, amount)
 

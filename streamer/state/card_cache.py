@@ -59,9 +59,9 @@ class CachedCard:
     def store(self, newest: float, rows: Sequence[Row] | None) -> None:
         """A write the store acknowledged, whose transactions (the latest at ``newest``)
         the state holds already, pruned as the store prunes it."""
-        history = self.state.history
-        if history.times and history.times[0] < newest - CARD_HORIZON - PRUNE_GRACE:
-            history.drop_before(newest - CARD_HORIZON - PRUNE_GRACE)
+        history, prune_below = self.state.history, newest - CARD_HORIZON - PRUNE_GRACE
+        if history.times and history.times[0] < prune_below:
+            history.drop_before(prune_below)
         if rows is not None:
             held = self.state.rows
             for row in rows:
@@ -111,16 +111,18 @@ class CardCache:
                 self.misses += 1
         return served, to_read
 
-    def take(self, read: Mapping[str, CardState], ranges: Mapping[str, TimeRange], generation: int) -> dict[str, CardState]:
-        """The cards read from the store (over ``ranges``, as ``split`` gave them), held
-        from now on unless the cache was cleared since the read began (``generation``)."""
+    def take(self, read: Mapping[str, CardState], ranges: Mapping[str, TimeRange],
+             generation: int) -> Mapping[str, CardState]:
+        """The cards read from the store (over ``ranges``, as ``split`` gave them), as
+        they are, held from now on unless the cache was cleared since the read began
+        (``generation``)."""
         if self.enabled and generation == self.generation:
             for card_id, state in read.items():
                 self.cards.pop(card_id, None)
                 self.cards[card_id] = CachedCard(ranges[card_id][0], state)
             while len(self.cards) > self.capacity:
                 del self.cards[next(iter(self.cards))]
-        return dict(read)
+        return read
 
     def store(self, transactions: Sequence[Transaction], rows: np.ndarray | None, generation: int) -> None:
         """A batch's write, once the store acknowledged it: its transactions are in the
