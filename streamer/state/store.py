@@ -43,6 +43,8 @@ from streamer.state.expiry import RecentRefreshes
 #: Entries older than the feature horizon plus this grace are pruned, so that an event
 #: re-processed after a crash (at most this much older than the newest) still sees them.
 PRUNE_GRACE = 7 * DAY
+#: A card's prune mark lags its newest transaction by this much (``card_log``).
+CARD_MARK_BEHIND = CARD_HORIZON + PRUNE_GRACE
 #: Events kept per user sequence (the model reads the most recent ``max_len``).
 SEQUENCE_CAP = 200
 #: Items remembered as seen per user (never recommended again): the most recently first
@@ -364,7 +366,8 @@ class RedisStateStore:
         progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
         replies = replies[len(progress_of) :]
         card_replies = (card for call in replies[:len(card_calls)] for card in call)
-        card_state = {card_id: CardState(*card_log.read(log, lo, hi, CARD_ROWS_CAP, sequence_rows))
+        card_state = {card_id: CardState(*card_log.read(log, lo, hi, CARD_ROWS_CAP, sequence_rows,
+                                                              CARD_MARK_BEHIND))
                       for (card_id, (lo, hi)), log in zip(cards.items(), card_replies)}
         replies = replies[len(card_calls):]
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
@@ -413,14 +416,14 @@ class RedisStateStore:
         logs = []
         for card_id, card in cards.items():
             key = keys.card_log(self.ns, card_id)
-            logs.append(([key], [b"".join(card.members), card.newest - CARD_HORIZON - PRUNE_GRACE, rows_kept, ttl(key)]))
+            logs.append(([key], [b"".join(card.members), card.newest - CARD_MARK_BEHIND, rows_kept, ttl(key)]))
         additions = protocol.Additions(self.entities_per_call)
         for terminal_id, terminal in terminals.items():
             additions.entity()
             key = keys.terminal_transactions(self.ns, terminal_id)
             additions.key(key, protocol.below(terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE), 0, "", ttl(key),
                           terminal.members)
-        await self._write_additions(additions, progress, self._script_calls(self._append_cards, logs))
+        await self._write_additions(additions, progress, self._script_calls(self._append_cards, logs, head=[CARD_MARK_BEHIND]))
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
         return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), float(emb.ts), emb.event_id, emb.model,
