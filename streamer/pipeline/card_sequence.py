@@ -15,7 +15,6 @@ bookkeeping per transaction and leaves nothing to recompute when partitions move
 
 from __future__ import annotations
 
-import itertools
 import operator
 from collections.abc import Mapping, Sequence
 
@@ -24,7 +23,7 @@ import numpy as np
 from streamer.events import Transaction
 from streamer.features.fraud import insert_new, position
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.state.store import CardState, row_bytes
+from streamer.state.store import ROW_BYTES, CardState, row_bytes
 
 History = list[tuple[float, str, bytes]]
 Sequences = tuple[np.ndarray, np.ndarray]
@@ -56,27 +55,35 @@ class CardEmbeddings:
         only the rows ordered before it."""
         last = {tx.card_id: i for i, tx in enumerate(transactions)}
         histories: dict[str, History] = {}  # cards that come again: their rows with the batch's so far
-        before_each: list[History] = []
+        pieces: list[bytes] = []  # each transaction's rows, joined
+        lengths: list[int] = []
+        size = ROW_BYTES
         for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):
             history = histories.get(tx.card_id)
-            if history is None:
-                history = states[tx.card_id].rows  # read only: most cards come once in a batch
-            at = position(history, tx.ts, tx.transaction_id)
-            before_each.append(history[max(at - self.length, 0) : at])
+            if history is None:  # the card's rows as read: most cards come once in a batch
+                state = states[tx.card_id]
+                at = position(state.rows, tx.ts, tx.transaction_id)
+                start = max(at - self.length, 0)
+                pieces.append(state.joined_rows()[start * size : at * size])
+                history = state.rows
+            else:
+                at = position(history, tx.ts, tx.transaction_id)
+                start = max(at - self.length, 0)
+                pieces.append(b"".join(map(_row, history[start:at])))
+            lengths.append(at - start)
             if last[tx.card_id] != i:  # a later transaction of the card sees this one
                 if tx.card_id not in histories:
                     history = histories[tx.card_id] = list(history)
                 insert_new(history, (tx.ts, tx.transaction_id, row))
-        lengths = np.fromiter(map(len, before_each), dtype=np.int64, count=len(before_each))
         # Left-padded: a history fills the last ``len`` positions of its sequence in
-        # order, so all the histories' rows, one after the other, fill the valid
+        # order, so the transactions' pieces, one after the other, fill the valid
         # positions in row-major order: one join and one copy for the batch, not one
-        # per history (about 1 µs less per transaction) nor one per row.
-        valid = np.arange(self.length) >= (self.length - lengths)[:, None]
-        batch = np.zeros((len(before_each), self.length, self.width), dtype=np.float32)
-        if lengths.any():
-            joined = b"".join(map(_row, itertools.chain.from_iterable(before_each)))
-            batch[valid] = np.frombuffer(joined, dtype=np.float32).reshape(-1, self.width)
+        # per history (about 1 µs less per transaction).
+        counts = np.asarray(lengths, dtype=np.int64)
+        valid = np.arange(self.length) >= (self.length - counts)[:, None]
+        batch = np.zeros((len(pieces), self.length, self.width), dtype=np.float32)
+        if counts.any():
+            batch[valid] = np.frombuffer(b"".join(pieces), dtype=np.float32).reshape(-1, self.width)
         return batch, valid
 
     def encode(self, sequences: Sequences) -> np.ndarray:

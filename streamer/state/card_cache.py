@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.events import Transaction
-from streamer.features.fraud import CARD_HORIZON, insert_new
+from streamer.features.fraud import CARD_HORIZON
 from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, CardState, TimeRange, row_bytes
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,7 @@ class CachedCard:
         if history.times and history.times[0] < prune_below:
             history.drop_before(prune_below)
         if rows is not None:
-            held = self.state.rows
-            for row in rows:
-                insert_new(held, row)
-            del held[:-CARD_ROWS_CAP]
+            self.state.add_rows(rows, CARD_ROWS_CAP)
 
 
 class CardCache:

@@ -174,3 +174,30 @@ async def test_a_batch_works_on_the_held_states_and_the_cache_takes_its_rows_onc
     await scoring.batch(events[10:])
     for card_id, card in cache.cards.items():
         assert same_state(cache.view(card_id), await stored(scoring.store, card_id, card.since))  # type: ignore[arg-type]
+
+
+def test_a_held_cards_joined_rows_follow_the_rows_it_takes() -> None:
+    """Rows that come after every one held extend the joined rows; a late one, a repeat
+    or one past the cap changes them as it changes the rows."""
+    rng = random.Random(5)
+    state, rows = CardState(), []
+    for step in range(300):
+        newest = rows[-1][0] if rows else T0
+        batch = []
+        for k in range(rng.randint(1, 4)):
+            ts = newest + rng.uniform(1, 100) if rng.random() < 0.8 else newest - rng.uniform(0, 5000)
+            row = (ts, f"tx{step}-{k}", np.full(16, ts, dtype=np.float32).tobytes())
+            batch.append(row)
+            if rng.random() < 0.1:
+                batch.append(row)  # a repeat
+        if rng.random() < 0.1 and rows:
+            batch.append(rng.choice(rows))  # a transaction stored before
+        if rng.random() < 0.7:
+            state.joined_rows()  # asked for before the rows come, or not
+        state.add_rows(batch, CARD_ROWS_CAP)
+        for row in batch:
+            if row not in rows:
+                rows.append(row)
+        rows = sorted(rows)[-CARD_ROWS_CAP:]
+        assert state.rows == rows
+        assert state.joined_rows() == b"".join(row for _, _, row in rows), step
