@@ -56,14 +56,14 @@ class CachedCard:
     """Everything the store holds for the card after this event time is here."""
     state: CardState
 
-    def store(self, newest: float, rows: Sequence[Row] | None) -> None:
-        """A write the store acknowledged, whose transactions (the latest at ``newest``)
-        the state holds already, pruned as the store prunes it."""
-        history, prune_below = self.state.history, newest - CARD_HORIZON - PRUNE_GRACE
+    def store(self, ts: float, row: Row | None) -> None:
+        """A transaction at ``ts`` the store acknowledged, which the state holds already,
+        and its ``row``: pruned as the store prunes it."""
+        history, prune_below = self.state.history, ts - CARD_HORIZON - PRUNE_GRACE
         if history.times and history.times[0] < prune_below:
             history.drop_before(prune_below)
-        if rows is not None:
-            self.state.add_rows(rows, CARD_ROWS_CAP)
+        if row is not None:
+            self.state.add_row(row, CARD_ROWS_CAP)
 
 
 class CardCache:
@@ -127,15 +127,11 @@ class CardCache:
         if not self.enabled or generation != self.generation:
             return
         stored_rows = None if rows is None else row_bytes(rows, len(transactions))
-        by_card: dict[str, list[int]] = {}
-        for i, tx in enumerate(transactions):
-            by_card.setdefault(tx.card_id, []).append(i)
-        for card_id, indices in by_card.items():
-            cached = self.cards.get(card_id)
+        cards = self.cards
+        for i, tx in enumerate(transactions):  # a card's store prunes below its newest, whatever the order
+            cached = cards.get(tx.card_id)
             if cached is not None:
-                card_rows = None if stored_rows is None else [
-                    (transactions[i].ts, transactions[i].transaction_id, stored_rows[i]) for i in indices]
-                cached.store(max(transactions[i].ts for i in indices), card_rows)
+                cached.store(tx.ts, None if stored_rows is None else (tx.ts, tx.transaction_id, stored_rows[i]))
 
     def drop(self, card_ids: Iterable[str]) -> None:
         """Forget these cards: a batch of theirs failed, and their held states may hold

@@ -119,7 +119,7 @@ class CardState:
     rows: list[tuple[float, str, bytes]] = field(default_factory=list)
     """``(ts, transaction_id, row)``, sorted, one per transaction: the card's latest rows,
     each ``ROW_WIDTH`` float32 as bytes (``row_bytes``). Once ``joined_rows`` was asked
-    for, change them only through ``add_rows``."""
+    for, change them only through ``add_row``."""
     _joined: bytearray | None = field(default=None, init=False, repr=False, compare=False)
 
     def joined_rows(self) -> bytearray:
@@ -127,33 +127,30 @@ class CardState:
         encoder input is then one slice of them. Joining each transaction's rows one by
         one took 3.3–5.3 µs a transaction in batches of 512 to 4,096, this 1.7–2.1
         (docs/benchmarks.md, the session of 2026-12-06 from 14:18 UTC). Kept from one
-        batch to the next by ``add_rows``."""
+        batch to the next by ``add_row``."""
         if self._joined is None:
             self._joined = bytearray().join([row for _, _, row in self.rows])
         return self._joined
 
-    def add_rows(self, rows: Iterable[tuple[float, str, bytes]], cap: int) -> None:
-        """Insert ``rows`` in order, each unless its transaction is there already, and
-        keep the latest ``cap``. Rows that come after every one held (most do) extend
+    def add_row(self, row: tuple[float, str, bytes], cap: int) -> None:
+        """Insert ``row`` in order unless its transaction is there already, and keep the
+        latest ``cap``. A row that comes after every one held (most do) extends
         ``joined_rows``; another makes it joined again when next asked for."""
         held = self.rows
-        appended: bytes | None = b""
-        for row in rows:
-            at = new_position(held, row[0], row[1])
-            if at is None:
-                continue
-            if appended is not None and at == len(held):
-                appended += row[2]
-            else:
-                appended = None
-            held.insert(at, row)
+        at = new_position(held, row[0], row[1])
+        if at is None:
+            return
+        appended = at == len(held)
+        held.insert(at, row)
         dropped = max(len(held) - cap, 0)
         del held[:dropped]
-        if appended is None:
-            self._joined = None
-        elif self._joined is not None:
-            del self._joined[: dropped * ROW_BYTES]  # a bytearray moves its start: no copy
-            self._joined += appended
+        if self._joined is None:
+            return
+        if not appended:
+            self._joined = None  # joined again when next asked for
+            return
+        del self._joined[: dropped * ROW_BYTES]  # a bytearray moves its start: no copy
+        self._joined += row[2]
 
 
 def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> list[bytes]:

@@ -192,12 +192,11 @@ def test_a_held_cards_joined_rows_follow_the_rows_it_takes() -> None:
                 batch.append(row)  # a repeat
         if rng.random() < 0.1 and rows:
             batch.append(rng.choice(rows))  # a transaction stored before
-        if rng.random() < 0.7:
-            state.joined_rows()  # asked for before the rows come, or not
-        state.add_rows(batch, CARD_ROWS_CAP)
         for row in batch:
+            if rng.random() < 0.7:
+                state.joined_rows()  # asked for before the row comes, or not
+            state.add_row(row, CARD_ROWS_CAP)
             if row not in rows:
-                rows.append(row)
-        rows = sorted(rows)[-CARD_ROWS_CAP:]
+                rows = sorted([*rows, row])[-CARD_ROWS_CAP:]
         assert state.rows == rows
         assert state.joined_rows() == b"".join(row for _, _, row in rows), step
