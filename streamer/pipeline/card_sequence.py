@@ -55,7 +55,7 @@ class CardEmbeddings:
         only the rows ordered before it."""
         last = {tx.card_id: i for i, tx in enumerate(transactions)}
         histories: dict[str, History] = {}  # cards that come again: their rows with the batch's so far
-        pieces: list[bytes] = []  # each transaction's rows, joined
+        pieces: list[bytes | bytearray] = []  # each transaction's rows, joined
         lengths: list[int] = []
         size = ROW_BYTES
         for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):

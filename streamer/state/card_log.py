@@ -8,10 +8,10 @@ cheap whatever the card holds, so a batch appends each card's transactions, and 
 is compacted only once it has doubled since it last was.
 
 Layout: a header, ``HEADER`` (a prune mark; the log's size after its last compaction),
-then records in the order they were stored, each ``RECORD`` (event time, amount, the id's and the row's byte lengths), the
-transaction id (UTF-8), and the feature row (``ROW_BYTES``, or nothing for a model
-without card sequences). A re-processed transaction is appended again; readers keep one
-record per id.
+then records in the order they were stored, each ``RECORD`` (event time, amount, the
+id's and the row's byte lengths), the transaction id (UTF-8), and the feature row
+(``ROW_BYTES``, or nothing for a model without card sequences). A re-processed
+transaction is appended again; readers keep one record per id.
 
 The prune mark is the latest ``prune below`` a write asked for: the newest event time
 stored, less the card horizon and the prune grace (``behind``). A reader and a

@@ -125,7 +125,7 @@ class CardState:
     def joined_rows(self) -> bytearray:
         """The rows' bytes one after the other, ``ROW_BYTES`` each: a transaction's
         encoder input is then one slice of them. Joining each transaction's rows one by
-        one took 3.3–5.3 µs a transaction in batches of 512 to 4,096, this 1.7–2.1
+        one took 3.3–5.3 µs a transaction in batches of 512 to 4,096, this 1.5–2.1
         (docs/benchmarks.md, the session of 2026-12-06 from 14:18 UTC). Kept from one
         batch to the next by ``add_row``."""
         if self._joined is None:
