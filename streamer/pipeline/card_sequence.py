@@ -60,16 +60,13 @@ class CardEmbeddings:
         size = ROW_BYTES
         for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):
             history = histories.get(tx.card_id)
-            if history is None:  # the card's rows as read: most cards come once in a batch
+            joined = None
+            if history is None:  # the card's rows as read (most cards come once in a batch): already joined
                 state = states[tx.card_id]
-                at = position(state.rows, tx.ts, tx.transaction_id)
-                start = max(at - self.length, 0)
-                pieces.append(state.joined_rows()[start * size : at * size])
-                history = state.rows
-            else:
-                at = position(history, tx.ts, tx.transaction_id)
-                start = max(at - self.length, 0)
-                pieces.append(b"".join(map(_row, history[start:at])))
+                history, joined = state.rows, state.joined_rows()
+            at = position(history, tx.ts, tx.transaction_id)
+            start = max(at - self.length, 0)
+            pieces.append(b"".join(map(_row, history[start:at])) if joined is None else joined[start * size : at * size])
             lengths.append(at - start)
             if last[tx.card_id] != i:  # a later transaction of the card sees this one
                 if tx.card_id not in histories:

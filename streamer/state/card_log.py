@@ -48,7 +48,7 @@ COMPACT_SLACK_BYTES = 4096
 # (``behind``), then per card: records, this write's prune mark (its newest event time
 # less ``behind``), rows kept (0: the records carry none), TTL.
 APPEND_CARDS = UNPACK + """
-local HEADER, RECORD, SLACK = %(header)d, %(record)d, %(slack)d
+local HEADER, SIZE_AT, RECORD, SLACK = %(header)d, %(size_at)d, %(record)d, %(slack)d
 local behind = A[1]
 local at = 2
 for k = 1, #KEYS do
@@ -61,7 +61,7 @@ for k = 1, #KEYS do
     compacted = size
     redis.call('SET', key, struct.pack('<dI4', mark, size) .. records)
   else
-    compacted = struct.unpack('<I4', redis.call('GETRANGE', key, 8, HEADER - 1))
+    compacted = struct.unpack('<I4', redis.call('GETRANGE', key, SIZE_AT, HEADER - 1))
   end
   if size > 2 * compacted + SLACK then
     local log = redis.call('GET', key)
@@ -105,7 +105,7 @@ for k = 1, #KEYS do
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 return #KEYS
-""" % {"header": HEADER.size, "record": RECORD.size, "slack": COMPACT_SLACK_BYTES}
+""" % {"header": HEADER.size, "size_at": struct.calcsize("<d"), "record": RECORD.size, "slack": COMPACT_SLACK_BYTES}
 
 
 def record(tx: Transaction, row: bytes) -> bytes:

@@ -455,7 +455,8 @@ class RedisStateStore:
             key = keys.terminal_transactions(self.ns, terminal_id)
             additions.key(key, protocol.below(terminal.newest - TERMINAL_HORIZON - PRUNE_GRACE), 0, "", ttl(key),
                           terminal.members)
-        await self._write_additions(additions, progress, self._script_calls(self._append_cards, logs, head=[CARD_MARK_BEHIND]))
+        await self._write_additions(additions, progress,
+                                    self._script_calls(self._append_cards, logs, head=[CARD_MARK_BEHIND]))
 
     def _embedding_entity(self, key: str, emb: CachedEmbedding) -> tuple[list[str], list[object]]:
         return [key], [np.asarray(emb.vector, dtype=np.float32).tobytes(), float(emb.ts), emb.event_id, emb.model,
