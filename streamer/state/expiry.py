@@ -7,10 +7,15 @@ weeks. ``RecentRefreshes`` remembers the keys this store refreshed within the la
 ``period_s``, and a write refreshes only the others. A key then expires between
 ``ttl - period_s`` and ``ttl`` after its last write.
 
-The memory is two generations of key hashes: a key is recent if it is in either.
-The generations turn over every ``period_s / 2`` (so a key counts as recent for at most
-``period_s`` after its refresh), or sooner when the newer one holds ``capacity`` keys,
-which bounds the memory and only ever costs refreshes. A key that Redis loses before
+The memory is two generations of key hashes, each a table of ``SLOTS`` hashes
+indexed by the hash's low bits (a key is recent if either holds its hash where it
+belongs): a key written lands in the newer one, over whatever key was there, which then
+only costs that key a refresh at its next write. The generations turn over every
+``period_s / 2``, so a key counts as recent for at most ``period_s`` after its refresh.
+The tables take the same memory from the start, whatever the keys: two sets of up to
+50,000 hashes took 9 MB and filled over a soak's first minutes as new keys came, the
+larger part of the worker's growth there (docs/benchmarks.md, the session of 2026-12-06
+from 16:52 UTC); these take 4 MB. A key that Redis loses before
 its TTL runs out (a restart, a failover) would be written again without a TTL while it
 counts as recent: the store forgets everything whenever a round trip fails or Redis has
 lost its scripts (``forget``), and ``delete_namespace`` does too. A ``FLUSHDB`` that
@@ -21,34 +26,40 @@ never after, keeps no TTL.
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable
 
 #: The most a key may go without its TTL being refreshed while it is written.
 REFRESH_PERIOD_S = 3600.0
-#: Keys held in the newer generation before it turns over.
-CAPACITY = 50_000
+#: Key hashes a generation holds (a power of two).
+SLOTS = 1 << 18
+
+
+def _empty(slots: int) -> array[int]:
+    return array("q", bytes(8 * slots))
 
 
 class RecentRefreshes:
-    def __init__(self, ttl_s: int, period_s: float = REFRESH_PERIOD_S, capacity: int = CAPACITY,
+    def __init__(self, ttl_s: int, period_s: float = REFRESH_PERIOD_S, slots: int = SLOTS,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if slots < 1 or slots & (slots - 1):
+            raise ValueError(f"slots must be a power of two, not {slots}")
         self.ttl_s = ttl_s
         self.period_s = min(period_s, ttl_s / 10)
-        self.capacity = capacity
         self.clock = clock
-        self._newer: set[int] = set()
-        self._older: set[int] = set()
+        self._mask = slots - 1
+        self._newer = _empty(slots)
+        self._older = _empty(slots)
         self._turned = clock()
 
     def ttl(self, key: str) -> int:
         """The TTL a write of ``key`` sets: ``ttl_s`` if it is due (it then counts as
         refreshed), else 0 (leave it)."""
-        marker = hash(key)
-        if marker in self._newer or marker in self._older:
+        marker = hash(key) or 1  # 0 marks an empty slot
+        slot = marker & self._mask
+        if self._newer[slot] == marker or self._older[slot] == marker:
             return 0
-        if len(self._newer) >= self.capacity:
-            self._turn()
-        self._newer.add(marker)
+        self._newer[slot] = marker
         return self.ttl_s
 
     def tick(self) -> None:
@@ -61,9 +72,9 @@ class RecentRefreshes:
 
     def forget(self) -> None:
         """Every key is due again."""
-        self._newer, self._older = set(), set()
+        self._newer, self._older = _empty(len(self._newer)), _empty(len(self._newer))
         self._turned = self.clock()
 
     def _turn(self) -> None:
-        self._older, self._newer = self._newer, set()
+        self._older, self._newer = self._newer, _empty(len(self._newer))
         self._turned = self.clock()

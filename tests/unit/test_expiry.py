@@ -3,6 +3,8 @@ store's integration tests check the TTLs Redis then holds)."""
 
 from __future__ import annotations
 
+import pytest
+
 from streamer.state.expiry import RecentRefreshes
 
 TTL = 45 * 86400
@@ -62,12 +64,36 @@ def test_no_key_goes_unrefreshed_for_a_period_whatever_the_write_times() -> None
         assert clock.now - refreshed_at[key] < 100
 
 
-def test_the_memory_turns_over_at_capacity_so_it_stays_bounded() -> None:
-    refreshes = RecentRefreshes(TTL, period_s=3600, capacity=100, clock=Clock())
-    assert write(refreshes, *[f"k{i}" for i in range(250)]) == [TTL] * 250
-    assert len(refreshes._newer) + len(refreshes._older) <= 200
-    assert write(refreshes, "k0") == [TTL]  # forgotten: refreshed again, never skipped wrongly
-    assert write(refreshes, "k249") == [0]
+def test_the_memory_is_fixed_and_a_key_displaced_from_it_is_refreshed_again_never_skipped() -> None:
+    """Each generation is a table of hashes: more keys than slots only cost refreshes."""
+    clock = Clock()
+    refreshes = RecentRefreshes(TTL, period_s=100, slots=8, clock=clock)
+    refreshed_at: dict[str, float] = {}
+    skipped = 0
+    for step in range(3000):
+        clock.now += (step * 7919) % 3  # gaps of 0 to 2 s
+        key = f"k{(step * 31) % 50}"
+        (ttl,) = write(refreshes, key)
+        if ttl == TTL:
+            refreshed_at[key] = clock.now
+        else:  # skipped only when its TTL was set within the period
+            skipped += 1
+            assert clock.now - refreshed_at[key] < 100, key
+    assert skipped > 0
+    assert len(refreshes._newer) == len(refreshes._older) == 8
+
+
+def test_keys_beyond_the_slots_still_skip_refreshes_where_they_do_not_collide() -> None:
+    refreshes = RecentRefreshes(TTL, period_s=3600, clock=Clock())
+    keys = [f"streamer:v1:card-log:{i}" for i in range(20_000)]
+    assert write(refreshes, *keys) == [TTL] * len(keys)
+    skipped = write(refreshes, *keys).count(0)
+    assert skipped > 0.85 * len(keys)  # 20,000 keys in 262,144 slots: few collide
+
+
+def test_the_slots_are_a_power_of_two() -> None:
+    with pytest.raises(ValueError):
+        RecentRefreshes(TTL, slots=1000)
 
 
 def test_forget_makes_every_key_due() -> None:
