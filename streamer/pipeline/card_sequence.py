@@ -15,21 +15,17 @@ bookkeeping per transaction and leaves nothing to recompute when partitions move
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from streamer.events import Transaction
-from streamer.features.fraud import insert_new, position
+from streamer.features.fraud import new_position, position
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.state.store import ROW_BYTES, CardState, row_bytes
 
-History = list[tuple[float, str, bytes]]
 Sequences = tuple[np.ndarray, np.ndarray]
 """The encoder's input for a batch: rows ``(batch, L, width)``, left-padded, and which are valid ``(batch, L)``."""
-
-_row = operator.itemgetter(2)
 
 
 class CardEmbeddings:
@@ -54,24 +50,28 @@ class CardEmbeddings:
         change a score; a transaction that arrives after later ones of its card sees
         only the rows ordered before it."""
         last = {tx.card_id: i for i, tx in enumerate(transactions)}
-        histories: dict[str, History] = {}  # cards that come again: their rows with the batch's so far
-        pieces: list[bytes | bytearray] = []  # each transaction's rows, joined
+        again: dict[str, tuple[list[tuple[float, str]], bytearray]] = {}  # cards that come again: with the batch's rows so far
+        pieces: list[bytearray] = []  # each transaction's rows, joined
         lengths: list[int] = []
         size = ROW_BYTES
         for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):
-            history = histories.get(tx.card_id)
-            joined = None
-            if history is None:  # the card's rows as read (most cards come once in a batch): already joined
+            held = again.get(tx.card_id)
+            if held is None:  # the card's rows as read (most cards come once in a batch)
                 state = states[tx.card_id]
-                history, joined = state.rows, state.joined_rows()
-            at = position(history, tx.ts, tx.transaction_id)
+                keys, joined = state.row_keys, state.joined
+            else:
+                keys, joined = held
+            at = position(keys, tx.ts, tx.transaction_id)
             start = max(at - self.length, 0)
-            pieces.append(b"".join(map(_row, history[start:at])) if joined is None else joined[start * size : at * size])
+            pieces.append(joined[start * size : at * size])
             lengths.append(at - start)
             if last[tx.card_id] != i:  # a later transaction of the card sees this one
-                if tx.card_id not in histories:
-                    history = histories[tx.card_id] = list(history)
-                insert_new(history, (tx.ts, tx.transaction_id, row))
+                if held is None:
+                    keys, joined = again[tx.card_id] = (list(keys), bytearray(joined))
+                at = new_position(keys, tx.ts, tx.transaction_id)
+                if at is not None:
+                    keys.insert(at, (tx.ts, tx.transaction_id))
+                    joined[at * size : at * size] = row
         # Left-padded: a history fills the last ``len`` positions of its sequence in
         # order, so the transactions' pieces, one after the other, fill the valid
         # positions in row-major order: one join and one copy for the batch, not one

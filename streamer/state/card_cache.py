@@ -47,8 +47,6 @@ from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, CardState, TimeRang
 
 log = logging.getLogger(__name__)
 
-Row = tuple[float, str, bytes]
-
 
 @dataclass
 class CachedCard:
@@ -56,14 +54,14 @@ class CachedCard:
     """Everything the store holds for the card after this event time is here."""
     state: CardState
 
-    def store(self, ts: float, row: Row | None) -> None:
-        """A transaction at ``ts`` the store acknowledged, which the state holds already,
-        and its ``row``: pruned as the store prunes it."""
+    def store(self, ts: float, transaction_id: str, row: bytes | None) -> None:
+        """A transaction the store acknowledged, which the state holds already, and its
+        ``row``: pruned as the store prunes it."""
         history, prune_below = self.state.history, ts - CARD_HORIZON - PRUNE_GRACE
         if history.times and history.times[0] < prune_below:
             history.drop_before(prune_below)
         if row is not None:
-            self.state.add_row(row, CARD_ROWS_CAP)
+            self.state.add_row(ts, transaction_id, row, CARD_ROWS_CAP)
 
 
 class CardCache:
@@ -131,7 +129,7 @@ class CardCache:
         for i, tx in enumerate(transactions):  # a card's store prunes below its newest, whatever the order
             cached = cards.get(tx.card_id)
             if cached is not None:
-                cached.store(tx.ts, None if stored_rows is None else (tx.ts, tx.transaction_id, stored_rows[i]))
+                cached.store(tx.ts, tx.transaction_id, None if stored_rows is None else stored_rows[i])
 
     def drop(self, card_ids: Iterable[str]) -> None:
         """Forget these cards: a batch of theirs failed, and their held states may hold

@@ -113,44 +113,49 @@ class FraudState(NamedTuple):
 @dataclass
 class CardState:
     """What a batch reads of a card: its transactions in the feature window and, for the
-    sequence model, its latest feature rows."""
+    sequence model, its latest feature rows.
+
+    The rows are held as their keys ``(ts, transaction_id)``, sorted, one per
+    transaction, and their bytes one after the other in the same order, ``ROW_BYTES``
+    each (``ROW_WIDTH`` float32, as ``row_bytes`` makes them): a transaction's encoder
+    input is then one slice of them. Joining each transaction's rows one by one took
+    3.3-5.3 µs a transaction in batches of 512 to 4,096, a slice 1.5-2.1 (docs/benchmarks.md,
+    the session of 2026-12-06 from 14:18 UTC). Kept joined only, not also as one bytes
+    object a row, a card's 64 rows take about 6.7 KB less (the session of 2026-12-06 from
+    16:52 UTC). Change them only through ``add_row``."""
 
     history: CardHistory = field(default_factory=CardHistory)
-    rows: list[tuple[float, str, bytes]] = field(default_factory=list)
-    """``(ts, transaction_id, row)``, sorted, one per transaction: the card's latest rows,
-    each ``ROW_WIDTH`` float32 as bytes (``row_bytes``). Once ``joined_rows`` was asked
-    for, change them only through ``add_row``."""
-    _joined: bytearray | None = field(default=None, init=False, repr=False, compare=False)
+    row_keys: list[tuple[float, str]] = field(default_factory=list)
+    joined: bytearray = field(default_factory=bytearray)
 
-    def joined_rows(self) -> bytearray:
-        """The rows' bytes one after the other, ``ROW_BYTES`` each: a transaction's
-        encoder input is then one slice of them. Joining each transaction's rows one by
-        one took 3.3–5.3 µs a transaction in batches of 512 to 4,096, this 1.5–2.1
-        (docs/benchmarks.md, the session of 2026-12-06 from 14:18 UTC). Kept from one
-        batch to the next by ``add_row``."""
-        if self._joined is None:
-            self._joined = bytearray().join([row for _, _, row in self.rows])
-        return self._joined
+    @classmethod
+    def of(cls, history: CardHistory, rows: Iterable[tuple[float, str, bytes]] = ()) -> CardState:
+        """From rows ``(ts, transaction_id, row)``, sorted, one per transaction."""
+        rows = list(rows)
+        return cls(history, [(ts, tx_id) for ts, tx_id, _ in rows], bytearray().join([row for _, _, row in rows]))
 
-    def add_row(self, row: tuple[float, str, bytes], cap: int) -> None:
-        """Insert ``row`` in order unless its transaction is there already, and keep the
-        latest ``cap``. A row that comes after every one held (most do) extends
-        ``joined_rows``; another makes it joined again when next asked for."""
-        held = self.rows
-        at = new_position(held, row[0], row[1])
+    @property
+    def rows(self) -> list[tuple[float, str, bytes]]:
+        """The rows as ``(ts, transaction_id, row)``, made anew on each call (tests and tools)."""
+        joined = bytes(self.joined)
+        return [(ts, tx_id, joined[i * ROW_BYTES : (i + 1) * ROW_BYTES]) for i, (ts, tx_id) in enumerate(self.row_keys)]
+
+    def add_row(self, ts: float, transaction_id: str, row: bytes, cap: int) -> None:
+        """Insert the row of the transaction at ``ts`` in order unless it is there already,
+        and keep the latest ``cap``."""
+        keys = self.row_keys
+        at = new_position(keys, ts, transaction_id)
         if at is None:
             return
-        appended = at == len(held)
-        held.insert(at, row)
-        dropped = max(len(held) - cap, 0)
-        del held[:dropped]
-        if self._joined is None:
-            return
-        if not appended:
-            self._joined = None  # joined again when next asked for
-            return
-        del self._joined[: dropped * ROW_BYTES]  # a bytearray moves its start: no copy
-        self._joined += row[2]
+        keys.insert(at, (ts, transaction_id))
+        if at == len(keys) - 1:  # after every row held, as most come
+            self.joined += row
+        else:
+            self.joined[at * ROW_BYTES : at * ROW_BYTES] = row
+        dropped = len(keys) - cap
+        if dropped > 0:
+            del keys[:dropped]
+            del self.joined[: dropped * ROW_BYTES]  # a bytearray moves its start: no copy
 
 
 def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> list[bytes]:
@@ -398,8 +403,8 @@ class RedisStateStore:
         progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
         replies = replies[len(progress_of) :]
         card_replies = (card for call in replies[:len(card_calls)] for card in call)
-        card_state = {card_id: CardState(*card_log.read(log, lo, hi, CARD_ROWS_CAP, sequence_rows,
-                                                              CARD_MARK_BEHIND))
+        card_state = {card_id: CardState.of(*card_log.read(log, lo, hi, CARD_ROWS_CAP, sequence_rows,
+                                                                 CARD_MARK_BEHIND))
                       for (card_id, (lo, hi)), log in zip(cards.items(), card_replies)}
         replies = replies[len(card_calls):]
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}

@@ -177,8 +177,8 @@ async def test_a_batch_works_on_the_held_states_and_the_cache_takes_its_rows_onc
 
 
 def test_a_held_cards_joined_rows_follow_the_rows_it_takes() -> None:
-    """Rows that come after every one held extend the joined rows; a late one, a repeat
-    or one past the cap changes them as it changes the rows."""
+    """A card's rows are held joined: rows that come after every one held extend them; a
+    late one goes in its place; a repeat changes nothing; the oldest go past the cap."""
     rng = random.Random(5)
     state, rows = CardState(), []
     for step in range(300):
@@ -193,10 +193,9 @@ def test_a_held_cards_joined_rows_follow_the_rows_it_takes() -> None:
         if rng.random() < 0.1 and rows:
             batch.append(rng.choice(rows))  # a transaction stored before
         for row in batch:
-            if rng.random() < 0.7:
-                state.joined_rows()  # asked for before the row comes, or not
-            state.add_row(row, CARD_ROWS_CAP)
+            state.add_row(*row, CARD_ROWS_CAP)
             if row not in rows:
                 rows = sorted([*rows, row])[-CARD_ROWS_CAP:]
         assert state.rows == rows
-        assert state.joined_rows() == b"".join(row for _, _, row in rows), step
+        assert state.row_keys == [(ts, tx_id) for ts, tx_id, _ in rows], step
+        assert state.joined == b"".join(row for _, _, row in rows), step
