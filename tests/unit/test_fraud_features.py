@@ -33,6 +33,32 @@ def test_entries_stay_sorted_by_time_then_id_one_per_id_wherever_they_land() -> 
     assert entries == sorted(set(arrivals))
 
 
+def test_a_card_history_answers_as_its_transactions_sorted_whatever_the_ties_and_arrival_order() -> None:
+    """The history keeps its times, ids and amounts in lists of their own: checked against
+    the sorted transactions themselves, with many at the same event time."""
+    import random
+
+    rng = random.Random(11)
+    card, stored = CardHistory(), {}
+    for step in range(2000):
+        ts = T0 + rng.choice([0, 1, 2, 3]) * 3600 + rng.randrange(3) * DAY
+        tx_id = f"{rng.randrange(400):03d}"
+        amount = stored.get(tx_id, (ts, tx_id, rng.uniform(1, 100)))[2]
+        ts = stored.get(tx_id, (ts,))[0]  # an id always comes with the same time and amount
+        card.add(ts, tx_id, amount)
+        stored[tx_id] = (ts, tx_id, amount)
+        entries = sorted(stored.values())
+        assert card.entries == entries, step
+        seen = [e for e in entries if (e[0], e[1]) <= (ts, tx_id)]
+        want = []
+        for days in (1, 7, 30):
+            window = [e[2] for e in seen if e[0] > ts - days * DAY]
+            want += [float(len(window)), sum(window) / len(window) if window else 0.0]
+        assert card.windows(ts, tx_id) == pytest.approx(want), step
+        before = [e for e in entries if (e[0], e[1]) < (ts, tx_id)]
+        assert card.seconds_since_previous(ts, tx_id) == (ts - before[-1][0] if before else NO_PREVIOUS)
+
+
 def test_card_windows_include_the_current_transaction_and_respect_boundaries() -> None:
     card = CardHistory()
     card.add(T0 - 30 * DAY, "0", 1000.0)  # exactly 30 days before: outside (t - 30 d, t]
