@@ -73,6 +73,15 @@ def position(entries: list, ts: float, entry_id: str) -> int:  # type: ignore[ty
     return len(entries)
 
 
+def key_position(times: list[float], ids: list[str], ts: float, entry_id: str) -> int:
+    """``position`` among entries held as two lists in the same order, sorted by
+    ``(event time, id)``: their times and their ids."""
+    if times and (times[-1] > ts or (times[-1] == ts and ids[-1] >= entry_id)):
+        lo = bisect.bisect_left(times, ts)
+        return bisect.bisect_left(ids, entry_id, lo, bisect.bisect_right(times, ts, lo))
+    return len(times)
+
+
 def new_position(entries: list, ts: float, entry_id: str) -> int | None:  # type: ignore[type-arg]
     """``position`` of ``(ts, entry_id)``, or None when that transaction is there already
     (an id always comes with the same event time, so a repeat sits right at its place)."""
@@ -123,17 +132,8 @@ class CardHistory:
         (tests and tools)."""
         return list(zip(self.times, self.ids, self.amounts))
 
-    def position(self, ts: float, transaction_id: str) -> int:
-        """Where ``(ts, transaction_id)`` goes: before any transaction of that time and id
-        (``position``). One comparison when it comes after every one, as most do."""
-        times = self.times
-        if times and (times[-1] > ts or (times[-1] == ts and self.ids[-1] >= transaction_id)):
-            lo = bisect.bisect_left(times, ts)
-            return bisect.bisect_left(self.ids, transaction_id, lo, bisect.bisect_right(times, ts, lo))
-        return len(times)
-
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
-        at = self.position(ts, transaction_id)
+        at = key_position(self.times, self.ids, ts, transaction_id)
         if at < len(self.times) and self.ids[at] == transaction_id and self.times[at] == ts:
             return  # there already
         self.times.insert(at, ts)
@@ -164,7 +164,7 @@ class CardHistory:
         """Time since the card's transaction ordered just before ``(ts, transaction_id)``,
         at most ``NO_PREVIOUS`` (the card horizon): entries a history holds from before
         the range a batch reads for the event change nothing."""
-        at = self.position(ts, transaction_id)
+        at = key_position(self.times, self.ids, ts, transaction_id)
         return min(ts - self.times[at - 1], NO_PREVIOUS) if at else NO_PREVIOUS
 
 

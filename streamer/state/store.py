@@ -34,7 +34,7 @@ from redis.exceptions import (
 from streamer.errors import ConfigurationError, DependencyError
 from streamer.events import Click, FraudLabel, Transaction
 from streamer.features.fraud import (
-    CARD_HORIZON, DAY, TERMINAL_HORIZON, WINDOWS_DAYS, CardHistory, TerminalCounts, TerminalHistory, new_position,
+    CARD_HORIZON, DAY, TERMINAL_HORIZON, WINDOWS_DAYS, CardHistory, TerminalCounts, TerminalHistory, key_position,
     window_starts,
 )
 from streamer.settings import RedisSettings
@@ -115,46 +115,50 @@ class CardState:
     """What a batch reads of a card: its transactions in the feature window and, for the
     sequence model, its latest feature rows.
 
-    The rows are held as their keys ``(ts, transaction_id)``, sorted, one per
-    transaction, and their bytes one after the other in the same order, ``ROW_BYTES``
-    each (``ROW_WIDTH`` float32, as ``row_bytes`` makes them): a transaction's encoder
-    input is then one slice of them. Joining each transaction's rows one by one took
-    3.3-5.3 µs a transaction in batches of 512 to 4,096, a slice 1.5-2.1 (docs/benchmarks.md,
-    the session of 2026-12-06 from 14:18 UTC). Kept joined only, not also as one bytes
-    object a row, a card's 64 rows take about 6.7 KB less (the session of 2026-12-06 from
-    16:52 UTC). Change them only through ``add_row``."""
+    The rows are held sorted by ``(event time, transaction id)``, one per transaction:
+    their event times, their ids, and their bytes one after the other, ``ROW_BYTES`` each
+    (``ROW_WIDTH`` float32, as ``row_bytes`` makes them). A transaction's encoder input is
+    then one slice of the bytes: joining each transaction's rows one by one took 3.3-5.3 µs
+    a transaction in batches of 512 to 4,096, a slice 1.5-2.1 (docs/benchmarks.md, the
+    session of 2026-12-06 from 14:18 UTC). Held as a tuple and a bytes object a row, a
+    card's 64 rows took about 10 KB more (the session of 2026-12-06 from 16:52 UTC).
+    Change them only through ``add_row``."""
 
     history: CardHistory = field(default_factory=CardHistory)
-    row_keys: list[tuple[float, str]] = field(default_factory=list)
+    row_times: list[float] = field(default_factory=list)
+    row_ids: list[str] = field(default_factory=list)
     joined: bytearray = field(default_factory=bytearray)
 
     @classmethod
     def of(cls, history: CardHistory, rows: Iterable[tuple[float, str, bytes]] = ()) -> CardState:
         """From rows ``(ts, transaction_id, row)``, sorted, one per transaction."""
         rows = list(rows)
-        return cls(history, [(ts, tx_id) for ts, tx_id, _ in rows], bytearray().join([row for _, _, row in rows]))
+        return cls(history, [row[0] for row in rows], [row[1] for row in rows],
+                   bytearray().join([row[2] for row in rows]))
 
     @property
     def rows(self) -> list[tuple[float, str, bytes]]:
         """The rows as ``(ts, transaction_id, row)``, made anew on each call (tests and tools)."""
         joined = bytes(self.joined)
-        return [(ts, tx_id, joined[i * ROW_BYTES : (i + 1) * ROW_BYTES]) for i, (ts, tx_id) in enumerate(self.row_keys)]
+        return [(ts, tx_id, joined[i * ROW_BYTES : (i + 1) * ROW_BYTES])
+                for i, (ts, tx_id) in enumerate(zip(self.row_times, self.row_ids))]
 
     def add_row(self, ts: float, transaction_id: str, row: bytes, cap: int) -> None:
         """Insert the row of the transaction at ``ts`` in order unless it is there already,
         and keep the latest ``cap``."""
-        keys = self.row_keys
-        at = new_position(keys, ts, transaction_id)
-        if at is None:
-            return
-        keys.insert(at, (ts, transaction_id))
-        if at == len(keys) - 1:  # after every row held, as most come
+        times, ids = self.row_times, self.row_ids
+        at = key_position(times, ids, ts, transaction_id)
+        if at < len(times) and ids[at] == transaction_id and times[at] == ts:
+            return  # there already
+        times.insert(at, ts)
+        ids.insert(at, transaction_id)
+        if at == len(times) - 1:  # after every row held, as most come
             self.joined += row
         else:
             self.joined[at * ROW_BYTES : at * ROW_BYTES] = row
-        dropped = len(keys) - cap
+        dropped = len(times) - cap
         if dropped > 0:
-            del keys[:dropped]
+            del times[:dropped], ids[:dropped]
             del self.joined[: dropped * ROW_BYTES]  # a bytearray moves its start: no copy
 
 

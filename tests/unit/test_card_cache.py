@@ -197,5 +197,5 @@ def test_a_held_cards_joined_rows_follow_the_rows_it_takes() -> None:
             if row not in rows:
                 rows = sorted([*rows, row])[-CARD_ROWS_CAP:]
         assert state.rows == rows
-        assert state.row_keys == [(ts, tx_id) for ts, tx_id, _ in rows], step
+        assert list(zip(state.row_times, state.row_ids)) == [(ts, tx_id) for ts, tx_id, _ in rows], step
         assert state.joined == b"".join(row for _, _, row in rows), step
