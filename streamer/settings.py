@@ -103,7 +103,8 @@ class RedisSettings:
     """STREAMER_REDIS_CARD_CACHE: cards whose state a worker keeps between batches, so it
     reads only the others from Redis (0: off). Exact as long as transactions are keyed by
     card id (it switches itself off otherwise) and nothing else writes this namespace.
-    About 17 KB per card with a full month of history and the sequence model's rows."""
+    About 16 KB per card with a month of history and the sequence model's rows
+    (``python -m bench.card_memory``)."""
 
 
 @dataclass(frozen=True)

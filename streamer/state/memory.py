@@ -73,10 +73,11 @@ class InMemoryStateStore:
         progress = {topic: dict(self.stream_progress.get(topic, {})) for topic in progress_of}
         card_state: dict[str, CardState] = {}
         for card_id, window in cards.items():
-            history = CardHistory.of(self.cards.get(card_id, _EMPTY).window(window))
-            rows = sorted((ts, tx_id, row) for tx_id, (ts, row) in self.card_rows.get(card_id, {}).items()
-                          if ts <= window[1]) if sequence_rows else []
-            card_state[card_id] = CardState.of(history, rows[-sequence_rows:] if sequence_rows else [])
+            rows: list[tuple[float, str, bytes]] = []
+            if sequence_rows:
+                rows = sorted((ts, tx_id, row) for tx_id, (ts, row) in self.card_rows.get(card_id, {}).items()
+                              if ts <= window[1])[-sequence_rows:]
+            card_state[card_id] = CardState.of(CardHistory.of(self.cards.get(card_id, _EMPTY).window(window)), rows)
         ends = terminal_ends if terminal_ends and self.count_terminals else {}
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
         for terminal_id, window in terminals.items():
