@@ -11,7 +11,7 @@ The memory is two generations of key hashes, each a table of ``SLOTS`` hashes
 indexed by the hash's low bits (a key is recent if either holds its hash where it
 belongs): a key written lands in the newer one, over whatever key was there, which then
 only costs that key a refresh at its next write. The generations turn over every
-``period_s / 2``, so a key counts as recent for at most ``period_s`` after its refresh.
+``period_s / 2``, so a key counts as recent for less than ``period_s`` after its refresh.
 The tables take the same memory from the start, whatever the keys: two sets of up to
 50,000 hashes took 9 MB and filled over a soak's first minutes as new keys came, the
 larger part of the worker's growth there (docs/benchmarks.md, the session of 2026-12-06
@@ -76,5 +76,10 @@ class RecentRefreshes:
         self._turned = self.clock()
 
     def _turn(self) -> None:
+        """The generations turn at fixed times, every ``period_s / 2`` from the last
+        ``forget``: a key refreshed in the newer one then leaves the older one before
+        ``period_s`` has passed, however far apart the writes (turning at the first write
+        due let a key refreshed as a generation began count as recent for a period and
+        the gap between two writes)."""
         self._older, self._newer = self._newer, _empty(len(self._newer))
-        self._turned = self.clock()
+        self._turned += self.period_s / 2
