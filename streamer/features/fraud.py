@@ -82,6 +82,15 @@ def key_position(times: list[float], ids: list[str], ts: float, entry_id: str) -
     return len(times)
 
 
+def new_key_position(times: list[float], ids: list[str], ts: float, entry_id: str) -> int | None:
+    """``key_position``, or None when that transaction is there already (``new_position``
+    for entries held as their times and ids)."""
+    at = key_position(times, ids, ts, entry_id)
+    if at < len(times) and ids[at] == entry_id and times[at] == ts:
+        return None
+    return at
+
+
 def new_position(entries: list, ts: float, entry_id: str) -> int | None:  # type: ignore[type-arg]
     """``position`` of ``(ts, entry_id)``, or None when that transaction is there already
     (an id always comes with the same event time, so a repeat sits right at its place)."""
@@ -133,9 +142,9 @@ class CardHistory:
         return list(zip(self.times, self.ids, self.amounts))
 
     def add(self, ts: float, transaction_id: str, amount: float) -> None:
-        at = key_position(self.times, self.ids, ts, transaction_id)
-        if at < len(self.times) and self.ids[at] == transaction_id and self.times[at] == ts:
-            return  # there already
+        at = new_key_position(self.times, self.ids, ts, transaction_id)
+        if at is None:
+            return
         self.times.insert(at, ts)
         self.ids.insert(at, transaction_id)
         self.amounts.insert(at, amount)

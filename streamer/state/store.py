@@ -34,7 +34,7 @@ from redis.exceptions import (
 from streamer.errors import ConfigurationError, DependencyError
 from streamer.events import Click, FraudLabel, Transaction
 from streamer.features.fraud import (
-    CARD_HORIZON, DAY, TERMINAL_HORIZON, WINDOWS_DAYS, CardHistory, TerminalCounts, TerminalHistory, key_position,
+    CARD_HORIZON, DAY, TERMINAL_HORIZON, WINDOWS_DAYS, CardHistory, TerminalCounts, TerminalHistory, new_key_position,
     window_starts,
 )
 from streamer.settings import RedisSettings
@@ -147,9 +147,9 @@ class CardState:
         """Insert the row of the transaction at ``ts`` in order unless it is there already,
         and keep the latest ``cap``."""
         times, ids = self.row_times, self.row_ids
-        at = key_position(times, ids, ts, transaction_id)
-        if at < len(times) and ids[at] == transaction_id and times[at] == ts:
-            return  # there already
+        at = new_key_position(times, ids, ts, transaction_id)
+        if at is None:
+            return
         times.insert(at, ts)
         ids.insert(at, transaction_id)
         if at == len(times) - 1:  # after every row held, as most come
