@@ -6,7 +6,8 @@ rate on topics and workers of its own with the state kept from the rates before 
 suite does), for ``--seconds`` each, and prints per rate: the rate the producer achieved,
 p50 / p99 / max from each input record's timestamp to its output record's timestamp
 (read back from the output topic), the inputs with no output, whether p99 stayed below
-``--p99-ms``, and where the machine's CPU went meanwhile (``bench.cpu``: the workers,
+``--p99-ms``, p99 over each 10 s of the offering (``bench.run.latency_windows``: whether
+it held or climbed as a backlog grew), and where the machine's CPU went meanwhile (``bench.cpu``: the workers,
 the broker, Redis, the producer, the rest)::
 
     python -m bench.load transactions 15000
@@ -34,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import cpu_line
-from bench.run import (ROOT, Message, clicks, events_offered, for_kind, for_workers, latency, local_services,
-                       models_beside_the_loop, transactions)
+from bench.run import (LATENCY_WINDOW_S, ROOT, Message, clicks, events_offered, for_kind, for_workers, latency,
+                       local_services, models_beside_the_loop, transactions)
 from streamer.settings import Settings
 
 FEEDS = {"transactions": transactions, "clicks": clicks}
@@ -46,6 +47,12 @@ def verdict(result: dict[str, Any], p99_ms: float) -> bool:
     offering at least 95 % of the rate asked (else the run measured the producer)."""
     return (result["p99_ms"] < p99_ms and result["lost"] == 0
             and result["achieved_send_rate"] >= 0.95 * result["offered"])
+
+
+def window_cell(window: dict[str, Any]) -> str:
+    """One of ``bench.run.latency_windows`` as ``bench.load`` prints it."""
+    p99 = f"{window['p99_ms']:g}" if "p99_ms" in window else "-"
+    return p99 + (f" ({window['lost']:,} lost)" if window["lost"] else "")
 
 
 def load_run(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, p99_ms: float,
@@ -89,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "
               f"{r['lost']:>6}  {'yes' if r['held'] else 'no'}")
+    print(f"\np99 ms of the inputs sent in each {LATENCY_WINDOW_S:g} s of the offering (lost, if any, in brackets):")
+    for r in results:
+        print(f"{r['offered']:>10,.0f}/s: " + ", ".join(window_cell(w) for w in r["windows"]))
     print("\nCPU while each rate was offered, cores (µs per event answered):")
     for r in results:
         cpu = r["cpu"]

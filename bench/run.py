@@ -460,12 +460,43 @@ def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Messa
             times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=120))
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
-    lat = np.array([times[i] / 1000.0 - s for i, s in zip(ids, sent) if i in times]) * 1000.0
+    each = [None if i not in times else times[i] - 1000.0 * s for i, s in zip(ids, sent)]
+    lat = np.array([ms for ms in each if ms is not None])
     achieved = len(chunk) / max(sent[-1] - sent[0], 1e-3)
     return {"offered": rate, "achieved_send_rate": round(achieved),
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
             "max_ms": round(float(lat.max()), 1), "lost": len(chunk) - len(lat),
+            "windows": latency_windows(sent, each),
             "cpu": cpu_use(before, after, answered_between(times.values(), before.wall, after.wall))}
+
+
+#: The span of offering each of a latency run's ``latency_windows`` covers.
+LATENCY_WINDOW_S = 10.0
+
+
+def latency_windows(sent: Sequence[float], latency_ms: Sequence[float | None],
+                    window_s: float = LATENCY_WINDOW_S) -> list[dict[str, Any]]:
+    """p50 / p99 / max of the inputs sent in each ``window_s`` of the offering, from the
+    first send on, and how many of them had no output (``latency_ms`` None): whether
+    the latency held over the run or climbed as a backlog grew, which the whole run's
+    p99 does not tell apart. A last window shorter than half of ``window_s`` joins the
+    one before."""
+    if not sent:
+        return []
+    start = sent[0]
+    count = max(1, int((sent[-1] - start) / window_s + 0.5))
+    groups: list[list[float | None]] = [[] for _ in range(count)]
+    for at, ms in zip(sent, latency_ms):
+        groups[min(int((at - start) / window_s), count - 1)].append(ms)
+    windows = []
+    for index, group in enumerate(groups):
+        answered = np.array([ms for ms in group if ms is not None])
+        window: dict[str, Any] = {"from_s": index * window_s, "sent": len(group), "lost": len(group) - len(answered)}
+        if len(answered):
+            window.update(p50_ms=round(float(np.percentile(answered, 50)), 1),
+                          p99_ms=round(float(np.percentile(answered, 99)), 1), max_ms=round(float(answered.max()), 1))
+        windows.append(window)
+    return windows
 
 
 def answered_between(stamps: Iterable[int], start: float, end: float) -> int:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from bench.load import load_run, verdict
+from bench.run import events_offered
 from streamer.embedded import EmbeddedBroker
 from streamer.settings import Settings
 from tests.support import DATA, load_jsonl
@@ -28,6 +29,10 @@ def test_a_load_run_reads_every_inputs_latency_from_the_output_topic(broker: Emb
     assert result["offered"] == 200.0 and result["lost"] == 0
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["held"] == verdict(result, 100.0)
+    # a run of 2 s is one window, which holds every input and the whole run's percentiles
+    (window,) = result["windows"]
+    assert window["sent"] == events_offered([200.0], 2.0) - 1 and window["lost"] == 0  # the first went before the rate
+    assert (window["p99_ms"], window["max_ms"]) == (result["p99_ms"], result["max_ms"])
     # where the CPU went while the rate was offered: every part read, each one busy
     cpu = result["cpu"]
     assert set(cpu["cores"]) == {"workers", "broker", "redis", "harness", "machine", "other"}

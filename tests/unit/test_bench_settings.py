@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from bench.cpu import cpu_times, stolen_share
-from bench.run import for_kind, for_workers, fresh_settings, models_beside_the_loop
+from bench.run import for_kind, for_workers, fresh_settings, latency_windows, models_beside_the_loop
 from streamer.events import parse_time
 from streamer.settings import Settings
 
@@ -260,3 +260,24 @@ def test_the_benchmarks_clicks_are_enough_for_the_suites_feed() -> None:
     if not BEAUTY.exists():
         pytest.skip(f"no benchmark data at {BEAUTY}")
     assert sum(len(items) for _, items in read_sequences(BEAUTY)) >= SuitePlan().feed("clicks")
+
+
+def test_latency_windows_tell_a_climbing_latency_from_a_steady_one() -> None:
+    # 30 s of sends, one a second: 10 ms each for the first 10 s, 100 ms the next 10, then 1 s
+    sent = [1000.0 + t for t in range(30)]
+    latency = [10.0] * 10 + [100.0] * 10 + [1000.0] * 8 + [None, None]
+    windows = latency_windows(sent, latency, window_s=10.0)
+    assert [w["from_s"] for w in windows] == [0.0, 10.0, 20.0]
+    assert [w["sent"] for w in windows] == [10, 10, 10]
+    assert [w["p99_ms"] for w in windows] == [10.0, 100.0, 1000.0]
+    assert [w["lost"] for w in windows] == [0, 0, 2]
+
+
+def test_a_short_last_latency_window_joins_the_one_before_and_an_empty_one_has_no_percentiles() -> None:
+    sent = [0.0, 5.0, 9.9, 10.5, 12.0]  # 12 s: the 2 s after the first window join it
+    windows = latency_windows(sent, [1.0, 2.0, 3.0, 40.0, None], window_s=10.0)
+    assert len(windows) == 1 and windows[0]["sent"] == 5 and windows[0]["lost"] == 1
+    assert windows[0]["max_ms"] == 40.0
+    nothing_answered = latency_windows([0.0, 1.0], [None, None], window_s=10.0)
+    assert nothing_answered == [{"from_s": 0.0, "sent": 2, "lost": 2}]
+    assert latency_windows([], []) == []
