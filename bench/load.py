@@ -7,8 +7,8 @@ suite does), for ``--seconds`` each, and prints per rate: the rate the producer 
 p50 / p99 / max from each input record's timestamp to its output record's timestamp
 (read back from the output topic), the inputs with no output, whether p99 stayed below
 ``--p99-ms``, p99 over each 10 s of the offering (``bench.run.latency_windows``: whether
-it held or climbed as a backlog grew), and where the machine's CPU went meanwhile (``bench.cpu``: the workers,
-the broker, Redis, the producer, the rest)::
+it held or climbed as a backlog grew), and where the machine's CPU went meanwhile
+(``bench.cpu``: the workers, the broker, Redis, the producer, the rest)::
 
     python -m bench.load transactions 15000
     python -m bench.load clicks 4000 8000 --seconds 30
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "
               f"{r['lost']:>6}  {'yes' if r['held'] else 'no'}")
-    print(f"\np99 ms of the inputs sent in each {LATENCY_WINDOW_S:g} s of the offering (lost, if any, in brackets):")
+    print(f"\np99 ms of the inputs sent in each {LATENCY_WINDOW_S:g} s of the offering (and inputs lost, if any):")
     for r in results:
         print(f"{r['offered']:>10,.0f}/s: " + ", ".join(window_cell(w) for w in r["windows"]))
     print("\nCPU while each rate was offered, cores (µs per event answered):")
