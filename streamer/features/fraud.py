@@ -82,13 +82,18 @@ def key_position(times: list[float], ids: list[str], ts: float, entry_id: str) -
     return len(times)
 
 
+def held_at(times: list[float], ids: list[str], at: int, ts: float, entry_id: str) -> bool:
+    """Whether the transaction ``(ts, entry_id)`` is there already, given its
+    ``key_position`` ``at`` (an id always comes with the same event time, so a repeat
+    sits right at its place)."""
+    return at < len(times) and ids[at] == entry_id and times[at] == ts
+
+
 def new_key_position(times: list[float], ids: list[str], ts: float, entry_id: str) -> int | None:
     """``key_position``, or None when that transaction is there already (``new_position``
     for entries held as their times and ids)."""
     at = key_position(times, ids, ts, entry_id)
-    if at < len(times) and ids[at] == entry_id and times[at] == ts:
-        return None
-    return at
+    return None if held_at(times, ids, at, ts, entry_id) else at
 
 
 def new_position(entries: list, ts: float, entry_id: str) -> int | None:  # type: ignore[type-arg]

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from streamer.events import Transaction
-from streamer.features.fraud import key_position
+from streamer.features.fraud import held_at, key_position
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.state.store import ROW_BYTES, CardState, row_bytes
 
@@ -50,28 +50,22 @@ class CardEmbeddings:
         change a score; a transaction that arrives after later ones of its card sees
         only the rows ordered before it."""
         last = {tx.card_id: i for i, tx in enumerate(transactions)}
-        again: dict[str, tuple[list[float], list[str], bytearray]] = {}  # cards that come again: with the batch's rows so far
+        again: dict[str, CardState] = {}  # cards that come again: with the batch's rows so far
         pieces: list[bytearray] = []  # each transaction's rows, joined
         lengths: list[int] = []
         size = ROW_BYTES
         for i, (tx, row) in enumerate(zip(transactions, row_bytes(rows, len(transactions)))):
             held = again.get(tx.card_id)
-            if held is None:  # the card's rows as read (most cards come once in a batch)
-                state = states[tx.card_id]
-                times, ids, joined = state.row_times, state.row_ids, state.joined
-            else:
-                times, ids, joined = held
-            at = key_position(times, ids, tx.ts, tx.transaction_id)
+            state = states[tx.card_id] if held is None else held  # most cards come once in a batch: as read
+            at = key_position(state.row_times, state.row_ids, tx.ts, tx.transaction_id)
             start = max(at - self.length, 0)
-            pieces.append(joined[start * size : at * size])
+            pieces.append(state.joined[start * size : at * size])
             lengths.append(at - start)
             if last[tx.card_id] != i:  # a later transaction of the card sees this one
                 if held is None:
-                    times, ids, joined = again[tx.card_id] = (list(times), list(ids), bytearray(joined))
-                if at == len(times) or ids[at] != tx.transaction_id or times[at] != tx.ts:  # not there already
-                    times.insert(at, tx.ts)
-                    ids.insert(at, tx.transaction_id)
-                    joined[at * size : at * size] = row
+                    state = again[tx.card_id] = state.with_rows_copied()
+                if not held_at(state.row_times, state.row_ids, at, tx.ts, tx.transaction_id):
+                    state.insert_row(at, tx.ts, tx.transaction_id, row)
         # Left-padded: a history fills the last ``len`` positions of its sequence in
         # order, so the transactions' pieces, one after the other, fill the valid
         # positions in row-major order: one join and one copy for the batch, not one

@@ -146,20 +146,28 @@ class CardState:
     def add_row(self, ts: float, transaction_id: str, row: bytes, cap: int) -> None:
         """Insert the row of the transaction at ``ts`` in order unless it is there already,
         and keep the latest ``cap``."""
-        times, ids = self.row_times, self.row_ids
-        at = new_key_position(times, ids, ts, transaction_id)
+        at = new_key_position(self.row_times, self.row_ids, ts, transaction_id)
         if at is None:
             return
-        times.insert(at, ts)
-        ids.insert(at, transaction_id)
-        if at == len(times) - 1:  # after every row held, as most come
+        self.insert_row(at, ts, transaction_id, row)
+        dropped = len(self.row_times) - cap
+        if dropped > 0:
+            del self.row_times[:dropped], self.row_ids[:dropped]
+            del self.joined[: dropped * ROW_BYTES]  # a bytearray moves its start: no copy
+
+    def insert_row(self, at: int, ts: float, transaction_id: str, row: bytes) -> None:
+        """Put the row of a transaction not held yet at its place ``at``
+        (``key_position`` among the rows)."""
+        self.row_times.insert(at, ts)
+        self.row_ids.insert(at, transaction_id)
+        if at == len(self.row_times) - 1:  # after every row held, as most come
             self.joined += row
         else:
             self.joined[at * ROW_BYTES : at * ROW_BYTES] = row
-        dropped = len(times) - cap
-        if dropped > 0:
-            del times[:dropped], ids[:dropped]
-            del self.joined[: dropped * ROW_BYTES]  # a bytearray moves its start: no copy
+
+    def with_rows_copied(self) -> CardState:
+        """The same history, with rows of its own that ``insert_row`` may change."""
+        return CardState(self.history, list(self.row_times), list(self.row_ids), bytearray(self.joined))
 
 
 def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> list[bytes]:
