@@ -463,9 +463,7 @@ def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Messa
     each = [None if i not in times else times[i] - 1000.0 * s for i, s in zip(ids, sent)]
     lat = np.array([ms for ms in each if ms is not None])
     achieved = len(chunk) / max(sent[-1] - sent[0], 1e-3)
-    return {"offered": rate, "achieved_send_rate": round(achieved),
-            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "max_ms": round(float(lat.max()), 1), "lost": len(chunk) - len(lat),
+    return {"offered": rate, "achieved_send_rate": round(achieved), **percentiles(lat), "lost": len(chunk) - len(lat),
             "windows": latency_windows(sent, each),
             "cpu": cpu_use(before, after, answered_between(times.values(), before.wall, after.wall))}
 
@@ -493,10 +491,15 @@ def latency_windows(sent: Sequence[float], latency_ms: Sequence[float | None],
         answered = np.array([ms for ms in group if ms is not None])
         window: dict[str, Any] = {"from_s": index * window_s, "sent": len(group), "lost": len(group) - len(answered)}
         if len(answered):
-            window.update(p50_ms=round(float(np.percentile(answered, 50)), 1),
-                          p99_ms=round(float(np.percentile(answered, 99)), 1), max_ms=round(float(answered.max()), 1))
+            window.update(percentiles(answered))
         windows.append(window)
     return windows
+
+
+def percentiles(latency_ms: np.ndarray) -> dict[str, float]:
+    """p50 / p99 / max of latencies (ms, at least one), to 0.1 ms."""
+    return {"p50_ms": round(float(np.percentile(latency_ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(latency_ms, 99)), 1), "max_ms": round(float(latency_ms.max()), 1)}
 
 
 def answered_between(stamps: Iterable[int], start: float, end: float) -> int:
