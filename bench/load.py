@@ -6,7 +6,7 @@ rate on topics and workers of its own with the state kept from the rates before 
 suite does), for ``--seconds`` each, and prints per rate: the rate the producer achieved,
 p50 / p99 / max from each input record's timestamp to its output record's timestamp
 (read back from the output topic), the inputs with no output, whether p99 stayed below
-``--p99-ms``, p99 over each 10 s of the offering (``bench.run.latency_windows``: whether
+``--p99-ms`` (over the whole run and over its last 10 s: ``verdict``), p99 over each 10 s of the offering (``bench.run.latency_windows``: whether
 it held or climbed as a backlog grew), and where the machine's CPU went meanwhile
 (``bench.cpu``: the workers, the broker, Redis, the producer, the rest)::
 
@@ -22,7 +22,7 @@ except its jobs: by default each worker runs the job of the events offered alone
 workers as the machine has cores run their models on their event loops, as in the suite
 (``bench.run.for_workers``), unless ``STREAMER_MODELS_THREAD`` or
 ``STREAMER_MODELS_PROCESS`` is set.
-The exit status is 0 when every rate kept its p99 below the limit with no input lost.
+The exit status is 0 when every rate held (``verdict``).
 """
 
 from __future__ import annotations
@@ -43,9 +43,13 @@ FEEDS = {"transactions": transactions, "clicks": clicks}
 
 
 def verdict(result: dict[str, Any], p99_ms: float) -> bool:
-    """Whether a rate held: p99 below the limit, every input answered, and the producer
-    offering at least 95 % of the rate asked (else the run measured the producer)."""
-    return (result["p99_ms"] < p99_ms and result["lost"] == 0
+    """Whether a rate held: p99 below the limit over the whole run and over its last
+    window (``latency_windows``), every input answered, and the producer offering at
+    least 95 % of the rate asked (else the run measured the producer). A whole run's p99
+    can pass while its last seconds climbed past the limit, a backlog that would go on
+    growing: that rate was not sustained."""
+    last = result["windows"][-1] if result.get("windows") else {"p99_ms": result["p99_ms"]}
+    return (result["p99_ms"] < p99_ms and last.get("p99_ms", p99_ms) < p99_ms and result["lost"] == 0
             and result["achieved_send_rate"] >= 0.95 * result["offered"])
 
 
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
                                     "workers": args.workers, "jobs": jobs, "models_beside_the_loop": models,
                                     "results": results}, indent=2) + "\n")
-    print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms")
+    print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms to the end")
     for r in results:
         print(f"{r['offered']:>10,.0f} {r['achieved_send_rate']:>10,.0f} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "
               f"{r['lost']:>6}  {'yes' if r['held'] else 'no'}")

@@ -79,6 +79,17 @@ def test_a_rate_holds_only_below_the_limit_with_nothing_lost_at_the_rate_asked()
     assert not verdict({**held, "achieved_send_rate": 900}, 100.0)  # the producer fell short: not a measurement
 
 
+def test_a_rate_whose_last_window_climbed_past_the_limit_did_not_hold() -> None:
+    """The whole run's p99 passes while the last 10 s of it did not: a growing backlog."""
+    steady = {"from_s": 0.0, "sent": 10000, "lost": 0, "p50_ms": 10.0, "p99_ms": 40.0, "max_ms": 50.0}
+    climbed = {**steady, "from_s": 10.0, "p99_ms": 140.0, "max_ms": 160.0}
+    run = {"offered": 1000.0, "achieved_send_rate": 1000, "p50_ms": 10.0, "p99_ms": 95.0, "max_ms": 160.0, "lost": 0}
+    assert verdict({**run, "windows": [steady, steady]}, 100.0)
+    assert not verdict({**run, "windows": [steady, climbed]}, 100.0)
+    assert verdict({**run, "windows": [climbed, steady]}, 100.0)  # a slow start that recovered held
+    assert verdict(run, 100.0)  # a result from before the windows: the whole run decides
+
+
 def test_a_feed_too_short_for_the_rates_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="offer fewer seconds"):
         load_run(Settings(), "clicks", [(b"u", b"{}")] * 10, [100.0], 1.0, 100.0, tmp_path / "worker.log")
