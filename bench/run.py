@@ -92,14 +92,24 @@ def transactions(n: int) -> list[Message]:
 
 
 def clicks(n: int) -> list[Message]:
+    """``n`` clicks: each user's sequence of the Amazon Beauty data in turn, a second
+    apart. Past the data's last sequence (about 198,500 clicks) the sequences come again
+    as new users' (``<user>~2``, ``~3``, ...), their times going on, so a load run can
+    offer 8,000 clicks/s for longer than 25 s."""
     out: list[Message] = []
     ts = 1533081600.0
-    for user, items in read_sequences(BEAUTY):
-        for position, item in enumerate(items):
-            ts += 1.0
-            out.append((user.encode(), encode(click_to_json(Click(f"{user}-{position}", user, item, ts, format_time(ts), "click")))))
-            if len(out) >= n:
-                return out
+    for round_ in itertools.count(1):
+        before = len(out)
+        for user, items in read_sequences(BEAUTY):
+            user = user if round_ == 1 else f"{user}~{round_}"
+            for position, item in enumerate(items):
+                ts += 1.0
+                click = Click(f"{user}-{position}", user, item, ts, format_time(ts), "click")
+                out.append((user.encode(), encode(click_to_json(click))))
+                if len(out) >= n:
+                    return out
+        if len(out) == before:  # no sequences at all
+            return out
     return out
 
 

@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from bench.cpu import cpu_times, stolen_share
-from bench.run import for_kind, for_workers, fresh_settings, latency_windows, models_beside_the_loop
+import bench.run
+from bench.run import clicks, for_kind, for_workers, fresh_settings, latency_windows, models_beside_the_loop
 from streamer.events import parse_time
 from streamer.settings import Settings
 
@@ -281,3 +282,27 @@ def test_a_short_last_latency_window_joins_the_one_before_and_an_empty_one_has_n
     nothing_answered = latency_windows([0.0, 1.0], [None, None], window_s=10.0)
     assert nothing_answered == [{"from_s": 0.0, "sent": 2, "lost": 2}]
     assert latency_windows([], []) == []
+
+
+def test_the_clicks_feed_goes_on_past_the_data_with_its_sequences_as_new_users(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    sequences = tmp_path / "sequences.txt"
+    sequences.write_text("u1 a b c\nu2 d e\n")
+    monkeypatch.setattr(bench.run, "BEAUTY", sequences)
+
+    feed = [orjson.loads(value) for _, value in clicks(12)]
+
+    assert len(feed) == 12
+    assert [(c["user_id"], c["item_id"]) for c in feed[:7]] == [
+        ("u1", "a"), ("u1", "b"), ("u1", "c"), ("u2", "d"), ("u2", "e"), ("u1~2", "a"), ("u1~2", "b")]
+    assert [c["user_id"] for c in feed[10:]] == ["u1~3", "u1~3"]
+    assert len({c["event_id"] for c in feed}) == 12
+    times = [parse_time(c["timestamp"]) for c in feed]
+    assert times == sorted(times) and len(set(times)) == 12
+
+
+def test_the_clicks_feed_of_no_sequences_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "sequences.txt"
+    empty.write_text("")
+    monkeypatch.setattr(bench.run, "BEAUTY", empty)
+    assert clicks(5) == []
