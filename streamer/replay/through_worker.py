@@ -144,8 +144,11 @@ class WorkerPacer:
     ``lead_s`` (a day), so no partition runs days ahead of another however unevenly the
     worker fetches a backlog (terminal features read other partitions' transactions 7
     days back). Chunks must then span at most ``lead_s`` of event time (a small capture
-    would otherwise go out as one chunk, unpaced). Waits at most ``stall_s`` without the
-    worker's progress moving."""
+    would otherwise go out as one chunk, unpaced). A chunk does not wait once every
+    transaction sent before it is stored (the topics are fresh, so the partitions' next
+    offsets count them): a capture's labels run days past its last transaction, and its
+    last chunks would otherwise each wait out the stall. Waits at most ``stall_s``
+    without the worker's progress moving."""
 
     def __init__(self, settings: Settings, lead_s: float = 86400.0, stall_s: float = 10.0) -> None:
         from streamer.state.store import RedisStateStore
@@ -156,17 +159,19 @@ class WorkerPacer:
         self.partitions = settings.kafka.partitions
         self.lead_s = lead_s
         self.stall_s = stall_s
-        self.sent_transactions = False
+        self.transactions_sent = 0
 
     async def __call__(self, chunk: Sequence[Any]) -> None:
-        if self.sent_transactions:
+        if self.transactions_sent:
             await self._wait_for(chunk[0].timestamp / 1000.0)
-        self.sent_transactions = self.sent_transactions or any(r.topic == self.captured_topic for r in chunk)
+        self.transactions_sent += sum(1 for r in chunk if r.topic == self.captured_topic)
 
     async def _wait_for(self, ts: float) -> None:
         last, moved = None, time.monotonic()
         while True:
             progress = await self.store.read_progress(self.topic)
+            if sum(offset for offset, _ in progress.values()) >= self.transactions_sent:
+                break
             if len(progress) >= self.partitions and min(t for _, t in progress.values()) >= ts - self.lead_s:
                 break
             if progress != last:

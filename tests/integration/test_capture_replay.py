@@ -133,11 +133,11 @@ async def test_the_worker_pacer_holds_a_chunk_until_every_partition_stored_up_to
     store = RedisStateStore(str(settings.redis.url), settings.redis.namespace)
     pacer = WorkerPacer(settings, stall_s=5.0)
 
-    def chunk(ts: float) -> list[CapturedRecord]:
-        return [CapturedRecord("transactions", 0, 0, int(ts * 1000), b"c", b"{}")]
+    def chunk(ts: float, transactions: int = 1) -> list[CapturedRecord]:
+        return [CapturedRecord("transactions", 0, 0, int(ts * 1000), b"c", b"{}")] * transactions
 
     try:
-        await asyncio.wait_for(pacer(chunk(t0)), 1.0)  # nothing sent yet: no wait
+        await asyncio.wait_for(pacer(chunk(t0, transactions=40)), 1.0)  # nothing sent yet: no wait
         waiting = asyncio.create_task(pacer(chunk(t0 + 3 * day)))
         await store.write_fraud([], progress=StreamProgress(settings.topics.transactions, {0: (10, t0 + 2.5 * day)}))
         await asyncio.sleep(0.2)
@@ -147,6 +147,33 @@ async def test_the_worker_pacer_holds_a_chunk_until_every_partition_stored_up_to
         assert not waiting.done()  # partition 1 is 1.5 days behind the chunk
         await store.write_fraud([], progress=StreamProgress(settings.topics.transactions, {1: (20, t0 + 2.1 * day)}))
         await asyncio.wait_for(waiting, 1.0)
+    finally:
+        await pacer.close()
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_the_worker_pacer_sends_on_at_once_when_every_transaction_sent_is_stored(settings) -> None:  # type: ignore[no-untyped-def]
+    """A capture's labels run days past its last transaction: the chunks after it wait
+    for nothing once the worker stored every transaction, not for the stall."""
+    from streamer.replay.capture_file import CapturedRecord
+    from streamer.replay.through_worker import WorkerPacer
+    from streamer.state.store import RedisStateStore, StreamProgress
+
+    day, t0 = 86400.0, 1533081600.0
+    store = RedisStateStore(str(settings.redis.url), settings.redis.namespace)
+    pacer = WorkerPacer(settings, stall_s=30.0)
+    transactions = [CapturedRecord("transactions", 0, 0, int(t0 * 1000), b"c", b"{}")] * 30
+    labels = [CapturedRecord("fraud-labels", 0, 0, int((t0 + 7 * day) * 1000), b"c", b"{}")]
+    try:
+        await pacer(transactions)
+        waiting = asyncio.create_task(pacer(labels))
+        await store.write_fraud([], progress=StreamProgress(settings.topics.transactions, {0: (18, t0)}))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # 12 transactions on their way: the labels are 7 days ahead
+        await store.write_fraud([], progress=StreamProgress(settings.topics.transactions, {1: (12, t0)}))
+        await asyncio.wait_for(waiting, 1.0)
+        await asyncio.wait_for(pacer(labels), 1.0)
     finally:
         await pacer.close()
         await store.close()
