@@ -140,6 +140,13 @@ class CardHistory:
         """From a store's entries (one per id), in any order: one sort, not one insertion each."""
         return cls(sorted(entries))
 
+    @classmethod
+    def of_columns(cls, times: list[float], ids: list[str], amounts: list[float]) -> CardHistory:
+        """From columns already in order, taken as they are (not copied)."""
+        history = cls()
+        history.times, history.ids, history.amounts = times, ids, amounts
+        return history
+
     @property
     def entries(self) -> list[tuple[float, str, float]]:
         """The transactions as ``(ts, transaction_id, amount)``, made anew on each call
