@@ -51,7 +51,7 @@ _EMPTY = _EventLog()
 
 class _CardLog:
     """One card's transactions, one per id, in ``CardHistory``'s columns: a read is
-    three slices, not a tuple a transaction to take apart (the handbook test reads
+    three slices, not a tuple per transaction to take apart (the handbook test reads
     about a million cards)."""
 
     __slots__ = ("history", "ids")
