@@ -1,21 +1,23 @@
 """The pipeline over captures without a broker, and comparing what two runs produced.
 
 ``run_offline`` feeds merged capture records to the same pipelines the worker runs
-(default: an in-memory state store, batches of ``batch_size`` consecutive records of
-one topic). ``Outputs`` reduces output records to what must be identical between runs
+(default: an in-memory state store, batches of up to ``batch_size`` consecutive records
+of one topic, labels gathered ahead of transactions that cannot know them yet: see
+``run_offline``). ``Outputs`` reduces output records to what must be identical between runs
 — scores, alerts, recommendation lists, dead letters — leaving out ``scored_at``.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from streamer.errors import InvalidEvent
+from streamer.events import decode_label, decode_transaction
 from streamer.records import SCORE_TOLERANCE, OutputRecord, SourceRecord
 from streamer.replay.capture_file import CapturedRecord
 from streamer.replay.replay import merged
@@ -108,17 +110,60 @@ def _pipelines(settings: Settings, store: StateStore) -> dict[str, Pipeline]:
 async def run_offline(
     paths: Sequence[Path], settings: Settings, *, store: StateStore | None = None, batch_size: int = 256
 ) -> list[OutputRecord]:
-    """Every output the worker would publish for these captures, in processing order."""
+    """Every output the worker would publish for these captures, in processing order.
+
+    A capture of transactions holds their labels between them, as often as one a
+    transaction. A label reaches the features only once its ``labelled_at`` has passed,
+    so a label labelled after every transaction gathered for a batch so far goes ahead
+    of them, and the transactions go in full batches, as in a worker. Any other label
+    has the batch sent first. The outputs are those of the capture's order."""
     pipelines = _pipelines(settings, store or InMemoryStateStore())
+    topics, max_bytes = settings.topics, settings.kafka.max_message_bytes
     outputs: list[OutputRecord] = []
-    for topic, group in itertools.groupby(merged(paths), key=lambda r: r.topic):
-        pipeline = pipelines.get(topic)
-        if pipeline is None:
+    labels: list[SourceRecord] = []
+    run: list[SourceRecord] = []  # consecutive records of one topic
+    latest = float("-inf")  # the newest event time among the transactions of ``run``
+
+    async def send(records: list[SourceRecord]) -> None:
+        if records:
+            pipeline = pipelines[records[0].topic]
+            for start in range(0, len(records), batch_size):
+                outputs.extend(await pipeline.process(records[start : start + batch_size]))
+            records.clear()
+
+    for record in merged(paths):
+        if record.topic not in pipelines:
             continue
-        records = [_source(r) for r in group]
-        for start in range(0, len(records), batch_size):
-            outputs.extend(await pipeline.process(records[start : start + batch_size]))
+        source = _source(record)
+        if record.topic == topics.fraud_labels and (not run or run[0].topic == topics.transactions):
+            if run and _event_time(source.value, decode_label, "labelled_ts", float("inf"), max_bytes) <= latest:
+                await send(labels)
+                await send(run)
+            labels.append(source)
+            if len(labels) == batch_size:  # they go first whenever they go
+                await send(labels)
+            continue
+        if run and (run[0].topic != record.topic or len(run) == batch_size):
+            await send(labels)
+            await send(run)
+        if not run:
+            latest = float("-inf")
+        run.append(source)
+        if record.topic == topics.transactions:
+            latest = max(latest, _event_time(source.value, decode_transaction, "ts", float("-inf"), max_bytes))
+    await send(labels)
+    await send(run)
     return outputs
+
+
+def _event_time(value: bytes | None, decode: Callable[[bytes | None, int], Any], name: str, otherwise: float,
+                max_bytes: int) -> float:
+    """Field ``name`` of the decoded event; ``otherwise`` for one that does not decode
+    (a dead letter, which changes no state)."""
+    try:
+        return float(getattr(decode(value, max_bytes), name))
+    except InvalidEvent:
+        return otherwise
 
 
 def _source(record: CapturedRecord) -> SourceRecord:
