@@ -36,6 +36,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -78,7 +79,7 @@ def block_top_k(model: onnx.ModelProto, block: int = BLOCK) -> onnx.ModelProto:
         graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name(suffix)))
         return name(suffix)
 
-    def node(op: str, inputs: Sequence[str], outputs: Sequence[str], **attrs: object) -> onnx.NodeProto:
+    def node(op: str, inputs: Sequence[str], outputs: Sequence[str], **attrs: Any) -> onnx.NodeProto:
         return helper.make_node(op, list(inputs), [o if o in (top_scores, top_items) else name(o) for o in outputs],
                                 name=name(outputs[0]), **attrs)
 

@@ -55,7 +55,8 @@ def precision_recall_curve(labels: np.ndarray, scores: np.ndarray, points: int =
 
 
 def card_precision_at_k(
-    days: Sequence[int], cards: Sequence[str], labels: np.ndarray, scores: np.ndarray, k: int = 100
+    days: Sequence[int] | np.ndarray, cards: Sequence[str] | np.ndarray, labels: np.ndarray, scores: np.ndarray,
+    k: int = 100,
 ) -> float:
     """The book's Card Precision@k: per day, drop the cards detected (fraudulent and in
     the top k) on earlier days, take each card's maximum score, and the share of

@@ -11,6 +11,7 @@ The exported graph takes ``features`` (batch, 15) float32 and returns ``score``
 from __future__ import annotations
 
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ IR_VERSION = 10
 def export_onnx(net: TreeModel, path: Path, width: int) -> None:
     """The fitted trees as one ONNX ``TreeEnsembleRegressor`` (raw score) and a sigmoid."""
     model = net.model
-    attrs: dict[str, list[float] | list[int] | list[str]] = {
+    attrs: dict[str, Any] = {
         k: [] for k in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
                         "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
                         "target_treeids", "target_nodeids", "target_ids", "target_weights")

@@ -14,6 +14,9 @@ from torch import nn
 
 
 class FraudNet(nn.Module):
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, mean: np.ndarray, std: np.ndarray, hidden: int = 64) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))

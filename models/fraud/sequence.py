@@ -63,6 +63,11 @@ class SequenceConfig:
 
 
 class FraudSequenceModel(nn.Module):
+    knots: torch.Tensor  # buffers
+    mean: torch.Tensor
+    std: torch.Tensor
+    log_fields: torch.Tensor
+
     def __init__(self, cfg: SequenceConfig, mean: np.ndarray, std: np.ndarray, knots: np.ndarray) -> None:
         super().__init__()
         self.cfg = cfg

@@ -26,6 +26,7 @@ import numpy as np
 from models.metrics import average_precision, card_precision_at_k, roc_auc
 from models.provenance import file_sha256
 from streamer.datasets import FRAUD_CSV, label_for, read_fraud_csv
+from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import FEATURE_NAMES, FEATURE_SCHEMA_HASH
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.state.memory import InMemoryStateStore
@@ -39,8 +40,8 @@ async def online_features(path: Path, delay_days: float, limit: int | None, chun
     features = TransactionFeatures(store)
     rows: list[list[float]] = []
     labels, ts, cards, ids = [], [], [], []
-    pending = []  # fraud labels not yet released
-    batch = []
+    pending: list[FraudLabel] = []  # not yet released
+    batch: list[Transaction] = []
     started = time.monotonic()
 
     async def flush() -> None:
@@ -92,7 +93,7 @@ def cached_online_features(
     print(f"computing online features over {path} ...", flush=True)
     data = asyncio.run(online_features(path, delay_days, limit))
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(cached, **data)
+    np.savez(cached, **data)  # type: ignore[arg-type]  # (numpy's stubs read a key as its allow_pickle flag)
     return data
 
 

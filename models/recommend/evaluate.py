@@ -81,8 +81,7 @@ def evaluate(data: Path, model_dir: Path, *, split_name: str = "test", batch_siz
         found = top == targets[lo:lo + batch_size, None]
         hit = found.any(1)
         ranks[lo:lo + batch_size] = np.where(hit, found.argmax(1), -1)
-    result = rank_metrics(ranks, K)
-    result["split"] = split_name
+    result: dict[str, float | str] = {**rank_metrics(ranks, K), "split": split_name}
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
 

@@ -70,6 +70,8 @@ class EncoderGraph(nn.Module):
 class RankerGraph(nn.Module):
     """``(user_embedding [B, D], exclude [B, E]) -> (top_items [B, K], top_scores [B, K])``."""
 
+    items: torch.Tensor  # a buffer
+
     def __init__(self, model: SeqRecModel, top_k: int) -> None:
         super().__init__()
         weight = model.item_embedding.weight[: model.num_items + 1].detach().clone()
@@ -99,6 +101,8 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
             dynamic_shapes=dynamic_shapes, opset_version=OPSET, dynamo=True, external_data=False,
             optimize=True, verbose=False,
         )
+    if program is None:  # only the legacy exporter, with an ``f`` to write to, returns nothing
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     graph = program.model_proto
     for key, value in (metadata or {}).items():
         graph.metadata_props.add(key=key, value=value)

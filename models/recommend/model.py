@@ -42,6 +42,8 @@ class ModelConfig:
 class SeqRecModel(nn.Module):
     """Transformer sequence encoder with a tied full-catalogue softmax output."""
 
+    bert: BertModel
+
     def __init__(self, cfg: ModelConfig, attn_implementation: str = "sdpa") -> None:
         super().__init__()
         self.cfg = cfg
@@ -80,8 +82,9 @@ class SeqRecModel(nn.Module):
         """Switch between ``"sdpa"`` (fast training) and ``"eager"`` (plain ops, for export)."""
         self.bert.config._attn_implementation = name
         for module in self.bert.modules():
-            if hasattr(module, "config") and module is not self.bert:
-                module.config._attn_implementation = name
+            config = getattr(module, "config", None)
+            if config is not None and module is not self.bert:
+                config._attn_implementation = name
 
     def forward(self, item_ids: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """Hidden states ``[B, T, D]`` for left-padded item ids ``[B, T]`` (``T <= max_len``)."""

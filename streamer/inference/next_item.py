@@ -54,7 +54,9 @@ class NextItemRanker:
         self.items: list[str] = ["<pad>", *items_file.read_text().split()]
         self.index = {item: i for i, item in enumerate(self.items) if i > 0}
         self.popular: list[str] = [str(p) for p in self.manifest["popular"]]
-        encoder, ranker = (quantised["encoder"], quantised["ranker"]) if self.int8 else ("encoder.onnx", "ranker.onnx")
+        encoder, ranker = "encoder.onnx", "ranker.onnx"
+        if self.int8 and quantised is not None:
+            encoder, ranker = quantised["encoder"], quantised["ranker"]
         self.encoder = OnnxModel(model_dir / encoder, provider=provider, threads=threads, fp16=fp16, max_rows=MAX_ROWS)
         self.ranker = OnnxModel(model_dir / ranker, provider=provider, threads=threads, max_rows=MAX_ROWS)
         fixed = self.encoder.session.get_inputs()[0].shape[1]

@@ -114,8 +114,8 @@ async def enqueue_batched(
             unplaced.setdefault(record[0], []).append(index)
     for topic, indexes in unplaced.items():
         partitions = await topic_partitions(producer, topic, partitions_of)
-        for index, partition in zip(indexes, key_partitions([records[i][2] for i in indexes], partitions)):
-            chosen[index] = partition
+        for index, placed in zip(indexes, key_partitions([records[i][2] for i in indexes], partitions)):
+            chosen[index] = placed
     groups: dict[tuple[str, int | None], list[Outgoing]] = {}
     for record, partition in zip(records, chosen):
         groups.setdefault((record[0], partition), []).append(record)

@@ -50,15 +50,16 @@ def chunks(records: Iterable[CapturedRecord], speed: float, chunk_records: int, 
     event time apart."""
     chunk: list[CapturedRecord] = []
     first_ts: int | None = None
+    span_topic, span_ms = (None, 0.0) if span is None else (span[0], span[1] * 1000.0)
     span_start: int | None = None  # the chunk's first record of the span topic
     due = 0.0
     for record in records:
         if first_ts is None:
             first_ts = record.timestamp
         record_due = (record.timestamp - first_ts) / 1000.0 / speed if speed > 0 else 0.0
-        spanned = span is not None and record.topic == span[0]
+        spanned = record.topic == span_topic
         if chunk and (len(chunk) >= chunk_records or record_due >= due + pace_step_s
-                      or (spanned and span_start is not None and record.timestamp - span_start > span[1] * 1000.0)):
+                      or (spanned and span_start is not None and record.timestamp - span_start > span_ms)):
             yield due, chunk
             chunk, span_start = [], None
         if not chunk:

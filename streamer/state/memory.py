@@ -15,7 +15,7 @@ from streamer.features.fraud import (
     AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalCounts, TerminalHistory, window_counts,
 )
 from streamer.state.store import (
-    CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FraudState, Progress,
+    CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FeatureRows, FraudState, Progress,
     StreamProgress, TimeRange, UserState, UserUpdate, replaces, row_bytes,
 )
 
@@ -124,7 +124,7 @@ class InMemoryStateStore:
         return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(
-        self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
+        self, transactions: Sequence[Transaction], rows: FeatureRows | None = None,
         progress: StreamProgress | None = None,
     ) -> None:
         if progress is not None:

@@ -228,9 +228,9 @@ def _pack(*args: object) -> bytes:
     if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words on the wire
         args = (*args[0].split(), *args[1:])
     try:
-        return hiredis.pack_command(args)
+        return hiredis.pack_command(args)  # type: ignore[arg-type]  # raises TypeError for what it cannot pack
     except TypeError:  # memoryview or bytearray arguments: redis-py's packer converts them
-        return _PACKER.pack(*args)[0]
+        return _PACKER.pack(*args)[0]  # type: ignore[arg-type]
 
 
 def with_hiredis_packing(connection_class: type) -> type:

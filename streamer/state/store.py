@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -72,6 +72,9 @@ Progress = dict[int, tuple[int, float]]
 
 Command = tuple[object, ...]
 """A Redis command and its arguments, as one round trip sends them (``RedisStateStore._execute``)."""
+
+FeatureRows = Sequence[Sequence[float]] | np.ndarray
+"""Feature rows as a batch holds them: lists, or one float32 matrix (``ROW_WIDTH`` columns)."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ class CardState:
         return CardState(self.history, list(self.row_times), list(self.row_ids), bytearray(self.joined))
 
 
-def row_bytes(rows: Sequence[Sequence[float]] | np.ndarray, count: int) -> list[bytes]:
+def row_bytes(rows: FeatureRows, count: int) -> list[bytes]:
     """Each of ``count`` feature rows as stored: ``ROW_WIDTH`` float32 as bytes (slices of
     one copy of them all)."""
     blob = np.asarray(rows, dtype=np.float32).reshape(count, ROW_WIDTH).tobytes()
@@ -215,7 +218,7 @@ class StateStore(Protocol):
         ...
 
     async def write_fraud(
-        self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
+        self, transactions: Sequence[Transaction], rows: FeatureRows | None = None,
         progress: StreamProgress | None = None,
     ) -> None:
         """Store transactions (and, for the sequence model, their feature rows) and the
@@ -259,14 +262,15 @@ class RedisStateStore:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         # A stalled Redis fails a batch after a while (retried with back-off) instead of hanging it.
-        timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S}
         self.client: aioredis.Redis | aioredis.RedisCluster
         if cluster:
-            self.client = aioredis.RedisCluster.from_url(url, decode_responses=False, **timeouts)
+            self.client = aioredis.RedisCluster.from_url(url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S,
+                                                         socket_connect_timeout=SOCKET_TIMEOUT_S)
             protocol.pack_cluster_commands_with_hiredis(self.client)
             entities_per_call = 1  # a script's keys must share a slot
         else:
-            self.client = aioredis.Redis.from_url(url, decode_responses=False, **timeouts)
+            self.client = aioredis.Redis.from_url(url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S,
+                                                  socket_connect_timeout=SOCKET_TIMEOUT_S)
             pool = self.client.connection_pool
             pool.connection_class = protocol.with_hiredis_packing(pool.connection_class)
         self.ns = namespace
@@ -341,7 +345,7 @@ class RedisStateStore:
         waits = await self._primaries(commands) if replicated and self.wait_replicas and commands else {}
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
-            pipe.execute_command(*command)
+            pipe.execute_command(*command)  # type: ignore[arg-type]  # packed by ``protocol``, which takes any of them
         for node in waits.values():  # after the writes, on the same connection: Redis counts the replicas that have them
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms,
                                  **({} if node is None else {"target_nodes": node}))
@@ -362,7 +366,10 @@ class RedisStateStore:
         await self.client.initialize()  # the slots' owners, when this is its first command
         nodes: dict[str, object] = {}
         for command in commands:
-            node = self.client.get_node_from_key(command[3] if command[0] == "EVALSHA" else command[1])  # type: ignore[arg-type]
+            key = command[3] if command[0] == "EVALSHA" else command[1]
+            node = self.client.get_node_from_key(key)  # type: ignore[arg-type]
+            if node is None:  # the slot's owner is gone: retry once the cluster has one
+                raise DependencyError(f"redis: no node serves the slot of {key!r}")
             nodes[node.name] = node
         return nodes
 
@@ -434,7 +441,7 @@ class RedisStateStore:
         return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(
-        self, transactions: Sequence[Transaction], rows: Sequence[Sequence[float]] | None = None,
+        self, transactions: Sequence[Transaction], rows: FeatureRows | None = None,
         progress: StreamProgress | None = None,
     ) -> None:
         if not transactions and progress is None:
@@ -515,7 +522,8 @@ class RedisStateStore:
 
     async def read_progress(self, topic: str) -> Progress:
         try:
-            return _progress(await self.client.hgetall(keys.stream_progress(self.ns, topic)))
+            raw = await self.client.hgetall(keys.stream_progress(self.ns, topic))
+            return _progress(cast(Mapping[bytes, bytes], raw))  # the client does not decode replies
         except UNREACHABLE as exc:
             raise DependencyError(f"redis: {exc}") from exc
 

@@ -325,8 +325,9 @@ def build_app(runtime: Runtime) -> faust.App:
         for forget in runtime.on_rebalance:
             forget()
 
-    app.on_partitions_revoked.connect(forget_local_state)
-    app.on_partitions_assigned.connect(forget_local_state)
+    # mode's handler type, a union over its generic sender, takes no function mypy can name
+    app.on_partitions_revoked.connect(forget_local_state)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(forget_local_state)  # type: ignore[arg-type]
 
     topics = settings.topics
     for topic, pipeline, name in ((topics.transactions, runtime.transactions, "score_transactions"),

@@ -139,7 +139,7 @@ class Lane(Generic[T, R]):
         self.task: asyncio.Task[None] | None = None
         self.inferring: asyncio.Task[None] | None = None
         self.finishing: asyncio.Task[None] | None = None
-        self.delivering: asyncio.Task[None] | None = None
+        self.delivering: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
@@ -236,4 +236,4 @@ class Lane(Generic[T, R]):
         result = await finish()
         if self.delivering is not None:
             await self.delivering  # deliveries in batch order; raises what the last one died of
-        self.delivering = asyncio.create_task(self.deliver(batch, result))
+        self.delivering = asyncio.ensure_future(self.deliver(batch, result))

@@ -198,12 +198,14 @@ class FetchedHighWatermarks:
         while True:
             view = self.seen(topic)
             ends = [view.get(p) for p in partitions]
-            if any(end is None or end.high is None or end.response_ms is None for end in ends):
+            responses = [end.response_ms for end in ends
+                         if end is not None and end.high is not None and end.response_ms is not None]
+            if len(responses) < len(partitions):
                 return None
             highs = answered_after(view, partitions, since_ms)
             if highs is not None:
                 return highs
-            oldest = min(end.response_ms for end in ends)  # type: ignore[union-attr,type-var]
+            oldest = min(responses)
             if time.monotonic() >= deadline or time.time() * 1000.0 - oldest > SEEN_IDLE_S * 1000.0:
                 return None
             await asyncio.sleep(SEEN_POLL_S)

@@ -198,7 +198,7 @@ class Consumer(faust_aiokafka.Consumer):
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 if self.suspend_flow.is_set():  # a rebalance: wait for it instead of spinning
-                    await self.wait(self.can_resume_flow)
+                    await self.wait(self.can_resume_flow.wait())
                     continue
                 self.diag.set_flag(CONSUMER_FETCHING)
                 try:
