@@ -165,7 +165,7 @@ def other_input(node: onnx.NodeProto, name: str) -> str:
     others = [i for i in node.input if i != name]
     if len(others) != 1:
         raise ValueError(f"{node.op_type} {node.name} does not have two inputs")
-    return others[0]
+    return str(others[0])
 
 
 def _ints(graph: onnx.GraphProto, name: str, values: list[int]) -> str:

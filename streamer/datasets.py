@@ -28,7 +28,7 @@ BEAUTY = SHARED_DATA / "rec" / "Beauty.txt"
 def read_fraud_csv(path: Path, limit: int | None = None) -> Iterator[tuple[Transaction, bool]]:
     """Transactions in file order (sorted by time) with their fraud flag."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as handle:  # type: ignore[operator]
+    with opener(path, "rt", newline="") as handle:
         for n, row in enumerate(csv.DictReader(handle)):
             if limit is not None and n >= limit:
                 return

@@ -1,5 +1,5 @@
-"""The runtime and the training code type-check: mypy, as ``[tool.mypy]`` in pyproject.toml
-sets it (the ``streamer`` package and what it imports, ``models`` among them)."""
+"""The runtime and the training code type-check: mypy in strict mode, as ``[tool.mypy]`` in
+pyproject.toml sets it (the ``streamer`` package and what it imports, ``models`` among them)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ class TreeModel:
         self.model = model
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(features)[:, 1].astype(np.float32)
+        probabilities: np.ndarray = self.model.predict_proba(features)[:, 1].astype(np.float32)
+        return probabilities
 
 
 def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 150, seed: int = 0,

@@ -27,7 +27,8 @@ class FraudNet(nn.Module):
         )
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.body((features - self.mean) / self.std).squeeze(-1)
+        logits: torch.Tensor = self.body((features - self.mean) / self.std).squeeze(-1)
+        return logits
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(features))
@@ -35,7 +36,8 @@ class FraudNet(nn.Module):
     @torch.no_grad()
     def predict(self, features: np.ndarray) -> np.ndarray:
         self.eval()
-        return self(torch.from_numpy(features)).numpy()
+        scores: np.ndarray = self(torch.from_numpy(features)).numpy()
+        return scores
 
 
 def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 6, seed: int = 0, batch: int = 1024) -> tuple[FraudNet, dict[str, list[float]]]:

@@ -126,7 +126,8 @@ class FraudSequenceModel(nn.Module):
         summary = self.summary.expand(x.shape[0], 1, -1)
         x = torch.cat([x, summary], dim=1)
         attention = torch.cat([valid, torch.ones_like(valid[:, :1])], dim=1)
-        return self.bert(inputs_embeds=x, attention_mask=attention).last_hidden_state
+        hidden: torch.Tensor = self.bert(inputs_embeds=x, attention_mask=attention).last_hidden_state
+        return hidden
 
     def embed(self, rows: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.hidden_states(rows, valid)[:, -1]
@@ -138,7 +139,8 @@ class FraudSequenceModel(nn.Module):
         if self.cfg.use_trees:
             p = torch.clamp(tree_score, 1e-6, 1.0 - 1e-6)
             parts.append((torch.log(p) - torch.log1p(-p)).unsqueeze(-1) / 4.0)
-        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
+        logit: torch.Tensor = self.head(torch.cat(parts, dim=-1)).squeeze(-1)
+        return logit
 
     def forward(self, rows: torch.Tensor, valid: torch.Tensor, current: torch.Tensor, tree_score: torch.Tensor) -> torch.Tensor:
         embedding = self.embed(rows, valid) if self.cfg.use_sequence else current[:, :0]

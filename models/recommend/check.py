@@ -23,11 +23,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .data import left_pad, read_items, read_sequences, right_pad, split
 from .evaluate import GRAPHS, load_sessions, max_len_of, rank
+
+if TYPE_CHECKING:  # torch only where a torch model is checked
+    from .model import SeqRecModel
 
 EMBEDDING_ATOL = 1e-4
 SCORE_ATOL = 1e-3
@@ -48,13 +52,13 @@ def check_histories(sequences: list[np.ndarray], num_items: int, n: int = 256, s
     return [np.zeros(0, dtype=np.int64), unknown, np.array([1], dtype=np.int64)] + picked
 
 
-def _onnx_run(encoder, ranker, histories: list[np.ndarray], max_len: int, k: int = CHECK_K) -> tuple[np.ndarray, ...]:
+def _onnx_run(encoder: Any, ranker: Any, histories: list[np.ndarray], max_len: int, k: int = CHECK_K) -> tuple[np.ndarray, ...]:
     emb = encoder.run(None, {"item_ids": left_pad(histories, max_len)})[0]
     items, scores = rank(ranker, emb, right_pad(histories), k)
     return emb, items, scores
 
 
-def check_onnx(model_dir: Path, histories: list[np.ndarray], threads: int = 0, files: tuple[str, str] = GRAPHS) -> dict:
+def check_onnx(model_dir: Path, histories: list[np.ndarray], threads: int = 0, files: tuple[str, str] = GRAPHS) -> dict[str, Any]:
     """Torch-free consistency of a directory's encoder and ranker (``files``): repeated
     runs identical, batch sizes 1 / 7 / 256 agree."""
     encoder, ranker = load_sessions(model_dir, threads, files)
@@ -84,7 +88,7 @@ def check_onnx(model_dir: Path, histories: list[np.ndarray], threads: int = 0, f
     return {**result, "ok": ok}
 
 
-def check_against_torch(model, model_dir: Path, histories: list[np.ndarray], threads: int = 0) -> dict:
+def check_against_torch(model: SeqRecModel, model_dir: Path, histories: list[np.ndarray], threads: int = 0) -> dict[str, Any]:
     """ONNX Runtime vs the torch ``model`` (a :class:`~models.recommend.model.SeqRecModel`)."""
     import torch
 

@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -65,7 +66,7 @@ def recommend(encoder: ort.InferenceSession, ranker: ort.InferenceSession,
 
 
 def evaluate(data: Path, model_dir: Path, *, split_name: str = "test", batch_size: int = 256,
-             threads: int = 0, files: tuple[str, str] = GRAPHS) -> dict:
+             threads: int = 0, files: tuple[str, str] = GRAPHS) -> dict[str, Any]:
     """HR@10 / NDCG@10 of the model in ``model_dir`` (its encoder and ranker ``files``) on
     one leave-one-out split of ``data``."""
     start = time.perf_counter()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,8 +93,8 @@ class RankerGraph(nn.Module):
         return top_items, top_scores
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_shapes: tuple, metadata: dict[str, str] | None = None) -> None:
+def _export(module: nn.Module, args: tuple[Any, ...], path: Path, input_names: list[str], output_names: list[str],
+            dynamic_shapes: tuple[Any, ...], metadata: dict[str, str] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -109,7 +110,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
     path.write_bytes(graph.SerializeToString())
 
 
-def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict:
+def export_onnx(model: SeqRecModel, out_dir: Path, top_k: int = 100) -> dict[str, Any]:
     """Write ``encoder.onnx`` and ``ranker.onnx`` to ``out_dir``; return their I/O contract."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

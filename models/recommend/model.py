@@ -17,6 +17,7 @@ to its longest row gives exactly the same outputs as the same rows padded to ``m
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ class ModelConfig:
     dropout: float = 0.5
     attn_dropout: float = 0.5
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -101,7 +102,8 @@ class SeqRecModel(nn.Module):
         mask = torch.zeros(allowed.shape, dtype=embeds.dtype, device=embeds.device)
         mask = mask.masked_fill(~allowed, torch.finfo(embeds.dtype).min)
         out = self.bert(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
-        return out.last_hidden_state
+        hidden: torch.Tensor = out.last_hidden_state
+        return hidden
 
     def user_embedding(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Final hidden state ``[B, D]`` of the last (rightmost) position of left-padded sequences."""

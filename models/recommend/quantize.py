@@ -27,6 +27,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -50,7 +51,7 @@ class _Feeds:
         return next(self._feeds, None)
 
 
-def calibration_feeds(model_dir: Path, histories: list[np.ndarray], max_len: int) -> tuple[list, list]:
+def calibration_feeds(model_dir: Path, histories: list[np.ndarray], max_len: int) -> tuple[list[Any], list[Any]]:
     """The encoder's and the ranker's inputs for ``histories``, a batch at a time (the
     ranker's embeddings from the float32 encoder)."""
     encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
@@ -73,14 +74,14 @@ def quantize_graph(source: Path, target: Path, feeds: list[dict[str, np.ndarray]
                     extra_options={"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul"]})
 
 
-def shortfalls(float32: dict, int8: dict, tolerance: float) -> list[str]:
+def shortfalls(float32: dict[str, Any], int8: dict[str, Any], tolerance: float) -> list[str]:
     """Each metric of ``int8`` more than ``tolerance`` (relative) below ``float32``'s."""
     return [f"{split_name} {metric}: {int8[split_name][metric]:.5f} against {float32[split_name][metric]:.5f}"
             for split_name in float32 for metric in ("hr@10", "ndcg@10")
             if int8[split_name][metric] < float32[split_name][metric] * (1.0 - tolerance)]
 
 
-def quantize(model_dir: Path, data: Path, tolerance: float = 0.01, seed: int = 0) -> tuple[dict, list[str]]:
+def quantize(model_dir: Path, data: Path, tolerance: float = 0.01, seed: int = 0) -> tuple[dict[str, Any], list[str]]:
     """The manifest's ``int8`` entry, and what fell short; the int8 graphs and the entry
     are written only when nothing did."""
     manifest_path = model_dir / "manifest.json"
@@ -118,7 +119,7 @@ def quantize(model_dir: Path, data: Path, tolerance: float = 0.01, seed: int = 0
     return entry, missing
 
 
-def quantize_again(model_dir: Path, data: Path) -> tuple[dict, list[str]]:
+def quantize_again(model_dir: Path, data: Path) -> tuple[dict[str, Any], list[str]]:
     """``quantize`` for graphs just exported into ``model_dir``: the int8 copies of the
     graphs they replace are removed first (with their manifest entry), so a shortfall
     leaves the float32 graphs alone, not stale int8 ones."""

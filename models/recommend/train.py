@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -85,11 +86,11 @@ def _reuse_heap() -> Iterator[None]:
         libc.mallopt(m_trim_threshold, 128 * 1024)
 
 
-def _reusing_heap(fn: Callable[..., dict]) -> Callable[..., dict]:
+def _reusing_heap(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """Run ``fn`` inside :func:`_reuse_heap` (keeps ``fn``'s signature)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> dict:
+    def wrapper(*args: object, **kwargs: object) -> dict[str, Any]:
         with _reuse_heap():
             return fn(*args, **kwargs)
 
@@ -117,7 +118,7 @@ def validation_ranks(model: SeqRecModel, histories: list[np.ndarray], targets: n
 
 
 def _epoch(model: SeqRecModel, opt: torch.optim.Optimizer, seqs: list[np.ndarray], batch_size: int,
-           rng: np.random.Generator, make_batch: Callable, causal: bool,
+           rng: np.random.Generator, make_batch: Callable[..., Any], causal: bool,
            scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
            loss_fn: NextItemLoss = full_softmax_cross_entropy) -> float:
     """One pass over ``seqs``; returns the mean loss per predicted item."""
@@ -162,7 +163,7 @@ def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers:
           schedule: str = "linear", loss: str = "softmax", weight_decay: float = 0.0, batch_size: int = 256,
           patience: int = 5, top_k: int = 100, seed: int = 0, threads: int | None = None,
           max_minutes: float | None = None, export: bool = True, save_torch: bool = False,
-          log: Callable[[str], None] = _log) -> dict:
+          log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Pre-train, fine-tune, export to ``out`` and evaluate; returns the manifest (or a summary when
     ``export`` is false). ``loss`` is the fine-tuning loss (:data:`models.recommend.losses.LOSSES`;
     pre-training always uses the full softmax). ``max_minutes`` stops fine-tuning early when the next
@@ -185,7 +186,7 @@ def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers:
     cfg = ModelConfig(num_items=seqs.num_items, max_len=max_len, hidden=hidden, layers=layers, heads=heads,
                       dropout=dropout, attn_dropout=attn_dropout)
     model = SeqRecModel(cfg)
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
 
     # Step 1: masked item modelling pre-training (bidirectional).
     mim_seqs = [s for s in train_seqs if len(s) >= 1]
@@ -212,7 +213,7 @@ def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers:
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / steps))
     elif schedule != "constant":
         raise ValueError(f"unknown schedule {schedule!r}")
-    best: dict = {f"ndcg@{K}": -1.0, "epoch": 0}
+    best: dict[str, Any] = {f"ndcg@{K}": -1.0, "epoch": 0}
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     stale, last_epoch_s, stopped = 0, 0.0, "epochs"
     for epoch in range(1, epochs + 1):
@@ -258,7 +259,7 @@ def train(data: Path, out: Path, *, max_len: int = 50, hidden: int = 64, layers:
     return _export_all(model, seqs, train_seqs, out, top_k, hparams, summary, start, save_torch, log)
 
 
-def _method(hparams: dict) -> str:
+def _method(hparams: dict[str, Any]) -> str:
     """One line for the manifest: the training recipe."""
     objective = {"softmax": "full softmax CE",
                  "sampled-bce": "BCE against one sampled negative per position"}[hparams["loss"]]
@@ -267,7 +268,7 @@ def _method(hparams: dict) -> str:
 
 
 def _export_all(model: SeqRecModel, seqs: SequenceData, train_seqs: list[np.ndarray], out: Path, top_k: int,
-                hparams: dict, summary: dict, start: float, save_torch: bool, log: Callable[[str], None]) -> dict:
+                hparams: dict[str, Any], summary: dict[str, Any], start: float, save_torch: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Export, check, evaluate and write ``items.txt`` / ``manifest.json``; returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "items.txt").write_text("".join(f"{item}\n" for item in seqs.items), encoding="utf-8")

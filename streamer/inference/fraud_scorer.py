@@ -84,4 +84,5 @@ class FraudScorer:
                 (feeds["tree_score"],) = self.trees.run({"features": np.ascontiguousarray(rows[:, : len(FEATURE_NAMES)])})
                 feeds["tree_score"] = feeds["tree_score"].reshape(-1)
             (scores,) = self.model.run({name: feeds[name] for name in self.model.input_names})
-        return np.clip(scores.reshape(-1), 0.0, 1.0)
+        clipped: np.ndarray = np.clip(scores.reshape(-1), 0.0, 1.0)
+        return clipped

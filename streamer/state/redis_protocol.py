@@ -34,7 +34,8 @@ UNPACK = "local A = cmsgpack.unpack(ARGV[1])\n"
 def pack(arguments: list[object]) -> bytes:
     """A script call's arguments as its ``A``. Byte strings go as MessagePack's raw
     strings, the only kind Redis's ``cmsgpack`` reads (it rejects the newer bin type)."""
-    return msgpack.packb(arguments, use_bin_type=False)
+    packed: bytes = msgpack.packb(arguments, use_bin_type=False)
+    return packed
 
 
 def above(x: float) -> float:
@@ -227,17 +228,19 @@ def _pack(*args: object) -> bytes:
     """One command in the Redis protocol, packed by hiredis (C)."""
     if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two words on the wire
         args = (*args[0].split(), *args[1:])
+    packed: bytes
     try:
-        return hiredis.pack_command(args)  # type: ignore[arg-type]  # raises TypeError for what it cannot pack
+        packed = hiredis.pack_command(args)  # type: ignore[arg-type]  # raises TypeError for what it cannot pack
     except TypeError:  # memoryview or bytearray arguments: redis-py's packer converts them
-        return _PACKER.pack(*args)[0]  # type: ignore[arg-type]
+        packed = _PACKER.pack(*args)[0]  # type: ignore[arg-type]
+    return packed
 
 
 def with_hiredis_packing(connection_class: type) -> type:
     """``connection_class`` packing commands with hiredis, as redis-py's synchronous
     client does; its asyncio client packs argument by argument in Python."""
 
-    class HiredisPacking(connection_class):  # type: ignore[misc, valid-type]
+    class HiredisPacking(connection_class):  # type: ignore[misc]
         def pack_command(self, *args: object) -> list[bytes]:
             return [_pack(*args)]
 

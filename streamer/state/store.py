@@ -350,7 +350,7 @@ class RedisStateStore:
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms,
                                  **({} if node is None else {"target_nodes": node}))
         replies = list(await pipe.execute())
-        acknowledged = [int(reply) for reply in replies[len(commands):]]  # type: ignore[call-overload]
+        acknowledged = [int(reply) for reply in replies[len(commands):]]
         if any(count < self.wait_replicas for count in acknowledged):
             raise DependencyError(f"redis: {min(acknowledged)} of {self.wait_replicas} replicas acknowledged a write "
                                   f"within {self.wait_timeout_ms} ms")
@@ -418,7 +418,7 @@ class RedisStateStore:
              _count_arguments(terminals[terminal_id], ends[terminal_id]))
             for terminal_id in counted
         ], head=[len(WINDOWS_DAYS)])
-        replies: list[list] = await self._in_order(progress_reads, [*card_calls, *listed_calls, *counted_calls])  # type: ignore[assignment]
+        replies: list[list[Any]] = await self._in_order(progress_reads, [*card_calls, *listed_calls, *counted_calls])  # type: ignore[assignment]
         progress = {topic: _progress(raw) for topic, raw in zip(progress_of, replies)}  # type: ignore[arg-type]
         replies = replies[len(progress_of) :]
         card_replies = (card for call in replies[:len(card_calls)] for card in call)

@@ -241,10 +241,10 @@ class HeldRuns:
                 runs.popleft().ack()
 
 
-class RecordRunSchema(faust.Schema):
+class RecordRunSchema(faust.Schema):  # type: ignore[type-arg]
     """A topic's values as the transport made them: a run's records pass through."""
 
-    def compile(self, app: Any, **kwargs: Any) -> Callable[..., Awaitable[Any]]:  # type: ignore[override]
+    def compile(self, app: Any, **kwargs: Any) -> Callable[..., Awaitable[Any]]:
         create_event = app.create_event
 
         async def decode(message: Any, *, propagate: bool = False) -> Any:
@@ -338,7 +338,7 @@ def build_app(runtime: Runtime) -> faust.App:
             make_agent(topic, pipeline, name)
 
     if report_s > 0:
-        @app.timer(interval=report_s)
+        @app.timer(interval=report_s)  # type: ignore[untyped-decorator]
         async def report_batch_times() -> None:
             for times in batch_times:
                 report(times)

@@ -142,7 +142,7 @@ class Consumer(faust_aiokafka.Consumer):
         consumer = getattr(self._thread, "_consumer", None)
         return {} if consumer is None else fetched_ends(consumer, topic)
 
-    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # type: ignore[override]
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         """One ``RecordRun`` per partition of a fetch. Keeps the checks of Faust's own:
         nothing while the flow is stopped (a rebalance: seek back to the committed
         offsets instead), nothing once the group's generation changed, and only
