@@ -23,6 +23,9 @@ all on this machine, and measures in one run:
   (settled into their group first) from where one worker nears saturation up to the
   targets' rates and beyond; and
   where the machine's CPU went while each rate was offered (``bench.cpu``);
+* the targets' rates (``SuitePlan.targets``: 15,000 transactions/s to two workers,
+  8,000 clicks/s to one) offered again once per repeat, each time on fresh topics,
+  workers and state: the median and spread of their p50 / p99 / max;
 * where the engine's drains spent their time: the workers' step-time reports
   (``STREAMER_BATCH_REPORT_S``), each step's mean and longest time per batch.
 
@@ -478,6 +481,23 @@ def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Messa
             "cpu": cpu_use(before, after, answered_between(times.values(), before.wall, after.wall))}
 
 
+def target_latency(base: Settings, kind: str, messages: list[Message], rate: float, workers: int, runs: int,
+                   seconds: float, log: Path, broker_pid: int | None = None) -> dict[str, Any]:
+    """``rate`` offered to ``workers`` ``runs`` times, each time on topics, workers and
+    state of its own reading ``messages`` from the start (``latency``): each run, and
+    the median and spread of their p50 / p99 / max. One offering of a rate is noisy on
+    these machines; the target is read from the median."""
+    points = [latency(base, kind, messages, [rate], seconds, log, workers=workers, broker_pid=broker_pid)[0]
+              for _ in range(runs)]
+    return {"offered": rate, "workers": workers, "runs": points,
+            **{key: ms_spread([point[key] for point in points]) for key in ("p50_ms", "p99_ms", "max_ms")}}
+
+
+def ms_spread(values: list[float]) -> dict[str, float]:
+    """The median, least and most of latencies in ms, to 0.1 ms, and how many there were."""
+    return {"median": round(statistics.median(values), 1), "min": min(values), "max": max(values), "runs": len(values)}
+
+
 #: The span of offering each of a latency run's ``latency_windows`` covers.
 LATENCY_WINDOW_S = 10.0
 
@@ -613,19 +633,25 @@ class SuitePlan:
         "transactions": (25, 50, 100), "clicks": (100, 200, 400)})
     seconds: float = 8.0
     """How long each rate is offered."""
+    targets: Mapping[str, tuple[float, int]] = dataclasses.field(default_factory=lambda: {
+        "transactions": (15000, 2), "clicks": (8000, 1)})
+    """Each kind's target rate and the workers it is offered to, offered again once per
+    repeat (``target_latency``): the rate the issue asks to hold with p99 under 100 ms."""
 
     @classmethod
     def quick(cls) -> SuitePlan:
         """``--quick``: a smoke run of the suite."""
         return cls(events={"transactions": 5000, "clicks": 5000}, naive_events=1000, rates=(500, 2000),
                    two_worker_rates={"transactions": (2000,), "clicks": (2000,)},
-                   naive_rates={"transactions": (50,), "clicks": (100,)}, seconds=4.0)
+                   naive_rates={"transactions": (50,), "clicks": (100,)}, seconds=4.0,
+                   targets={"transactions": (2000, 2), "clicks": (2000, 1)})
 
     def feed(self, kind: str) -> int:
         """How many events of ``kind`` the suite reads: the longer drain's backlog, or the
-        drain's and then the latency runs' feed (each series of rates reads it from the start)."""
+        drain's and then the latency runs' feed (each series of rates, and each offering of
+        the target's rate, reads it from the start)."""
         n = self.events[kind]
-        series = (self.rates, self.two_worker_rates[kind], self.naive_rates[kind])
+        series = (self.rates, self.two_worker_rates[kind], self.naive_rates[kind], self.targets[kind][:1])
         return max(LONG_DRAIN * n, n + max(events_offered(rates, self.seconds) for rates in series))
 
 
@@ -703,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
                                                              workers=2, broker_pid=broker.pid)
             results[f"{kind}_naive_latency"] = latency(base, kind, messages[n:], naive_rates[kind], seconds, log,
                                                        broker_pid=broker.pid, batch=1)
+            target_rate, target_workers = plan.targets[kind]
+            results[f"{kind}_target_latency"] = target_latency(base, kind, messages[n:], target_rate, target_workers,
+                                                               repeats, seconds, log, broker_pid=broker.pid)
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

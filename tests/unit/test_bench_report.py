@@ -157,3 +157,31 @@ def test_a_run_with_long_drains_tables_them_and_their_share_beside_the_short_one
     text = (tmp_path / "benchmarks.md").read_text()
     assert "| engine, clicks, a backlog of 60,000 (a longer drain) | 13,931 | 13,500 – 14,000 | 96% | 0.22 |" in text
     assert "| ≥ 80 % of the smaller ceiling | transactions 28%, clicks 78% (over 60,000: 96%) |" in text
+
+
+def test_a_run_that_offered_the_targets_rates_again_tables_their_median_and_spread(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-07-b.json").read_text())
+    runs = [{"offered": 15000, "p50_ms": p50, "p99_ms": p99, "max_ms": top} for p50, p99, top in
+            ((20.1, 130.5, 160.0), (18.0, 40.2, 70.3), (19.4, 61.0, 90.9))]
+    run["transactions_target_latency"] = {"offered": 15000, "workers": 2, "runs": runs,
+                                          "p50_ms": {"median": 19.4, "min": 18.0, "max": 20.1, "runs": 3},
+                                          "p99_ms": {"median": 61.0, "min": 40.2, "max": 130.5, "runs": 3},
+                                          "max_ms": {"median": 90.9, "min": 70.3, "max": 160.0, "runs": 3}}
+    write_docs(run, tmp_path, tmp_path)
+    lines = (tmp_path / "benchmarks.md").read_text().splitlines()
+    assert ("| transactions | 2 | 15,000 | 3 | 19.4 (18.0 – 20.1) | 61.0 (40.2 – 130.5) | 90.9 (70.3 – 160.0) "
+            "| 130.5, 40.2, 61.0 |") in lines
+    (target,) = [line for line in lines if line.startswith("| 15,000 transactions/s sustained")]
+    assert target.endswith("; at 15,000/s to 2 workers, offered 3 times: p99 61.0 ms (median; 40.2 – 130.5) |")
+    (clicks,) = [line for line in lines if line.startswith("| 8,000 clicks/s sustained")]
+    assert "offered" not in clicks.partition("offered/s")[2]  # run b offered the clicks' target once, in its series
+
+
+def test_a_run_from_before_the_targets_were_offered_again_has_no_such_table(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-07-b.json").read_text())
+    write_docs(run, tmp_path, tmp_path)
+    assert "offered again" not in (tmp_path / "benchmarks.md").read_text()

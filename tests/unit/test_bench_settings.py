@@ -113,6 +113,35 @@ def test_the_naive_agents_latency_runs_take_one_event_at_a_time(monkeypatch, tmp
     assert engine.max_size == 256 and engine.backlog_size == base.batch.backlog_size
 
 
+def test_a_target_rate_is_offered_once_per_run_each_on_fresh_state_from_the_feeds_start(monkeypatch, tmp_path) -> None:
+    import bench.run as run
+
+    offered, deleted = [], []
+    p99s = iter([130.5, 40.2, 61.0])
+
+    def one_rate(settings, kind, rate, messages, log, workers, broker_pid):
+        offered.append((settings, rate, workers, messages))
+        p99 = next(p99s)
+        return {"offered": rate, "p50_ms": p99 / 2, "p99_ms": p99, "max_ms": p99 + 10}
+
+    async def delete_namespace(redis):
+        deleted.append(redis.namespace)
+
+    monkeypatch.setattr(run, "_latency_at", one_rate)
+    monkeypatch.setattr(run, "delete_namespace", delete_namespace)
+    messages = [(b"k", str(i).encode()) for i in range(100)]
+    target = run.target_latency(Settings.from_env({}), "transactions", messages, 2.0, 2, 3, 5, tmp_path / "log")
+
+    assert [(rate, workers) for _, rate, workers, _ in offered] == [(2.0, 2)] * 3
+    assert all(taken == messages[:11] for *_, taken in offered)  # each run reads the feed from its start
+    assert len({settings.redis.namespace for settings, *_ in offered}) == 3 == len(set(deleted))
+    assert len({settings.topics.transactions for settings, *_ in offered}) == 3
+    assert target["p99_ms"] == {"median": 61.0, "min": 40.2, "max": 130.5, "runs": 3}
+    assert target["p50_ms"]["median"] == 30.5 and target["max_ms"]["max"] == 140.5
+    assert [point["p99_ms"] for point in target["runs"]] == [130.5, 40.2, 61.0]
+    assert (target["offered"], target["workers"]) == (2.0, 2)
+
+
 def test_the_suite_reports_the_share_of_cpu_time_the_hypervisor_stole(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 17 3 0\n")
@@ -239,6 +268,7 @@ def test_two_workers_are_offered_the_targets_rates_and_more() -> None:
     assert 15000 in transactions
     assert 8000 in clicks and max(clicks) > 8000
     assert 8000 in plan.rates  # one worker too, at the click target's rate
+    assert plan.targets == {"transactions": (15000, 2), "clicks": (8000, 1)}  # offered again, once per repeat
 
 
 def test_the_suites_feed_holds_its_longest_series_of_rates_after_the_drain() -> None:
@@ -247,7 +277,7 @@ def test_the_suites_feed_holds_its_longest_series_of_rates_after_the_drain() -> 
     for plan in (SuitePlan(), SuitePlan.quick()):
         for kind in ("transactions", "clicks"):
             n = plan.events[kind]
-            for series in (plan.rates, plan.two_worker_rates[kind], plan.naive_rates[kind]):
+            for series in (plan.rates, plan.two_worker_rates[kind], plan.naive_rates[kind], plan.targets[kind][:1]):
                 assert plan.feed(kind) >= n + events_offered(series, plan.seconds)
             assert plan.feed(kind) >= LONG_DRAIN * n
 
