@@ -47,7 +47,7 @@ def fold_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     if any(init.name.startswith(PREFIX) for init in graph.initializer):
         raise ValueError("the encoder is folded already")
     producer, consumers = wiring(graph)
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    constants: dict[str, np.ndarray] = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
 
     def only_consumer(name: str, op: str) -> onnx.NodeProto:
         """The one ``op`` that ``name`` feeds (besides ``Shape`` nodes: the mask's ``zeros_like``)."""
@@ -62,7 +62,8 @@ def fold_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
             return constants[name]
         node = producer.get(name)
         if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
+            value: np.ndarray = numpy_helper.to_array(node.attribute[0].t)
+            return value
         raise ValueError(f"{name} is not a constant")
 
     for name in ("model.mean", "model.std", "model.row_in.bias"):
