@@ -26,23 +26,41 @@ BEAUTY = SHARED_DATA / "rec" / "Beauty.txt"
 
 
 def read_fraud_csv(path: Path, limit: int | None = None) -> Iterator[tuple[Transaction, bool]]:
-    """Transactions in file order (sorted by time) with their fraud flag."""
+    """Transactions in file order (sorted by time) with their fraud flag. Rows are read
+    by the header's column positions, not as dicts: training and the handbook test read
+    all 1.17 million, and the dicts took a seventh of the test's time."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as handle:
-        for n, row in enumerate(csv.DictReader(handle)):
+        rows = csv.reader(handle)
+        header = next(rows, None)
+        if header is None:
+            return
+        column = {name: i for i, name in enumerate(header)}
+        tx_id, when, card, terminal, amount, fraud = (column[name] for name in (
+            "TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"))
+        for n, row in enumerate(rows):
             if limit is not None and n >= limit:
                 return
-            moment = datetime.fromisoformat(row["TX_DATETIME"]).replace(tzinfo=timezone.utc)
-            ts = moment.timestamp()
+            ts = datetime.fromisoformat(row[when]).replace(tzinfo=timezone.utc).timestamp()
             tx = Transaction(
-                transaction_id=row["TRANSACTION_ID"],
-                card_id=row["CUSTOMER_ID"],
-                terminal_id=row["TERMINAL_ID"],
-                amount=float(row["TX_AMOUNT"]),
+                transaction_id=row[tx_id],
+                card_id=row[card],
+                terminal_id=row[terminal],
+                amount=float(row[amount]),
                 ts=ts,
-                timestamp=format_time(ts),
+                timestamp=rfc3339(row[when], ts),
             )
-            yield tx, row["TX_FRAUD"] == "1"
+            yield tx, row[fraud] == "1"
+
+
+def rfc3339(when: str, ts: float) -> str:
+    """The file's ``2018-04-01 00:00:31`` (UTC, whole seconds) as the events write it,
+    ``2018-04-01T00:00:31Z``, without formatting ``ts`` again (``format_time`` of a
+    million rows took a sixteenth of the handbook test); any other form through
+    ``format_time``."""
+    if len(when) == 19 and when[10] == " ":
+        return f"{when[:10]}T{when[11:]}Z"
+    return format_time(ts)
 
 
 def label_for(tx: Transaction, is_fraud: bool, delay_days: float = 7.0) -> FraudLabel:
