@@ -124,7 +124,9 @@ class ModelSettings:
     """STREAMER_MODELS_INT8: on the CPU provider, run the int8 graphs a model's manifest
     lists (the next-item model's: ``python -m models.recommend.quantize``, accuracy checked
     on the evaluation and recorded there); its version then ends in ``+int8``. About 1.4x
-    on the next-item models alone, clicks drained 1.18x (docs/benchmarks.md). Ignored on CUDA."""
+    on the next-item models alone, clicks drained 1.18x; on two of the VMs measured the
+    int8 graphs were 5-12 % slower (``python -m bench.ort_options`` compares them;
+    docs/benchmarks.md). Ignored on CUDA."""
     thread: bool = True
     """STREAMER_MODELS_THREAD: run a large batch's fraud models (and the next-item models
     when not in a process of their own) on a thread beside the event loop, which takes
