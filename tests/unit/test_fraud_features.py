@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import gc
 import gzip
 import collections
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from streamer.datasets import FRAUD_CSV, SHARED_DATA, label_for, read_fraud_csv
+from streamer.datasets import FRAUD_CSV, SHARED_DATA
 from streamer.events import Transaction, format_time
 from streamer.features.fraud import (
     DAY, FEATURE_NAMES, NO_PREVIOUS, ROW_FIELDS, CardHistory, TerminalHistory, insert_new, transaction_features,
@@ -151,54 +149,28 @@ def test_a_card_history_holding_older_transactions_gives_the_same_features() -> 
     assert at_horizon.seconds_since_previous(T0, "f") == without.seconds_since_previous(T0, "f") == NO_PREVIOUS
 
 
-@pytest.fixture
-def collector_given_back() -> Iterator[None]:
-    """For a test that ``gc.freeze()``s what it keeps: the collector looks after it again afterwards."""
-    yield
-    gc.unfreeze()
-
-
 @pytest.mark.data
 @pytest.mark.timeout(1200)  # about 2 minutes on an idle 2-core machine
 @pytest.mark.skipif(not FRAUD_CSV.is_file(), reason="needs ../shared/data")
-async def test_matches_the_handbook_feature_file_on_every_row(collector_given_back: None) -> None:
-    """The whole raw file through the engine's feature stage (the code the worker runs,
-    over the in-memory twin of its state store), labels released 7 days late, against
-    the book's feature file, matched by transaction id.
+async def test_matches_the_handbook_feature_file_on_every_row() -> None:
+    """The whole raw file through the engine's feature stage as training computes it
+    (``online_features``: the code the worker runs, over the in-memory twin of its state
+    store, labels released 7 days late), against the book's feature file, matched by
+    transaction id.
 
     Rows of one card in the same second are ordered by transaction id in the engine;
     the book's file is inconsistent for them, and the engine also sees only partners that
     arrived before (8 rows differ). For those groups the test checks what does not depend
     on that: every feature but the card windows, and card counts within the group's size
     of the book's."""
-    store = InMemoryStateStore()
-    features = TransactionFeatures(store)
-    computed: dict[str, list[float]] = {}
-    group_of: dict[str, tuple[str, str]] = {}
-    pending: list = []
-    batch: list[Transaction] = []
+    from models.fraud.train import online_features
 
-    async def flush() -> None:
-        released = [p for p in pending if p.labelled_ts <= batch[-1].ts]
-        pending[:] = [p for p in pending if p.labelled_ts > batch[-1].ts]
-        await store.write_labels(released)
-        computed.update(zip((t.transaction_id for t in batch), await features.compute(batch)))
-        batch.clear()
-        # What the store and the rows keep is freed by reference counts, if ever: left to
-        # the collector, its full collections look through all of it (39 of 125 s).
-        gc.freeze()
-
-    for transaction, is_fraud in read_fraud_csv(FRAUD_CSV):
-        batch.append(transaction)
-        group_of[transaction.transaction_id] = (transaction.card_id, transaction.timestamp)
-        if is_fraud:
-            pending.append(label_for(transaction, True))
-        if len(batch) == 5000:
-            await flush()
-    await flush()
-
-    sizes = collections.Counter(group_of.values())
-    ties: dict[tuple[str, str], list[tuple[list[float], list[float]]]] = collections.defaultdict(list)
+    online = await online_features(FRAUD_CSV, delay_days=7.0, limit=None, chunk=5000)
+    computed = {transaction_id: i for i, transaction_id in enumerate(online["id"].tolist())}
+    group_of = list(zip(online["card"].tolist(), online["ts"].tolist()))
+    x = online["x"][:, : len(FEATURE_NAMES)].astype(np.float64)
+    sizes = collections.Counter(group_of)
+    ties: dict[tuple[str, float], list[tuple[list[float], list[float]]]] = collections.defaultdict(list)
     got_rows, expected_rows, ids = [], [], []
     compared = 0
     path = SHARED_DATA / "fraud" / "features_2018-04-01_2018-07-31.csv.gz"
@@ -209,16 +181,16 @@ async def test_matches_the_handbook_feature_file_on_every_row(collector_given_ba
         for row in rows:
             expected = [float(row[i]) for i in columns]
             transaction_id = row[id_column]
-            got = computed.pop(transaction_id)[: len(FEATURE_NAMES)]
-            group = group_of[transaction_id]
+            at = computed.pop(transaction_id)
+            group = group_of[at]
             if sizes[group] > 1:
-                ties[group].append((got, expected))
+                ties[group].append((x[at].tolist(), expected))
             else:
-                got_rows.append(got)
+                got_rows.append(at)
                 expected_rows.append(expected)
                 ids.append(transaction_id)
             compared += 1
-    close = np.isclose(np.asarray(got_rows), np.asarray(expected_rows), rtol=1e-6, atol=1e-9).all(axis=1)
+    close = np.isclose(x[got_rows], np.asarray(expected_rows), rtol=1e-6, atol=1e-9).all(axis=1)
     assert close.all(), [ids[i] for i in np.flatnonzero(~close)[:10]]
     assert not computed and compared == 1_169_723
     assert 0 < len(ties) < 50
