@@ -490,12 +490,7 @@ def target_latency(base: Settings, kind: str, messages: list[Message], rate: flo
     points = [latency(base, kind, messages, [rate], seconds, log, workers=workers, broker_pid=broker_pid)[0]
               for _ in range(runs)]
     return {"offered": rate, "workers": workers, "runs": points,
-            **{key: ms_spread([point[key] for point in points]) for key in ("p50_ms", "p99_ms", "max_ms")}}
-
-
-def ms_spread(values: list[float]) -> dict[str, float]:
-    """The median, least and most of latencies in ms, to 0.1 ms, and how many there were."""
-    return {"median": round(statistics.median(values), 1), "min": min(values), "max": max(values), "runs": len(values)}
+            **{key: spread([point[key] for point in points], digits=1) for key in ("p50_ms", "p99_ms", "max_ms")}}
 
 
 #: The span of offering each of a latency run's ``latency_windows`` covers.
@@ -611,8 +606,11 @@ def local_services(stack: contextlib.ExitStack) -> tuple[EmbeddedBroker, Setting
     return broker, start_missing_services(base, stack)
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values)), "min": round(min(values)), "max": round(max(values)), "runs": len(values)}
+def spread(values: list[float], digits: int | None = None) -> dict[str, float]:
+    """The median, least and most of repeated measurements, rounded to ``digits`` (whole
+    numbers by default), and how many there were."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "runs": len(values)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,8 +27,9 @@ BEAUTY = SHARED_DATA / "rec" / "Beauty.txt"
 
 def read_fraud_csv(path: Path, limit: int | None = None) -> Iterator[tuple[Transaction, bool]]:
     """Transactions in file order (sorted by time) with their fraud flag. Rows are read
-    by the header's column positions, not as dicts: training and the handbook test read
-    all 1.17 million, and the dicts took a seventh of the test's time."""
+    by the header's column positions, not as dicts, and their times written with
+    ``rfc3339``: training and the handbook test read all 1.17 million, and 300,000 took
+    3.3 s this way against 7.2 s as dicts with each time formatted again."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as handle:
         rows = csv.reader(handle)
@@ -55,8 +56,7 @@ def read_fraud_csv(path: Path, limit: int | None = None) -> Iterator[tuple[Trans
 
 def rfc3339(when: str, ts: float) -> str:
     """The file's ``2018-04-01 00:00:31`` (UTC, whole seconds) as the events write it,
-    ``2018-04-01T00:00:31Z``, without formatting ``ts`` again (``format_time`` of a
-    million rows took a sixteenth of the handbook test); any other form through
+    ``2018-04-01T00:00:31Z``, without formatting ``ts`` again; any other form through
     ``format_time``."""
     if len(when) == 19 and when[10] == " ":
         return f"{when[:10]}T{when[11:]}Z"
