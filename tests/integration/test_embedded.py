@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 
 import pytest
 
@@ -31,3 +33,13 @@ def test_a_redis_started_for_a_missing_cluster_is_talked_to_as_one_server(broker
         started = start_missing_services(settings, stack)
         assert str(started.redis.url) != str(settings.redis.url) and not started.redis.cluster
         assert asyncio.run(answers(started))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="scheduling policies are Linux's")
+def test_the_embedded_broker_runs_as_a_batch_process(broker: EmbeddedBroker) -> None:
+    """A request that wakes the broker does not take the core from the worker that sent it
+    (``broker_child``): every thread of the broker has the ``SCHED_BATCH`` policy."""
+    assert broker.process is not None
+    threads = os.listdir(f"/proc/{broker.process.pid}/task")
+    assert len(threads) > 1  # its runtime's workers started after exec, and inherited the policy
+    assert {os.sched_getscheduler(int(tid)) for tid in threads} == {os.SCHED_BATCH}
