@@ -1,5 +1,7 @@
 """OnnxModel: a batch larger than ``max_rows`` runs in slices with the same results."""
 
+from pathlib import Path
+
 import numpy as np
 
 from streamer.inference.runner import OnnxModel
@@ -40,3 +42,63 @@ async def test_large_batches_are_inferred_in_a_thread_small_ones_on_the_loop() -
     rows, thread = await off_the_loop(INLINE_ROWS, where, 2)
     assert rows == 2 and thread != loop_thread
     assert await off_the_loop(INLINE_ROWS * 100, where, 3, thread=False) == (3, loop_thread)  # STREAMER_MODELS_THREAD=false
+
+
+def add_then_layer_norm(path: Path) -> Path:
+    """A graph of one Add feeding a LayerNormalization, the pattern SkipLayerNormFusion fuses."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    width = 16
+    shape = ["batch", 4, width]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "skip"], ["sum"]),
+         helper.make_node("LayerNormalization", ["sum", "scale", "bias"], ["out"], axis=-1, epsilon=1e-5)],
+        "add_then_layer_norm",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("x", "skip")],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.ones(width, np.float32), "scale"),
+         numpy_helper.from_array(np.zeros(width, np.float32), "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def optimised_ops(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_on_the_cpu_an_add_and_layer_norm_stay_unfused_where_onnx_runtime_would_fuse_them(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    graph = add_then_layer_norm(tmp_path / "graph.onnx")
+    default = ort.SessionOptions()
+    default.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    default.optimized_model_filepath = str(tmp_path / "default.onnx")
+    ort.InferenceSession(str(graph), default, providers=["CPUExecutionProvider"])
+    assert "SkipLayerNormalization" in optimised_ops(tmp_path / "default.onnx")  # what the runtime turns off
+
+    model = OnnxModel(graph, provider="cpu", optimized_graph=tmp_path / "served.onnx")
+    assert optimised_ops(tmp_path / "served.onnx") >= {"Add", "LayerNormalization"}
+    assert "SkipLayerNormalization" not in optimised_ops(tmp_path / "served.onnx")
+    x = np.random.default_rng(2).standard_normal((3, 4, 16)).astype(np.float32)
+    (out,) = model.run({"x": x, "skip": x})
+    np.testing.assert_allclose(out.mean(axis=-1), 0.0, atol=1e-5)
+
+
+def test_the_shipped_encoders_give_skip_layer_norm_fusion_nothing_to_fuse(tmp_path: Path) -> None:
+    """Why ``bench.ort_options`` times their fusion on and off alike (CPU_DISABLED_OPTIMIZERS)."""
+    import onnxruntime as ort
+
+    for encoder in (MODELS.fraud / "encoder.onnx", MODELS.recommend / "encoder.onnx"):
+        default = ort.SessionOptions()
+        default.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        default.optimized_model_filepath = str(tmp_path / "default.onnx")
+        ort.InferenceSession(str(encoder), default, providers=["CPUExecutionProvider"])
+        OnnxModel(encoder, provider="cpu", optimized_graph=tmp_path / "served.onnx")
+        assert "SkipLayerNormalization" not in optimised_ops(tmp_path / "default.onnx")
+        assert optimised_ops(tmp_path / "default.onnx") == optimised_ops(tmp_path / "served.onnx")
