@@ -1,8 +1,10 @@
-"""OnnxModel: a batch larger than ``max_rows`` runs in slices with the same results."""
+"""OnnxModel: a batch larger than ``max_rows`` runs in slices with the same results; large
+batches infer off the loop; on the CPU, ``SkipLayerNormFusion`` stays off."""
 
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from streamer.inference.runner import OnnxModel
 from streamer.settings import Settings
@@ -46,7 +48,7 @@ async def test_large_batches_are_inferred_in_a_thread_small_ones_on_the_loop() -
 
 def add_then_layer_norm(path: Path) -> Path:
     """A graph of one Add feeding a LayerNormalization, the pattern SkipLayerNormFusion fuses."""
-    import onnx
+    import onnx  # the train extra's, as in tests/models
     from onnx import TensorProto, helper, numpy_helper
 
     width = 16
@@ -72,15 +74,18 @@ def optimised_ops(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def test_on_the_cpu_an_add_and_layer_norm_stay_unfused_where_onnx_runtime_would_fuse_them(tmp_path: Path) -> None:
-    import onnxruntime as ort
+def optimised_by_default(graph: Path, out: Path) -> set[str]:
+    """The ops of ``graph`` as ONNX Runtime optimises it on the CPU with every rewrite on."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return optimised_ops(out)
 
+
+def test_on_the_cpu_an_add_and_layer_norm_stay_unfused_where_onnx_runtime_would_fuse_them(tmp_path: Path) -> None:
     graph = add_then_layer_norm(tmp_path / "graph.onnx")
-    default = ort.SessionOptions()
-    default.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    default.optimized_model_filepath = str(tmp_path / "default.onnx")
-    ort.InferenceSession(str(graph), default, providers=["CPUExecutionProvider"])
-    assert "SkipLayerNormalization" in optimised_ops(tmp_path / "default.onnx")  # what the runtime turns off
+    assert "SkipLayerNormalization" in optimised_by_default(graph, tmp_path / "default.onnx")  # what the runtime turns off
 
     model = OnnxModel(graph, provider="cpu", optimized_graph=tmp_path / "served.onnx")
     assert optimised_ops(tmp_path / "served.onnx") >= {"Add", "LayerNormalization"}
@@ -92,13 +97,8 @@ def test_on_the_cpu_an_add_and_layer_norm_stay_unfused_where_onnx_runtime_would_
 
 def test_the_shipped_encoders_give_skip_layer_norm_fusion_nothing_to_fuse(tmp_path: Path) -> None:
     """Why ``bench.ort_options`` times their fusion on and off alike (CPU_DISABLED_OPTIMIZERS)."""
-    import onnxruntime as ort
-
     for encoder in (MODELS.fraud / "encoder.onnx", MODELS.recommend / "encoder.onnx"):
-        default = ort.SessionOptions()
-        default.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        default.optimized_model_filepath = str(tmp_path / "default.onnx")
-        ort.InferenceSession(str(encoder), default, providers=["CPUExecutionProvider"])
+        default = optimised_by_default(encoder, tmp_path / "default.onnx")
         OnnxModel(encoder, provider="cpu", optimized_graph=tmp_path / "served.onnx")
-        assert "SkipLayerNormalization" not in optimised_ops(tmp_path / "default.onnx")
-        assert optimised_ops(tmp_path / "default.onnx") == optimised_ops(tmp_path / "served.onnx")
+        assert "SkipLayerNormalization" not in default
+        assert default == optimised_ops(tmp_path / "served.onnx")
