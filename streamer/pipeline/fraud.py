@@ -105,6 +105,15 @@ class TransactionFeatures:
             terminal.add_transaction(tx.ts, tx.transaction_id)
         return FeatureBatch(rows, np.asarray(rows, dtype=np.float32), card_state, generation, progress)
 
+    async def rows_again(self, transactions: Sequence[Transaction], progress_of: Sequence[str] = ()) -> FeatureBatch:
+        """``rows`` once more for the same batch (after a wait for its labels). The cards
+        are read from the store again: the first call added the batch's transactions to
+        the states the cache holds, so each transaction would now see those of the batch
+        that came after it, which the first call, training's ``compute`` and a worker
+        without the cache do not."""
+        self.cache.drop({tx.card_id for tx in transactions})
+        return await self.rows(transactions, progress_of)
+
     async def compute(self, transactions: Sequence[Transaction], progress: StreamProgress | None = None) -> list[list[float]]:
         """``rows``, then the batch stored (training, evaluation and tools run it batch by batch)."""
         with self.unless_stored(transactions):
@@ -236,7 +245,7 @@ class FraudPipeline:
             if self.label_clock is not None and await self.label_clock.lagging(
                     newest, batch.progress[self.label_clock.topic], ahead[self.label_clock.topic]):
                 await self.label_clock.wait_until(newest)
-                batch = await self.features.rows(transactions, topics)  # with those labels
+                batch = await self.features.rows_again(transactions, topics)  # with those labels
             if self.transaction_clock is None:
                 return batch, False
             lagging = await self.transaction_clock.lagging(newest, batch.progress[self.transaction_clock.topic],

@@ -134,6 +134,27 @@ async def test_a_label_stored_while_the_batch_waits_reaches_its_features() -> No
     assert terminal_risk(score) == 1.0  # the one earlier transaction at "t" was a fraud
 
 
+async def test_a_batch_read_again_after_its_label_wait_gets_the_features_it_got_before() -> None:
+    """The card cache holds the states the first read took the batch's transactions
+    into: read again, the earlier-arriving transaction must not count the later one,
+    earlier in event time, of the same card (as without a wait, and as training)."""
+
+    def keyed(offset: int, ts: float) -> SourceRecord:  # keyed by card: the cache stays on
+        value = {"transaction_id": f"tx-{offset}", "card_id": "c0", "terminal_id": "t", "amount": 5.0,
+                 "timestamp": format_time(ts)}
+        return SourceRecord("transactions", 0, offset, b"c0", orjson.dumps(value))
+
+    async def day_counts(label_lag: int) -> list[float]:
+        pipeline = labelled_pipeline(InMemoryStateStore(), Brokers({0: label_lag}))
+        pipeline.label_clock.max_wait_s = 0.01  # type: ignore[union-attr]  # the label never comes
+        scores = await pipeline.process([keyed(0, T0 + 100), keyed(1, T0 + 50)])
+        return [orjson.loads(s.value)["features"]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] for s in scores
+                if s.topic == "fraud-scores"]
+
+    assert await day_counts(label_lag=0) == [1.0, 1.0]
+    assert await day_counts(label_lag=1) == [1.0, 1.0]
+
+
 async def test_a_batch_whose_labels_are_stored_reads_the_progress_with_its_state() -> None:
     store = CountingStore()
     brokers = CountingBrokers({0: 0})
