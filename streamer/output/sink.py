@@ -61,7 +61,11 @@ class KafkaSink:
         async with self._lock:
             if self.producer is None:
                 producer = AIOKafkaProducer(**self.options)
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # its connections and tasks; the next send starts anew
+                    raise
                 self.producer = producer
 
     async def send(self, records: Sequence[OutputRecord]) -> Delivery:
@@ -71,9 +75,9 @@ class KafkaSink:
         order they were queued."""
         if not records:
             return _acknowledged([])
-        await self.start()
-        assert self.producer is not None
         try:
+            await self.start()  # a broker down at the first send is retried like one down later
+            assert self.producer is not None
             acks = await enqueue_batched(self.producer, [(r.topic, None, r.key, r.value, r.headers, None) for r in records],
                                          self._partitions)
         except KafkaError as exc:

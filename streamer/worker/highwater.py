@@ -34,7 +34,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from streamer.errors import DependencyError
 from streamer.worker.topics import assign_topic
 
 log = logging.getLogger(__name__)
@@ -148,19 +150,22 @@ class FetchedHighWatermarks:
         return self.consumers[topic]
 
     async def _start(self, topic: str) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=1,
+            auto_offset_reset="earliest",
+        )
         try:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=1,
-                auto_offset_reset="earliest",
-            )
             await consumer.start()
             request_times(consumer)  # from the first fetch on
             tps = await assign_topic(consumer, topic)
             consumer.pause(*tps)  # fetched only while a caller waits on it
-            self.consumers[topic] = (consumer, tps)
+        except BaseException:
+            await consumer.stop()
+            raise
         finally:
             del self._starting[topic]  # a failed start is tried again by the next caller
+        self.consumers[topic] = (consumer, tps)
 
     async def highwaters(self, topic: str, since_ms: float | None = None) -> dict[int, int]:
         """High watermarks from responses to fetch requests sent after ``since_ms`` (wall
@@ -170,6 +175,12 @@ class FetchedHighWatermarks:
         that saw its input before it called passes when: the worker's responses since
         then may answer it at once, where a response to a request sent after the call is
         one of the worker's fetches away (up to its fetch wait at the broker)."""
+        try:
+            return await self._highwaters(topic, since_ms)
+        except KafkaError as exc:  # the batch is retried, not its transactions dead-lettered
+            raise DependencyError(f"kafka high watermarks of {topic}: {exc}") from exc
+
+    async def _highwaters(self, topic: str, since_ms: float | None) -> dict[int, int]:
         now_ms = time.time() * 1000.0
         since_ms = now_ms if since_ms is None else min(since_ms, now_ms)
         consumer, tps = await self._consumer(topic)
