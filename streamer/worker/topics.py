@@ -9,25 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
-from streamer.errors import DependencyError
+from streamer.errors import ConfigurationError, DependencyError
 
 log = logging.getLogger(__name__)
 
+ASSIGN_RETRY_S = 0.05
 
-async def assign_topic(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+
+async def assign_topic(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> list[TopicPartition]:
     """Assign a started group-less (or not joining) consumer every partition of ``topic``,
     once its metadata knows them (a topic just created may take a refresh or two); returns
-    them in order."""
+    them in order. ``DependencyError`` when the topic has none within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
     partitions = None
-    while not partitions:
+    while True:
         await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka offers no public refresh
         partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            break
+        if time.monotonic() > deadline:
+            raise DependencyError(f"kafka: topic {topic} has no partitions after {timeout_s:g} s")
+        await asyncio.sleep(ASSIGN_RETRY_S)
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
     return tps
@@ -51,14 +61,30 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         for name in missing:
-            try:
-                await admin.create_topics([NewTopic(name, partitions, replication_factor)])
+            refused = refusal(await admin.create_topics([NewTopic(name, partitions, replication_factor)]))
+            if refused is None:
                 log.info("created topic %s with %d partitions", name, partitions)
-            except TopicAlreadyExistsError:
-                pass
+            elif refused.retriable:
+                raise DependencyError(f"kafka did not create topic {name}: {refused}")
+            else:
+                raise ConfigurationError(f"kafka refused to create topic {name} with {partitions} partitions and "
+                                         f"replication factor {replication_factor}: {refused}")
         return missing
     finally:
         await admin.close()
+
+
+def refusal(response: Any) -> KafkaError | None:
+    """The error in a CreateTopics response, None when the topic was created or already
+    existed (another worker made it meanwhile). aiokafka's admin client returns the
+    broker's per-topic error codes without raising them."""
+    for topic_error in response.topic_errors:  # (name, code) or (name, code, message)
+        code = topic_error[1]
+        if code not in (0, TopicAlreadyExistsError.errno):
+            message = topic_error[2] if len(topic_error) > 2 else None
+            error: KafkaError = for_code(code)(message or f"error code {code}")
+            return error
+    return None
 
 
 async def delete_topics(bootstrap_servers: str, names: Iterable[str]) -> None:
