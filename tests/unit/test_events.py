@@ -31,6 +31,7 @@ def test_offsets_are_converted_to_utc() -> None:
         (orjson.dumps({**TX, "amount": "12"}), "wrong_type"),
         (orjson.dumps({**TX, "amount": True}), "wrong_type"),
         (orjson.dumps({**TX, "amount": -1}), "invalid_value"),
+        (orjson.dumps({**TX, "amount": 1e39}), "invalid_value"),  # infinite as float32: a NaN score
         (orjson.dumps({**TX, "card_id": 7}), "wrong_type"),
         (orjson.dumps({**TX, "transaction_id": "12\n34"}), "invalid_value"),
         (orjson.dumps({**TX, "timestamp": "2018-08-01 00:00:31"}), "invalid_timestamp"),
