@@ -1,7 +1,11 @@
 """Redis key names, built by pure functions: ``<namespace>:v<schema>:<entity>:{<id>}:<what>``.
 
-The ``{id}`` hash tag keeps every key of one entity in one Redis Cluster slot. Bump
-``SCHEMA_VERSION`` when the layout of a value changes; old keys then simply expire.
+The ``{id}`` hash tag keeps every key of one entity in one Redis Cluster slot. Redis
+hashes what lies between the first ``{`` and the first ``}`` after it, so an id that
+begins with ``}`` would make the tag empty and each key hashed whole, in slots of their
+own: such an id goes in behind a backslash (``hash_tag``), and so does one that begins
+with a backslash, so that no two ids share a key. Bump ``SCHEMA_VERSION`` when the
+layout of a value changes; old keys then simply expire.
 """
 
 from __future__ import annotations
@@ -9,8 +13,14 @@ from __future__ import annotations
 SCHEMA_VERSION = 1
 
 
+def hash_tag(entity_id: str) -> str:
+    """What goes between the key's braces: the id, behind a backslash when it begins
+    with ``}`` or a backslash (a tag is never empty; distinct ids, distinct tags)."""
+    return "\\" + entity_id if entity_id[:1] in ("}", "\\") else entity_id
+
+
 def _key(namespace: str, entity: str, entity_id: str, what: str) -> str:
-    return f"{namespace}:v{SCHEMA_VERSION}:{entity}:{{{entity_id}}}:{what}"
+    return f"{namespace}:v{SCHEMA_VERSION}:{entity}:{{{hash_tag(entity_id)}}}:{what}"
 
 
 def card_log(namespace: str, card_id: str) -> str:
@@ -31,7 +41,8 @@ def terminal_frauds(namespace: str, terminal_id: str) -> str:
 
 
 def user_sequence(namespace: str, user_id: str) -> str:
-    """Sorted set: member ``<event_id>|<item_id>``, score = event time; the last N kept."""
+    """Sorted set: member ``<event_id>\\x1f<item_id>`` (``redis_protocol.join_ids``),
+    score = event time; the last N kept."""
     return _key(namespace, "user", user_id, "seq")
 
 
@@ -48,4 +59,4 @@ def user_embedding(namespace: str, user_id: str) -> str:
 def stream_progress(namespace: str, topic: str) -> str:
     """Hash: partition -> ``<next offset>|<latest event time>`` stored from a consumed topic
     (labels: ``labelled_at``; transactions: their time)."""
-    return f"{namespace}:v{SCHEMA_VERSION}:stream:{{{topic}}}:progress"
+    return f"{namespace}:v{SCHEMA_VERSION}:stream:{{{hash_tag(topic)}}}:progress"

@@ -194,8 +194,23 @@ def pairs(flat: Sequence[bytes]) -> list[tuple[bytes, float]]:
     return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
+#: Between the two ids of a two-id member (a user's ``event_id`` and ``item_id``): ids
+#: hold no control characters (``streamer.events``), so either may hold any other. And
+#: it sorts below them all, so Redis orders such members by their first id, as the
+#: in-memory store does. Members stored before it used ``|``.
+ID_SEPARATOR = "\x1f"
+
+
+def join_ids(head: str, tail: str) -> str:
+    return f"{head}{ID_SEPARATOR}{tail}"
+
+
 def split_member(member: bytes) -> tuple[str, str]:
-    head, _, tail = member.decode().rpartition("|")
+    """A ``join_ids`` member as its two ids (one stored before: at its last ``|``)."""
+    text = member.decode()
+    head, separator, tail = text.partition(ID_SEPARATOR)
+    if not separator:
+        head, _, tail = text.rpartition("|")
     return head, tail
 
 

@@ -556,7 +556,7 @@ class RedisStateStore:
                 additions.entity()
                 key = keys.user_sequence(self.ns, update.user_id)
                 additions.key(key, None, SEQUENCE_CAP, "", ttl(key),
-                              [x for c in update.clicks for x in (c.ts, f"{c.event_id}|{c.item_id}")])
+                              [x for c in update.clicks for x in (c.ts, protocol.join_ids(c.event_id, c.item_id))])
                 key = keys.user_seen(self.ns, update.user_id)
                 additions.key(key, None, SEEN_CAP, "LT", ttl(key), [x for item, ts in first_seen.items() for x in (ts, item)])
             if update.embedding is not None:

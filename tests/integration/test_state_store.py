@@ -195,6 +195,24 @@ async def test_many_cards_terminals_and_users_come_back_each_with_its_own_state(
         assert (users[f"u{u}"].embedding is not None) == bool(u % 2)
 
 
+async def test_ids_with_braces_bars_and_backslashes_come_back_as_they_went(store: StateStore) -> None:
+    """An item id holding ``|`` (the separator of a user's members before), and ids that
+    begin with ``}`` (an empty Redis Cluster hash tag: an entity's keys in other slots)
+    or a backslash (what ``keys.hash_tag`` puts before those)."""
+    odd = ["}u", "\\}u", "\\u", "u|1", "{u}"]
+    await store.write_fraud([tx(i, T0 + i, card=card, terminal=card) for i, card in enumerate(odd)])
+    await store.write_users([UserUpdate(user, [Click(f"e|{i}", user, f"sku|{user}", T0 + i, format_time(T0 + i), "click"),
+                                               Click(f"e|{i}x", user, "plain", T0 + i, format_time(T0 + i), "click")], None)
+                             for i, user in enumerate(odd)])
+    window = (T0 - DAY, T0 + DAY)
+    cards, terminals, _ = await store.read_fraud(dict.fromkeys(odd, window), dict.fromkeys(odd, window))
+    users = await store.read_users(odd)
+    for i, entity in enumerate(odd):
+        assert [entry[1] for entry in cards[entity].history.entries] == [f"t{i:03d}"]
+        assert [tx_id for _, tx_id in terminals[entity].transactions] == [f"t{i:03d}"]
+        assert users[entity].sequence == [(T0 + i, f"e|{i}", f"sku|{entity}"), (T0 + i, f"e|{i}x", "plain")]
+
+
 @pytest.mark.parametrize("counter", ["redis", "redis-1-per-call", "redis-cluster", "memory"])
 async def test_terminals_counted_by_the_store_give_the_features_their_transactions_give(
         request: pytest.FixtureRequest, redis_url: str, namespace: str, counter: str) -> None:

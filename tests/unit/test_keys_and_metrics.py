@@ -15,6 +15,15 @@ def test_keys_are_namespaced_versioned_and_hash_tagged() -> None:
     assert keys.terminal_frauds("a", "t") != keys.terminal_frauds("b", "t")
 
 
+def test_every_hash_tag_is_non_empty_and_each_id_keeps_keys_of_its_own() -> None:
+    ids = ["}a", "\\}a", "\\a", "a", "a}b", "{a}", "}"]
+    tags = [keys.hash_tag(entity_id) for entity_id in ids]
+    assert len(set(tags)) == len(ids)
+    for key in map(lambda entity_id: keys.user_seen("ns", entity_id), ids):
+        start = key.index("{") + 1
+        assert key.index("}", start) > start  # Redis Cluster hashes a non-empty tag
+
+
 def test_auc_and_ap_on_known_cases() -> None:
     y = np.array([0, 0, 1, 1])
     assert roc_auc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)

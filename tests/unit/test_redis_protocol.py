@@ -7,6 +7,7 @@ import math
 
 import msgpack
 
+from streamer.state import redis_protocol as protocol
 from streamer.state.redis_protocol import Additions, EntityCalls, above, below
 
 
@@ -48,3 +49,8 @@ def test_exclusive_bounds_become_the_next_double() -> None:
     assert x < above(x) and math.nextafter(above(x), -math.inf) == x  # no double between them
     assert below(x) < x and math.nextafter(below(x), math.inf) == x
     assert above(-math.inf) > -math.inf
+
+
+def test_a_users_member_splits_at_its_separator_and_one_stored_before_at_its_last_bar() -> None:
+    assert protocol.split_member(protocol.join_ids("e|1", "sku|red").encode()) == ("e|1", "sku|red")
+    assert protocol.split_member(b"e|1|sku") == ("e|1", "sku")  # as members were written before
