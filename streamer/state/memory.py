@@ -39,6 +39,17 @@ class _EventLog:
             self.ids.difference_update(old[1] for old in self.entries[:cut])
             del self.entries[:cut]
 
+    def insert_earliest_label(self, entry: tuple[float, str, float], horizon: float) -> None:
+        """``insert`` a fraud ``(ts, id, labelled_ts)``, or put it in place of its
+        transaction's when it was labelled earlier (``store.earliest_labels``)."""
+        if entry[1] in self.ids:
+            held = next(i for i, old in enumerate(self.entries) if old[1] == entry[1])
+            if entry[2] >= self.entries[held][2]:
+                return
+            del self.entries[held]
+            self.ids.discard(entry[1])
+        self.insert(entry, horizon)
+
     def window(self, window: TimeRange) -> list[tuple]:  # type: ignore[type-arg]
         """Entries with lo < ts <= hi."""
         lo = bisect.bisect_right(self.entries, (window[0], AFTER_EVERY_ID))
@@ -146,7 +157,7 @@ class InMemoryStateStore:
         for label in labels:
             if label.is_fraud:
                 entry = (label.ts, label.transaction_id, label.labelled_ts)
-                self.terminal_fraud[label.terminal_id].insert(entry, TERMINAL_HORIZON)
+                self.terminal_fraud[label.terminal_id].insert_earliest_label(entry, TERMINAL_HORIZON)
 
     async def read_progress(self, topic: str) -> Progress:
         return dict(self.stream_progress.get(topic, {}))

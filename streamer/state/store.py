@@ -429,7 +429,8 @@ class RedisStateStore:
         terminal_state: dict[str, TerminalHistory | TerminalCounts] = {}
         listed_replies = (terminal for call in replies[:len(listed_calls)] for terminal in call)
         for terminal_id, (tx_reply, fraud_reply) in zip(listed, listed_replies):
-            terminal_state[terminal_id] = TerminalHistory.of(protocol.id_entries(tx_reply), protocol.numbered_entries(fraud_reply))
+            terminal_state[terminal_id] = TerminalHistory.of(protocol.id_entries(tx_reply),
+                                                             earliest_labels(protocol.numbered_entries(fraud_reply)))
         counted_replies = (terminal for call in replies[len(listed_calls):] for terminal in call)
         windows = len(WINDOWS_DAYS)
         for terminal_id, (fraud_reply, counts) in zip(counted, counted_replies):
@@ -437,7 +438,7 @@ class RedisStateStore:
             terminal_state[terminal_id] = TerminalCounts(
                 {its_ends[0]: counts} if len(its_ends) == 1
                 else {end: counts[windows * i : windows * (i + 1)] for i, end in enumerate(its_ends)},
-                sorted(protocol.numbered_entries(fraud_reply)) if fraud_reply else [])
+                sorted(earliest_labels(protocol.numbered_entries(fraud_reply))) if fraud_reply else [])
         return FraudState(card_state, terminal_state, progress)
 
     async def write_fraud(
@@ -588,6 +589,18 @@ class _Entity:
 
     newest: float
     members: list[Any]
+
+
+def earliest_labels(frauds: Iterable[tuple[float, str, float]]) -> list[tuple[float, str, float]]:
+    """A terminal's frauds ``(ts, id, labelled_ts)`` as read, one per transaction: the
+    earliest labelled. A label sent again with another ``labelled_at`` (a re-export, a
+    correction) is another member of the set, which the features would count twice."""
+    earliest: dict[str, tuple[float, str, float]] = {}
+    for fraud in frauds:
+        held = earliest.get(fraud[1])
+        if held is None or fraud[2] < held[2]:
+            earliest[fraud[1]] = fraud
+    return list(earliest.values())
 
 
 def _count_arguments(frauds: TimeRange, ends: Sequence[float]) -> list[object]:

@@ -85,6 +85,17 @@ async def _sent(store: RedisStateStore, *calls) -> tuple[list[str], list[str]]: 
     return sent, ran
 
 
+async def test_a_fraud_labelled_twice_counts_once_with_its_earliest_label(store: StateStore) -> None:
+    await store.write_fraud([tx(1, T0 + DAY)])
+    await store.write_labels([FraudLabel("t001", "c", "t", T0 + DAY, True, T0 + 9 * DAY)])
+    await store.write_labels([FraudLabel("t001", "c", "t", T0 + DAY, True, T0 + 3 * DAY)])  # sent again, earlier
+    await store.write_labels([FraudLabel("t001", "c", "t", T0 + DAY, True, T0 + 5 * DAY)])
+    window = (T0, T0 + 8 * DAY)
+    _, listed, _ = await store.read_fraud({}, {"t": window})
+    _, counted, _ = await store.read_fraud({}, {"t": window}, terminal_ends={"t": [T0 + 2 * DAY]})
+    assert listed["t"].frauds == counted["t"].frauds == [(T0 + DAY, "t001", T0 + 3 * DAY)]
+
+
 async def test_a_write_stores_its_progress_after_the_state_it_covers(redis_url: str, namespace: str) -> None:
     """A reader that sees the progress then reads the state (``read_fraud``) must find
     every event the progress covers: Redis runs a connection's commands in order, so
