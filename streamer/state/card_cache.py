@@ -56,10 +56,11 @@ class CachedCard:
 
     def store(self, ts: float, transaction_id: str, row: bytes | None) -> None:
         """A transaction the store acknowledged, which the state holds already, and its
-        ``row``: pruned as the store prunes it."""
-        history, prune_below = self.state.history, ts - CARD_HORIZON - PRUNE_GRACE
-        if history.times and history.times[0] < prune_below:
-            history.drop_before(prune_below)
+        ``row``: pruned as the store prunes it, below the card's newest transaction
+        (not this one's time: it may have come late)."""
+        times = self.state.history.times
+        if times and times[0] < times[-1] - CARD_HORIZON - PRUNE_GRACE:
+            self.state.history.drop_before(times[-1] - CARD_HORIZON - PRUNE_GRACE)
         if row is not None:
             self.state.add_row(ts, transaction_id, row, CARD_ROWS_CAP)
 
@@ -126,7 +127,7 @@ class CardCache:
             return
         stored_rows = None if rows is None else row_bytes(rows, len(transactions))
         cards = self.cards
-        for i, tx in enumerate(transactions):  # a card's store prunes below its newest, whatever the order
+        for i, tx in enumerate(transactions):
             cached = cards.get(tx.card_id)
             if cached is not None:
                 cached.store(tx.ts, tx.transaction_id, None if stored_rows is None else stored_rows[i])

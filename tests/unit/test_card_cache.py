@@ -123,6 +123,18 @@ async def test_a_card_needed_further_back_than_it_is_held_is_read_again(scorer: 
     assert [tx_id for _, tx_id, _ in cache.view("c").history.entries] == ["a", "b"]  # type: ignore[union-attr]
 
 
+async def test_a_transaction_later_than_the_prune_grace_is_pruned_as_the_store_prunes_it(scorer: FraudScorer) -> None:
+    """The store prunes a card below its newest transaction, whatever the order they came
+    in; a held state pruned only below each transaction's own time kept one 50 days late,
+    and counted it for the next late one."""
+    cached, uncached = Scoring(scorer, CardCache(capacity=10)), Scoring(scorer, CardCache(0))
+    for days in (100, 50, 55):
+        batch = [Transaction(f"at-{days}", "c", f"t{days}", 10.0, T0 + days * DAY, format_time(T0 + days * DAY))]
+        rows, _ = await cached.batch(batch)
+        want, _ = await uncached.batch(batch)
+        assert np.array_equal(rows, want), days
+
+
 def test_a_transaction_not_keyed_by_its_card_switches_the_cache_off() -> None:
     cache = CardCache(capacity=10)
     events = stream(3)
