@@ -182,7 +182,7 @@ async def _one_by_one(pipeline: Pipeline, records: Sequence[SourceRecord], topic
             raise
         except Exception as exc:  # a bug or a poisoned record: never stall the partition
             log.exception("record %s[%d]@%d failed", record.topic, record.partition, record.offset)
-            error = InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}")
+            error = exc if isinstance(exc, InvalidEvent) else InvalidEvent("processing_error", f"{type(exc).__name__}: {exc}")
             outputs.append(dead_letter(record, error, topic))
     return outputs
 

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
-from streamer.errors import DependencyError
+from streamer.errors import DependencyError, InvalidEvent
 from streamer.events import Click, decode_transaction, encode, format_time
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.model_process import ModelProcess
@@ -470,6 +470,10 @@ async def test_a_batch_is_retried_on_outside_failures_and_poison_goes_to_dead_le
     outputs = await process_batch(Flaky(2, ValueError("bug")), batch, "dead-letter")
     assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in outputs] == [
         ("dead-letter", b"processing_error"), ("out", None)]
+
+    outputs = await process_batch(Flaky(2, InvalidEvent("unknown_terminal", "t9")), batch, "dead-letter")
+    assert [(r.topic, dict(r.headers).get("dlq.reason")) for r in outputs] == [  # its own reason kept
+        ("dead-letter", b"unknown_terminal"), ("out", None)]
 
 
 class FlakyLaterStep(Flaky):
