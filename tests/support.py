@@ -57,6 +57,8 @@ class WorkerProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ("-m", "streamer.cli", "worker")
+    """Its Python command line (a test may run a worker of its own making)."""
 
     def __post_init__(self) -> None:
         self.env = worker_environment(self.settings)
@@ -64,7 +66,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         out = open(self.log, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "worker"], env=self.env, stdout=out, stderr=out, cwd=REPO,
+            [sys.executable, *self.command], env=self.env, stdout=out, stderr=out, cwd=REPO,
             preexec_fn=die_with_parent,
         )
         return self

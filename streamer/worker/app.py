@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar
 
 import faust
 from faust.sensors.monitor import Monitor
+from mode import CrashingSupervisor
 from faust.types import TP
 
 import streamer.worker.transport as streamer_transport
@@ -319,7 +320,11 @@ def build_app(runtime: Runtime) -> faust.App:
 
         agent.__name__ = name
         agent.__qualname__ = name
-        app.agent(run_topic(topic_name), name=name)(agent)
+        # An agent that dies takes the worker down, rather than Faust's default of starting
+        # it again in the same worker: the runs the dead one held are never acknowledged,
+        # and Faust commits past such a gap once the new one acknowledges later runs. A
+        # worker that exits leaves its committed offsets, which the next one resumes from.
+        app.agent(run_topic(topic_name), name=name, supervisor_strategy=CrashingSupervisor)(agent)
 
     async def forget_local_state(sender: Any, partitions: Any, **kwargs: Any) -> None:
         for forget in runtime.on_rebalance:

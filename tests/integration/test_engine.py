@@ -294,6 +294,33 @@ def test_worker_killed_midstream_loses_nothing(settings: Settings, worker_log) -
     assert all(max(s) - min(s) <= SCORE_TOLERANCE for s in by_id.values())
 
 
+def test_a_worker_whose_agent_dies_stops_and_the_next_one_answers_every_event(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    """An agent that dies (its sink raised an error no retry handles: a bug) takes its
+    worker down. Restarted within the worker, it would acknowledge later records of its
+    partitions while those the dead one held never are, and Faust commits past such a
+    gap; a worker that exits leaves the offsets it committed, from which the next one
+    answers every event."""
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")[:300]
+    settings = settings.replace(batch={"max_size": 50, "backlog_size": 50, "max_wait_ms": 20},
+                                kafka={"commit_interval_s": 0.5})
+    bootstrap = settings.kafka.bootstrap_servers
+    broken = WorkerProcess(settings, worker_log, command=("-m", "tests.worker_with_a_bug")).start()
+    try:
+        asyncio.run(produce(bootstrap, settings.topics.transactions,
+                            [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample]))
+        assert broken.process is not None
+        assert broken.process.wait(60) != 0
+    finally:
+        broken.stop()
+    worker = WorkerProcess(settings, worker_log).start()
+    wanted = {tx["transaction_id"] for tx in sample}
+    try:
+        scores = asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 0, timeout_s=90, done=scores_for(wanted)))
+    finally:
+        worker.stop()
+    assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
+
+
 def test_events_taken_while_a_batch_is_stuck_are_not_committed_before_they_are_answered(
     settings: Settings, worker_log, redis_url: str,  # type: ignore[no-untyped-def]
 ) -> None:
