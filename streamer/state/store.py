@@ -20,6 +20,7 @@ offline replay and training.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, cast
@@ -40,6 +41,8 @@ from streamer.features.fraud import (
 from streamer.settings import RedisSettings
 from streamer.state import card_log, keys, redis_protocol as protocol
 from streamer.state.expiry import RecentRefreshes
+
+log = logging.getLogger(__name__)
 
 #: Entries older than the feature horizon plus this grace are pruned, so that an event
 #: re-processed after a crash (at most this much older than the newest) still sees them.
@@ -259,6 +262,12 @@ class RedisStateStore:
         if wait_replicas < 0 or wait_timeout_ms < 1:
             raise ConfigurationError(f"wait_replicas must be 0 or more ({wait_replicas}), wait_timeout_ms 1 or more "
                                      f"({wait_timeout_ms})")
+        if ttl_days * DAY < 1:  # a TTL of 0 seconds is none: keys would be kept for good
+            raise ConfigurationError(f"ttl_days must be a second or more, not {ttl_days:g} days")
+        if ttl_days * DAY < TERMINAL_HORIZON:
+            log.warning("STREAMER_REDIS_TTL_DAYS=%g is shorter than the %g days the fraud features look back: a "
+                        "card or terminal idle that long loses history they would still count", ttl_days,
+                        TERMINAL_HORIZON / DAY)
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         # A stalled Redis fails a batch after a while (retried with back-off) instead of hanging it.

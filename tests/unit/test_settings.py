@@ -51,6 +51,18 @@ def test_the_state_store_takes_its_redis_settings() -> None:
     assert not store.cluster
 
 
+def test_a_ttl_under_a_second_is_refused_and_one_under_the_features_horizon_is_warned_of(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from streamer.state.store import RedisStateStore
+
+    with pytest.raises(ConfigurationError, match="ttl_days"):  # it would be 0 seconds: no TTL at all
+        RedisStateStore.from_settings(Settings.from_env({"STREAMER_REDIS_TTL_DAYS": "0.000001"}).redis)
+    RedisStateStore.from_settings(Settings.from_env({}).redis)
+    assert not caplog.records
+    assert RedisStateStore.from_settings(Settings.from_env({"STREAMER_REDIS_TTL_DAYS": "10"}).redis).ttl == 10 * 86400
+    assert "STREAMER_REDIS_TTL_DAYS=10 is shorter than the 37 days" in caplog.text
+
+
 def test_a_store_waits_for_as_many_replicas_as_it_is_told() -> None:
     from streamer.state.store import RedisStateStore
 
