@@ -36,8 +36,8 @@ from typing import Any, Protocol, TypeVar
 
 import faust
 from faust.sensors.monitor import Monitor
-from mode import CrashingSupervisor
 from faust.types import TP
+from mode import CrashingSupervisor
 
 import streamer.worker.transport as streamer_transport
 from streamer.errors import DependencyError, InvalidEvent
