@@ -27,19 +27,14 @@ class _EventLog:
         self.entries: list[tuple] = []  # type: ignore[type-arg]
         self.ids: set[str] = set()
 
-    def insert(self, entry: tuple, horizon: float) -> None:  # type: ignore[type-arg]
-        """Insert keeping order, skip an id already there, prune past horizon + grace."""
+    def insert(self, entry: tuple) -> None:  # type: ignore[type-arg]
+        """Insert keeping order; skip an id already there."""
         if entry[1] in self.ids:
             return
         self.ids.add(entry[1])
         bisect.insort(self.entries, entry)
-        cutoff = self.entries[-1][0] - horizon - PRUNE_GRACE
-        if self.entries[0][0] < cutoff:
-            cut = bisect.bisect_left(self.entries, (cutoff,))
-            self.ids.difference_update(old[1] for old in self.entries[:cut])
-            del self.entries[:cut]
 
-    def insert_earliest_label(self, entry: tuple[float, str, float], horizon: float) -> None:
+    def insert_earliest_label(self, entry: tuple[float, str, float]) -> None:
         """``insert`` a fraud ``(ts, id, labelled_ts)``, or put it in place of its
         transaction's when it was labelled earlier (``store.earliest_labels``)."""
         if entry[1] in self.ids:
@@ -48,7 +43,14 @@ class _EventLog:
                 return
             del self.entries[held]
             self.ids.discard(entry[1])
-        self.insert(entry, horizon)
+        self.insert(entry)
+
+    def prune_before(self, cutoff: float) -> None:
+        """Forget the entries before event time ``cutoff``."""
+        if self.entries and self.entries[0][0] < cutoff:
+            cut = bisect.bisect_left(self.entries, (cutoff,))
+            self.ids.difference_update(old[1] for old in self.entries[:cut])
+            del self.entries[:cut]
 
     def window(self, window: TimeRange) -> list[tuple]:  # type: ignore[type-arg]
         """Entries with lo < ts <= hi."""
@@ -91,6 +93,13 @@ class _CardLog:
 
 
 _NO_CARD = _CardLog()
+
+
+def _prune(logs: Mapping[str, _EventLog], newest: Mapping[str, float]) -> None:
+    """Each terminal a write touched, pruned past the horizon and grace behind the newest
+    event of that write, as the Redis store's write prunes it (``ADD_MANY``)."""
+    for terminal_id, ts in newest.items():
+        logs[terminal_id].prune_before(ts - TERMINAL_HORIZON - PRUNE_GRACE)
 
 
 class InMemoryStateStore:
@@ -141,23 +150,29 @@ class InMemoryStateStore:
         if progress is not None:
             self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
         stored_rows = [] if rows is None else row_bytes(rows, len(transactions))
+        newest: dict[str, float] = {}  # per terminal, of this write
         for i, tx in enumerate(transactions):
             self.cards[tx.card_id].insert(tx.ts, tx.transaction_id, tx.amount)
-            self.terminal_tx[tx.terminal_id].insert((tx.ts, tx.transaction_id), TERMINAL_HORIZON)
+            self.terminal_tx[tx.terminal_id].insert((tx.ts, tx.transaction_id))
+            newest[tx.terminal_id] = max(tx.ts, newest.get(tx.terminal_id, tx.ts))
             if rows is not None:
                 stored = self.card_rows[tx.card_id]
                 stored.setdefault(tx.transaction_id, (tx.ts, stored_rows[i]))
                 if len(stored) > CARD_ROWS_CAP:
                     ordered = sorted(stored.items(), key=lambda kv: (kv[1][0], kv[0]))
                     self.card_rows[tx.card_id] = dict(ordered[-CARD_ROWS_CAP:])
+        _prune(self.terminal_tx, newest)
 
     async def write_labels(self, labels: Sequence[FraudLabel], progress: StreamProgress | None = None) -> None:
         if progress is not None:
             self.stream_progress.setdefault(progress.topic, {}).update(progress.partitions)
+        newest: dict[str, float] = {}
         for label in labels:
             if label.is_fraud:
-                entry = (label.ts, label.transaction_id, label.labelled_ts)
-                self.terminal_fraud[label.terminal_id].insert_earliest_label(entry, TERMINAL_HORIZON)
+                self.terminal_fraud[label.terminal_id].insert_earliest_label((label.ts, label.transaction_id,
+                                                                              label.labelled_ts))
+                newest[label.terminal_id] = max(label.ts, newest.get(label.terminal_id, label.ts))
+        _prune(self.terminal_fraud, newest)
 
     async def read_progress(self, topic: str) -> Progress:
         return dict(self.stream_progress.get(topic, {}))

@@ -96,6 +96,26 @@ async def test_a_fraud_labelled_twice_counts_once_with_its_earliest_label(store:
     assert listed["t"].frauds == counted["t"].frauds == [(T0 + DAY, "t001", T0 + 3 * DAY)]
 
 
+async def test_a_terminal_is_pruned_below_the_newest_of_each_write(store: StateStore) -> None:
+    """A transaction or fraud more than the horizon and grace late is kept until the
+    terminal's next write, then pruned: every store prunes a write's terminals below the
+    newest event of that write (the replay's in-memory store as the worker's Redis)."""
+    late = T0 + 50 * DAY
+    await store.write_fraud([tx(1, T0 + 100 * DAY)])
+    await store.write_fraud([tx(2, late)])  # 50 days behind the terminal's newest
+    await store.write_labels([FraudLabel("t002", "c", "t", late, True, late + DAY)])
+    window = (late - DAY, late + DAY)
+
+    async def held() -> tuple[list[str], list[str]]:
+        _, terminals, _ = await store.read_fraud({}, {"t": window})
+        return [t[1] for t in terminals["t"].transactions], [f[1] for f in terminals["t"].frauds]
+
+    assert await held() == (["t002"], ["t002"])
+    await store.write_fraud([tx(3, T0 + 101 * DAY)])
+    await store.write_labels([FraudLabel("t003", "c", "t", T0 + 101 * DAY, True, T0 + 102 * DAY)])
+    assert await held() == ([], [])
+
+
 async def test_a_write_stores_its_progress_after_the_state_it_covers(redis_url: str, namespace: str) -> None:
     """A reader that sees the progress then reads the state (``read_fraud``) must find
     every event the progress covers: Redis runs a connection's commands in order, so
