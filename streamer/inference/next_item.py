@@ -60,6 +60,9 @@ class NextItemRanker:
         self.encoder = OnnxModel(model_dir / encoder, provider=provider, threads=threads, fp16=fp16, max_rows=MAX_ROWS)
         self.ranker = OnnxModel(model_dir / ranker, provider=provider, threads=threads, max_rows=MAX_ROWS)
         fixed = self.encoder.session.get_inputs()[0].shape[1]
+        if isinstance(fixed, int) and fixed < self.max_len:  # the longest histories would fit no width
+            raise ConfigurationError(f"{model_dir / encoder}: takes sequences of {fixed} items, shorter than the "
+                                     f"manifest's max_len of {self.max_len}")
         self.widths = [fixed] if isinstance(fixed, int) else [w for w in WIDTHS if w < self.max_len] + [self.max_len]
         self.embedding_dim = int(self.manifest["embedding_dim"])
         # a ranker that takes ``k`` selects only what is asked (the selection is most of its cost)

@@ -91,3 +91,22 @@ def test_quantize_writes_the_graphs_and_their_evaluation_or_nothing(tmp_path: Pa
     assert written["check"]["ok"]
     assert set(written["metrics"]["int8"]) == {"valid", "test"}
     assert NextItemRanker(model, provider="cpu").int8
+
+
+def test_an_encoder_of_fixed_width_shorter_than_max_len_is_refused_at_load(tmp_path: Path) -> None:
+    """Else the longest histories fit none of its widths, and every click of a user with
+    one fails at encode time (dead-lettered as a processing error)."""
+    import onnx
+
+    from streamer.errors import ConfigurationError
+
+    for path in MODEL.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    for name in ("encoder.onnx", json.loads((MODEL / "manifest.json").read_text())["int8"]["encoder"]):
+        graph = onnx.load(tmp_path / name)
+        length = graph.graph.input[0].type.tensor_type.shape.dim[1]
+        length.ClearField("dim_param")
+        length.dim_value = 16  # the manifest's max_len is 50
+        onnx.save(graph, tmp_path / name)
+    with pytest.raises(ConfigurationError, match="sequences of 16 items"):
+        NextItemRanker(tmp_path, provider="cpu")
