@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-Headers = tuple[tuple[str, bytes], ...]
+Headers = tuple[tuple[str, bytes | None], ...]
+"""A record's headers: name, value (Kafka allows a header without a value: None)."""
 
 # Published scores carry this many decimals. A float32 result depends slightly on how
 # the events were batched, so the same event scored in two differently composed batches

@@ -92,7 +92,7 @@ class KafkaSink:
 
 
 #: A record to send: topic, partition (None: by key), key, value, headers, timestamp ms (None: now).
-Outgoing = tuple[str, int | None, bytes | None, bytes | None, Sequence[tuple[str, bytes]], int | None]
+Outgoing = tuple[str, int | None, bytes | None, bytes | None, Sequence[tuple[str, bytes | None]], int | None]
 
 
 async def topic_partitions(producer: AIOKafkaProducer, topic: str, cache: dict[str, list[int]]) -> list[int]:

@@ -37,7 +37,7 @@ class CaptureBounds:
 
 async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str], only: Sequence[int] | None) -> list[TopicPartition]:
     chosen: list[TopicPartition] = []
-    for topic in topics:
+    for topic in dict.fromkeys(topics):  # a topic named twice is captured once
         found = None
         for _ in range(50):
             found = consumer.partitions_for_topic(topic)
@@ -47,6 +47,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str], only: S
             await asyncio.sleep(0.1)
         if not found:
             raise ConfigurationError(f"topic {topic!r} does not exist")
+        missing = sorted(set(only or ()) - found)
+        if missing:
+            raise ConfigurationError(f"topic {topic!r} has no partition {', '.join(map(str, missing))} "
+                                     f"(it has {len(found)})")
         chosen += [TopicPartition(topic, p) for p in sorted(found) if only is None or p in only]
     return chosen
 
@@ -99,7 +103,7 @@ async def capture(
                             continue
                         writer.write(CapturedRecord(
                             r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
-                            tuple((k, bytes(v)) for k, v in (r.headers or ())),
+                            tuple((k, None if v is None else bytes(v)) for k, v in (r.headers or ())),
                         ))
                         if bounds.count is not None and writer.count >= bounds.count:
                             done.update(tps)
@@ -114,4 +118,7 @@ async def capture(
                 progress(f"captured {writer.count:,} records into {out}")
             return writer.count
     finally:
+        # aiokafka's stop cancels its coordinator's task and awaits it: one that has not run
+        # yet (a capture refused at once) raises CancelledError, in place of the error
+        await asyncio.sleep(0)
         await consumer.stop()

@@ -8,9 +8,11 @@ The first line is a header, every further line one Kafka record::
      "key": "NDk2MQ==", "value": "eyJ0cmFuc2FjdGlvbl9pZCI6...", "headers": [["trace", "YWJj"]]}
 
 ``key``, ``value`` and header values are base64 of the exact bytes (``null`` for a
-missing key or value), so a record round-trips byte for byte; ``timestamp`` is the
+missing key, value or header value), so a record round-trips byte for byte; ``timestamp`` is the
 record's Kafka timestamp in milliseconds. Records are stored in the order they were
-read: offset order within each partition.
+read: offset order within each partition. A capture is written beside its path
+(``<name>.partial``) and takes the path only once complete: a capture that failed
+midway never reads as a whole one.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class CapturedRecord:
     timestamp: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -70,17 +72,19 @@ def record_from_json(obj: dict[str, Any]) -> CapturedRecord:
         timestamp=int(obj["timestamp"]),
         key=_unb64(obj["key"]),
         value=_unb64(obj["value"]),
-        headers=tuple((name, _unb64(value) or b"") for name, value in obj.get("headers", [])),
+        headers=tuple((name, _unb64(value)) for name, value in obj.get("headers", [])),
     )
 
 
 class CaptureWriter:
-    """Writes a capture; use as a context manager."""
+    """Writes a capture; use as a context manager. The file takes ``path`` when the
+    block ends without an error (``<name>.partial`` stays behind otherwise)."""
 
     def __init__(self, path: Path, source: dict[str, Any], created_ts: float) -> None:
         self.path = path
+        self.partial = path.with_name(path.name + ".partial")
         self.count = 0
-        self._handle: IO[bytes] = gzip.open(path, "wb", compresslevel=5)  # type: ignore[assignment]
+        self._handle: IO[bytes] = gzip.open(self.partial, "wb", compresslevel=5)  # type: ignore[assignment]
         header = {"format": FORMAT, "version": VERSION, "created": format_time(created_ts), "source": source}
         self._handle.write(orjson.dumps(header) + b"\n")
 
@@ -93,13 +97,18 @@ class CaptureWriter:
             self.write(record)
 
     def close(self) -> None:
+        """The capture complete: it takes its path."""
         self._handle.close()
+        self.partial.replace(self.path)
 
     def __enter__(self) -> CaptureWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._handle.close()
 
 
 def read_header(path: Path) -> dict[str, Any]:

@@ -37,13 +37,14 @@ class Outputs:
     dead_letters: list[tuple[str, bytes]] = field(default_factory=list)
 
     @classmethod
-    def collect(cls, records: Iterable[tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]], settings: Settings) -> Outputs:
+    def collect(cls, records: Iterable[tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes | None]]]],
+                settings: Settings) -> Outputs:
         """From ``(topic, key, value, headers)``; a duplicate (at-least-once) replaces its twin."""
         out = cls()
         topics = settings.topics
         for topic, _key, value, headers in records:
             if topic == topics.dead_letter:
-                out.dead_letters.append((dict(headers).get("dlq.reason", b"").decode(), value))
+                out.dead_letters.append(((dict(headers).get("dlq.reason") or b"").decode(), value))
                 continue
             obj = orjson.loads(value)
             obj.pop("scored_at", None)

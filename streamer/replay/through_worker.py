@@ -51,13 +51,14 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _input_of(topic: str, value: bytes, headers: Sequence[tuple[str, bytes]], topics: TopicSettings) -> tuple[str, str] | None:
+def _input_of(topic: str, value: bytes, headers: Sequence[tuple[str, bytes | None]],
+              topics: TopicSettings) -> tuple[str, str] | None:
     """Which input an output answers (scores and recommendations by id, dead letters by offset)."""
     import orjson
 
     if topic == topics.dead_letter:
-        h = dict(headers)
-        return topic, f"{h['dlq.topic'].decode()}/{h['dlq.partition'].decode()}/{h['dlq.offset'].decode()}"
+        h = {name: (raw or b"").decode() for name, raw in headers}
+        return topic, f"{h['dlq.topic']}/{h['dlq.partition']}/{h['dlq.offset']}"
     if topic == topics.fraud_scores:
         return topic, str(orjson.loads(value)["transaction_id"])
     if topic == topics.recommendations:

@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamer.embedded import EmbeddedBroker
+from streamer.errors import ConfigurationError
 from streamer.replay.capture import CaptureBounds, capture
 from streamer.replay.capture_file import read_capture
 from streamer.replay.replay import replay
@@ -26,7 +27,7 @@ async def _produce_live(bootstrap: str, topic: str, n: int, pause_every: int = 0
     try:
         for i in range(n):
             key = None if i % 5 == 0 else f"k{i % 7}".encode()
-            headers = [("trace", f"t{i}".encode()), ("empty", b"")] if i % 3 == 0 else None
+            headers = [("trace", f"t{i}".encode()), ("empty", b""), ("none", None)] if i % 3 == 0 else None
             await producer.send(topic, value=bytes([i % 256]) * (i % 17) + b"\x00\xff", key=key,
                                 headers=headers, timestamp_ms=1533081600000 + i * 1000)
             if pause_every and i % pause_every == 0:
@@ -64,6 +65,11 @@ def test_capture_replay_capture_round_trips_byte_for_byte(broker: EmbeddedBroker
         bounds = CaptureBounds(from_ms=1533081600000 + 100_000, to_ms=1533081600000 + 200_000)
         assert asyncio.run(capture(bootstrap, [source], window, bounds=bounds)) == 100
         assert asyncio.run(capture(bootstrap, [source], tmp_path / "few.jsonl.gz", partitions=[0], bounds=CaptureBounds(count=10))) == 10
+        twice = asyncio.wait_for(capture(bootstrap, [source, source], tmp_path / "twice.jsonl.gz"), 30)
+        assert asyncio.run(twice) == 300  # a topic named twice is captured once, and the capture ends
+        with pytest.raises(ConfigurationError, match="no partition 7"):
+            asyncio.run(capture(bootstrap, [source], tmp_path / "none.jsonl.gz", partitions=[0, 7]))
+        assert not (tmp_path / "none.jsonl.gz").exists()
     finally:
         asyncio.run(delete_topics(bootstrap, [source, target]))
 

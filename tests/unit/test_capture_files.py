@@ -22,7 +22,7 @@ CSV = """TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_TIME_SE
 
 def test_records_round_trip_byte_for_byte(tmp_path: Path) -> None:
     records = [
-        CapturedRecord("t", 0, 0, 1, b"k", b"\x00\xffvalue", (("h", b"\x01"), ("empty", b""))),
+        CapturedRecord("t", 0, 0, 1, b"k", b"\x00\xffvalue", (("h", b"\x01"), ("empty", b""), ("none", None))),
         CapturedRecord("t", 1, 5, 2, None, None, ()),
     ]
     path = tmp_path / "c.jsonl.gz"
@@ -32,6 +32,15 @@ def test_records_round_trip_byte_for_byte(tmp_path: Path) -> None:
     assert read_header(path)["source"] == {"why": "test"}
     with gzip.open(path, "rb") as handle:  # a person can read it with zcat | jq
         assert orjson.loads(handle.readlines()[1])["value"] == "AP92YWx1ZQ=="
+
+
+def test_a_capture_that_fails_midway_never_takes_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl.gz"
+    with pytest.raises(RuntimeError), CaptureWriter(path, {"why": "test"}, 0.0) as writer:
+        writer.write(CapturedRecord("t", 0, 0, 1, b"k", b"v"))
+        raise RuntimeError("the broker went away")
+    assert not path.exists()
+    assert [r.value for r in read_capture(tmp_path / "c.jsonl.gz.partial")] == [b"v"]  # kept to look at
 
 
 def test_foreign_files_are_refused(tmp_path: Path) -> None:
