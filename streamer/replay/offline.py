@@ -27,9 +27,15 @@ from streamer.state.store import StateStore
 from streamer.worker.app import Pipeline
 
 
+#: Output fields that say how a run went, not what the events were: when an output was
+#: made, and whether another partition lagged behind at the time (``partial_state``,
+#: which a replay through a worker sets as its partitions happen to progress).
+TIMING_FIELDS = ("scored_at", "partial_state")
+
+
 @dataclass
 class Outputs:
-    """Outputs by input id, without wall-clock fields."""
+    """Outputs by input id, without the fields of a run's timing (``TIMING_FIELDS``)."""
 
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -47,7 +53,8 @@ class Outputs:
                 out.dead_letters.append(((dict(headers).get("dlq.reason") or b"").decode(), value))
                 continue
             obj = orjson.loads(value)
-            obj.pop("scored_at", None)
+            for timing in TIMING_FIELDS:
+                obj.pop(timing, None)
             if topic == topics.fraud_scores:
                 out.scores[obj["transaction_id"]] = obj
             elif topic == topics.fraud_alerts:
@@ -71,22 +78,17 @@ class Outputs:
                    [(reason, value.encode("latin-1")) for reason, value in obj["dead_letters"]])
 
     def differences(self, other: Outputs, score_tolerance: float = SCORE_TOLERANCE) -> list[str]:
-        """Human-readable differences; empty when the runs agree (scores within the tolerance)."""
+        """Human-readable differences; empty when the runs agree: every field of every
+        output (but ``TIMING_FIELDS``), numbers within ``score_tolerance``
+        (a float32 result varies slightly with how the events were batched), and each
+        recommendation's items in the same order."""
         found: list[str] = []
-        for name in ("scores", "alerts"):
+        for name in ("scores", "alerts", "recommendations"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if set(mine) != set(theirs):
                 found.append(f"{name}: ids differ ({len(set(mine) ^ set(theirs))} not in both)")
-            for key in set(mine) & set(theirs):
-                if abs(mine[key]["score"] - theirs[key]["score"]) > score_tolerance:
-                    found.append(f"{name}[{key}]: score {mine[key]['score']} != {theirs[key]['score']}")
-        if set(self.recommendations) != set(other.recommendations):
-            found.append("recommendations: event ids differ")
-        for key in set(self.recommendations) & set(other.recommendations):
-            a = [i["item_id"] for i in self.recommendations[key]["items"]]
-            b = [i["item_id"] for i in other.recommendations[key]["items"]]
-            if a != b:
-                found.append(f"recommendations[{key}]: {a} != {b}")
+            for key in sorted(set(mine) & set(theirs)):
+                found += _differences(mine[key], theirs[key], score_tolerance, f"{name}[{key}]")
         if self.dead_letters != other.dead_letters:
             found.append("dead letters differ")
         return found
@@ -106,6 +108,20 @@ def _pipelines(settings: Settings, store: StateStore) -> dict[str, Pipeline]:
         topics.clickstream: RecommendPipeline(NextItemRanker(models.recommend, provider=models.provider, int8=models.int8),
                                               store, settings),
     }
+
+
+def _differences(a: Any, b: Any, tolerance: float, where: str) -> list[str]:
+    """Where two decoded outputs differ: numbers by more than ``tolerance``, anything
+    else at all."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [diff for name in sorted(a.keys() | b.keys())
+                for diff in _differences(a.get(name), b.get(name), tolerance, f"{where}.{name}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [diff for i, (x, y) in enumerate(zip(a, b)) for diff in _differences(x, y, tolerance, f"{where}[{i}]")]
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    if numbers and abs(a - b) <= tolerance or not numbers and a == b:
+        return []
+    return [f"{where}: {a!r} != {b!r}"]
 
 
 async def run_offline(
