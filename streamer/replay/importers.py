@@ -62,7 +62,7 @@ def import_sequences(
         for n, (user_id, items) in enumerate(read_sequences(path)):
             if limit_users is not None and n >= limit_users:
                 break
-            kept = items[: len(items) - hold_out] if hold_out else items
+            kept = items[: max(len(items) - hold_out, 0)]  # a user with no more than hold_out items: none
             for position, item_id in enumerate(kept):
                 click = Click(f"{user_id}-{position}", user_id, item_id, ts, format_time(ts), "click")
                 writer.write(CapturedRecord(

@@ -74,3 +74,4 @@ def test_sequence_import_holds_out_and_keeps_order(tmp_path: Path) -> None:
     assert [(c["user_id"], c["item_id"]) for c in clicks] == [("1", "10"), ("1", "11"), ("2", "20")]
     stamps = [r.timestamp for r in read_capture(out)]
     assert stamps == sorted(stamps) and len(set(stamps)) == 3
+    assert import_sequences(data, out, hold_out=3) == 0  # none is left of users this short
