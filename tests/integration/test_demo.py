@@ -29,3 +29,17 @@ def test_the_demo_shows_scores_alerts_and_recommendations(broker: EmbeddedBroker
     assert counts["fraud-alerts"] > 0 and counts["dead-letter"] > 0  # the demo plays some broken messages
     alerts = final.split("Latest fraud alerts:")[1].split("Latest recommendations:")[0]
     assert re.search(r"score 0\.\d{3}\s+\S", alerts)  # an alert with its reasons in words
+
+
+def test_the_demo_fails_when_its_worker_died(broker: EmbeddedBroker, redis_url: str) -> None:
+    """It exits non-zero (``run_demo``'s status) rather than 0 after a worker that stopped."""
+    import asyncio
+
+    from streamer.demo.run import _demo, demo_settings
+    from streamer.settings import Settings
+
+    settings = demo_settings(Settings.from_env({"STREAMER_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                                                "STREAMER_REDIS_URL": redis_url}), "demo-test-died")
+    worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    worker.wait()
+    assert asyncio.run(_demo(settings, 3.0, 100.0, None, worker, Path("worker.log"))) is False

@@ -43,3 +43,16 @@ def test_the_embedded_broker_runs_as_a_batch_process(broker: EmbeddedBroker) -> 
     threads = os.listdir(f"/proc/{broker.process.pid}/task")
     assert len(threads) > 1  # its runtime's workers started after exec, and inherited the policy
     assert {os.sched_getscheduler(int(tid)) for tid in threads} == {os.SCHED_BATCH}
+
+
+def test_a_broker_that_does_not_come_up_in_time_is_not_left_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamer.embedded as embedded
+
+    def never_up(host: str, port: int, timeout_s: float) -> None:
+        raise TimeoutError(f"nothing listens on {host}:{port}")
+
+    monkeypatch.setattr(embedded, "wait_for_port", never_up)
+    broker = EmbeddedBroker()
+    with pytest.raises(TimeoutError):
+        broker.start()
+    assert broker.process is None  # stopped: ``__exit__`` never runs for a start that failed
