@@ -49,6 +49,12 @@ class KafkaSettings:
     max_message_bytes: int = 65536
     """STREAMER_KAFKA_MAX_MESSAGE_BYTES: larger input messages go to dead-letter."""
 
+    def __post_init__(self) -> None:
+        _require(bool(self.bootstrap_servers.strip()), "kafka", "bootstrap_servers", self.bootstrap_servers,
+                 "one host:port or more")
+        for name in ("partitions", "replication_factor", "max_message_bytes"):
+            _require(getattr(self, name) >= 1, "kafka", name, getattr(self, name), "1 or more")
+
 
 @dataclass(frozen=True)
 class TopicSettings:
@@ -105,6 +111,10 @@ class RedisSettings:
     card id (it switches itself off otherwise) and nothing else writes this namespace.
     About 16 KB per card with a month of history and the sequence model's rows
     (``python -m bench.card_memory``)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, Secret):  # ``Settings.replace`` hands a plain string
+            object.__setattr__(self, "url", Secret(self.url))
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,11 @@ class BatchSettings:
     (``streamer.worker.step_times``); and the worker, how its high-watermark checks were
     answered (``streamer.worker.highwater``). 0: never."""
 
+    def __post_init__(self) -> None:
+        for name in ("max_size", "backlog_size", "lanes"):
+            _require(getattr(self, name) >= 1, "batch", name, getattr(self, name), "1 or more")
+        _require(self.max_wait_ms >= 0, "batch", "max_wait_ms", self.max_wait_ms, "0 or more")
+
     @property
     def largest(self) -> int:
         """The most events one batch takes: a backlog batch, unless that is off."""
@@ -192,11 +207,19 @@ class FraudSettings:
     """STREAMER_FRAUD_PUBLISH_FEATURES: add the feature row to every fraud-scores record
     (feature logging: train on exactly what was served, audit a score)."""
 
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.alert_threshold <= 1.0, "fraud", "alert_threshold", self.alert_threshold,
+                 "a probability from 0 to 1")  # NaN too: it would never alert
+        _require(self.max_reasons >= 0, "fraud", "max_reasons", self.max_reasons, "0 or more")
+
 
 @dataclass(frozen=True)
 class RecommendSettings:
     top_k: int = 10
     """STREAMER_RECOMMEND_TOP_K: items per recommendation."""
+
+    def __post_init__(self) -> None:
+        _require(self.top_k >= 1, "recommend", "top_k", self.top_k, "1 or more")
 
 
 #: The jobs a worker can run, each over its own input topics: ``fraud`` (transactions and
@@ -269,6 +292,11 @@ _SHORT_NAMES = {
     ("models", "fraud"): "STREAMER_FRAUD_MODEL",
     ("models", "recommend"): "STREAMER_RECOMMEND_MODEL",
 }
+
+
+def _require(holds: bool, section: str, field_name: str, value: object, what: str) -> None:
+    if not holds:
+        raise ConfigurationError(f"{env_name(section, field_name)}={value!r}: must be {what}")
 
 
 def env_name(section: str, field_name: str) -> str:

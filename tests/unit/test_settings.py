@@ -112,3 +112,21 @@ def test_the_demo_and_the_replay_run_both_jobs_whatever_the_environment_says(mon
     demo = demo_settings(Settings.from_env(), "demo-1").worker
     replay = Replayer("localhost:9092", "redis://localhost:6379/0", tmp_path).settings().worker
     assert all(worker.runs("fraud") and worker.runs("recommend") for worker in (demo, replay))
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("STREAMER_FRAUD_ALERT_THRESHOLD", "nan"),  # no score is ever at or above NaN: no alert, ever
+    ("STREAMER_FRAUD_ALERT_THRESHOLD", "1.5"),
+    ("STREAMER_KAFKA_PARTITIONS", "-3"),
+    ("STREAMER_KAFKA_BOOTSTRAP_SERVERS", " "),
+    ("STREAMER_BATCH_MAX_SIZE", "0"),
+    ("STREAMER_RECOMMEND_TOP_K", "-1"),
+])
+def test_values_out_of_range_are_refused_by_name(variable: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_a_redis_url_changed_in_code_stays_out_of_reprs() -> None:
+    settings = Settings.from_env({}).replace(redis={"url": "redis://:hunter2@r:6379/1"})
+    assert "hunter2" not in repr(settings) and str(settings.redis.url) == "redis://:hunter2@r:6379/1"
