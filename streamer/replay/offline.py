@@ -98,15 +98,16 @@ def _pipelines(settings: Settings, store: StateStore) -> dict[str, Pipeline]:
     from streamer.inference.fraud_scorer import FraudScorer
     from streamer.inference.next_item import NextItemRanker
     from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
-    from streamer.pipeline.recommend import RecommendPipeline
+    from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline
 
     models = settings.models
     topics = settings.topics
+    ranker = NextItemRanker(models.recommend, provider=models.provider, int8=models.int8)
     return {
         topics.transactions: FraudPipeline(FraudScorer(models.fraud, provider=models.provider), store, settings),
         topics.fraud_labels: LabelPipeline(store, settings),
-        topics.clickstream: RecommendPipeline(NextItemRanker(models.recommend, provider=models.provider, int8=models.int8),
-                                              store, settings),
+        topics.clickstream: RecommendPipeline(ranker, store, settings),
+        topics.recommend_requests: RankingRequestPipeline(ranker, store, settings),
     }
 
 

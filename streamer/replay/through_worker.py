@@ -28,11 +28,12 @@ from streamer.settings import EVERY_JOB, Settings, TopicSettings, env_name
 
 
 def expected_output_count(captures: Sequence[Path], topics: TopicSettings) -> int:
-    """Every transaction and click yields one output; a label only when it is bad."""
+    """Every transaction, click and ranking request yields one output; a label only when
+    it is bad."""
     count = 0
     for path in captures:
         for record in read_capture(path):
-            if record.topic in (topics.transactions, topics.clickstream):
+            if record.topic in (topics.transactions, topics.clickstream, topics.recommend_requests):
                 count += 1
             elif record.topic == topics.fraud_labels:
                 try:

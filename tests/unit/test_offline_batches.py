@@ -63,3 +63,21 @@ def test_a_label_known_at_a_gathered_transactions_time_waits_for_it(tmp_path: Pa
     assert batched.differences(one_at_a_time) == []
     risk = [batched.scores[tx]["features"]["TERMINAL_ID_RISK_7DAY_WINDOW"] for tx in ("tx2", "tx3")]
     assert risk == [0.0, 1.0]
+
+
+def test_ranking_requests_are_answered_offline_as_by_a_worker(tmp_path: Path) -> None:
+    """A capture of the recommendation job's two input topics: a click, then a request
+    for the same user, which gets a ranking from the history the click left."""
+    from streamer.replay.through_worker import expected_output_count
+
+    at = format_time(T0)
+    capture = tmp_path / "asks.jsonl.gz"
+    with CaptureWriter(capture, {"test": "requests"}, 0.0) as writer:
+        writer.write(CapturedRecord("clickstream", 0, 0, int(T0 * 1000), b"u1", encode(
+            {"event_id": "e1", "user_id": "u1", "item_id": "5", "timestamp": at})))
+        writer.write(CapturedRecord("recommend-requests", 0, 0, int(T0 * 1000) + 1, b"u1", encode(
+            {"request_id": "r1", "user_id": "u1", "timestamp": at})))
+    settings = Settings.from_env()
+    answered = outputs(capture, settings, 256).recommendations
+    assert sorted(answered) == ["e1", "r1"] and answered["r1"]["items"]
+    assert expected_output_count([capture], settings.topics) == 2
