@@ -55,6 +55,13 @@ def _time_ms(text: str | None) -> int | None:
     return None if text is None else int(parse_time(text) * 1000)
 
 
+def _rename(text: str) -> tuple[str, str]:
+    old, equals, new = text.partition("=")
+    if not (old and equals and new):
+        raise argparse.ArgumentTypeError(f"{text!r} is not OLD=NEW")
+    return old, new
+
+
 def _capture(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -86,7 +93,7 @@ def _replay(args: argparse.Namespace) -> int:
         return 0
     from streamer.replay.replay import replay
 
-    rename = dict(pair.split("=", 1) for pair in args.rename)
+    rename = dict(args.rename)
     servers = args.bootstrap_servers or settings.kafka.bootstrap_servers
     lead = [t for t in args.lead.split(",") if t] if args.lead is not None else [settings.topics.fraud_labels]
     asyncio.run(replay(servers, args.captures, rename=rename, speed=args.speed, progress=print,
@@ -102,9 +109,11 @@ def _import(args: argparse.Namespace) -> int:
         start = _time_ms(args.start)
         end = _time_ms(args.end)
         count = import_fraud(args.data, args.out, topics=topics, delay_days=args.label_delay_days,
-                             start_ts=start / 1000 if start else None, end_ts=end / 1000 if end else None, limit=args.limit)
+                             start_ts=None if start is None else start / 1000, end_ts=None if end is None else end / 1000,
+                             limit=args.limit)
     else:
-        start = _time_ms(args.start) or 1533081600000
+        start = _time_ms(args.start)
+        start = 1533081600000 if start is None else start  # the epoch itself is a start too
         count = import_sequences(args.data, args.out, topics=topics, start_ts=start / 1000, step_s=args.step_s,
                                  hold_out=args.hold_out, limit_users=args.limit)
     print(f"wrote {count:,} records to {args.out}")
@@ -141,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("replay", help="write captures back into topics (or run them offline)")
     rep.add_argument("captures", type=Path, nargs="+")
     rep.add_argument("--speed", type=float, default=0.0, help="pace by timestamps times this factor (0: as fast as possible)")
-    rep.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="write topic OLD into NEW")
+    rep.add_argument("--rename", action="append", default=[], type=_rename, metavar="OLD=NEW",
+                     help="write topic OLD into NEW")
     rep.add_argument("--pace-step-ms", type=float, default=500.0,
                      help="paced: send what is due within this much wall time as one chunk")
     rep.add_argument("--lead", default=None, metavar="TOPICS",

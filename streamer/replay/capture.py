@@ -82,7 +82,7 @@ async def capture(
             else:
                 await consumer.seek_to_beginning(tp)
         end: dict[TopicPartition, int] = {}
-        done: set[TopicPartition] = set()
+        done: set[TopicPartition] = set() if bounds.count != 0 else set(tps)
         last_report = time.monotonic()
         with CaptureWriter(out, source, time.time()) as writer:
             while len(done) < len(tps) and not (stop and stop.is_set()):

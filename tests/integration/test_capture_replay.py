@@ -65,6 +65,7 @@ def test_capture_replay_capture_round_trips_byte_for_byte(broker: EmbeddedBroker
         bounds = CaptureBounds(from_ms=1533081600000 + 100_000, to_ms=1533081600000 + 200_000)
         assert asyncio.run(capture(bootstrap, [source], window, bounds=bounds)) == 100
         assert asyncio.run(capture(bootstrap, [source], tmp_path / "few.jsonl.gz", partitions=[0], bounds=CaptureBounds(count=10))) == 10
+        assert asyncio.run(capture(bootstrap, [source], tmp_path / "no.jsonl.gz", bounds=CaptureBounds(count=0))) == 0
         twice = asyncio.wait_for(capture(bootstrap, [source, source], tmp_path / "twice.jsonl.gz"), 30)
         assert asyncio.run(twice) == 300  # a topic named twice is captured once, and the capture ends
         with pytest.raises(ConfigurationError, match="no partition 7"):
