@@ -19,6 +19,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.errors import ConfigurationError
 from streamer.replay.capture_file import CapturedRecord, CaptureWriter
+from streamer.worker.topics import known_partitions
+
+#: How long a capture waits for a topic to show in the broker's metadata before it is
+#: taken as missing.
+TOPIC_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,8 @@ class CaptureBounds:
 async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str], only: Sequence[int] | None) -> list[TopicPartition]:
     chosen: list[TopicPartition] = []
     for topic in dict.fromkeys(topics):  # a topic named twice is captured once
-        found = None
-        for _ in range(50):
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                break
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka offers no public refresh
-            await asyncio.sleep(0.1)
-        if not found:
+        found = await known_partitions(consumer, topic, TOPIC_WAIT_S)
+        if found is None:
             raise ConfigurationError(f"topic {topic!r} does not exist")
         missing = sorted(set(only or ()) - found)
         if missing:

@@ -59,8 +59,8 @@ class CachedCard:
         ``row``: pruned as the store prunes it, below the card's newest transaction
         (not this one's time: it may have come late)."""
         times = self.state.history.times
-        if times and times[0] < times[-1] - CARD_HORIZON - PRUNE_GRACE:
-            self.state.history.drop_before(times[-1] - CARD_HORIZON - PRUNE_GRACE)
+        if times and times[0] < (prune_below := times[-1] - CARD_HORIZON - PRUNE_GRACE):
+            self.state.history.drop_before(prune_below)
         if row is not None:
             self.state.add_row(ts, transaction_id, row, CARD_ROWS_CAP)
 

@@ -24,20 +24,27 @@ log = logging.getLogger(__name__)
 ASSIGN_RETRY_S = 0.05
 
 
-async def assign_topic(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> list[TopicPartition]:
-    """Assign a started group-less (or not joining) consumer every partition of ``topic``,
-    once its metadata knows them (a topic just created may take a refresh or two); returns
-    them in order. ``DependencyError`` when the topic has none within ``timeout_s``."""
+async def known_partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) -> set[int] | None:
+    """The partitions of ``topic`` once a started consumer's metadata knows them (a topic
+    just created may take a refresh or two); None when it has none within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    partitions = None
     while True:
         await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka offers no public refresh
-        partitions = consumer.partitions_for_topic(topic)
+        partitions: set[int] | None = consumer.partitions_for_topic(topic)
         if partitions:
-            break
+            return partitions
         if time.monotonic() > deadline:
-            raise DependencyError(f"kafka: topic {topic} has no partitions after {timeout_s:g} s")
+            return None
         await asyncio.sleep(ASSIGN_RETRY_S)
+
+
+async def assign_topic(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> list[TopicPartition]:
+    """Assign a started group-less (or not joining) consumer every partition of ``topic``
+    (``known_partitions``); returns them in order. ``DependencyError`` when the topic has
+    none within ``timeout_s``."""
+    partitions = await known_partitions(consumer, topic, timeout_s)
+    if partitions is None:
+        raise DependencyError(f"kafka: topic {topic} has no partitions after {timeout_s:g} s")
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
     return tps
