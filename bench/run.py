@@ -213,7 +213,6 @@ async def produce(bootstrap: str, topic: str, messages: list[Message], rate: flo
     backlog is laid out as it was with one ``send()`` per record."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")  # record batches of at most 16 KiB
     await producer.start()
-    partitions: dict[str, list[int]] = {}
     sent: list[float] = []
     try:
         started = time.monotonic()
@@ -223,8 +222,7 @@ async def produce(bootstrap: str, topic: str, messages: list[Message], rate: flo
             if chunk:
                 now = time.time()
                 stamp = int(now * 1000)
-                await send_batched(producer, [(topic, None, key, value, (), stamp) for key, value in chunk],
-                                   partitions)
+                await send_batched(producer, [(topic, None, key, value, (), stamp) for key, value in chunk])
                 sent += [now] * len(chunk)
             if rate > 0:
                 await asyncio.sleep(chunk_s)
@@ -579,7 +577,6 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
         await produce(bootstrap, source, messages)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1024 * 1024)
-        partitions: dict[str, list[int]] = {}
         await consumer.start()
         await producer.start()
         try:
@@ -587,8 +584,7 @@ async def bare_loop(bootstrap: str, messages: list[Message]) -> float:
             seen, started = 0, time.perf_counter()
             while seen < len(messages):
                 for batch in (await consumer.getmany(timeout_ms=200, max_records=2000)).values():
-                    await send_batched(producer, [(sink, None, r.key, r.value, (), None) for r in batch],
-                                       partitions)
+                    await send_batched(producer, [(sink, None, r.key, r.value, (), None) for r in batch])
                     seen += len(batch)
             return seen / (time.perf_counter() - started)
         finally:

@@ -112,7 +112,6 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
     feeds = [(topics.transactions, transactions(per_kind)), (topics.clickstream, clicks(per_kind))]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
-    partitions: dict[str, list[int]] = {}
     samples: list[tuple[float, float]] = []
     sent = 0
     try:
@@ -124,7 +123,7 @@ async def offer(settings: Settings, rate: float, seconds: float, chunk_s: float,
             chunk = [(topic, None, *retimed_at(messages, n, now, new_entities=cycle > 0), (), None)
                      for topic, messages in feeds for n in range(sent // 2, due // 2)]
             if chunk:
-                await send_batched(producer, chunk, partitions)
+                await send_batched(producer, chunk)
             sent = due - due % 2
             if time.monotonic() >= next_sample:
                 samples.append((time.monotonic() - started, tree_rss_mb(pid)))

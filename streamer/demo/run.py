@@ -99,7 +99,6 @@ async def _play(settings: Settings, data_dir: Path | None, rate: float, screen: 
     catalogue = NextItemRanker(settings.models.recommend).items[1:]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", max_batch_size=1024 * 1024)
     await producer.start()
-    partitions: dict[str, list[int]] = {}
     traffic = demo_traffic(data_dir, catalogue, settings.topics)
     try:
         started = time.monotonic()
@@ -111,7 +110,7 @@ async def _play(settings: Settings, data_dir: Path | None, rate: float, screen: 
             if due > 0 and not chunk:
                 break
             if chunk:
-                await send_batched(producer, chunk, partitions)
+                await send_batched(producer, chunk)
                 screen.counts["sent"] += len(chunk)
             await asyncio.sleep(CHUNK_S)
     finally:

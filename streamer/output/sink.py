@@ -54,7 +54,6 @@ class KafkaSink:
         }
         self.producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
-        self._partitions: dict[str, list[int]] = {}
 
     async def start(self) -> None:
         """Connect on first use: aiokafka clients belong to the loop that made them."""
@@ -78,8 +77,7 @@ class KafkaSink:
         try:
             await self.start()  # a broker down at the first send is retried like one down later
             assert self.producer is not None
-            acks = await enqueue_batched(self.producer, [(r.topic, None, r.key, r.value, r.headers, None) for r in records],
-                                         self._partitions)
+            acks = await enqueue_batched(self.producer, [(r.topic, None, r.key, r.value, r.headers, None) for r in records])
         except KafkaError as exc:
             raise DependencyError(f"kafka publish failed: {exc}") from exc
         return _acknowledged(acks)
@@ -95,29 +93,28 @@ class KafkaSink:
 Outgoing = tuple[str, int | None, bytes | None, bytes | None, Sequence[tuple[str, bytes | None]], int | None]
 
 
-async def topic_partitions(producer: AIOKafkaProducer, topic: str, cache: dict[str, list[int]]) -> list[int]:
-    """A topic's partitions, asked of the producer once and kept in ``cache``."""
-    if topic not in cache:
-        cache[topic] = sorted(await producer.partitions_for(topic))
-    return cache[topic]
+async def topic_partitions(producer: AIOKafkaProducer, topic: str) -> list[int]:
+    """A topic's partitions by id, as the producer's metadata knows them now: partitions
+    added to a topic are used from the producer's next metadata refresh
+    (``metadata_max_age_ms``, 5 minutes by default), as by aiokafka's own ``send()``.
+    A dictionary lookup once the topic is known."""
+    return sorted(await producer.partitions_for(topic))
 
 
-async def enqueue_batched(
-    producer: AIOKafkaProducer, records: Sequence[Outgoing], partitions_of: dict[str, list[int]],
-) -> list[asyncio.Future[object]]:
+async def enqueue_batched(producer: AIOKafkaProducer, records: Sequence[Outgoing]) -> list[asyncio.Future[object]]:
     """Queue records grouped per partition as whole record batches; returns the
     batches' acknowledgements. Several times cheaper than one ``send()`` per record,
     and fewer, larger batches in the broker's log (the embedded broker's fetches slow
-    down with the number of batches in a partition). ``partitions_of`` caches topic
-    partitions; a record without a partition goes where Kafka's default partitioner puts
-    its key (``streamer.output.partitioning``, the whole batch's keys at once)."""
+    down with the number of batches in a partition). A record without a partition goes
+    where Kafka's default partitioner puts its key (``streamer.output.partitioning``, the
+    whole batch's keys at once)."""
     chosen = [record[1] for record in records]
     unplaced: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         if record[1] is None:
             unplaced.setdefault(record[0], []).append(index)
     for topic, indexes in unplaced.items():
-        partitions = await topic_partitions(producer, topic, partitions_of)
+        partitions = await topic_partitions(producer, topic)
         for index, placed in zip(indexes, key_partitions([records[i][2] for i in indexes], partitions)):
             chosen[index] = placed
     groups: dict[tuple[str, int | None], list[Outgoing]] = {}
@@ -135,11 +132,9 @@ async def enqueue_batched(
     return acks
 
 
-async def send_batched(
-    producer: AIOKafkaProducer, records: Sequence[Outgoing], partitions_of: dict[str, list[int]],
-) -> None:
+async def send_batched(producer: AIOKafkaProducer, records: Sequence[Outgoing]) -> None:
     """``enqueue_batched``, then wait for every acknowledgement."""
-    await asyncio.gather(*await enqueue_batched(producer, records, partitions_of))
+    await asyncio.gather(*await enqueue_batched(producer, records))
 
 
 async def _acknowledged(acks: Sequence[asyncio.Future[object]]) -> None:

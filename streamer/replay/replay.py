@@ -106,7 +106,6 @@ async def replay(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=0,
                                 max_request_size=4 * 1024 * 1024, max_batch_size=1024 * 1024)
     await producer.start()
-    partitions_of: dict[str, list[int]] = {}
     sent = 0
     try:
         started = last_report = time.monotonic()
@@ -122,9 +121,9 @@ async def replay(
                     topic = rename.get(r.topic, r.topic)
                     partition = None
                     if r.key is None:
-                        partition = r.partition % len(await topic_partitions(producer, topic, partitions_of))
+                        partition = r.partition % len(await topic_partitions(producer, topic))
                     outgoing.append((topic, partition, r.key, r.value, r.headers, r.timestamp))
-                await send_batched(producer, outgoing, partitions_of)
+                await send_batched(producer, outgoing)
             sent += len(chunk)
             if progress and time.monotonic() - last_report > 1.0:
                 last_report = time.monotonic()
