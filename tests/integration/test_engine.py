@@ -76,7 +76,7 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         for tx, value in zip(sample, values):
             producer.produce(settings.topics.transactions, key=tx["card_id"].encode(), value=value)
         for key, value in BAD:
-            producer.produce(settings.topics.transactions, key=key, value=value)
+            producer.produce(settings.topics.transactions, key=key, value=value, headers=[("traceparent", key or b"")])
         assert producer.flush(30) == 0
 
         bootstrap = settings.kafka.bootstrap_servers
@@ -132,6 +132,7 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         assert headers["dlq.topic"] == settings.topics.transactions.encode()
         original = by_position[(int(headers["dlq.partition"]), int(headers["dlq.offset"]))]
         assert (original.key, original.value) == (record.key, record.value)
+        assert record.headers[0] == ("traceparent", original.key or b"")  # the original's headers, carried
 
 
 def step_time_reports(log: Path, agent: str, wait_s: float) -> list[str]:

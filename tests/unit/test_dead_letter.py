@@ -30,3 +30,24 @@ def test_key_and_value_together_are_cut_to_fit_the_broker_and_say_how_large_they
 def test_a_long_detail_is_cut_between_two_characters() -> None:
     letter = dead_letter(SourceRecord("t", 0, 0, None, b"x"), InvalidEvent("invalid_value", "a" + "é" * 800), "dlq")
     assert dict(letter.headers)["dlq.detail"].decode() == "a" + "é" * 499  # 999 bytes, not half an é
+
+
+def test_the_original_headers_come_first_and_an_earlier_dead_letters_are_replaced() -> None:
+    source = SourceRecord("t", 0, 5, b"k", b"x", None, (("traceparent", b"00-ab-01"), ("empty", None),
+                                                        ("dlq.reason", b"not_json"), ("dlq.offset", b"1")))
+    letter = dead_letter(source, InvalidEvent("missing_field", "amount"), "dlq")
+    assert letter.headers[:2] == (("traceparent", b"00-ab-01"), ("empty", None))
+    names = [name for name, _ in letter.headers]
+    assert names.count("dlq.reason") == 1 and names.count("dlq.offset") == 1
+    assert dict(letter.headers)["dlq.reason"] == b"missing_field" and dict(letter.headers)["dlq.offset"] == b"5"
+
+
+def test_large_original_headers_count_against_the_size_and_very_large_ones_are_left_out() -> None:
+    value = b"v" * MAX_DEAD_LETTER_BYTES
+    kept = dead_letter(SourceRecord("t", 0, 0, b"k", value, None, (("h", b"x" * 50_000),)), InvalidEvent("oversized", "x"), "dlq")
+    assert 1 + len(kept.value) + 1 + 50_000 == MAX_DEAD_LETTER_BYTES
+    assert kept.headers[0] == ("h", b"x" * 50_000)
+    many = tuple((f"h{i}", b"x" * 30_000) for i in range(4))  # over MAX_HEADER_BYTES together
+    dropped = dead_letter(SourceRecord("t", 0, 0, b"k", b"v", None, many), InvalidEvent("not_json", "x"), "dlq")
+    assert not [name for name, _ in dropped.headers if not name.startswith("dlq.")]
+    assert dict(dropped.headers)["dlq.headers_dropped"] == b"4"
