@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import faust
@@ -259,6 +262,14 @@ def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"{streamer_transport.SCHEME}://{h}" for h in hosts)
 
 
+def data_dir(group_id: str) -> str:
+    """Faust's data folder: ``FAUST_DATADIR`` when set, else one in the system's temporary
+    directory. Faust makes it at start even with the memory store (the worker keeps no
+    table in it); its default, a folder in the working directory, cannot be made where
+    that is read-only, as in the worker image, and litters the directory elsewhere."""
+    return os.environ.get("FAUST_DATADIR") or str(Path(tempfile.gettempdir()) / f"streamer-{group_id.replace(os.sep, '_')}-data")
+
+
 def build_app(runtime: Runtime) -> faust.App:
     settings = runtime.settings
     kafka = settings.kafka
@@ -266,6 +277,7 @@ def build_app(runtime: Runtime) -> faust.App:
         kafka.group_id,
         broker=broker_url(kafka.bootstrap_servers),
         store="memory://",
+        datadir=data_dir(kafka.group_id),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=kafka.rebalance_timeout_s,

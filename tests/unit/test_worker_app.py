@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from faust.types import TP
 
 from streamer.output.sink import ListSink
@@ -57,3 +60,13 @@ def test_a_worker_loads_only_the_models_of_its_jobs() -> None:
     assert recommend.clicks is not None and recommend.ranking_requests is not None
     assert recommend.transactions is None and recommend.labels is None and recommend.highwaters is None
     assert recommend.on_rebalance == ()
+
+
+def test_faust_keeps_its_data_folder_out_of_the_working_directory(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Faust makes its data folder at start; its default is relative to the working
+    directory, which the worker image's user cannot write."""
+    monkeypatch.delenv("FAUST_DATADIR", raising=False)
+    folder = idle_app().conf.datadir
+    assert folder.is_absolute() and folder.parent == Path(tempfile.gettempdir())
+    monkeypatch.setenv("FAUST_DATADIR", str(tmp_path / "faust"))
+    assert idle_app().conf.datadir == tmp_path / "faust"
