@@ -10,6 +10,7 @@ seconds (float, UTC) inside.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from streamer.errors import InvalidEvent
+from streamer.records import SourceRecord
 
 #: The largest amount taken, far above any card payment: the features go to the models
 #: as float32, where an amount past 3.4e38 is infinite, its score NaN (published as null),
@@ -25,6 +27,21 @@ from streamer.errors import InvalidEvent
 MAX_AMOUNT = 1e15
 
 EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
+
+#: Control characters (Unicode's Cc: C0, DEL, C1), refused in ids: one of them separates
+#: a user's members in Redis, and line breaks would forge log lines. Other characters
+#: Python does not call printable (a no-break space, an emoji's zero-width joiner) are ids'.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+#: RFC 3339's date-time: ``T`` (or a space) between date and time, ``Z`` or an offset.
+RFC_3339 = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+#: Event times are taken from 1970 to 2200: outside, a time is a typo or a broken clock.
+#: State is pruned below each card's, terminal's and user's newest event, so one event
+#: far ahead would make all of theirs look old enough to drop (``not_after`` bounds the
+#: time by its record's timestamp too).
+EARLIEST_TS = 0.0
+LATEST_TS = datetime(2200, 1, 1, tzinfo=timezone.utc).timestamp()
 
 
 class Transaction(NamedTuple):
@@ -64,15 +81,21 @@ class RankingRequest(NamedTuple):
     timestamp: str
 
 
-def parse_time(text: str) -> float:
-    """RFC 3339 (``2018-08-01T00:00:31Z``, offsets allowed) to epoch seconds."""
+def parse_time(text: str, not_after: float = LATEST_TS) -> float:
+    """RFC 3339 (``2018-08-01T00:00:31Z``, offsets allowed) to epoch seconds, at least
+    ``EARLIEST_TS`` and at most ``not_after``."""
+    if RFC_3339.fullmatch(text) is None:
+        raise InvalidEvent("invalid_timestamp", f"{text!r} is not RFC 3339 with a UTC offset")
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise InvalidEvent("invalid_timestamp", f"{text!r} is not RFC 3339") from exc
-    if moment.tzinfo is None:
-        raise InvalidEvent("invalid_timestamp", f"{text!r} has no UTC offset")
-    return moment.timestamp()
+        ts = datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:  # a month 13, a day 31 in June
+        raise InvalidEvent("invalid_timestamp", f"{text!r} is not a valid time") from exc
+    if not EARLIEST_TS <= ts < LATEST_TS:
+        raise InvalidEvent("invalid_timestamp", f"{text!r} is not between 1970 and 2200")
+    if ts > not_after:
+        raise InvalidEvent("invalid_timestamp", f"{text!r} is later than its record's timestamp allows "
+                                                f"({format_time(not_after)})")
+    return ts
 
 
 def format_time(ts: float) -> str:
@@ -105,7 +128,7 @@ def _text(obj: dict[str, Any], name: str) -> str:
         raise InvalidEvent("wrong_type", f"{name} must be a string, got {type(value).__name__}")
     if not value:
         raise InvalidEvent("invalid_value", f"{name} is empty")
-    if not value.isprintable():  # ids go into Redis keys and members, and into log lines
+    if not value.isprintable() and CONTROL.search(value):  # ids go into Redis keys and members, and log lines
         raise InvalidEvent("invalid_value", f"{name} holds control characters")
     return value
 
@@ -130,7 +153,7 @@ def _flag(obj: dict[str, Any], name: str) -> bool:
     return value
 
 
-def decode_transaction(raw: bytes | None, max_bytes: int = 65536) -> Transaction:
+def decode_transaction(raw: bytes | None, max_bytes: int = 65536, not_after: float = LATEST_TS) -> Transaction:
     obj = _load_object(raw, max_bytes)
     timestamp = _text(obj, "timestamp")
     return Transaction(
@@ -138,24 +161,24 @@ def decode_transaction(raw: bytes | None, max_bytes: int = 65536) -> Transaction
         card_id=_text(obj, "card_id"),
         terminal_id=_text(obj, "terminal_id"),
         amount=_amount(obj, "amount"),
-        ts=parse_time(timestamp),
+        ts=parse_time(timestamp, not_after),
         timestamp=timestamp,
     )
 
 
-def decode_label(raw: bytes | None, max_bytes: int = 65536) -> FraudLabel:
+def decode_label(raw: bytes | None, max_bytes: int = 65536, not_after: float = LATEST_TS) -> FraudLabel:
     obj = _load_object(raw, max_bytes)
     return FraudLabel(
         transaction_id=_text(obj, "transaction_id"),
         card_id=_text(obj, "card_id"),
         terminal_id=_text(obj, "terminal_id"),
-        ts=parse_time(_text(obj, "timestamp")),
+        ts=parse_time(_text(obj, "timestamp"), not_after),
         is_fraud=_flag(obj, "is_fraud"),
-        labelled_ts=parse_time(_text(obj, "labelled_at")),
+        labelled_ts=parse_time(_text(obj, "labelled_at"), not_after),
     )
 
 
-def decode_click(raw: bytes | None, max_bytes: int = 65536) -> Click:
+def decode_click(raw: bytes | None, max_bytes: int = 65536, not_after: float = LATEST_TS) -> Click:
     obj = _load_object(raw, max_bytes)
     timestamp = _text(obj, "timestamp")
     event_type = obj.get("event_type")
@@ -168,17 +191,18 @@ def decode_click(raw: bytes | None, max_bytes: int = 65536) -> Click:
         event_id=_text(obj, "event_id"),
         user_id=_text(obj, "user_id"),
         item_id=_text(obj, "item_id"),
-        ts=parse_time(timestamp),
+        ts=parse_time(timestamp, not_after),
         timestamp=timestamp,
         event_type=event_type,
     )
 
 
-def decode_ranking_request(raw: bytes | None, max_bytes: int = 65536) -> RankingRequest:
+def decode_ranking_request(raw: bytes | None, max_bytes: int = 65536, not_after: float = LATEST_TS) -> RankingRequest:
     obj = _load_object(raw, max_bytes)
     timestamp = _text(obj, "timestamp")
     return RankingRequest(
-        request_id=_text(obj, "request_id"), user_id=_text(obj, "user_id"), ts=parse_time(timestamp), timestamp=timestamp,
+        request_id=_text(obj, "request_id"), user_id=_text(obj, "user_id"), ts=parse_time(timestamp, not_after),
+        timestamp=timestamp,
     )
 
 
@@ -194,14 +218,19 @@ class Rejected:
 
 
 def decode_all(
-    raws: Sequence[bytes | None], decode: Callable[[bytes | None, int], T], max_bytes: int
+    records: Sequence[SourceRecord], decode: Callable[[bytes | None, int, float], T], max_bytes: int,
+    max_ahead_s: float = 0.0,
 ) -> tuple[list[tuple[int, T]], list[Rejected]]:
-    """Decode a batch; good events keep their position so order is never lost."""
+    """Decode a batch; good events keep their position so order is never lost. With
+    ``max_ahead_s`` above 0, an event whose times pass its record's timestamp by more
+    is rejected (a record without a timestamp is not checked)."""
     good: list[tuple[int, T]] = []
     bad: list[Rejected] = []
-    for index, raw in enumerate(raws):
+    for index, record in enumerate(records):
+        stamp = record.timestamp_ms
+        not_after = stamp / 1000.0 + max_ahead_s if stamp is not None and max_ahead_s > 0 else LATEST_TS
         try:
-            good.append((index, decode(raw, max_bytes)))
+            good.append((index, decode(record.value, max_bytes, not_after)))
         except InvalidEvent as error:
             bad.append(Rejected(index, error))
     return good, bad

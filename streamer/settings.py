@@ -48,12 +48,16 @@ class KafkaSettings:
     """STREAMER_KAFKA_COMMIT_INTERVAL_S: how often processed offsets are committed."""
     max_message_bytes: int = 65536
     """STREAMER_KAFKA_MAX_MESSAGE_BYTES: larger input messages go to dead-letter."""
+    max_event_ahead_s: float = 86400.0
+    """STREAMER_KAFKA_MAX_EVENT_AHEAD_S: an input whose event time is further ahead of its
+    record's timestamp goes to dead-letter (0: not checked)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.bootstrap_servers.strip()), "kafka", "bootstrap_servers", self.bootstrap_servers,
                  "one host:port or more")
         for name in ("partitions", "replication_factor", "max_message_bytes"):
             _require(getattr(self, name) >= 1, "kafka", name, getattr(self, name), "1 or more")
+        _require(self.max_event_ahead_s >= 0, "kafka", "max_event_ahead_s", self.max_event_ahead_s, "0 or more")
 
 
 @dataclass(frozen=True)

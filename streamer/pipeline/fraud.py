@@ -160,6 +160,7 @@ class FraudPipeline:
         self.max_reasons = settings.fraud.max_reasons
         self.publish_features = settings.fraud.publish_features
         self.max_bytes = settings.kafka.max_message_bytes
+        self.max_ahead_s = settings.kafka.max_event_ahead_s
         self.clock = clock
         self.label_clock = label_clock
         self.transaction_clock = transaction_clock
@@ -174,7 +175,7 @@ class FraudPipeline:
         """The first step: features, and the batch's transactions and progress stored.
         Returns the second: the scores, which returns the third: the scores and alerts
         made."""
-        good, bad = decode_all([r.value for r in records], decode_transaction, self.max_bytes)
+        good, bad = decode_all(records, decode_transaction, self.max_bytes, self.max_ahead_s)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
             return inferred(finished(outputs))
@@ -271,9 +272,10 @@ class LabelPipeline:
         self.store = store
         self.topics = settings.topics
         self.max_bytes = settings.kafka.max_message_bytes
+        self.max_ahead_s = settings.kafka.max_event_ahead_s
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
-        good, bad = decode_all([r.value for r in records], decode_label, self.max_bytes)
+        good, bad = decode_all(records, decode_label, self.max_bytes, self.max_ahead_s)
         times = [(index, label.labelled_ts) for index, label in good]
         progress = progress_of(records, times, records[0].topic) if records else None
         await self.store.write_labels([label for _, label in good], progress)

@@ -83,6 +83,7 @@ class _UserPipeline:
         self.topics = settings.topics
         self.top_k = settings.recommend.top_k
         self.max_bytes = settings.kafka.max_message_bytes
+        self.max_ahead_s = settings.kafka.max_event_ahead_s
         self.models = models
         """A child process holding the same next-item models, which runs
         ``encode_and_rank``; None: the inference thread runs it."""
@@ -108,7 +109,7 @@ class RecommendPipeline(_UserPipeline):
         """The first step: the users' histories per click, and the clicks stored.
         Returns the second: the rankings, which returns the third: the users' new
         embeddings stored, the recommendations made."""
-        good, bad = decode_all([r.value for r in records], decode_click, self.max_bytes)
+        good, bad = decode_all(records, decode_click, self.max_bytes, self.max_ahead_s)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
             return inferred(finished(outputs))
@@ -166,7 +167,7 @@ class RecommendPipeline(_UserPipeline):
 
 class RankingRequestPipeline(_UserPipeline):
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
-        good, bad = decode_all([r.value for r in records], decode_ranking_request, self.max_bytes)
+        good, bad = decode_all(records, decode_ranking_request, self.max_bytes, self.max_ahead_s)
         outputs = [dead_letter(records[b.index], b.error, self.topics.dead_letter) for b in bad]
         if not good:
             return outputs

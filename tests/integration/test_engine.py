@@ -182,7 +182,9 @@ def test_every_click_gets_unseen_recommendations_and_requests_use_the_cache(sett
         recs = asyncio.run(read_topic(settings.kafka.bootstrap_servers, settings.topics.recommendations, len(messages), timeout_s=90))
         # then, for each user, a ranking asked for without a click: answered from the cached embedding
         users = sorted({orjson.loads(v)["user_id"] for _, v in messages})
-        asks = [(u.encode(), orjson.dumps({"request_id": f"r-{u}", "user_id": u, "timestamp": format_time(2e9)})) for u in users]
+        after_every_click = format_time(1.6e9)  # and not ahead of the records' timestamps
+        asks = [(u.encode(), orjson.dumps({"request_id": f"r-{u}", "user_id": u, "timestamp": after_every_click}))
+                for u in users]
         asyncio.run(produce(settings.kafka.bootstrap_servers, settings.topics.recommend_requests, asks))
         everything = asyncio.run(read_topic(settings.kafka.bootstrap_servers, settings.topics.recommendations,
                                             len(messages) + len(asks), timeout_s=90))

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from streamer.errors import DependencyError, InvalidEvent
-from streamer.events import Click, decode_transaction, encode, format_time
+from streamer.events import Click, decode_transaction, encode, format_time, parse_time
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.model_process import ModelProcess
 from streamer.inference.next_item import NextItemRanker
@@ -563,3 +563,23 @@ def test_alert_reasons_name_what_stands_out() -> None:
     assert {"terminal_risk_7d", "card_velocity_7d"} & {r["code"] for r in reasons}
     quiet = alert_reasons([10.0, 0, 0, 1, 10.0, 1, 10.0, 1, 10.0, 0, 0, 0, 0, 0, 0], mean + 50, std, limit=3)
     assert len(quiet) == 1  # nothing else stands out
+
+
+async def test_a_transaction_dated_decades_ahead_is_a_dead_letter_and_its_card_keeps_its_history(
+        scorer: FraudScorer) -> None:
+    """Its time used to be stored as the card's newest, and the card's state pruned
+    below it: the card's next transactions scored as a new card's."""
+    pipeline = FraudPipeline(scorer, InMemoryStateStore(), SETTINGS)
+
+    def sent(offset: int, ts: float, event_ts: float) -> SourceRecord:
+        tx = {"transaction_id": f"tx-{offset}", "card_id": "c", "terminal_id": "t", "amount": 10.0,
+              "timestamp": format_time(event_ts)}
+        return SourceRecord("transactions", 0, offset, b"c", orjson.dumps(tx), int(ts * 1000))
+
+    await pipeline.process([sent(i, T0 + i * 3600, T0 + i * 3600) for i in range(3)])
+    out = await pipeline.process([sent(3, T0 + 3 * 3600, parse_time("2081-08-01T12:00:00Z"))])
+    assert [(r.topic, dict(r.headers)["dlq.reason"]) for r in out] == [("dead-letter", b"invalid_timestamp")]
+    later = {"transaction_id": "tx-4", "card_id": "c", "terminal_id": "t", "amount": 10.0,
+             "timestamp": format_time(T0 + 4 * 3600)}
+    rows = await pipeline.features.compute([decode_transaction(orjson.dumps(later))])
+    assert rows[0][3] == 4.0  # CUSTOMER_ID_NB_TX_1DAY_WINDOW: the three before it, and itself
