@@ -71,7 +71,7 @@ def per_second(step: Callable[[], object], batch: int, seconds: float) -> float:
 
 def inference(provider: str, fp16: bool, batches: list[int], seconds: float, int8: bool = False) -> dict[str, object]:
     models = Settings().models
-    scorer = FraudScorer(models.fraud, provider=provider, fp16=fp16)
+    scorer = FraudScorer(models.fraud, provider=provider)  # float32 always: raw amounts pass float16's range
     ranker = NextItemRanker(models.recommend, provider=provider, fp16=fp16, int8=int8)
     rows, history, valid = fraud_inputs(scorer, max(batches))
     users = [ranker.indices(items[:-1]) for _, items in itertools.islice(read_sequences(BEAUTY), max(batches))]

@@ -132,8 +132,9 @@ class ModelSettings:
     threads: int = 1
     """STREAMER_MODELS_THREADS: ONNX Runtime intra-op threads per session."""
     fp16: bool = False
-    """STREAMER_MODELS_FP16: on CUDA, run the transformer encoders in float16 (their inputs
-    and outputs stay float32); ignored on CPU. Needs the ``onnx`` package (``gpu`` extra)."""
+    """STREAMER_MODELS_FP16: on CUDA, run the next-item encoder in float16 (its inputs and
+    outputs stay float32); ignored on CPU. The fraud models stay float32: their inputs hold
+    raw amounts, past float16's range. Needs the ``onnx`` package (``gpu`` extra)."""
     int8: bool = True
     """STREAMER_MODELS_INT8: on the CPU provider, run the int8 graphs a model's manifest
     lists (the next-item model's: ``python -m models.recommend.quantize``, accuracy checked

@@ -32,7 +32,10 @@ SCORER_ROWS = 512
 
 
 class FraudScorer:
-    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1, fp16: bool = False) -> None:
+    def __init__(self, model_dir: Path, *, provider: str = "auto", threads: int = 1) -> None:
+        """Always float32, ``STREAMER_MODELS_FP16`` or not: the card encoder takes raw
+        amounts, and float16 holds none above 65,504 (the embedding, and the score, would
+        be NaN for an ordinary payment of 70,000 yen)."""
         self.manifest = load_manifest(model_dir, "fraud")
         if tuple(self.manifest["features"]) != FEATURE_NAMES or self.manifest.get("feature_schema_hash") != FEATURE_SCHEMA_HASH:
             raise ConfigurationError(f"{model_dir}: feature schema differs from the engine's")
@@ -50,7 +53,7 @@ class FraudScorer:
                 raise ConfigurationError(f"{model_dir}: sequence fields differ from the engine's rows")
             self.sequence_length = int(sequence["length"])
             self.embedding_size = int(sequence["embedding_size"])
-            self.encoder = OnnxModel(model_dir / sequence["encoder"], provider=provider, threads=threads, fp16=fp16,
+            self.encoder = OnnxModel(model_dir / sequence["encoder"], provider=provider, threads=threads,
                                      max_rows=ENCODER_ROWS)
             self.model = OnnxModel(model_dir / sequence["scorer"], provider=provider, threads=threads, max_rows=SCORER_ROWS)
             if sequence.get("trees"):

@@ -40,7 +40,7 @@ def build_runtime(settings: Settings) -> Runtime:
     models = settings.models
     runtime = Runtime(settings=settings, sink=KafkaSink(settings.kafka.bootstrap_servers))
     if settings.worker.runs("fraud"):
-        scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads, fp16=models.fp16)
+        scorer = FraudScorer(models.fraud, provider=models.provider, threads=models.threads)
         highwaters = FetchedHighWatermarks(settings.kafka.bootstrap_servers)
         label_clock = EventClock(store, settings.topics.fraud_labels, highwaters, settings.fraud.label_wait_ms)
         transaction_clock = EventClock(store, settings.topics.transactions, highwaters, slack_s=DELAY_DAYS * DAY)
