@@ -42,6 +42,9 @@ class FraudScorer:
         self.version: str = self.manifest["version"]
         self.feature_mean = np.asarray(self.manifest["feature_stats"]["mean"], dtype=np.float64)[: len(FEATURE_NAMES)]
         self.feature_std = np.asarray(self.manifest["feature_stats"]["std"], dtype=np.float64)[: len(FEATURE_NAMES)]
+        if not len(self.feature_mean) == len(self.feature_std) == len(FEATURE_NAMES):  # an alert's reasons read them
+            raise ConfigurationError(f"{model_dir}: feature_stats hold {len(self.feature_mean)} means and "
+                                     f"{len(self.feature_std)} deviations, not one of each per feature")
         sequence = self.manifest.get("sequence")
         self.sequence_length = 0
         self.encoder: OnnxModel | None = None
@@ -60,6 +63,14 @@ class FraudScorer:
                 self.trees = OnnxModel(model_dir / sequence["trees"], provider=provider, threads=threads,
                                        max_rows=SCORER_ROWS)
                 self.trees.warm_up()
+            fixed = self.encoder.session.get_inputs()[0].shape[1]
+            if isinstance(fixed, int) and fixed != self.sequence_length:
+                raise ConfigurationError(f"{model_dir / sequence['encoder']}: takes histories of {fixed} rows, the "
+                                         f"manifest's length is {self.sequence_length}")
+            unknown = set(self.model.input_names) - {"card_embedding", "current", *(("tree_score",) if self.trees else ())}
+            if unknown:
+                raise ConfigurationError(f"{model_dir / sequence['scorer']}: takes {sorted(unknown)}, which this "
+                                         "manifest's models do not make")
             self.encoder.warm_up(dims={"length": self.sequence_length})
         self.model.warm_up()
 

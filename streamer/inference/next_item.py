@@ -48,10 +48,13 @@ class NextItemRanker:
         self.version: str = self.manifest["version"] + ("+int8" if self.int8 else "")
         self.max_len: int = int(self.manifest["max_len"])
         self.top_k: int = int(self.manifest["top_k"])
-        items_file = model_dir / self.manifest.get("items_file", "items.txt")
+        items_file = model_dir / self.manifest.get("files", {}).get("items", "items.txt")
         if not items_file.is_file():
             raise ConfigurationError(f"{model_dir}: missing item list {items_file.name}")
         self.items: list[str] = ["<pad>", *items_file.read_text().split()]
+        if len(self.items) - 1 != int(self.manifest["num_items"]):  # the ranker's indices are into this list
+            raise ConfigurationError(f"{items_file}: {len(self.items) - 1} items, the manifest's num_items is "
+                                     f"{self.manifest['num_items']}")
         self.index = {item: i for i, item in enumerate(self.items) if i > 0}
         self.popular: list[str] = [str(p) for p in self.manifest["popular"]]
         encoder, ranker = "encoder.onnx", "ranker.onnx"
