@@ -29,6 +29,10 @@ class InvalidEvent(StreamerError):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[str, str]]:
+        """Pickled with its own arguments: the next-item model process sends its errors back."""
+        return type(self), (self.reason, self.detail)
+
 
 class DependencyError(StreamerError):
     """An outside system (broker, Redis, a child process) failed."""

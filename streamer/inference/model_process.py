@@ -123,6 +123,7 @@ class ModelProcess:
         except BaseException:
             ours.close()
             process.kill()
+            process.wait()
             raise
         finally:
             conn.close()
@@ -220,8 +221,12 @@ class _Child:
                 (size,) = struct.unpack("!i", await reader.readexactly(4))
                 if size == -1:
                     (size,) = struct.unpack("!Q", await reader.readexactly(8))
-                status, value = pickle.loads(await reader.readexactly(size))
+                answer = await reader.readexactly(size)
                 result = self.waiting.popleft()
+                try:
+                    status, value = pickle.loads(answer)
+                except Exception as exc:  # noqa: BLE001 - fails its own call, not the calls after it
+                    status, value = "raised", RuntimeError(f"an answer could not be unpickled: {type(exc).__name__} {exc}")
                 if result.done():
                     continue
                 if status == "raised":

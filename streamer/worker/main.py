@@ -7,10 +7,13 @@ import functools
 import gc
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import faust
 from faust import Worker
 
+from streamer.errors import ConfigurationError
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.model_process import ModelProcess
 from streamer.inference.next_item import NextItemRanker
@@ -50,18 +53,31 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.worker.runs("recommend"):
         ranker = NextItemRanker(models.recommend, provider=models.provider, threads=models.threads, fp16=models.fp16,
                                 int8=models.int8)
-        next_items = next_item_process(settings) if models.process else None  # for clicks and ranking requests alike
+        next_items = next_item_process(settings, ranker.version) if models.process else None  # clicks and requests
         runtime.clicks = RecommendPipeline(ranker, store, settings, next_items)
         runtime.ranking_requests = RankingRequestPipeline(ranker, store, settings, next_items)
     return runtime
 
 
-def next_item_process(settings: Settings) -> ModelProcess:
-    """A child process with the next-item models, started and loaded."""
+def next_item_process(settings: Settings, version: str) -> ModelProcess:
+    """A child process with the next-item models of ``version`` (the worker's own),
+    started and loaded."""
     models = settings.models
-    load = functools.partial(NextItemRanker, models.recommend, provider=models.provider, threads=models.threads,
-                             fp16=models.fp16, int8=models.int8)
+    load = functools.partial(load_next_item_models, version, models.recommend, provider=models.provider,
+                             threads=models.threads, fp16=models.fp16, int8=models.int8)
     return ModelProcess(load, "next-item models").start()
+
+
+def load_next_item_models(version: str, model_dir: Path, **options: Any) -> NextItemRanker:
+    """The next-item models in ``model_dir``, if they are of ``version``. A child started
+    again (after one died) loads them from disk anew: were they replaced there under a
+    running worker, the worker's item indices would be another model's, so the child
+    refuses to start (the batch is retried, and a restarted worker loads the new model
+    whole)."""
+    ranker = NextItemRanker(model_dir, **options)
+    if ranker.version != version:
+        raise ConfigurationError(f"{model_dir} now holds {ranker.version}; this worker serves {version}: restart it")
+    return ranker
 
 
 def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Settings], Runtime] = build_runtime) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streamer.errors import DependencyError
+from streamer.errors import DependencyError, InvalidEvent
 from streamer.inference.model_process import ModelProcess
 
 
@@ -163,3 +163,55 @@ def test_a_process_used_from_a_new_event_loop_starts_a_fresh_child() -> None:
     finally:
         process.close()
     assert first != second and seen == [2]
+
+
+def rejects(models: dict[str, Any], reason: str) -> None:
+    raise InvalidEvent(reason, "not for these models")
+
+
+class Unreadable:
+    """Pickles, but cannot be unpickled."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refuse, ()
+
+
+def _refuse() -> None:
+    raise TypeError("cannot be rebuilt")
+
+
+def answers_unreadably(models: dict[str, Any]) -> Unreadable:
+    return Unreadable()
+
+
+def test_errors_come_back_as_raised_and_an_unreadable_answer_fails_only_its_own_call() -> None:
+    """An answer the worker could not unpickle used to end the reading: the call, and
+    every call after it, waited for good."""
+    process = ModelProcess(functools.partial(load_offset, 0)).start()
+    try:
+        async def run() -> tuple[int, int, list[int]]:
+            with pytest.raises(InvalidEvent) as raised:
+                await asyncio.wait_for(process.run(rejects, "unknown_item"), 10)
+            assert (raised.value.reason, raised.value.detail) == ("unknown_item", "not for these models")
+            with pytest.raises(RuntimeError, match="could not be unpickled"):
+                await asyncio.wait_for(process.run(answers_unreadably), 10)
+            return await asyncio.wait_for(process.run(add, 7), 10)
+
+        value, _, seen = asyncio.run(run())
+    finally:
+        process.close()
+    assert value == 7 and seen == [7]  # the same child, still answering
+
+
+def test_a_next_item_child_refuses_models_of_another_version_than_its_workers() -> None:
+    """A child started again loads the models from disk: replaced there under a running
+    worker, they would rank with another model's item indices."""
+    from streamer.inference.next_item import NextItemRanker
+    from streamer.settings import Settings
+    from streamer.worker.main import next_item_process
+
+    settings = Settings().replace(models={"provider": "cpu"})
+    with pytest.raises(DependencyError, match="this worker serves beauty-19990101"):
+        next_item_process(settings, "beauty-19990101")
+    serving = NextItemRanker(settings.models.recommend, provider="cpu").version
+    next_item_process(settings, serving).close()
