@@ -89,6 +89,19 @@ def test_terminal_risk_uses_only_labels_known_at_event_time() -> None:
     assert named["TERMINAL_ID_RISK_7DAY_WINDOW"] == pytest.approx(0.5)
 
 
+def test_terminal_risk_is_a_share_even_with_labels_of_transactions_never_stored_there() -> None:
+    """A label counts whether or not its transaction reached the terminal's state (it
+    was dead-lettered, or the label names another terminal): two of them against one
+    stored transaction made a risk of 2.0, which training never sees."""
+    terminal = TerminalHistory()
+    terminal.add_transaction(T0 - 7.5 * DAY, "a")
+    terminal.add_fraud(T0 - 7.5 * DAY, "a", labelled_ts=T0 - 1 * DAY)
+    terminal.add_fraud(T0 - 7.5 * DAY + 60, "never-stored", labelled_ts=T0 - 1 * DAY)
+    named = dict(zip(FEATURE_NAMES, transaction_features(T0, "x", 5.0, _card_with("x", 5.0), terminal)))
+    assert named["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert named["TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
+
+
 def _card_with(transaction_id: str, amount: float) -> CardHistory:
     card = CardHistory()
     card.add(T0, transaction_id, amount)
