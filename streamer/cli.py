@@ -49,10 +49,15 @@ def _evaluate(args: argparse.Namespace, rest: list[str]) -> int:
     return evaluate_fraud(rest)
 
 
-def _time_ms(text: str | None) -> int | None:
+def _time_ms(text: str) -> int:
+    """An RFC 3339 time given on the command line, in epoch milliseconds."""
+    from streamer.errors import InvalidEvent
     from streamer.events import parse_time
 
-    return None if text is None else int(parse_time(text) * 1000)
+    try:
+        return int(parse_time(text) * 1000)
+    except InvalidEvent as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from exc
 
 
 def _rename(text: str) -> tuple[str, str]:
@@ -67,7 +72,7 @@ def _capture(args: argparse.Namespace) -> int:
 
     from streamer.replay.capture import CaptureBounds, capture
 
-    bounds = CaptureBounds(args.from_offset, _time_ms(args.from_time), _time_ms(args.to_time), args.count, args.follow)
+    bounds = CaptureBounds(args.from_offset, args.from_time, args.to_time, args.count, args.follow)
     partitions = [int(p) for p in args.partitions.split(",")] if args.partitions else None
     topics = [t for t in args.topics.split(",") if t]
     servers = args.bootstrap_servers or Settings.from_env().kafka.bootstrap_servers
@@ -106,14 +111,12 @@ def _import(args: argparse.Namespace) -> int:
 
     topics = Settings.from_env().topics
     if args.kind == "fraud":
-        start = _time_ms(args.start)
-        end = _time_ms(args.end)
+        start, end = args.start, args.end
         count = import_fraud(args.data, args.out, topics=topics, delay_days=args.label_delay_days,
                              start_ts=None if start is None else start / 1000, end_ts=None if end is None else end / 1000,
                              limit=args.limit)
     else:
-        start = _time_ms(args.start)
-        start = 1533081600000 if start is None else start  # the epoch itself is a start too
+        start = 1533081600000 if args.start is None else args.start  # the epoch itself is a start too
         count = import_sequences(args.data, args.out, topics=topics, start_ts=start / 1000, step_s=args.step_s,
                                  hold_out=args.hold_out, limit_users=args.limit)
     print(f"wrote {count:,} records to {args.out}")
@@ -140,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--out", type=Path, required=True, help="capture file (.jsonl.gz)")
     cap.add_argument("--partitions", default=None, help="comma-separated partitions (default: all)")
     cap.add_argument("--from-offset", type=int, default=None, help="start offset in every partition")
-    cap.add_argument("--from-time", default=None, help="skip records before this RFC 3339 time")
-    cap.add_argument("--to-time", default=None, help="stop each partition at this RFC 3339 time")
+    cap.add_argument("--from-time", default=None, type=_time_ms, metavar="TIME", help="skip records before this RFC 3339 time")
+    cap.add_argument("--to-time", default=None, type=_time_ms, metavar="TIME", help="stop each partition at this RFC 3339 time")
     cap.add_argument("--count", type=int, default=None, help="stop after this many records")
     cap.add_argument("--follow", action="store_true", help="keep reading past the end seen at the start")
     cap.add_argument("--bootstrap-servers", default=None, help="default: STREAMER_KAFKA_BOOTSTRAP_SERVERS")
@@ -167,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--data", type=Path, required=True, help="handbook CSV(.gz) or a sequence file")
     imp.add_argument("--out", type=Path, required=True)
     imp.add_argument("--label-delay-days", type=float, default=7.0, help="fraud: label release delay")
-    imp.add_argument("--start", default=None, help="fraud: first transaction time; sequences: first click time")
-    imp.add_argument("--end", default=None, help="fraud: transactions before this time only")
+    imp.add_argument("--start", default=None, type=_time_ms, metavar="TIME", help="fraud: first transaction time; sequences: first click time")
+    imp.add_argument("--end", default=None, type=_time_ms, metavar="TIME", help="fraud: transactions before this time only")
     imp.add_argument("--limit", type=int, default=None, help="fraud: transactions; sequences: users")
     imp.add_argument("--step-s", type=float, default=60.0, help="sequences: seconds between clicks")
     imp.add_argument("--hold-out", type=int, default=0, help="sequences: drop each user's last N items")

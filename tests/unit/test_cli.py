@@ -25,3 +25,16 @@ def test_clicks_imported_from_the_epoch_start_there(tmp_path: Path) -> None:
     data.write_text("1 10 11\n")
     assert main(["import", "sequences", "--data", str(data), "--out", str(out), "--start", "1970-01-01T00:00:00Z"]) == 0
     assert [r.timestamp for r in read_capture(out)] == [0, 60_000]  # not the default start of 2018-08-01
+
+
+@pytest.mark.parametrize("argv", [
+    ["capture", "--topics", "transactions", "--out", "c.jsonl.gz", "--from-time", "2018-08-01"],
+    ["import", "fraud", "--data", "d.csv", "--out", "c.jsonl.gz", "--end", "yesterday"],
+])
+def test_a_time_that_is_not_rfc_3339_is_a_usage_error_not_a_traceback(argv: list[str],
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2 and "is not RFC 3339" in capsys.readouterr().err
+    assert build_parser().parse_args(argv[:-1] + ["2018-08-01T00:00:00Z"]).__dict__[argv[-2].lstrip("-").replace("-", "_")] \
+        == 1533081600000
