@@ -33,8 +33,6 @@ EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
 #: Python does not call printable (a no-break space, an emoji's zero-width joiner) are ids'.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
-#: RFC 3339's date-time: ``T`` (or a space) between date and time, ``Z`` or an offset.
-RFC_3339 = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 #: Event times are taken from 1970 to 2200: outside, a time is a typo or a broken clock.
 #: State is pruned below each card's, terminal's and user's newest event, so one event
@@ -84,18 +82,28 @@ class RankingRequest(NamedTuple):
 def parse_time(text: str, not_after: float = LATEST_TS) -> float:
     """RFC 3339 (``2018-08-01T00:00:31Z``, offsets allowed) to epoch seconds, at least
     ``EARLIEST_TS`` and at most ``not_after``."""
-    if RFC_3339.fullmatch(text) is None:
-        raise InvalidEvent("invalid_timestamp", f"{text!r} is not RFC 3339 with a UTC offset")
     try:
         ts = datetime.fromisoformat(text).timestamp()
     except ValueError as exc:  # a month 13, a day 31 in June
-        raise InvalidEvent("invalid_timestamp", f"{text!r} is not a valid time") from exc
+        raise InvalidEvent("invalid_timestamp", f"{text!r} is not RFC 3339") from exc
+    if not is_rfc_3339(text):
+        raise InvalidEvent("invalid_timestamp", f"{text!r} is not RFC 3339 with a UTC offset")
     if not EARLIEST_TS <= ts < LATEST_TS:
         raise InvalidEvent("invalid_timestamp", f"{text!r} is not between 1970 and 2200")
     if ts > not_after:
         raise InvalidEvent("invalid_timestamp", f"{text!r} is later than its record's timestamp allows "
                                                 f"({format_time(not_after)})")
     return ts
+
+
+def is_rfc_3339(text: str) -> bool:
+    """Whether a time ``datetime.fromisoformat`` read is RFC 3339's date-time: date,
+    ``T`` (or a space), time to the second, ``Z`` or a ``±hh:mm`` offset. Python also
+    reads ISO 8601's week and ordinal dates, its basic format, times without seconds and
+    offsets with seconds; the characters checked here tell those apart (about a third of
+    what a regular expression costs)."""
+    return (len(text) >= 20 and text[4] == text[7] == "-" and text[10] in "T " and text[13] == text[16] == ":"
+            and (text[-1] == "Z" or (text[-3] == ":" and text[-6] in "+-")) and "," not in text)
 
 
 def format_time(ts: float) -> str:
