@@ -33,7 +33,6 @@ EVENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
 #: Python does not call printable (a no-break space, an emoji's zero-width joiner) are ids'.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
-
 #: Event times are taken from 1970 to 2200: outside, a time is a typo or a broken clock.
 #: State is pruned below each card's, terminal's and user's newest event, so one event
 #: far ahead would make all of theirs look old enough to drop (``not_after`` bounds the

@@ -256,8 +256,9 @@ def terminal_windows(counts: list[int], frauds: list[tuple[float, str, float]], 
         fraud_start = bisect.bisect_right(frauds, (start_ts, AFTER_EVERY_ID))
         known = sum(1 for f in frauds[fraud_start:fraud_end] if f[2] <= ts)
         out.append(float(count))
-        out.append(min(known / count, 1.0) if count else 0.0)  # labels of transactions not stored here (dead
-        # letters, another terminal's id) still count: the share is capped where training's is
+        # a label counts even when its transaction was never stored here (a dead letter, another
+        # terminal's id): the share is capped at 1, where training's always is
+        out.append(min(known / count, 1.0) if count else 0.0)
     return out
 
 

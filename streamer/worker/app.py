@@ -267,7 +267,8 @@ def data_dir(group_id: str) -> str:
     directory. Faust makes it at start even with the memory store (the worker keeps no
     table in it); its default, a folder in the working directory, cannot be made where
     that is read-only, as in the worker image, and litters the directory elsewhere."""
-    return os.environ.get("FAUST_DATADIR") or str(Path(tempfile.gettempdir()) / f"streamer-{group_id.replace(os.sep, '_')}-data")
+    folder = f"streamer-{group_id.replace(os.sep, '_')}-data"
+    return os.environ.get("FAUST_DATADIR") or str(Path(tempfile.gettempdir()) / folder)
 
 
 def build_app(runtime: Runtime) -> faust.App:
