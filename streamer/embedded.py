@@ -280,10 +280,18 @@ def start_missing_services(
         if announce:
             announce(f"started the embedded Kafka broker (Tansu) on {broker.bootstrap_servers}")
         settings = settings.replace(kafka={"bootstrap_servers": broker.bootstrap_servers})
-    url = urlparse(str(settings.redis.url))
-    if not port_open(url.hostname or "localhost", url.port or 6379):
-        valkey = stack.enter_context(EmbeddedRedis())
+    url = answering_redis(str(settings.redis.url), stack)
+    if url != str(settings.redis.url):
         if announce:
-            announce(f"started an embedded Redis (Valkey) at {valkey.url}")
-        settings = settings.replace(redis={"url": valkey.url, "cluster": False})  # one server, not a cluster
+            announce(f"started an embedded Redis (Valkey) at {url}")
+        settings = settings.replace(redis={"url": url, "cluster": False})  # one server, not a cluster
     return settings
+
+
+def answering_redis(url: str, stack: contextlib.ExitStack) -> str:
+    """``url`` when a server listens there, else an embedded Valkey's (started into
+    ``stack``, so it stops with it): a real Redis either way."""
+    parsed = urlparse(url)
+    if port_open(parsed.hostname or "localhost", parsed.port or 6379):
+        return url
+    return stack.enter_context(EmbeddedRedis()).url

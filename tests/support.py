@@ -3,7 +3,6 @@ Faust app with idle pipelines."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from streamer.output.sink import ListSink
 from streamer.replay.through_worker import worker_environment
 from streamer.settings import Settings, TopicSettings
 from streamer.worker.app import Runtime, build_app
+from streamer.worker.topics import known_partitions
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -115,12 +115,7 @@ async def read_topic(
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
-        partitions = None
-        while partitions is None and time.monotonic() < deadline:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                await asyncio.sleep(0.2)
+        partitions = await known_partitions(consumer, topic, timeout_s)
         assert partitions, f"topic {topic} does not exist"
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
