@@ -6,10 +6,11 @@ all on this machine, and measures in one run:
 
 * drain throughput: a backlog of N transactions (N clicks) processed end to end, from
   when the workers, settled into their group and paused while the backlog was
-  produced, resume, to the last output record's timestamp (``drain``). The outputs are
-  read once the workers' group has committed the whole backlog, not while they run: a
-  reader parsing every output along the way took a fifth of a core from the two it
-  measures;
+  produced, resume, to the last output record being readable (``drain``;
+  ``bench.readable``: the output topic's high watermarks watched from fetches past its
+  end). The outputs themselves are read once the workers' group has committed the
+  whole backlog, not while they run: a reader parsing every output along the way took
+  a fifth of a core from the two it measures;
 * the same for transactions at steady state (``STEADY_FROM``): the first days' drains
   find every terminal window empty, a deployment finds a month in each;
 * the naive way: the same worker with micro-batches of one event (one Redis round
@@ -18,7 +19,7 @@ all on this machine, and measures in one run:
 * ceilings: the model alone in ONNX Runtime at the engine's batch size, a bare
   aiokafka consume → produce loop without a model, and the engine's own Faust app
   publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
-* latency at fixed offered rates: input record timestamp → output record timestamp,
+* latency at fixed offered rates: input record timestamp → output record readable,
   p50 / p99 / max, at several rates up to saturation, with one worker, and with two
   (settled into their group first) from where one worker nears saturation up to the
   targets' rates and beyond; and
@@ -49,6 +50,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import platform
 import signal
@@ -67,6 +69,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.cpu import benchmark_parts, cpu_model, cpu_times, cpu_use, read_cpu, stolen_share
+from bench.readable import ReadableTimes, read_outputs
 from streamer.datasets import BEAUTY, FRAUD_CSV, label_for, read_fraud_csv, read_sequences
 from streamer.embedded import EmbeddedBroker, start_missing_services
 from streamer.events import Click, FraudLabel, Transaction, click_to_json, encode, format_time, transaction_to_json
@@ -231,23 +234,6 @@ async def produce(bootstrap: str, topic: str, messages: list[Message], rate: flo
     return sent
 
 
-async def output_times(bootstrap: str, topic: str, expected: int, id_field: str, timeout_s: float) -> dict[str, int]:
-    """Broker timestamps (ms) of the outputs, by input id, once ``expected`` ids arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
-    await consumer.start()
-    try:
-        await consumer.seek_to_beginning(*await assign_topic(consumer, topic))
-        times: dict[str, int] = {}
-        deadline = time.monotonic() + timeout_s
-        while len(times) < expected and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500, max_records=20000)).values():
-                for r in batch:
-                    times.setdefault(orjson.loads(r.value)[id_field], r.timestamp)
-        return times
-    finally:
-        await consumer.stop()
-
-
 async def wait_committed(bootstrap: str, group: str, topic: str, records: int, timeout_s: float,
                          poll_s: float = 0.1) -> int:
     """Wait until ``group`` has committed ``records`` records of a fresh ``topic`` (its
@@ -306,12 +292,16 @@ def endpoints(topics: TopicSettings, kind: str) -> tuple[str, str, str]:
 class Drained:
     """A drain: ``events`` answered in ``seconds``, from when its workers, settled in
     their group and paused while the backlog was produced (``produced_s``), resumed, to
-    the last output record; its first output came ``first_output_s`` after they resumed."""
+    the last output record being readable; its first output was readable
+    ``first_output_s`` after they resumed. ``to_stamp_s``: to the last output's own
+    timestamp instead, which the worker's producer set before sending it (how drains
+    were timed before 2026-12-07 16:00 UTC: ``bench.readable``)."""
 
     events: int
     seconds: float
     produced_s: float
     first_output_s: float
+    to_stamp_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -325,7 +315,7 @@ LONG_DRAIN = 3
 
 #: How ``drain`` times a drain (recorded with the results).
 DRAIN_TIMING = ("from when the workers, settled in their group and paused while the backlog was produced, "
-                "resume, to the last output record")
+                "resume, to the last output record being readable")
 
 
 def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: Path, workers: int = 1,
@@ -360,17 +350,23 @@ def drain(base: Settings, kind: str, messages: list[Message], batch: int, log: P
         with contextlib.ExitStack() as running:
             pids = [running.enter_context(running_worker(settings, log, module)).pid for _ in range(workers)]
             asyncio.run(group_settled(bootstrap, group, workers))
-            with paused(pids) as resumed:
-                sent = asyncio.run(produce(bootstrap, source, messages))
-            asyncio.run(wait_committed(bootstrap, group, source, len(messages), timeout_s=900))
+            # a drain's end is its last output's: seen within 20 ms, at a quarter of the
+            # watch's cost in the latency runs
+            with ReadableTimes(bootstrap, sink, fetch_max_wait_ms=20) as watched:
+                with paused(pids) as resumed:
+                    sent = asyncio.run(produce(bootstrap, source, messages))
+                asyncio.run(wait_committed(bootstrap, group, source, len(messages), timeout_s=900))
+                outputs = asyncio.run(read_outputs(bootstrap, sink, len(messages), id_field, timeout_s=60))
         if step_reports is not None:
             with open(log, "rb") as worker_log:
                 worker_log.seek(log_start)
                 step_reports += worker_log.read().decode(errors="replace").splitlines()
-        times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=60))
-        if len(times) < len(messages):
-            raise RuntimeError(f"{kind}: only {len(times)} of {len(messages)} outputs; see {log}")
-        return drained(resumed[0], times.values(), produced_s=resumed[0] - sent[0])
+        readable = [at for output in outputs.values() if (at := watched.at(output.partition, output.offset)) is not None]
+        if len(readable) < len(messages):
+            raise RuntimeError(f"{kind}: {len(outputs)} of {len(messages)} outputs, "
+                               f"{len(outputs) - len(readable)} of them not seen readable; see {log}")
+        return drained(resumed[0], readable, [output.timestamp_ms for output in outputs.values()],
+                       produced_s=resumed[0] - sent[0])
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
         asyncio.run(delete_namespace(settings.redis))
@@ -393,20 +389,21 @@ def paused(pids: Sequence[int]) -> Iterator[list[float]]:
             os.kill(pid, signal.SIGCONT)
 
 
-def drained(resumed: float, stamps: Iterable[int], produced_s: float) -> Drained:
-    """The drain of a backlog whose workers resumed at ``resumed`` (epoch seconds) and
-    whose outputs were stamped ``stamps`` (epoch ms, the clock of this machine): every
-    event's processing lies within that span, however its outputs were grouped into
-    deliveries."""
-    stamps = list(stamps)
-    return Drained(len(stamps), max(stamps) / 1000.0 - resumed, produced_s, min(stamps) / 1000.0 - resumed)
+def drained(resumed: float, readable: Sequence[float], stamps: Sequence[int], produced_s: float) -> Drained:
+    """The drain of a backlog whose workers resumed at ``resumed`` and whose outputs
+    became readable at ``readable`` (epoch seconds, the clock of this machine) and were
+    stamped ``stamps`` by the workers (epoch ms): every event's processing and delivery
+    lies within that span, however its outputs were grouped into deliveries."""
+    return Drained(len(readable), max(readable) - resumed, produced_s, min(readable) - resumed,
+                   to_stamp_s=max(stamps) / 1000.0 - resumed)
 
 
 def drain_rates(drains: list[Drained]) -> dict[str, float]:
     """The rates of repeated drains (``spread``), and the median of their first outputs'
     delays after the workers resumed (``first_output_s``): how soon a worker restarted on
     a backlog answers."""
-    return {**spread([d.rate for d in drains]), "first_output_s": round(statistics.median(d.first_output_s for d in drains), 3)}
+    return {**spread([d.rate for d in drains]), "first_output_s": round(statistics.median(d.first_output_s for d in drains), 3),
+            "median_to_stamps": round(statistics.median(d.events / max(d.to_stamp_s, 1e-3) for d in drains))}
 
 
 def events_offered(rates: Sequence[float], seconds: float) -> int:
@@ -418,7 +415,8 @@ def events_offered(rates: Sequence[float], seconds: float) -> int:
 def latency(base: Settings, kind: str, messages: list[Message], rates: Sequence[float], seconds: float, log: Path,
             workers: int = 1, broker_pid: int | None = None, batch: int | None = None,
             jobs: str | None = None) -> list[dict[str, Any]]:
-    """p50 / p99 / max from input timestamp to output timestamp at each offered rate,
+    """p50 / p99 / max from input timestamp to the output being readable
+    (``bench.readable``) at each offered rate,
     with ``workers`` worker processes in one consumer group running ``jobs`` (by default
     the job of ``kind``: ``for_kind``; their models placed for their number:
     ``for_workers``), and where the machine's CPU
@@ -460,23 +458,29 @@ def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Messa
             pids = [running.enter_context(running_worker(settings, log)).pid for _ in range(workers)]
             first, chunk = messages[:1], messages[1:]
             asyncio.run(produce(bootstrap, source, first))
-            asyncio.run(output_times(bootstrap, sink, 1, id_field, timeout_s=60))
+            asyncio.run(read_outputs(bootstrap, sink, 1, id_field, timeout_s=60))
             if workers > 1:
                 asyncio.run(group_settled(bootstrap, settings.kafka.group_id, workers))
             parts = benchmark_parts(pids, broker_pid, str(settings.redis.url))
-            before = read_cpu(parts)
-            sent = asyncio.run(produce(bootstrap, source, chunk, rate))
-            after = read_cpu(parts)
-            ids = [orjson.loads(v)[id_field] for _, v in chunk]
-            times = asyncio.run(output_times(bootstrap, sink, len(messages), id_field, timeout_s=120))
+            with ReadableTimes(bootstrap, sink) as watched:
+                before = read_cpu(parts)
+                sent = asyncio.run(produce(bootstrap, source, chunk, rate))
+                after = read_cpu(parts)
+                outputs = asyncio.run(read_outputs(bootstrap, sink, len(messages), id_field, timeout_s=120))
     finally:
         asyncio.run(delete_topics(bootstrap, topics.all()))
-    each = [None if i not in times else times[i] - 1000.0 * s for i, s in zip(ids, sent)]
-    lat = np.array([ms for ms in each if ms is not None])
+    ids = [orjson.loads(v)[id_field] for _, v in chunk]
+    readable = {name: watched.at(output.partition, output.offset) for name, output in outputs.items()}
+    each = [None if readable.get(i) is None else 1000.0 * (readable[i] - s) for i, s in zip(ids, sent)]  # type: ignore[operator]
+    stamped = [outputs[i].timestamp_ms - 1000.0 * s for i, s in zip(ids, sent) if i in outputs]
+    answered = [ms for ms in each if ms is not None]
     achieved = len(chunk) / max(sent[-1] - sent[0], 1e-3)
-    return {"offered": rate, "achieved_send_rate": round(achieved), **percentiles(lat), "lost": len(chunk) - len(lat),
+    return {"offered": rate, "achieved_send_rate": round(achieved), **percentiles(answered), "lost": len(chunk) - len(answered),
             "windows": latency_windows(sent, each),
-            "cpu": cpu_use(before, after, answered_between(times.values(), before.wall, after.wall))}
+            # the same to the outputs' own timestamps (as measured before 2026-12-07 16:00 UTC:
+            # bench.readable), and how far the producer fell behind its schedule
+            "to_output_stamps": percentiles(stamped), "behind_schedule_ms": behind_schedule(sent, rate),
+            "cpu": cpu_use(before, after, answered_between(readable.values(), before.wall, after.wall))}
 
 
 def target_latency(base: Settings, kind: str, messages: list[Message], rate: float, workers: int, runs: int,
@@ -487,8 +491,10 @@ def target_latency(base: Settings, kind: str, messages: list[Message], rate: flo
     these machines; the target is read from the median."""
     points = [latency(base, kind, messages, [rate], seconds, log, workers=workers, broker_pid=broker_pid)[0]
               for _ in range(runs)]
+    # a run that lost every input has no latencies: it counts as the slowest
     return {"offered": rate, "workers": workers, "runs": points,
-            **{key: spread([point[key] for point in points], digits=1) for key in ("p50_ms", "p99_ms", "max_ms")}}
+            **{key: spread([math.inf if point[key] is None else point[key] for point in points], digits=1)
+               for key in ("p50_ms", "p99_ms", "max_ms")}}
 
 
 #: The span of offering each of a latency run's ``latency_windows`` covers.
@@ -511,23 +517,37 @@ def latency_windows(sent: Sequence[float], latency_ms: Sequence[float | None],
         groups[min(int((at - start) / window_s), count - 1)].append(ms)
     windows = []
     for index, group in enumerate(groups):
-        answered = np.array([ms for ms in group if ms is not None])
+        answered = [ms for ms in group if ms is not None]
         window: dict[str, Any] = {"from_s": index * window_s, "sent": len(group), "lost": len(group) - len(answered)}
-        if len(answered):
+        if answered:
             window.update(percentiles(answered))
         windows.append(window)
     return windows
 
 
-def percentiles(latency_ms: np.ndarray) -> dict[str, float]:
-    """p50 / p99 / max of latencies (ms, at least one), to 0.1 ms."""
-    return {"p50_ms": round(float(np.percentile(latency_ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(latency_ms, 99)), 1), "max_ms": round(float(latency_ms.max()), 1)}
+def percentiles(latency_ms: Sequence[float]) -> dict[str, float | None]:
+    """p50 / p99 / max of latencies (ms), to 0.1 ms; None where there are none (every
+    input lost)."""
+    if not len(latency_ms):
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    values = np.asarray(latency_ms, dtype=np.float64)
+    return {"p50_ms": round(float(np.percentile(values, 50)), 1),
+            "p99_ms": round(float(np.percentile(values, 99)), 1), "max_ms": round(float(values.max()), 1)}
 
 
-def answered_between(stamps: Iterable[int], start: float, end: float) -> int:
-    """How many output timestamps (ms) fall between ``start`` and ``end`` (seconds)."""
-    return sum(1 for stamp in stamps if start * 1000.0 <= stamp <= end * 1000.0)
+def behind_schedule(sent: Sequence[float], rate: float) -> dict[str, float]:
+    """How far behind its schedule (``rate`` from the first send on) the producer sent
+    (p99 and most, ms): the latency of an input counts from when it was sent, so inputs
+    held back while the producer waited for its broker or a core would go uncounted."""
+    if not sent or rate <= 0:
+        return {"p99_ms": 0.0, "max_ms": 0.0}
+    behind = np.maximum(np.asarray(sent) - (sent[0] + np.arange(len(sent)) / rate), 0.0) * 1000.0
+    return {"p99_ms": round(float(np.percentile(behind, 99)), 1), "max_ms": round(float(behind.max()), 1)}
+
+
+def answered_between(readable: Iterable[float | None], start: float, end: float) -> int:
+    """How many outputs became readable between ``start`` and ``end`` (epoch seconds)."""
+    return sum(1 for at in readable if at is not None and start <= at <= end)
 
 
 def model_ceiling(settings: Settings, batch: int, n_clicks: int, seconds: float = 3.0) -> dict[str, float]:

@@ -80,8 +80,8 @@ def test_the_printed_line_shows_each_part_and_a_near_zero_other_without_a_sign()
     assert cpu_line({"cores": {"other": -0.031}, "us_per_event": {}}) == "other -0.03 (0)"  # a real negative stays
 
 
-def test_the_answers_counted_are_those_stamped_within_the_window() -> None:
-    assert answered_between([999, 1000, 1500, 2000, 2001], 1.0, 2.0) == 3
+def test_the_answers_counted_are_those_readable_within_the_window() -> None:
+    assert answered_between([0.999, 1.0, 1.5, None, 2.0, 2.001], 1.0, 2.0) == 3
 
 
 def test_the_report_tables_the_cpu_of_each_rate_and_what_the_machine_would_carry_at_that_cost() -> None:

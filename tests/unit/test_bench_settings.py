@@ -203,26 +203,53 @@ def test_the_inference_choices_show_the_int8_graphs_as_the_runtimes_choice_with_
     assert lines[-2].endswith("HR@10 0.079 / NDCG@10 0.0481 against 0.0791 / 0.0482 in float32.")
 
 
-def test_a_drain_is_timed_from_its_workers_resuming_whatever_its_outputs_bursts() -> None:
+def test_a_drain_is_timed_from_its_workers_resuming_to_its_last_output_being_readable() -> None:
     """Seen in the suite: two workers processed several batches before their first
     outputs went out, then 16,271 of 40,000 outputs within 100 ms. Timed from the first
-    output, that drain read 42,984/s; from its workers' start it reads what it took."""
+    output, that drain read 42,984/s; from its workers' start it reads what it took. Its
+    end is when the last output could be read, not the timestamp the worker's producer
+    gave it before sending it."""
     from bench.run import drained
 
     resumed = 1000.0
-    stamps = [1_001_500] * 16_271 + [1_001_600 + i // 100 for i in range(23_729)]  # epoch ms
-    drain = drained(resumed, stamps, produced_s=0.4)
+    readable = [1001.5] * 16_271 + [1001.6 + (i // 100) / 1000 for i in range(23_729)]
+    stamps = [1_001_450] * 16_271 + [1_001_550 + i // 100 for i in range(23_729)]  # epoch ms, 50 ms before
+    drain = drained(resumed, readable, stamps, produced_s=0.4)
     assert drain.events == 40_000
     assert drain.seconds == pytest.approx(1.6 + 237 / 1000)
     assert drain.rate == pytest.approx(40_000 / 1.837)
     assert drain.first_output_s == pytest.approx(1.5)
+    assert drain.to_stamp_s == pytest.approx(1.55 + 237 / 1000)
 
 
 def test_repeated_drains_give_their_rates_spread_and_their_first_outputs_median() -> None:
     from bench.run import Drained, drain_rates
 
-    rates = drain_rates([Drained(10_000, 1.0, 0.2, 0.3), Drained(10_000, 0.5, 0.2, 0.1), Drained(10_000, 2.0, 0.2, 0.6)])
-    assert rates == {"median": 10_000, "min": 5_000, "max": 20_000, "runs": 3, "first_output_s": 0.3}
+    rates = drain_rates([Drained(10_000, 1.0, 0.2, 0.3, 0.8), Drained(10_000, 0.5, 0.2, 0.1, 0.5),
+                         Drained(10_000, 2.0, 0.2, 0.6, 2.0)])
+    assert rates == {"median": 10_000, "min": 5_000, "max": 20_000, "runs": 3, "first_output_s": 0.3,
+                     "median_to_stamps": 12_500}
+
+
+def test_latency_percentiles_of_a_run_that_lost_every_input_are_none() -> None:
+    """A worker that died mid-run answered nothing: the run reports every input lost
+    instead of ending the suite with an IndexError."""
+    from bench.run import percentiles
+
+    assert percentiles([]) == {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    assert percentiles([5.0, 1.0, 3.0]) == {"p50_ms": 3.0, "p99_ms": 5.0, "max_ms": 5.0}
+
+
+def test_how_far_the_producer_fell_behind_its_schedule() -> None:
+    """At 1,000/s the n-th input is due n ms after the first: sent at those times it is
+    on schedule, sent in a burst after a 50 ms stall the inputs held back count."""
+    from bench.run import behind_schedule
+
+    on_time = [100.0 + n / 1000 for n in range(100)]
+    assert behind_schedule(on_time, 1000.0) == {"p99_ms": 0.0, "max_ms": 0.0}
+    stalled = [100.0 + n / 1000 for n in range(50)] + [100.1] * 50  # inputs 50-99 held until 100 ms
+    assert behind_schedule(stalled, 1000.0)["max_ms"] == pytest.approx(50.0)
+    assert behind_schedule([], 1000.0) == behind_schedule(on_time, 0.0) == {"p99_ms": 0.0, "max_ms": 0.0}
 
 
 def test_paused_processes_run_nothing_until_the_block_ends() -> None:
