@@ -92,8 +92,8 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
             assert producer.flush(30) == 0
             time.sleep(0.3)
         trickled = {tx["transaction_id"] for tx in trickle}
-        asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, len(sample) + TRICKLE, timeout_s=30,
-                               done=scores_for(trickled)))
+        assert scores_for(trickled)(asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, len(sample) + TRICKLE,
+                                                           timeout_s=30, done=scores_for(trickled))))
         assert worker.alive()
         reported = step_time_reports(worker_log, "score_transactions", wait_s=5)
         checks = high_watermark_reports(worker_log, wait_s=5, answered=1)
@@ -371,7 +371,7 @@ def test_workers_joining_and_leaving_midstream_answer_every_event(settings: Sett
         assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 50, timeout_s=60))
         second.start()
         asyncio.run(produce(bootstrap, settings.topics.transactions, messages[1000:1300]))
-        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 1100, timeout_s=90))
+        assert len(asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 1100, timeout_s=90))) >= 1100
         first.stop()
         asyncio.run(produce(bootstrap, settings.topics.transactions, messages[1300:]))
         wanted = {tx["transaction_id"] for tx in sample}
@@ -384,7 +384,8 @@ def test_workers_joining_and_leaving_midstream_answer_every_event(settings: Sett
     assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
 
 
-def test_a_worker_given_partitions_back_reads_their_cards_again(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_given_partitions_back_reads_their_cards_again(settings: Settings, worker_log,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:
     """What a worker keeps of its cards must not outlive a rebalance: the first worker
     hands partitions to a second, which scores more of those cards, then takes them back
     when the second stops. Every score is the offline one (20 cards: each card is in
@@ -393,15 +394,19 @@ def test_a_worker_given_partitions_back_reads_their_cards_again(settings: Settin
     values = [orjson.dumps(tx) for tx in sample]
     messages = [(tx["card_id"].encode(), value) for tx, value in zip(sample, values)]
     bootstrap = settings.kafka.bootstrap_servers
+    second_log = tmp_path / "second-worker.log"
     first = WorkerProcess(settings, worker_log).start()
-    second = WorkerProcess(settings, worker_log)
+    second = WorkerProcess(settings, second_log)
     try:
         asyncio.run(produce(bootstrap, settings.topics.transactions, messages[:500]))
-        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 500, timeout_s=60))
+        assert len(asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 500, timeout_s=60))) >= 500
         second.start()
-        time.sleep(10)  # the group has rebalanced onto two workers
+        deadline = time.monotonic() + 60
+        while settings.topics.transactions not in (assigned_topics(second_log) if second_log.exists() else set()):
+            assert time.monotonic() < deadline, "the second worker was given no partition of the transactions"
+            time.sleep(0.5)
         asyncio.run(produce(bootstrap, settings.topics.transactions, messages[500:1000]))
-        assert asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 1000, timeout_s=60))
+        assert len(asyncio.run(read_topic(bootstrap, settings.topics.fraud_scores, 1000, timeout_s=60))) >= 1000
         second.stop()
         asyncio.run(produce(bootstrap, settings.topics.transactions, messages[1000:]))
         wanted = {tx["transaction_id"] for tx in sample}
@@ -410,6 +415,7 @@ def test_a_worker_given_partitions_back_reads_their_cards_again(settings: Settin
     finally:
         first.stop()
         second.stop()
+    assert {orjson.loads(r.value)["transaction_id"] for r in scores} == wanted
     expected = offline_scores(settings, values)
     for record in scores:
         value = orjson.loads(record.value)

@@ -52,8 +52,10 @@ class AsksForHighWatermarks:
 
     def __init__(self, bootstrap_servers: str) -> None:
         self.highwaters = FetchedHighWatermarks(bootstrap_servers)
+        self.batches: list[int] = []  # the size of each batch asked to process
 
     async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]:
+        self.batches.append(len(records))
         await self.highwaters.highwaters("transactions")
         return []
 
@@ -70,5 +72,7 @@ def test_high_watermarks_from_no_broker_fail_the_batch_not_its_records() -> None
         assert not pipeline.highwaters.consumers  # nothing half-started kept
         with pytest.raises(asyncio.TimeoutError):  # retried until the broker is back
             await asyncio.wait_for(process_batch(pipeline, records, "dead-letter"), 2.0)
+        # tried more than once in those 2 s, and always the whole batch: never record by record
+        assert len(pipeline.batches) >= 2 and set(pipeline.batches) == {3}
 
     asyncio.run(asked())
