@@ -155,11 +155,6 @@ def _drop_unused(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(initializers)
 
 
-def rewrite_file(path: Path) -> None:
-    """The encoder at ``path`` folded in place (what the export does after exporting)."""
-    path.write_bytes(fold_inputs(onnx.load(str(path))).SerializeToString())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.fraud.fold_inputs", description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", type=Path, help="a shipped fraud model directory")

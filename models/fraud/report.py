@@ -29,23 +29,32 @@ NAMES = {
 METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
 
 
-def table(results: dict) -> str:
+def fold_metrics(results: dict, fold: str, variant: str, book: bool) -> dict:
+    """A variant's metrics in a fold: on the book's test set, or on the whole week."""
+    metrics = results["folds"][fold][variant]
+    return metrics["book_test_set"] if book else metrics
+
+
+def table(results: dict, book: bool = True) -> str:
+    """The means of the folds (range in brackets) on the book's test sets, beside the
+    book's published means; or on the whole test weeks, which the book did not report."""
     lines = ["| model | AUC ROC | AP | CP@100 | source |", "|---|---|---|---|---|"]
-    for name, values in BOOK.items():
-        lines.append(f"| {name} | {values[0]:.3f} | {values[1]:.3f} | {values[2]:.3f} | the book |")
-    for variant, mean in results["mean"].items():
-        spread = {m: [results["folds"][f][variant][m] for f in results["folds"]] for m in METRICS}
+    if book:
+        for name, values in BOOK.items():
+            lines.append(f"| {name} | {values[0]:.3f} | {values[1]:.3f} | {values[2]:.3f} | the book |")
+    for variant, mean in results["mean_book_test_set" if book else "mean"].items():
+        spread = {m: [fold_metrics(results, f, variant, book)[m] for f in results["folds"]] for m in METRICS}
         cells = " | ".join(f"{mean[m]:.3f} ({min(spread[m]):.3f}–{max(spread[m]):.3f})" for m in METRICS)
         lines.append(f"| {NAMES.get(variant, variant)} | {cells} | this project |")
     return "\n".join(lines)
 
 
-def per_fold(results: dict) -> str:
+def per_fold(results: dict, book: bool = True) -> str:
     folds = list(results["folds"])
     lines = ["| model | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
     for variant in results["mean"]:
         cells = " | ".join(
-            "{auc_roc:.3f} / {average_precision:.3f} / {card_precision_at_100:.3f}".format(**results["folds"][f][variant])
+            "{auc_roc:.3f} / {average_precision:.3f} / {card_precision_at_100:.3f}".format(**fold_metrics(results, f, variant, book))
             for f in folds
         )
         lines.append(f"| {variant} | {cells} |")
@@ -63,7 +72,7 @@ def plot(results: dict, path: Path) -> None:
         ax.plot(curve["recall"], curve["precision"], label=NAMES.get(variant, variant).strip("*"))
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title("Fraud, July validation weeks (four folds pooled)")
+    ax.set_title("Fraud, the book's July test sets (four folds pooled)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
@@ -74,14 +83,15 @@ def plot(results: dict, path: Path) -> None:
 
 def merge(runs: list[dict]) -> dict:
     """One result from runs of different variants over the same folds."""
-    merged: dict = {"folds": {}, "pr_curves": {}, "mean": {}}
+    merged: dict = {"folds": {}, "pr_curves": {}, "mean": {}, "mean_book_test_set": {}}
     for run in runs:
         for fold, variants in run["folds"].items():
             merged["folds"].setdefault(fold, {}).update(variants)
         merged["pr_curves"].update(run["pr_curves"])
         merged["mean"].update(run["mean"])
-    order = [v for v in NAMES if v in merged["mean"]]
-    merged["mean"] = {v: merged["mean"][v] for v in order}
+        merged["mean_book_test_set"].update(run["mean_book_test_set"])
+    for key in ("mean", "mean_book_test_set"):
+        merged[key] = {v: merged[key][v] for v in NAMES if v in merged[key]}
     return merged
 
 
@@ -92,9 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=Path("docs/fraud-pr.png"))
     args = parser.parse_args(argv)
     results = merge([json.loads(path.read_text()) for path in args.results])
+    print("The book's test sets (the cards known to be compromised removed):\n")
     print(table(results))
     print()
     print(per_fold(results))
+    print("\nThe whole test weeks:\n")
+    print(table(results, book=False))
+    print()
+    print(per_fold(results, book=False))
     plot(results, args.plot)
     print(f"\nwrote {args.plot}")
     return 0

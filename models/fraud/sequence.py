@@ -367,11 +367,14 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
     """Write ``encoder.onnx`` (its last layer for the summary token alone:
     ``models.last_position``; its input scaling and embeddings folded into its weights:
     ``models.fraud.fold_inputs``) and ``scorer.onnx``; returns the manifest's
-    ``sequence`` section."""
+    ``sequence`` section, with each rewrite's check against the graph before it on real
+    card histories (``last_layer_check``, ``inputs_check``)."""
     import warnings
 
-    from models.fraud.fold_inputs import FOLDED, rewrite_file as fold_file
-    from models.last_position import LAST_LAYER, rewrite_file
+    import onnx
+
+    from models.fraud.fold_inputs import FOLDED, fold_inputs
+    from models.last_position import LAST_LAYER, card_feeds, check, last_position_only
 
     model.eval()
     model.bert.set_attn_implementation("eager")
@@ -386,8 +389,12 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
                           input_names=["history", "history_valid"], output_names=["card_embedding"],
                           dynamic_shapes=({0: batch}, {0: batch}), opset_version=OPSET, dynamo=True,
                           external_data=False, optimize=True, verbose=False)
-        rewrite_file(out_dir / "encoder.onnx")
-        fold_file(out_dir / "encoder.onnx")
+        encoder, feeds = out_dir / "encoder.onnx", card_feeds(cfg.max_len)
+        checks = {}
+        for field, rewrite in (("last_layer", last_position_only), ("inputs", fold_inputs)):
+            rewritten = rewrite(onnx.load(str(encoder))).SerializeToString()
+            checks[f"{field}_check"] = check(encoder, rewritten, feeds)
+            encoder.write_bytes(rewritten)
         embedding = model.embed(history, valid)
         torch.onnx.export(Scorer(model), (embedding, history[:, -1], torch.rand(3)), str(out_dir / "scorer.onnx"),
                           input_names=["card_embedding", "current", "tree_score"], output_names=["score"],
@@ -396,7 +403,7 @@ def export_onnx(model: FraudSequenceModel, out_dir: Path) -> dict[str, object]:
     return {
         "encoder": "encoder.onnx", "scorer": "scorer.onnx", "length": cfg.max_len, "embedding_size": cfg.hidden,
         "fields": list(SEQUENCE_FIELDS), "config": cfg.to_dict(), "opset": OPSET,
-        "last_layer": LAST_LAYER, "inputs": FOLDED,
+        "last_layer": LAST_LAYER, "inputs": FOLDED, **checks,
     }
 
 

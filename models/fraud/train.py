@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    if args.valid_start and day_start(args.valid_start) < day_start(args.train_until) + args.label_delay_days * DAY:
+        # the validation rows would overlap the training rows, or follow them closer than
+        # their labels arrive: in-sample metrics written to the manifest as validation
+        parser.error(f"--valid-start {args.valid_start} is before --train-until {args.train_until} "
+                     f"plus the label delay ({args.label_delay_days:g} days)")
     started = time.monotonic()
     sha = file_sha256(args.data)
     data = cached_online_features(args.data, args.label_delay_days, args.limit, args.cache, sha)

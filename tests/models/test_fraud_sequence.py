@@ -83,6 +83,15 @@ def test_the_exported_card_encoder_runs_its_last_layer_at_the_summary_token_alon
     assert last_layer_positions(out / "encoder.onnx", feeds) == 1  # 17 (16 rows and the summary) without it
 
 
+def test_the_export_records_each_encoder_rewrites_check_on_real_histories(trained) -> None:  # type: ignore[no-untyped-def]
+    """Retraining as the README says once dropped the folding's check from the manifest
+    (only ``python -m models.fraud.fold_inputs``, which refuses a folded graph, wrote it)."""
+    _, _, out, _ = trained
+    section = json.loads((out / "manifest.json").read_text())["sequence"]
+    for field in ("last_layer_check", "inputs_check"):
+        assert section[field]["rows"] > 1000 and section[field]["max_abs_diff"] <= section[field]["tolerance"]
+
+
 def test_the_exported_card_encoder_has_its_input_scaling_and_embeddings_folded(trained) -> None:  # type: ignore[no-untyped-def]
     import onnx
 
