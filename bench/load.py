@@ -15,6 +15,7 @@ broker, Redis, the producer, the rest)::
     python -m bench.load transactions 15000
     python -m bench.load clicks 4000 8000 --seconds 30
     python -m bench.load transactions 8000 --workers 2
+    python -m bench.load transactions 15000 --workers 2 --steady
     python -m bench.load clicks 8000 --jobs fraud,recommend
 
 It uses the embedded broker and the Redis at ``STREAMER_REDIS_URL`` (else an embedded
@@ -38,7 +39,8 @@ from typing import Any
 
 from bench.cpu import cpu_line
 from bench.run import (LATENCY_WINDOW_S, ROOT, Message, clicks, events_offered, for_kind, for_workers, latency,
-                       local_services, models_beside_the_loop, transactions)
+                       local_services, models_beside_the_loop, steady_transactions, transactions)
+from streamer.events import FraudLabel, Transaction
 from streamer.settings import Settings
 
 FEEDS = {"transactions": transactions, "clicks": clicks}
@@ -62,14 +64,15 @@ def window_cell(window: dict[str, Any]) -> str:
 
 
 def load_run(base: Settings, kind: str, messages: list[Message], rates: list[float], seconds: float, p99_ms: float,
-             log: Path, workers: int = 1, broker_pid: int | None = None, jobs: str | None = None) -> list[dict[str, Any]]:
+             log: Path, workers: int = 1, broker_pid: int | None = None, jobs: str | None = None,
+             history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> list[dict[str, Any]]:
     """``bench.run.latency`` at ``rates`` with ``workers`` worker processes running
-    ``jobs`` (by default the job of ``kind``), from ``messages``, each result with
-    ``held`` (``verdict``)."""
+    ``jobs`` (by default the job of ``kind``), from ``messages`` (``history`` stored
+    first), each result with ``held`` (``verdict``)."""
     needed = events_offered(rates, seconds)
     if len(messages) < needed:
         raise SystemExit(f"{kind}: {needed:,} events needed, the feed holds {len(messages):,}: offer fewer seconds")
-    results = latency(base, kind, messages, rates, seconds, log, workers, broker_pid, jobs=jobs)
+    results = latency(base, kind, messages, rates, seconds, log, workers, broker_pid, jobs=jobs, history=history)
     for result in results:
         result["held"] = verdict(result, p99_ms)
     return results
@@ -84,18 +87,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group")
     parser.add_argument("--jobs", default=None,
                         help="the workers' STREAMER_WORKER_JOBS (default: the kind's job alone, fraud or recommend)")
+    parser.add_argument("--steady", action="store_true",
+                        help="transactions from day 40 of the data, the 37 days before and the labels known by then "
+                             "stored first (the state of a deployment that has run for a month)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args(argv)
+    if args.steady and args.kind != "transactions":
+        parser.error("--steady is for transactions")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         broker, base = local_services(stack)
-        messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
+        history: tuple[list[Transaction], list[FraudLabel]] | None = None
+        if args.steady:
+            stored, labels, messages = steady_transactions(events_offered(args.rates, args.seconds))
+            history = (stored, labels)
+        else:
+            messages = FEEDS[args.kind](events_offered(args.rates, args.seconds))
         results = load_run(base, args.kind, messages, args.rates, args.seconds, args.p99_ms,
-                           args.out.parent / "load-worker.log", args.workers, broker.pid, args.jobs)
+                           args.out.parent / "load-worker.log", args.workers, broker.pid, args.jobs, history)
         # what the workers ran, and where they ran their models (``latency`` sets the same)
         jobs = for_kind(base, args.kind, args.jobs).worker.jobs
         models = models_beside_the_loop(for_workers(base, args.workers))
-    args.out.write_text(json.dumps({"kind": args.kind, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
+    args.out.write_text(json.dumps({"kind": args.kind, "steady": args.steady, "seconds": args.seconds, "p99_limit_ms": args.p99_ms,
                                     "workers": args.workers, "jobs": jobs, "models_beside_the_loop": models,
                                     "results": results}, indent=2) + "\n")
     print(f"{'offered/s':>10} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>6}  p99 < {args.p99_ms:g} ms to the end")

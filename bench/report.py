@@ -63,6 +63,7 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         ax.set_title(kind)
     figure.tight_layout()
     figure.savefig(docs / "latency.png", dpi=110)
+    plt.close(figure)
 
     model = results["model_alone"]
     model_batch = results.get("model_batch_size", results["batch_size"])
@@ -77,6 +78,8 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
            + ", ".join(f"`{job}` for {kind}" for kind, job in results["worker_jobs"].items()) if "worker_jobs" in results
            else "; each worker runs both jobs")
         + models_placement(results.get("models_beside_the_loop"))
+        + ("; the naive agent ran them on its event loop"
+           if results.get("naive_models_beside_the_loop") == {"thread": False, "process": False} else "")
         + ").",
         *([f"CPU time taken by the hypervisor for other guests during the run (steal): {results['cpu_stolen_share']:.1%}."]
           if results.get("cpu_stolen_share") is not None else []),
@@ -147,8 +150,13 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
             return ""
         p99 = target["p99_ms"]
         held = sum(verdict(run, P99_TARGET_MS) for run in target["runs"])
+        steady = results.get(f"{kind}_target_latency_steady")
         return (f"; at {target['offered']:,.0f}/s to {workers_named(target['workers'])}, offered {times(p99['runs'])}: "
-                f"p99 {p99['median']} ms (median; {p99['min']} – {p99['max']}), held in {held} of {len(target['runs'])}")
+                f"p99 {p99['median']} ms (median; {p99['min']} – {p99['max']}), held in {held} of {len(target['runs'])}"
+                + ("" if steady is None else
+                   f"; at steady state: p99 {steady['p99_ms']['median']} ms ({steady['p99_ms']['min']} – "
+                   f"{steady['p99_ms']['max']}), held in {sum(verdict(run, P99_TARGET_MS) for run in steady['runs'])} "
+                   f"of {len(steady['runs'])}"))
 
     def long_share(kind: str, ceiling: float) -> str:
         drained = results.get(f"{kind}_long_drain_per_s")
@@ -281,12 +289,15 @@ def workers_named(workers: int) -> str:
 def target_section(results: dict[str, Any]) -> list[str]:
     """The targets' rates offered once per repeat: each run's p99, and the median and
     spread of their p50 / p99 / max."""
-    targets = [(kind, results[f"{kind}_target_latency"]) for kind in ("transactions", "clicks")
-               if f"{kind}_target_latency" in results]
+    targets = [(name, results[key]) for name, key in (
+        ("transactions", "transactions_target_latency"),
+        ("transactions at steady state", "transactions_target_latency_steady"),
+        ("clicks", "clicks_target_latency")) if key in results]
     if not targets:
         return []
     lines = ["", "The targets' rates offered again, once per repeat, each time on topics, workers and state of its own",
-             "(median of the runs, min – max; `SuitePlan.targets`):", "",
+             "(median of the runs, min – max; `SuitePlan.targets`; *at steady state*: from day 40 of the data, the",
+             "37 days before and the labels known by then stored first, as the steady-state drain):", "",
              "| stream | workers | offered/s | runs | p50 ms | p99 ms | max ms | each run's p99 ms | lost | held |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, target in targets:

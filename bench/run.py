@@ -14,8 +14,8 @@ all on this machine, and measures in one run:
 * the same for transactions at steady state (``STEADY_FROM``): the first days' drains
   find every terminal window empty, a deployment finds a month in each;
 * the naive way: the same worker with micro-batches of one event (one Redis round
-  trip, one model call and one acknowledged publish per event), drained and at fixed
-  offered rates below and beyond what it drains;
+  trip, one model call on the agent's event loop and one acknowledged publish per
+  event), drained and at fixed offered rates below and beyond what it drains;
 * ceilings: the model alone in ONNX Runtime at the engine's batch size, a bare
   aiokafka consume → produce loop without a model, and the engine's own Faust app
   publishing each input unchanged (``bench.faust_loop``: the framework's ceiling);
@@ -26,7 +26,9 @@ all on this machine, and measures in one run:
   where the machine's CPU went while each rate was offered (``bench.cpu``);
 * the targets' rates (``SuitePlan.targets``: 15,000 transactions/s to two workers,
   8,000 clicks/s to one) offered again once per repeat, each time on fresh topics,
-  workers and state: the median and spread of their p50 / p99 / max;
+  workers and state: the median and spread of their p50 / p99 / max; the transactions'
+  also from steady state (``STEADY_FROM``, the month before stored first), which costs a
+  worker more per transaction than the first days' empty windows;
 * where the engine's drains spent their time: the workers' step-time reports
   (``STREAMER_BATCH_REPORT_S``), each step's mean and longest time per batch.
 
@@ -194,15 +196,18 @@ def models_beside_the_loop(settings: Settings) -> dict[str, bool]:
     return {field: getattr(settings.models, field) for field in BESIDE_THE_LOOP}
 
 
-def fresh_settings(base: Settings, batch: int) -> Settings:
+def fresh_settings(base: Settings, batch: int, environ: Mapping[str, str] = os.environ) -> Settings:
     """Topics, group and Redis namespace of their own, and batches of ``batch``. A batch
-    of one is the naive way, one event at a time: one lane, not one event per lane, and
-    no backlog batches."""
+    of one is the naive way, one event at a time, as one would write it: one lane, not
+    one event per lane, no backlog batches, and the models run by the agent on its event
+    loop (not handed to a thread or a child process, which would cost each event a
+    hand-over; unless the environment sets where they run)."""
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(**{f.name: f"bench-{getattr(TopicSettings(), f.name)}-{tag}" for f in dataclasses.fields(TopicSettings)})
     batching = {"max_size": batch, **({"lanes": 1, "backlog_size": 1} if batch == 1 else {})}
+    models = {field: False for field, name in BESIDE_THE_LOOP.items() if name not in environ} if batch == 1 else {}
     return dataclasses.replace(base, topics=topics).replace(
-        kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch=batching)
+        kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch=batching, models=models)
 
 
 async def produce(bootstrap: str, topic: str, messages: list[Message], rate: float = 0.0,
@@ -413,8 +418,8 @@ def events_offered(rates: Sequence[float], seconds: float) -> int:
 
 
 def latency(base: Settings, kind: str, messages: list[Message], rates: Sequence[float], seconds: float, log: Path,
-            workers: int = 1, broker_pid: int | None = None, batch: int | None = None,
-            jobs: str | None = None) -> list[dict[str, Any]]:
+            workers: int = 1, broker_pid: int | None = None, batch: int | None = None, jobs: str | None = None,
+            history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> list[dict[str, Any]]:
     """p50 / p99 / max from input timestamp to the output being readable
     (``bench.readable``) at each offered rate,
     with ``workers`` worker processes in one consumer group running ``jobs`` (by default
@@ -427,12 +432,16 @@ def latency(base: Settings, kind: str, messages: list[Message], rates: Sequence[
     Each rate runs on topics and workers of its own, on state kept from the rates
     before (one Redis namespace, the feed read on): the embedded broker's work per fetch
     grows with how many records a partition holds (docs/benchmarks.md), so on topics
-    shared by every rate the later rates would pay for the earlier ones' records."""
+    shared by every rate the later rates would pay for the earlier ones' records. With
+    ``history``, those transactions and labels are stored first (``store_history``:
+    the state at ``STEADY_FROM``, for a feed from there)."""
     batch = batch or base.batch.max_size
     state = fresh_settings(base, batch).redis
     results = []
     feed = iter(messages)
     try:
+        if history is not None:
+            asyncio.run(store_history(state, *history))
         for rate in rates:
             settings = for_workers(for_kind(fresh_settings(base, batch), kind, jobs), workers).replace(
                 redis={"namespace": state.namespace})
@@ -484,13 +493,15 @@ def _latency_at(settings: Settings, kind: str, rate: float, messages: list[Messa
 
 
 def target_latency(base: Settings, kind: str, messages: list[Message], rate: float, workers: int, runs: int,
-                   seconds: float, log: Path, broker_pid: int | None = None) -> dict[str, Any]:
+                   seconds: float, log: Path, broker_pid: int | None = None,
+                   history: tuple[list[Transaction], list[FraudLabel]] | None = None) -> dict[str, Any]:
     """``rate`` offered to ``workers`` ``runs`` times, each time on topics, workers and
-    state of its own reading ``messages`` from the start (``latency``): each run, and
-    the median and spread of their p50 / p99 / max. One offering of a rate is noisy on
-    these machines; the target is read from the median."""
-    points = [latency(base, kind, messages, [rate], seconds, log, workers=workers, broker_pid=broker_pid)[0]
-              for _ in range(runs)]
+    state of its own (``history`` stored first, if given) reading ``messages`` from the
+    start (``latency``): each run, and the median and spread of their p50 / p99 / max.
+    One offering of a rate is noisy on these machines; the target is read from the
+    median."""
+    points = [latency(base, kind, messages, [rate], seconds, log, workers=workers, broker_pid=broker_pid,
+                      history=history)[0] for _ in range(runs)]
     # a run that lost every input has no latencies: it counts as the slowest
     return {"offered": rate, "workers": workers, "runs": points,
             **{key: spread([math.inf if point[key] is None else point[key] for point in points], digits=1)
@@ -701,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
             "worker_jobs": JOB_OF,  # each kind's workers run its job alone (for_kind)
             # where the workers ran their models, by how many ran at once
             "models_beside_the_loop": {str(n): models_beside_the_loop(for_workers(base, n)) for n in (1, 2)},
+            "naive_models_beside_the_loop": models_beside_the_loop(fresh_settings(base, 1)),
         }
         print("ceilings ...", flush=True)
         results["model_alone"] = model_ceiling(base, backlog, n_clicks)
@@ -746,6 +758,14 @@ def main(argv: list[str] | None = None) -> int:
             target_rate, target_workers = plan.targets[kind]
             results[f"{kind}_target_latency"] = target_latency(base, kind, messages[n:], target_rate, target_workers,
                                                                repeats, seconds, log, broker_pid=broker.pid)
+            if kind == "transactions":
+                # the same from day 40, on a month of state: what a deployment that has run
+                # for a month reads and counts per transaction (the steady-state drain's)
+                print("the target's rate at steady state ...", flush=True)
+                history, labels, steady = steady_transactions(events_offered([target_rate], seconds))
+                results["transactions_target_latency_steady"] = target_latency(
+                    base, kind, steady, target_rate, target_workers, repeats, seconds, log, broker_pid=broker.pid,
+                    history=(history, labels))
     results["cpu_stolen_share"] = stolen_share(started_cpu, cpu_times())
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -180,6 +180,22 @@ def test_a_run_that_offered_the_targets_rates_again_tables_their_median_and_spre
     assert "offered 3 times" not in clicks and "held in" not in clicks  # run b offered the clicks' target once, in its series
 
 
+def test_the_targets_rate_offered_at_steady_state_is_tabled_beside_the_fresh_one(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-07-h.json").read_text())
+    fresh = run["transactions_target_latency"]
+    runs = [{**point, "p99_ms": p99, "windows": [{"p99_ms": p99}]} for point, p99 in zip(fresh["runs"], (95.0, 180.0, 240.0))]
+    run["transactions_target_latency_steady"] = {
+        **fresh, "runs": runs, "p99_ms": {"median": 180.0, "min": 95.0, "max": 240.0, "runs": 3}}
+    write_docs(run, tmp_path, tmp_path)
+    lines = (tmp_path / "benchmarks.md").read_text().splitlines()
+    (row,) = [line for line in lines if line.startswith("| transactions at steady state | 2 | 15,000 | 3 |")]
+    assert "| 180.0 (95.0 – 240.0) |" in row and row.endswith("| 95.0, 180.0, 240.0 | 0, 0, 0 | 1 of 3 |")
+    (target,) = [line for line in lines if line.startswith("| 15,000 transactions/s sustained")]
+    assert target.endswith("; at steady state: p99 180.0 ms (95.0 – 240.0), held in 1 of 3 |")
+
+
 def test_a_rate_counts_as_sustained_only_if_it_and_every_rate_below_it_held(tmp_path: Path) -> None:
     """The targets table once took the highest rate whose p99 was under 100 ms: a rate
     that lost inputs, or whose last 10 s climbed past the limit, or one above a rate
@@ -214,6 +230,16 @@ def test_the_two_workers_drains_have_no_share_of_one_process_ceilings(tmp_path: 
     rows = [line for line in (tmp_path / "benchmarks.md").read_text().splitlines()
             if line.startswith("| engine, two worker processes,")]
     assert len(rows) == 2 and all(row.split(" | ")[3] == "" for row in rows)
+
+
+def test_a_run_says_where_its_naive_agent_ran_the_models(tmp_path: Path) -> None:
+    from bench.report import write_docs
+
+    run = json.loads((Path(__file__).parents[2] / "docs" / "bench-runs" / "2026-12-07-h.json").read_text())
+    write_docs(run, tmp_path, tmp_path)
+    assert "the naive agent ran them" not in (tmp_path / "benchmarks.md").read_text()  # as the run was
+    write_docs({**run, "naive_models_beside_the_loop": {"thread": False, "process": False}}, tmp_path, tmp_path)
+    assert "; the naive agent ran them on its event loop)." in (tmp_path / "benchmarks.md").read_text()
 
 
 def test_latency_is_said_to_end_where_the_run_measured_it(tmp_path: Path) -> None:

@@ -26,6 +26,16 @@ def test_the_naive_agent_has_one_lane_and_no_backlog_batches_and_the_engine_its_
     assert naive.topics.transactions != engine.topics.transactions and naive.redis.namespace != engine.redis.namespace
 
 
+def test_the_naive_agent_runs_its_models_itself_unless_the_environment_says_where() -> None:
+    """One event at a time handed to a thread or a child process costs each event a
+    hand-over that an agent written the plain way would not pay."""
+    base = Settings.from_env({})
+    assert models_beside_the_loop(fresh_settings(base, 1, environ={})) == {"thread": False, "process": False}
+    assert models_beside_the_loop(fresh_settings(base, 512, environ={})) == models_beside_the_loop(base)
+    chosen = fresh_settings(base, 1, environ={"STREAMER_MODELS_PROCESS": "true"})
+    assert models_beside_the_loop(chosen) == {"thread": False, "process": base.models.process}
+
+
 def test_the_workers_measured_run_the_job_of_the_events_offered_unless_told_otherwise() -> None:
     base = Settings.from_env({})
     assert base.worker.runs("fraud") and base.worker.runs("recommend")
@@ -363,3 +373,31 @@ def test_the_clicks_feed_of_no_sequences_is_empty(tmp_path: Path, monkeypatch: p
     empty.write_text("")
     monkeypatch.setattr(bench.run, "BEAUTY", empty)
     assert clicks(5) == []
+
+
+def test_a_latency_run_from_steady_state_stores_the_history_where_its_workers_read_first(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--steady`` and the suite's steady target offerings: the month before is in the
+    state namespace the rates' workers use, before the first rate is offered."""
+    calls: list[tuple[str, str]] = []
+
+    async def stored(redis, transactions, labels) -> None:  # type: ignore[no-untyped-def]
+        calls.append(("stored", redis.namespace))
+
+    async def deleted(redis) -> None:  # type: ignore[no-untyped-def]
+        calls.append(("deleted", redis.namespace))
+
+    def offered(settings, kind, rate, messages, log, workers, broker_pid):  # type: ignore[no-untyped-def]
+        calls.append(("offered", settings.redis.namespace))
+        return {"offered": rate}
+
+    monkeypatch.setattr(bench.run, "store_history", stored)
+    monkeypatch.setattr(bench.run, "delete_namespace", deleted)
+    monkeypatch.setattr(bench.run, "_latency_at", offered)
+    bench.run.latency(Settings.from_env({}), "transactions", [(b"c", b"{}")] * 10, [1.0, 2.0], 1.0, tmp_path / "log",
+                      history=([], []))
+    assert [what for what, _ in calls] == ["stored", "offered", "offered", "deleted"]
+    assert len({namespace for _, namespace in calls}) == 1
+    calls.clear()
+    bench.run.latency(Settings.from_env({}), "transactions", [(b"c", b"{}")] * 10, [1.0], 1.0, tmp_path / "log")
+    assert [what for what, _ in calls] == ["offered", "deleted"]
