@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -45,13 +46,33 @@ FEATURE_NAMES = (
     "TERMINAL_ID_NB_TX_30DAY_WINDOW",
     "TERMINAL_ID_RISK_30DAY_WINDOW",
 )
-FEATURE_SCHEMA_HASH = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()[:16]
+#: ``TX_DURING_NIGHT``: the hour (UTC) is at most this; ``TX_DURING_WEEKEND``: the
+#: weekday (Monday 0) is at least this.
+NIGHT_LAST_HOUR = 6
+WEEKEND_FIRST_DAY = 5
 
 #: A feature row as the engine computes it: the book's 15, and the seconds since the
 #: card's previous transaction (the sequence model's time step; ``NO_PREVIOUS`` when
 #: the card has none within its 30-day state).
 ROW_FIELDS = (*FEATURE_NAMES, "SECONDS_SINCE_PREVIOUS")
 NO_PREVIOUS = 30 * DAY
+
+#: What a model trained on these features learnt them as: the names and every constant
+#: that defines their values. A model's manifest records its hash, and the worker
+#: refuses a model whose hash differs (``FraudScorer``), so a change to a window, the
+#: label delay or the night would not go on scoring with a model trained before it.
+FEATURE_SCHEMA: Mapping[str, object] = {
+    "features": FEATURE_NAMES, "row": ROW_FIELDS, "windows_days": WINDOWS_DAYS, "label_delay_days": DELAY_DAYS,
+    "night_last_hour_utc": NIGHT_LAST_HOUR, "weekend_first_day": WEEKEND_FIRST_DAY, "no_previous_s": NO_PREVIOUS,
+}
+
+
+def schema_hash(schema: Mapping[str, object]) -> str:
+    """A feature schema's hash, as manifests record it."""
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
+
+
+FEATURE_SCHEMA_HASH = schema_hash(FEATURE_SCHEMA)
 
 #: How far back a card's state must reach, and a terminal's.
 CARD_HORIZON = max(WINDOWS_DAYS) * DAY
@@ -273,7 +294,7 @@ def countable(window_ends: Iterable[float]) -> bool:
 def calendar_features(ts: float) -> tuple[float, float]:
     """``TX_DURING_WEEKEND`` and ``TX_DURING_NIGHT`` of an event time (UTC)."""
     moment = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return float(moment.weekday() >= 5), float(moment.hour <= 6)
+    return float(moment.weekday() >= WEEKEND_FIRST_DAY), float(moment.hour <= NIGHT_LAST_HOUR)
 
 
 def transaction_features(

@@ -51,6 +51,20 @@ def test_a_fraud_model_that_disagrees_with_its_manifest_is_refused(tmp_path: Pat
         FraudScorer(edited(SHIPPED.fraud, tmp_path / "fraud", change), provider="cpu")
 
 
+@pytest.mark.parametrize("differs", [{"label_delay_days": 3}, {"windows_days": (1, 7, 28)}, {"night_last_hour_utc": 5},
+                                     {"no_previous_s": 86400.0}])
+def test_a_fraud_model_trained_on_features_defined_otherwise_is_refused(tmp_path: Path, differs: dict[str, Any]) -> None:
+    """The schema hash was of the features' names alone: a model trained with another
+    label delay, window or night loaded, and scored features it never learnt."""
+    from streamer.features.fraud import FEATURE_SCHEMA, schema_hash
+
+    def trained_otherwise(manifest: dict[str, Any], _: Path) -> None:
+        manifest["feature_schema_hash"] = schema_hash({**FEATURE_SCHEMA, **differs})
+
+    with pytest.raises(ConfigurationError, match="feature schema differs"):
+        FraudScorer(edited(SHIPPED.fraud, tmp_path / "fraud", trained_otherwise), provider="cpu")
+
+
 def test_the_shipped_fraud_model_loads_from_a_copy(tmp_path: Path) -> None:
     assert FraudScorer(edited(SHIPPED.fraud, tmp_path / "fraud", lambda *_: None), provider="cpu").sequence_length == 16
 
