@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,3 +123,17 @@ class NextItemRanker:
         """Most popular items the user has not touched, scored by popularity rank."""
         picks = [item for item in self.popular if item not in seen][:k]
         return [(item, 1.0 / (rank + 1)) for rank, item in enumerate(picks)]
+
+
+def load_next_item_models(version: str, model_dir: Path, **options: Any) -> NextItemRanker:
+    """The next-item models in ``model_dir``, if they are of ``version``: what a worker's
+    model process loads (``streamer.worker.main.next_item_process``). A child started
+    again (after one died) loads them from disk anew: were they replaced there under a
+    running worker, the worker's item indices would be another model's, so the child
+    refuses to start (the batch is retried, and a restarted worker loads the new model
+    whole). It lives here, not with the worker, so the child imports this module alone,
+    not Faust and the rest of the worker (about 30 MB)."""
+    ranker = NextItemRanker(model_dir, **options)
+    if ranker.version != version:
+        raise ConfigurationError(f"{model_dir} now holds {ranker.version}; this worker serves {version}: restart it")
+    return ranker

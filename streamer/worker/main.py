@@ -7,16 +7,13 @@ import functools
 import gc
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import faust
 from faust import Worker
 
-from streamer.errors import ConfigurationError
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.model_process import ModelProcess
-from streamer.inference.next_item import NextItemRanker
+from streamer.inference.next_item import NextItemRanker, load_next_item_models
 from streamer.output.sink import KafkaSink
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
 from streamer.features.fraud import DAY, DELAY_DAYS
@@ -66,18 +63,6 @@ def next_item_process(settings: Settings, version: str) -> ModelProcess:
     load = functools.partial(load_next_item_models, version, models.recommend, provider=models.provider,
                              threads=models.threads, fp16=models.fp16, int8=models.int8)
     return ModelProcess(load, "next-item models").start()
-
-
-def load_next_item_models(version: str, model_dir: Path, **options: Any) -> NextItemRanker:
-    """The next-item models in ``model_dir``, if they are of ``version``. A child started
-    again (after one died) loads them from disk anew: were they replaced there under a
-    running worker, the worker's item indices would be another model's, so the child
-    refuses to start (the batch is retried, and a restarted worker loads the new model
-    whole)."""
-    ranker = NextItemRanker(model_dir, **options)
-    if ranker.version != version:
-        raise ConfigurationError(f"{model_dir} now holds {ranker.version}; this worker serves {version}: restart it")
-    return ranker
 
 
 def run_worker(settings: Settings, loglevel: str = "info", build: Callable[[Settings], Runtime] = build_runtime) -> None:

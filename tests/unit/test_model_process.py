@@ -203,6 +203,35 @@ def test_errors_come_back_as_raised_and_an_unreadable_answer_fails_only_its_own_
     assert value == 7 and seen == [7]  # the same child, still answering
 
 
+def test_the_next_item_child_imports_the_models_not_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child unpickles its load function, importing the module that defines it: once
+    the worker's main module, and with it Faust, aiokafka and the fraud models (about 30 MB
+    more in every worker's model process)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from streamer.settings import Settings
+    from streamer.worker.main import next_item_process
+
+    captured: list[object] = []
+
+    class Started:
+        def __init__(self, load: object, name: str) -> None:
+            captured.append(load)
+
+        def start(self) -> Started:
+            return self
+
+    monkeypatch.setattr("streamer.worker.main.ModelProcess", Started)  # only to see what the child is given
+    next_item_process(Settings().replace(models={"provider": "cpu"}), "any-version")
+    (load,) = captured
+    script = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
+              "print(sorted(m for m in ('faust', 'aiokafka', 'streamer.worker.main') if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(load), capture_output=True, check=True)
+    assert imported.stdout.decode().strip() == "[]"
+
+
 def test_a_next_item_child_refuses_models_of_another_version_than_its_workers() -> None:
     """A child started again loads the models from disk: replaced there under a running
     worker, they would rank with another model's item indices."""
