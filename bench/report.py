@@ -149,13 +149,13 @@ def write_docs(results: dict[str, Any], docs: Path, results_dir: Path | None = N
         if target is None:
             return ""
         p99 = target["p99_ms"]
-        held = sum(verdict(run, P99_TARGET_MS) for run in target["runs"])
+        held = runs_held(target)
         steady = results.get(f"{kind}_target_latency_steady")
         return (f"; at {target['offered']:,.0f}/s to {workers_named(target['workers'])}, offered {times(p99['runs'])}: "
                 f"p99 {p99['median']} ms (median; {p99['min']} – {p99['max']}), held in {held} of {len(target['runs'])}"
                 + ("" if steady is None else
                    f"; at steady state: p99 {steady['p99_ms']['median']} ms ({steady['p99_ms']['min']} – "
-                   f"{steady['p99_ms']['max']}), held in {sum(verdict(run, P99_TARGET_MS) for run in steady['runs'])} "
+                   f"{steady['p99_ms']['max']}), held in {runs_held(steady)} "
                    f"of {len(steady['runs'])}"))
 
     def long_share(kind: str, ceiling: float) -> str:
@@ -206,6 +206,11 @@ def _y(value: float | None) -> float:
 def _ms(value: float | None) -> str:
     """A latency cell: none when every input was lost."""
     return "–" if value is None else f"{value}"
+
+
+def runs_held(target: dict[str, Any]) -> int:
+    """How many of a target's offerings held (``bench.load.verdict``)."""
+    return sum(verdict(run, P99_TARGET_MS) for run in target["runs"])
 
 
 def held_up_to(points: list[dict[str, Any]]) -> float:
@@ -304,7 +309,7 @@ def target_section(results: dict[str, Any]) -> list[str]:
         cells = [f"{target[key]['median']} ({target[key]['min']} – {target[key]['max']})" for key in ("p50_ms", "p99_ms", "max_ms")]
         each = ", ".join(_ms(run["p99_ms"]) for run in target["runs"])
         lost = ", ".join(f"{run['lost']:,}" for run in target["runs"])
-        held = sum(verdict(run, P99_TARGET_MS) for run in target["runs"])
+        held = runs_held(target)
         lines.append(f"| {kind} | {target['workers']} | {target['offered']:,.0f} | {target['p99_ms']['runs']} | "
                      + " | ".join(cells) + f" | {each} | {lost} | {held} of {len(target['runs'])} |")
     return lines

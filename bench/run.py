@@ -187,7 +187,13 @@ def for_workers(settings: Settings, workers: int, environ: Mapping[str, str] = o
     except where the environment sets either."""
     if workers < (cores or os.cpu_count() or 1):
         return settings
-    return settings.replace(models={field: False for field, name in BESIDE_THE_LOOP.items() if name not in environ})
+    return settings.replace(models=on_the_loop(environ))
+
+
+def on_the_loop(environ: Mapping[str, str]) -> dict[str, bool]:
+    """The model settings that put a worker's models on its event loop, but for those
+    the environment sets."""
+    return {field: False for field, name in BESIDE_THE_LOOP.items() if name not in environ}
 
 
 def models_beside_the_loop(settings: Settings) -> dict[str, bool]:
@@ -205,7 +211,7 @@ def fresh_settings(base: Settings, batch: int, environ: Mapping[str, str] = os.e
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(**{f.name: f"bench-{getattr(TopicSettings(), f.name)}-{tag}" for f in dataclasses.fields(TopicSettings)})
     batching = {"max_size": batch, **({"lanes": 1, "backlog_size": 1} if batch == 1 else {})}
-    models = {field: False for field, name in BESIDE_THE_LOOP.items() if name not in environ} if batch == 1 else {}
+    models = on_the_loop(environ) if batch == 1 else {}
     return dataclasses.replace(base, topics=topics).replace(
         kafka={"group_id": f"bench-{tag}"}, redis={"namespace": f"bench-{tag}"}, batch=batching, models=models)
 

@@ -9,10 +9,10 @@ The first line is a header, every further line one Kafka record::
 
 ``key``, ``value`` and header values are base64 of the exact bytes (``null`` for a
 missing key, value or header value), so a record round-trips byte for byte;
-``timestamp`` is the record's Kafka timestamp in milliseconds. Records are stored in the order they were
-read: offset order within each partition. A capture is written beside its path
-(``<name>.partial``) and takes the path only once complete: a capture that failed
-midway never reads as a whole one.
+``timestamp`` is the record's Kafka timestamp in milliseconds. Records are stored in the
+order they were read: offset order within each partition. A capture is written beside
+its path (``<name>.partial``) and takes the path only once complete: a capture that
+failed midway never reads as a whole one.
 """
 
 from __future__ import annotations
