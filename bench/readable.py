@@ -98,12 +98,24 @@ class ReadableTimes:
                 if not self._ready.is_set() and all(consumer.highwater(tp) is not None for tp in partitions):
                     self._ready.set()
                 await asyncio.sleep(self.fetch_max_wait_ms / 1000.0)  # they change at most once a fetch
+            await self._answers_after_the_stop(consumer, partitions[0])
             self._note(consumer, partitions)
         except BaseException as error:  # reported by __enter__, or the run's lost outputs
             self._failed = error
             self._ready.set()
         finally:
             await consumer.stop()
+
+    async def _answers_after_the_stop(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                                      timeout_s: float = 5.0) -> None:
+        """Until two more fetch answers came: the consumer has one fetch in flight at a
+        time, so the second was asked after the stop, and its watermarks cover whatever
+        was written before it (what the run read before it ended the watch)."""
+        deadline = time.monotonic() + timeout_s
+        for _ in range(2):
+            last = consumer.last_poll_timestamp(tp)
+            while consumer.last_poll_timestamp(tp) == last and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
 
     def _note(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
