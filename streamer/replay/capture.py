@@ -5,6 +5,12 @@ first fetch response for it (the embedded broker answers ListOffsets "latest" wr
 fetch responses rightly), unless ``follow`` is set; time bounds filter on the records'
 own timestamps (``offsets_for_times`` is not trusted either), so a ``to_ms`` bound
 ends a partition at its first record at or past it.
+
+Where a partition holds no record at the offset asked for, a Kafka broker answers
+OffsetOutOfRange and the capture goes on where ``restart_at`` says; the embedded broker
+answers an empty fetch, whose high watermark ends the partition. The consumer resets no
+offset itself: aiokafka's "earliest" would capture a whole partition asked for from past
+its end.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from streamer.errors import ConfigurationError
 from streamer.replay.capture_file import CapturedRecord, CaptureWriter
@@ -40,6 +47,17 @@ class CaptureBounds:
     """Keep reading past the high watermark seen at the start (until Ctrl-C or count)."""
 
 
+def restart_at(offset: int, first: int, follow: bool) -> str | None:
+    """Where a capture goes on in a partition whose fetch at ``offset`` was out of range,
+    the partition's first kept record being at ``first``: ``"first"`` when the records
+    from ``offset`` on begin there (those before were deleted), ``"end"`` when ``offset``
+    is past the end and the capture follows (records below ``offset`` skipped until it is
+    reached), None when it is past the end and the partition is done."""
+    if offset < first:
+        return "first"
+    return "end" if follow else None
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str], only: Sequence[int] | None) -> list[TopicPartition]:
     chosen: list[TopicPartition] = []
     for topic in dict.fromkeys(topics):  # a topic named twice is captured once
@@ -52,6 +70,22 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str], only: S
                                      f"(it has {len(found)})")
         chosen += [TopicPartition(topic, p) for p in sorted(found) if only is None or p in only]
     return chosen
+
+
+async def seek_past_out_of_range(consumer: AIOKafkaConsumer, error: OffsetOutOfRangeError, follow: bool) -> set[TopicPartition]:
+    """Seek each partition of an OffsetOutOfRange error where ``restart_at`` says;
+    returns those that are done."""
+    done = set()
+    for tp, offset in error.args[0].items():
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        where = restart_at(offset, first, follow)
+        if where == "first":
+            consumer.seek(tp, first)
+        elif where == "end":
+            await consumer.seek_to_end(tp)
+        else:
+            done.add(tp)
+    return done
 
 
 async def capture(
@@ -67,7 +101,7 @@ async def capture(
     """Capture the records; returns how many were written."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=5,
-        auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+        auto_offset_reset="none", max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()
     source = {"bootstrap_servers": bootstrap_servers, "topics": list(topics), "partitions": partitions,
@@ -85,7 +119,12 @@ async def capture(
         last_report = time.monotonic()
         with CaptureWriter(out, source, time.time()) as writer:
             while len(done) < len(tps) and not (stop and stop.is_set()):
-                batches = await consumer.getmany(*[tp for tp in tps if tp not in done], timeout_ms=200, max_records=5000)
+                try:
+                    batches = await consumer.getmany(*[tp for tp in tps if tp not in done], timeout_ms=200,
+                                                     max_records=5000)
+                except OffsetOutOfRangeError as error:
+                    done.update(await seek_past_out_of_range(consumer, error, bounds.follow))
+                    continue
                 for tp in tps:
                     high = consumer.highwater(tp)
                     if tp not in end and high is not None and not bounds.follow:
@@ -98,6 +137,8 @@ async def capture(
                         if bounds.to_ms is not None and r.timestamp >= bounds.to_ms:
                             done.add(tp)
                             break
+                        if bounds.from_offset is not None and r.offset < bounds.from_offset:
+                            continue  # followed from the end, up to the offset asked for
                         if bounds.from_ms is not None and r.timestamp < bounds.from_ms:
                             continue
                         writer.write(CapturedRecord(

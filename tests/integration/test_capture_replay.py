@@ -8,11 +8,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from streamer.embedded import EmbeddedBroker
 from streamer.errors import ConfigurationError
-from streamer.replay.capture import CaptureBounds, capture
+from streamer.replay.capture import CaptureBounds, seek_past_out_of_range, capture
 from streamer.replay.capture_file import read_capture
 from streamer.replay.replay import replay
 from streamer.worker.topics import delete_topics, ensure_topics
@@ -88,6 +89,59 @@ def test_capture_stops_at_the_end_seen_while_producers_write(broker: EmbeddedBro
 
     count = asyncio.run(scenario())
     assert 200 <= count < 2200
+
+
+def test_capture_from_an_offset_starts_there_and_past_the_end_captures_nothing(
+        broker: EmbeddedBroker, topic: str, tmp_path: Path) -> None:
+    bootstrap = broker.bootstrap_servers
+    asyncio.run(_produce_live(bootstrap, topic, 40))
+    everything = tmp_path / "all.jsonl.gz"
+    asyncio.run(capture(bootstrap, [topic], everything, partitions=[0]))
+    end = 1 + max(r.offset for r in read_capture(everything))
+    assert end >= 10
+
+    part = tmp_path / "part.jsonl.gz"
+    assert asyncio.run(capture(bootstrap, [topic], part, partitions=[0], bounds=CaptureBounds(from_offset=4))) == end - 4
+    assert [r.offset for r in read_capture(part)] == list(range(4, end))
+
+    past = asyncio.wait_for(capture(bootstrap, [topic], tmp_path / "past.jsonl.gz", bounds=CaptureBounds(from_offset=10_000)), 30)
+    assert asyncio.run(past) == 0
+
+    async def followed() -> list[int]:
+        """Following from 3 past the end: the first records captured are those at that offset and after."""
+        out = tmp_path / "follow.jsonl.gz"
+        task = asyncio.create_task(capture(bootstrap, [topic], out, partitions=[0],
+                                           bounds=CaptureBounds(from_offset=end + 3, count=2, follow=True)))
+        await asyncio.sleep(0.5)
+        await _produce_live(bootstrap, topic, 40)  # about 20 more in partition 0
+        assert await asyncio.wait_for(task, 30) == 2
+        return [r.offset for r in read_capture(out)]
+
+    assert asyncio.run(followed()) == [end + 3, end + 4]
+
+
+def test_an_out_of_range_error_seeks_the_first_record_kept_or_ends_the_partition(broker: EmbeddedBroker, topic: str) -> None:
+    """What a Kafka broker answers for an offset it holds no record at (the embedded
+    broker answers an empty fetch, and keeps every record from offset 0): the error
+    aiokafka raises then, handled against the real broker's offsets."""
+    bootstrap = broker.bootstrap_servers
+    asyncio.run(_produce_live(bootstrap, topic, 10))
+
+    async def handled() -> tuple[set[TopicPartition], int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="none")
+        await consumer.start()
+        try:
+            before, past = TopicPartition(topic, 0), TopicPartition(topic, 1)
+            consumer.assign([before, past])
+            consumer.seek(before, 7)
+            done = await seek_past_out_of_range(consumer, OffsetOutOfRangeError({before: -3, past: 10_000}), follow=False)
+            return done, await consumer.position(before)
+        finally:
+            await consumer.stop()
+
+    done, position = asyncio.run(handled())
+    assert done == {TopicPartition(topic, 1)}  # past the end: nothing to capture there
+    assert position == 0  # before the first record kept: from there
 
 
 @pytest.mark.redis

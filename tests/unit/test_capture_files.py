@@ -75,3 +75,12 @@ def test_sequence_import_holds_out_and_keeps_order(tmp_path: Path) -> None:
     stamps = [r.timestamp for r in read_capture(out)]
     assert stamps == sorted(stamps) and len(set(stamps)) == 3
     assert import_sequences(data, out, hold_out=3) == 0  # none is left of users this short
+
+
+def test_an_offset_out_of_range_restarts_at_the_first_record_kept_or_ends_the_partition() -> None:
+    from streamer.replay.capture import restart_at
+
+    assert restart_at(5, first=100, follow=False) == "first"  # records from 5 on were deleted up to 100
+    assert restart_at(5, first=100, follow=True) == "first"
+    assert restart_at(500, first=100, follow=False) is None  # past the end: nothing to capture
+    assert restart_at(500, first=100, follow=True) == "end"  # past the end: wait there for offset 500
