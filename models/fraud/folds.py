@@ -14,7 +14,11 @@ the week. Compared, on the same online features (computed by the serving code):
 * ``two-layers``: the transformer with two BERT layers, as shipped until 2026-12-05 (its
   encoder runs about 2.6x slower in ONNX Runtime than the one layer's, which is computed
   at the summary token alone: ``models.last_position``);
-* ``gbt``: gradient-boosted trees over the 15 features (whose score the others read).
+* ``gbt``: gradient-boosted trees over the 15 features (whose score the others read);
+* ``oof-trees``: the transformer fine-tuned on out-of-fold trees' scores: each training
+  row's score from trees fitted without its block of the training weeks
+  (``out_of_fold``), not from the trees fitted on it. The test rows read the same trees
+  as the other variants.
 
 Each model is scored on two test sets of its week: the book's (``book_test_set``: each
 day without the cards known to be compromised by then, as the book's
@@ -31,8 +35,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +49,8 @@ from streamer.datasets import FRAUD_CSV
 from streamer.features.fraud import FEATURE_NAMES
 
 FOLDS = ("2018-07-04", "2018-07-11", "2018-07-18", "2018-07-25")
-VARIANTS = ("transformer", "no-pretraining", "no-sequence", "no-trees", "two-layers", "gbt")
+VARIANTS = ("transformer", "no-pretraining", "no-sequence", "no-trees", "two-layers", "gbt", "oof-trees")
+OOF_BLOCKS = 4
 
 
 def day(text: str) -> float:
@@ -72,6 +79,16 @@ def fit_trees(data: dict[str, np.ndarray], train: np.ndarray, args: argparse.Nam
     x_train, y_train = with_cold_starts(x[train], data["y"][train], 0.05, args.seed)
     trees, _ = fit(x_train, y_train, epochs=args.gbt_rounds, seed=args.seed)
     return trees, time.monotonic() - started
+
+
+def out_of_fold(fit_without: Callable[[np.ndarray], Any], x: np.ndarray, rows: np.ndarray, blocks: int) -> np.ndarray:
+    """A score for each of ``rows`` from a model that never saw it: ``rows`` split into
+    ``blocks`` contiguous blocks, each scored by ``fit_without`` (the rows to fit on,
+    every block but its own) at ``x``'s rows."""
+    scores = np.empty(len(rows))
+    for block in np.array_split(np.arange(len(rows)), blocks):
+        scores[block] = fit_without(np.delete(rows, block)).predict(x[rows[block]])
+    return scores
 
 
 def fit_network(variant: str, data: dict[str, np.ndarray], seqs: sequence.CardSequences, train: np.ndarray,
@@ -127,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants:
             if variant == "gbt":
                 scores, seconds = seqs.tree_scores[test], tree_seconds
+            elif variant == "oof-trees":
+                started = time.monotonic()
+                in_sample = seqs.tree_scores[train]
+                seqs.tree_scores[train] = out_of_fold(lambda rows: fit_trees(data, rows, args)[0],
+                                                      data["x"][:, : len(FEATURE_NAMES)], train, OOF_BLOCKS)
+                model, _ = fit_network(variant, data, seqs, train, unlabeled, trees, args)
+                seqs.tree_scores[train] = in_sample
+                scores, seconds = sequence.predict(model, seqs, test), time.monotonic() - started
             else:
                 model, seconds = fit_network(variant, data, seqs, train, unlabeled, trees, args)
                 scores = sequence.predict(model, seqs, test)

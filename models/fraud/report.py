@@ -25,6 +25,7 @@ NAMES = {
     "no-trees": "the transformer without the trees' score",
     "two-layers": "the transformer with two BERT layers (shipped until 2026-12-05)",
     "gbt": "gradient-boosted trees, 15 features (project baseline)",
+    "oof-trees": "the transformer fine-tuned on out-of-fold trees' scores",
 }
 METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
 

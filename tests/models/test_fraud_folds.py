@@ -1,10 +1,11 @@
-"""The book's test set in ``models.fraud.folds``: the cards known to be compromised removed."""
+"""``models.fraud.folds``: the book's test set (the cards known to be compromised
+removed), and out-of-fold scores."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.fraud.folds import book_test_set
+from models.fraud.folds import book_test_set, out_of_fold
 from models.fraud.train import DAY
 
 START = 100 * DAY  # a test week's first day
@@ -34,6 +35,31 @@ def test_each_test_day_drops_the_cards_whose_fraud_was_known_by_its_start() -> N
     assert by_day[0] == by_day[1] == by_day[2] == {"known-later", "too-old", "genuine"}
     assert all(by_day[day] == {"too-old", "genuine"} for day in range(3, 7))
     assert list(kept) == sorted(kept)  # in time order, as the week's rows
+
+
+def test_out_of_fold_scores_each_row_by_a_model_fitted_without_it() -> None:
+    class Memory:
+        """Scores a row 1 if it was among the rows fitted on, else 0."""
+
+        def __init__(self, fitted: np.ndarray) -> None:
+            self.fitted = set(fitted.tolist())
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.array([float(row in self.fitted) for row in x[:, 0].tolist()])
+
+    x = np.arange(100, dtype=float)[:, None]  # a row's one feature is its index
+    rows = np.arange(10, 90, 2)
+    fits: list[np.ndarray] = []
+
+    def fit_without(fitted: np.ndarray) -> Memory:
+        fits.append(fitted)
+        return Memory(fitted)
+
+    scores = out_of_fold(fit_without, x, rows, blocks=4)
+
+    assert scores.tolist() == [0.0] * len(rows)  # no row scored by a model that saw it
+    assert len(fits) == 4 and all(len(f) == 30 for f in fits)  # each fitted on the other three blocks
+    assert sorted(np.concatenate([np.setdiff1d(rows, f) for f in fits]).tolist()) == rows.tolist()
 
 
 def test_training_refuses_validation_rows_before_its_labels_arrive(tmp_path) -> None:  # type: ignore[no-untyped-def]
