@@ -13,7 +13,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from streamer.embedded import EmbeddedBroker
 from streamer.errors import ConfigurationError
-from streamer.replay.capture import CaptureBounds, seek_past_out_of_range, capture
+from streamer.replay.capture import CaptureBounds, capture, seek_past_out_of_range
 from streamer.replay.capture_file import read_capture
 from streamer.replay.replay import replay
 from streamer.worker.topics import delete_topics, ensure_topics
