@@ -10,9 +10,9 @@ previous batch's second one runs, and its second while the previous batch's thir
    items (one round trip): what the next batch reads;
 2. one encoder call for all clicks (a cached embedding of the same event and model is
    reused) → one ranker call excluding the items each user already touched: in the
-   worker's model process when it has one (``encode_and_rank``; the first step sends it
-   the job, so the child starts on it once the batch before is ranked), else on its
-   inference thread;
+   worker's model process when it has one (``encode_and_rank``, which lives with the
+   models in ``streamer.inference.next_item``; the first step sends it the job, so the
+   child starts on it once the batch before is ranked), else on its inference thread;
 3. write the users' new embeddings (one round trip) → one recommendation per click,
    and a dead letter per bad message. A ranking arrives from step 2 as the record's
    ``items`` already in JSON (``published_items``), so the event loop only wraps it.
@@ -34,18 +34,13 @@ import orjson
 
 from streamer.events import Click, RankingRequest, decode_all, decode_click, decode_ranking_request, encode
 from streamer.inference.model_process import ModelProcess
-from streamer.inference.next_item import NextItemRanker, Ranked
+from streamer.inference.next_item import NextItemRanker, Ranking, encode_and_rank, published_items
 from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
-from streamer.records import SCORE_DECIMALS, OutputRecord, SourceRecord, published_score
+from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
 from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
-
-
-#: What ``encode_and_rank`` gives: the rankings by row (``published_items``), the rows
-#: encoded, their embeddings.
-Ranking = tuple[dict[int, bytes], list[int], np.ndarray]
 
 
 def history_until(state: UserState, click: Click) -> tuple[list[str], set[str]]:
@@ -196,35 +191,8 @@ class RankingRequestPipeline(_UserPipeline):
         return outputs
 
 
-def encode_and_rank(ranker: NextItemRanker, top_k: int, sequences: Sequence[list[int]], excluded: Sequence[list[int]],
-                    cached: Sequence[np.ndarray | None]) -> Ranking:
-    """The rankings by row (a click, or a ranking request's user), for every row with a
-    cached embedding or a history, as ``published_items``; and the rows encoded (one
-    encoder call for those without a cached embedding) with their embeddings, one each.
-    Runs in a model process too, so it takes and gives arrays, plain lists and bytes."""
-    encoded = [i for i, seq in enumerate(sequences) if seq and cached[i] is None]
-    fresh = (ranker.encode([sequences[i] for i in encoded]) if encoded
-             else np.empty((0, ranker.embedding_dim), dtype=np.float32))
-    vectors = list(cached)
-    for row, i in enumerate(encoded):
-        vectors[i] = fresh[row]
-    ranked_rows = [i for i, v in enumerate(vectors) if v is not None]
-    if not ranked_rows:
-        return {}, encoded, fresh
-    embeddings = np.stack([vectors[i] for i in ranked_rows]).astype(np.float32)  # type: ignore[misc]
-    ranked = ranker.rank(embeddings, [excluded[i] for i in ranked_rows], top_k, decimals=SCORE_DECIMALS)
-    return {row: published_items(listed, rounded=True) for row, listed in zip(ranked_rows, ranked)}, encoded, fresh
-
-
 def seen_items(state: UserState) -> set[str]:
     return {item for _, _, item in state.sequence} | set(state.seen)
-
-
-def published_items(listed: Ranked, rounded: bool = False) -> bytes:
-    """A ranking as a ``recommendations`` record's ``items``, in JSON; its scores are
-    rounded to the published decimals unless ``rounded`` says they already are."""
-    return orjson.dumps([{"item_id": item, "score": score if rounded else published_score(score)}
-                         for item, score in listed])
 
 
 def recommendation(event: Click | RankingRequest, items: bytes, version: str, source: str) -> dict[str, Any]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import pickle
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -448,6 +453,49 @@ async def test_ranking_requests_run_their_models_in_the_model_process(ranker: Ne
     assert calls == []
     assert [o.value for o in got] == [o.value for o in expected]
     assert [orjson.loads(o.value)["source"] for o in got] == ["cached", "model", "popular"]
+
+
+class RecordedCalls:
+    """Stands in for a model process: runs each call submitted on the given models, in
+    this process, and keeps it as it would have been sent (pickled)."""
+
+    def __init__(self, models: NextItemRanker) -> None:
+        self.models = models
+        self.sent: list[bytes] = []
+
+    async def submit(self, call: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        self.sent.append(pickle.dumps((call, args)))
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        answer.set_result(call(self.models, *args))
+        return answer
+
+
+async def test_the_calls_sent_to_a_next_item_child_import_nothing_its_models_did_not(
+        ranker: NextItemRanker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child imports the module of each function it is sent, at its first call: a
+    ranking job defined with the pipelines imported about 150 modules more there (redis,
+    multiprocessing, ...), about 85 ms that held up a restarted worker's first batch of
+    clicks (docs/benchmarks.md, 2026-12-07 from 20:19 UTC)."""
+    from streamer.worker import main
+
+    loads: list[object] = []
+    monkeypatch.setattr(main, "ModelProcess", lambda load, name: loads.append(load) or SimpleNamespace(start=lambda: None))
+    main.next_item_process(SETTINGS.replace(models={"provider": "cpu"}), ranker.version)
+    calls = RecordedCalls(ranker)
+    store = InMemoryStateStore()
+    await RecommendPipeline(ranker, store, SETTINGS, calls).process(  # type: ignore[arg-type]
+        records("clickstream", [click(i, "u", item) for i, item in enumerate(ranker.items[1:3])]))
+    ask = orjson.dumps({"request_id": "r", "user_id": "u", "timestamp": format_time(T0 + 9)})
+    await RankingRequestPipeline(ranker, store, SETTINGS, calls).process(  # type: ignore[arg-type]
+        records("recommend-requests", [ask]))
+    assert len(calls.sent) == 2
+
+    script = ("import pickle, sys; load, calls = pickle.loads(sys.stdin.buffer.read()); pickle.loads(load); "
+              "loaded = set(sys.modules); "
+              "[pickle.loads(call) for call in calls]; print(sorted(set(sys.modules) - loaded))")
+    child = subprocess.run([sys.executable, "-c", script], input=pickle.dumps((pickle.dumps(loads[0]), calls.sent)),
+                           capture_output=True, check=True)
+    assert child.stdout.decode().strip() == "[]"
 
 
 class Flaky:
