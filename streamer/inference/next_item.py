@@ -11,6 +11,9 @@ history padded to any width that holds it, and costs about in proportion to the 
 so a batch is encoded in groups of similar length, each padded only to its bucket
 (``WIDTHS``) rather than to ``max_len``. An older encoder of fixed width is run at that width.
 
+``encode_and_rank`` is a batch's whole next-item job, as a worker's model process runs
+it: it lives here, with the models, so the process imports nothing more to run it.
+
 On the CPU provider the int8 graphs a manifest lists (``models.recommend.quantize``:
 fixed activation scales, so a user's recommendations do not depend on the batch) run
 instead, unless ``int8`` is off; the version then ends in ``+int8``.

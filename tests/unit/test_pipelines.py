@@ -22,11 +22,10 @@ from streamer.errors import DependencyError, InvalidEvent
 from streamer.events import Click, decode_transaction, encode, format_time, parse_time
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.model_process import ModelProcess
-from streamer.inference.next_item import NextItemRanker
+from streamer.inference.next_item import NextItemRanker, encode_and_rank, published_items
 from streamer.output.sink import Delivery, ListSink, publish
 from streamer.pipeline.fraud import FraudPipeline, LabelPipeline
-from streamer.pipeline.recommend import (RankingRequestPipeline, RecommendPipeline, encode_and_rank, published_items,
-                                         recommendation)
+from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipeline, recommendation
 from streamer.records import SCORE_DECIMALS, SCORE_TOLERANCE, OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
