@@ -29,6 +29,16 @@ def sample_histories() -> list[list[str]]:
     return [items[: n + 1] for items in users for n in range(len(items))]
 
 
+def test_only_the_valid_split_decides_whether_int8_ships() -> None:
+    """The test split is reported, not consulted: a fall there alone does not stop the
+    int8 graphs, one on the valid split does."""
+    float32 = {"valid": {"hr@10": 0.100, "ndcg@10": 0.060}, "test": {"hr@10": 0.080, "ndcg@10": 0.050}}
+    worse_on_test = {"valid": {"hr@10": 0.100, "ndcg@10": 0.060}, "test": {"hr@10": 0.070, "ndcg@10": 0.040}}
+    worse_on_valid = {"valid": {"hr@10": 0.098, "ndcg@10": 0.060}, "test": {"hr@10": 0.080, "ndcg@10": 0.050}}
+    assert Q.shortfalls(float32, worse_on_test, 0.01) == []
+    assert Q.shortfalls(float32, worse_on_valid, 0.01) == ["valid hr@10: 0.09800 against 0.10000"]
+
+
 def test_the_shipped_int8_graphs_kept_the_evaluation_and_give_a_row_the_same_result_in_any_batch(manifest: dict) -> None:
     int8 = manifest["int8"]
     assert (MODEL / int8["encoder"]).is_file() and (MODEL / int8["ranker"]).is_file()
