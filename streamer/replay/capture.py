@@ -75,12 +75,13 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str], only: S
 async def seek_past_out_of_range(consumer: AIOKafkaConsumer, error: OffsetOutOfRangeError, follow: bool) -> set[TopicPartition]:
     """Seek each partition of an OffsetOutOfRange error where ``restart_at`` says;
     returns those that are done."""
+    out_of_range: dict[TopicPartition, int] = error.args[0]
+    firsts = await consumer.beginning_offsets(list(out_of_range))  # one request for them all
     done = set()
-    for tp, offset in error.args[0].items():
-        first = (await consumer.beginning_offsets([tp]))[tp]
-        where = restart_at(offset, first, follow)
+    for tp, offset in out_of_range.items():
+        where = restart_at(offset, firsts[tp], follow)
         if where == "first":
-            consumer.seek(tp, first)
+            consumer.seek(tp, firsts[tp])
         elif where == "end":
             await consumer.seek_to_end(tp)
         else:
