@@ -14,6 +14,7 @@ from pathlib import Path
 
 import faust
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamer.embedded import die_with_parent
@@ -38,6 +39,25 @@ def idle_app(on_rebalance: Iterable[Callable[[], None]] = (), settings: Settings
     pipeline = NoOutputs()
     return build_app(Runtime(settings or Settings.from_env({}), ListSink(), pipeline, pipeline, pipeline, pipeline,
                              tuple(on_rebalance)))
+
+
+def next_item_child_load(monkeypatch: pytest.MonkeyPatch, settings: Settings, version: str) -> object:
+    """What ``next_item_process`` gives its model process to load, without starting one."""
+    from streamer.worker import main
+
+    loads: list[object] = []
+
+    class NotStarted:
+        def __init__(self, load: object, name: str) -> None:
+            loads.append(load)
+
+        def start(self) -> NotStarted:
+            return self
+
+    monkeypatch.setattr(main, "ModelProcess", NotStarted)
+    main.next_item_process(settings, version)
+    (load,) = loads
+    return load
 
 
 def load_jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]

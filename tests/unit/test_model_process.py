@@ -212,20 +212,9 @@ def test_the_next_item_child_imports_the_models_not_the_worker(monkeypatch: pyte
     import sys
 
     from streamer.settings import Settings
-    from streamer.worker.main import next_item_process
+    from tests.support import next_item_child_load
 
-    captured: list[object] = []
-
-    class Started:
-        def __init__(self, load: object, name: str) -> None:
-            captured.append(load)
-
-        def start(self) -> Started:
-            return self
-
-    monkeypatch.setattr("streamer.worker.main.ModelProcess", Started)  # only to see what the child is given
-    next_item_process(Settings().replace(models={"provider": "cpu"}), "any-version")
-    (load,) = captured
+    load = next_item_child_load(monkeypatch, Settings().replace(models={"provider": "cpu"}), "any-version")
     script = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
               "print(sorted(m for m in ('faust', 'aiokafka', 'streamer.worker.main') if m in sys.modules))")
     imported = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(load), capture_output=True, check=True)

@@ -11,7 +11,6 @@ import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from streamer.state.memory import InMemoryStateStore
 from streamer.state.store import CachedEmbedding
 from streamer.worker.app import prepare_batch, process_batch, publish_batch
 from streamer.worker.batching import Finish, Infer, every_step
-from tests.support import DATA, load_jsonl
+from tests.support import DATA, load_jsonl, next_item_child_load
 
 SETTINGS = Settings.from_env()
 T0 = 1533081600.0
@@ -475,11 +474,7 @@ async def test_the_calls_sent_to_a_next_item_child_import_nothing_its_models_did
     ranking job defined with the pipelines imported about 150 modules more there (redis,
     multiprocessing, ...), about 85 ms that held up a restarted worker's first batch of
     clicks (docs/benchmarks.md, 2026-12-07 from 20:19 UTC)."""
-    from streamer.worker import main
-
-    loads: list[object] = []
-    monkeypatch.setattr(main, "ModelProcess", lambda load, name: loads.append(load) or SimpleNamespace(start=lambda: None))
-    main.next_item_process(SETTINGS.replace(models={"provider": "cpu"}), ranker.version)
+    load = next_item_child_load(monkeypatch, SETTINGS.replace(models={"provider": "cpu"}), ranker.version)
     calls = RecordedCalls(ranker)
     store = InMemoryStateStore()
     await RecommendPipeline(ranker, store, SETTINGS, calls).process(  # type: ignore[arg-type]
@@ -492,7 +487,7 @@ async def test_the_calls_sent_to_a_next_item_child_import_nothing_its_models_did
     script = ("import pickle, sys; load, calls = pickle.loads(sys.stdin.buffer.read()); pickle.loads(load); "
               "loaded = set(sys.modules); "
               "[pickle.loads(call) for call in calls]; print(sorted(set(sys.modules) - loaded))")
-    child = subprocess.run([sys.executable, "-c", script], input=pickle.dumps((pickle.dumps(loads[0]), calls.sent)),
+    child = subprocess.run([sys.executable, "-c", script], input=pickle.dumps((pickle.dumps(load), calls.sent)),
                            capture_output=True, check=True)
     assert child.stdout.decode().strip() == "[]"
 
