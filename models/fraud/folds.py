@@ -147,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             elif variant == "oof-trees":
                 started = time.monotonic()
                 in_sample = seqs.tree_scores[train]
-                seqs.tree_scores[train] = out_of_fold(lambda rows: fit_trees(data, rows, args)[0],
-                                                      data["x"][:, : len(FEATURE_NAMES)], train, OOF_BLOCKS)
-                model, _ = fit_network(variant, data, seqs, train, unlabeled, trees, args)
-                seqs.tree_scores[train] = in_sample
+                try:  # the variants after this one read the in-sample scores again
+                    seqs.tree_scores[train] = out_of_fold(lambda rows: fit_trees(data, rows, args)[0],
+                                                          data["x"][:, : len(FEATURE_NAMES)], train, OOF_BLOCKS)
+                    model, _ = fit_network(variant, data, seqs, train, unlabeled, trees, args)
+                finally:
+                    seqs.tree_scores[train] = in_sample
                 scores, seconds = sequence.predict(model, seqs, test), time.monotonic() - started
             else:
                 model, seconds = fit_network(variant, data, seqs, train, unlabeled, trees, args)
