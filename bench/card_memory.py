@@ -21,7 +21,7 @@ import tracemalloc
 import numpy as np
 
 from streamer.features.fraud import CardHistory
-from streamer.state.store import CARD_ROWS_CAP, ROW_WIDTH, CardState
+from streamer.state.interface import CARD_ROWS_CAP, ROW_WIDTH, CardState
 
 T0 = 1533081600.0
 

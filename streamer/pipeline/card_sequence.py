@@ -22,7 +22,7 @@ import numpy as np
 from streamer.events import Transaction
 from streamer.features.fraud import held_at, key_position
 from streamer.inference.fraud_scorer import FraudScorer
-from streamer.state.store import ROW_BYTES, CardState, row_bytes
+from streamer.state.interface import ROW_BYTES, CardState, row_bytes
 
 Sequences = tuple[np.ndarray, np.ndarray]
 """The encoder's input for a batch: rows ``(batch, L, width)``, left-padded, and which are valid ``(batch, L)``."""

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from streamer.records import SourceRecord
-from streamer.state.store import Progress, StreamProgress, StateStore
+from streamer.state.interface import Progress, StateStore, StreamProgress
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from streamer.pipeline.event_clock import EventClock, progress_of, received_by
 from streamer.records import OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.card_cache import CardCache
-from streamer.state.store import CARD_ROWS_CAP, CardState, Progress, StateStore, StreamProgress
+from streamer.state.interface import CARD_ROWS_CAP, CardState, Progress, StateStore, StreamProgress
 from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
 
 

@@ -39,7 +39,7 @@ from streamer.inference.runner import off_the_loop
 from streamer.output.dead_letter import dead_letter
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
-from streamer.state.store import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
+from streamer.state.interface import CachedEmbedding, StateStore, UserState, UserUpdate, replaces
 from streamer.worker.batching import Finish, Infer, every_step, finished, inferred
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import base64
 import gzip
-from collections.abc import Iterable, Iterator
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -128,3 +129,12 @@ def read_capture(path: Path) -> Iterator[CapturedRecord]:
         for line in handle:
             if line.strip():
                 yield record_from_json(orjson.loads(line))
+
+
+def merged(paths: Sequence[Path]) -> Iterator[CapturedRecord]:
+    """All records of the captures in timestamp order, each source partition in its own order."""
+    streams: dict[tuple[int, str, int], list[CapturedRecord]] = {}
+    for n, path in enumerate(paths):
+        for record in read_capture(path):
+            streams.setdefault((n, record.topic, record.partition), []).append(record)
+    return heapq.merge(*streams.values(), key=lambda r: r.timestamp)

@@ -19,12 +19,11 @@ import orjson
 from streamer.errors import InvalidEvent
 from streamer.events import decode_label, decode_transaction
 from streamer.records import SCORE_TOLERANCE, OutputRecord, SourceRecord
-from streamer.replay.capture_file import CapturedRecord
-from streamer.replay.replay import merged
+from streamer.pipeline.interface import Pipeline
+from streamer.replay.capture_file import CapturedRecord, merged
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
-from streamer.state.store import StateStore
-from streamer.worker.app import Pipeline
+from streamer.state.interface import StateStore
 
 
 #: Output fields that say how a run went, not what the events were: when an output was

@@ -22,7 +22,6 @@ some ten thousand batches.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,16 +29,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from streamer.output.sink import send_batched, topic_partitions
-from streamer.replay.capture_file import CapturedRecord, read_capture
-
-
-def merged(paths: Sequence[Path]) -> Iterator[CapturedRecord]:
-    """All records of the captures in timestamp order, each source partition in its own order."""
-    streams: dict[tuple[int, str, int], list[CapturedRecord]] = {}
-    for n, path in enumerate(paths):
-        for record in read_capture(path):
-            streams.setdefault((n, record.topic, record.partition), []).append(record)
-    return heapq.merge(*streams.values(), key=lambda r: r.timestamp)
+from streamer.replay.capture_file import CapturedRecord, merged, read_capture
 
 
 def chunks(records: Iterable[CapturedRecord], speed: float, chunk_records: int, pace_step_s: float,

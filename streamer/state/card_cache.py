@@ -43,7 +43,7 @@ import numpy as np
 
 from streamer.events import Transaction
 from streamer.features.fraud import CARD_HORIZON
-from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, CardState, TimeRange, row_bytes
+from streamer.state.interface import CARD_ROWS_CAP, PRUNE_GRACE, CardState, TimeRange, row_bytes
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from streamer.events import FraudLabel, Transaction
 from streamer.features.fraud import (
     AFTER_EVERY_ID, CARD_HORIZON, TERMINAL_HORIZON, CardHistory, TerminalCounts, TerminalHistory, window_counts,
 )
-from streamer.state.store import (
+from streamer.state.interface import (
     CARD_ROWS_CAP, PRUNE_GRACE, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, CardState, FeatureRows, FraudState, Progress,
     StreamProgress, TimeRange, UserState, UserUpdate, replaces, row_bytes,
 )

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import faust
 from faust.sensors.monitor import Monitor
@@ -46,6 +46,7 @@ import streamer.worker.transport as streamer_transport
 from streamer.errors import DependencyError, InvalidEvent
 from streamer.output.dead_letter import dead_letter
 from streamer.output.sink import Sink, publish
+from streamer.pipeline.interface import Pipeline, Staged
 from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.worker.batching import Batcher, Finish, Infer, finished, inferred
@@ -59,22 +60,6 @@ T = TypeVar("T")
 #: fetching that partition; Faust's default of 4,096 counts messages, and a run holds up
 #: to a fetch's records.
 STREAM_BUFFER_RUNS = 16
-
-
-class Pipeline(Protocol):
-    async def process(self, records: Sequence[SourceRecord]) -> list[OutputRecord]: ...
-
-
-class Staged(Pipeline, Protocol):
-    """A pipeline whose ``process`` runs in three steps, which a worker lets overlap with
-    the neighbouring batches' (``streamer.worker.batching``)."""
-
-    async def prepare(self, records: Sequence[SourceRecord]) -> Infer[list[OutputRecord]]:
-        """The first step: the batch's state read, and what the next batch reads
-        written. Returns the second step (the models), which must run before the next
-        batch's second step and returns the third (the rest of the state, the outputs),
-        which must run before the next batch's third."""
-        ...
 
 
 @dataclass

@@ -188,7 +188,8 @@ def test_a_long_interleaved_replay_stays_readable(broker: EmbeddedBroker, tmp_pa
 async def test_the_worker_pacer_holds_a_chunk_until_every_partition_stored_up_to_a_day_before_it(settings) -> None:  # type: ignore[no-untyped-def]
     from streamer.replay.capture_file import CapturedRecord
     from streamer.replay.through_worker import WorkerPacer
-    from streamer.state.store import RedisStateStore, StreamProgress
+    from streamer.state.interface import StreamProgress
+    from streamer.state.store import RedisStateStore
 
     day, t0 = 86400.0, 1533081600.0
     store = RedisStateStore(str(settings.redis.url), settings.redis.namespace)
@@ -219,7 +220,8 @@ async def test_the_worker_pacer_sends_on_at_once_when_every_transaction_sent_is_
     for nothing once the worker stored every transaction, not for the stall."""
     from streamer.replay.capture_file import CapturedRecord
     from streamer.replay.through_worker import WorkerPacer
-    from streamer.state.store import RedisStateStore, StreamProgress
+    from streamer.state.interface import StreamProgress
+    from streamer.state.store import RedisStateStore
 
     day, t0 = 86400.0, 1533081600.0
     store = RedisStateStore(str(settings.redis.url), settings.redis.namespace)

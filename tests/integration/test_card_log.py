@@ -13,7 +13,8 @@ from streamer.events import Transaction, format_time
 from streamer.features.fraud import CARD_HORIZON
 from streamer.state import card_log, keys
 from streamer.state.memory import InMemoryStateStore
-from streamer.state.store import CARD_ROWS_CAP, PRUNE_GRACE, RedisStateStore
+from streamer.state.interface import CARD_ROWS_CAP, PRUNE_GRACE
+from streamer.state.store import RedisStateStore
 
 pytestmark = pytest.mark.redis
 T0 = 1533081600.0

@@ -12,9 +12,10 @@ from streamer.features.fraud import DELAY_DAYS, TerminalCounts, TerminalHistory,
 from streamer.pipeline.fraud import TransactionFeatures
 from streamer.state.expiry import RecentRefreshes
 from streamer.state.memory import InMemoryStateStore
-from streamer.state.store import (
-    CARD_ROWS_CAP, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, RedisStateStore, StateStore, StreamProgress, UserUpdate,
+from streamer.state.interface import (
+    CARD_ROWS_CAP, SEEN_CAP, SEQUENCE_CAP, CachedEmbedding, StateStore, StreamProgress, UserUpdate,
 )
+from streamer.state.store import RedisStateStore
 
 pytestmark = pytest.mark.redis
 T0 = 1533081600.0

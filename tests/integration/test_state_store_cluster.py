@@ -14,7 +14,8 @@ from streamer.embedded import EmbeddedRedisCluster
 from streamer.errors import DependencyError
 from streamer.events import FraudLabel, Transaction, format_time
 from streamer.state import keys
-from streamer.state.store import Command, RedisStateStore, StreamProgress
+from streamer.state.interface import StreamProgress
+from streamer.state.store import Command, RedisStateStore
 
 pytestmark = pytest.mark.redis
 T0 = 1533081600.0

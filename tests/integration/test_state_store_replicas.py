@@ -19,7 +19,8 @@ from streamer.embedded import EmbeddedRedis, EmbeddedRedisCluster
 from streamer.errors import DependencyError
 from streamer.events import Transaction, format_time
 from streamer.state import keys
-from streamer.state.store import RedisStateStore, StreamProgress
+from streamer.state.interface import StreamProgress
+from streamer.state.store import RedisStateStore
 
 pytestmark = pytest.mark.redis
 T0 = 1533081600.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.card_memory import card, measure
-from streamer.state.store import CARD_ROWS_CAP, ROW_BYTES
+from streamer.state.interface import CARD_ROWS_CAP, ROW_BYTES
 
 
 def test_the_measured_card_holds_its_history_and_its_latest_rows() -> None:

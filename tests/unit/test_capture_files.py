@@ -9,9 +9,8 @@ import orjson
 import pytest
 
 from streamer.errors import ConfigurationError
-from streamer.replay.capture_file import CapturedRecord, CaptureWriter, read_capture, read_header
+from streamer.replay.capture_file import CapturedRecord, CaptureWriter, merged, read_capture, read_header
 from streamer.replay.importers import import_fraud, import_sequences
-from streamer.replay.replay import merged
 
 CSV = """TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_TIME_SECONDS,TX_TIME_DAYS,TX_FRAUD,TX_FRAUD_SCENARIO
 0,2018-04-01 00:00:31,596,3156,57.16,31,0,0,0

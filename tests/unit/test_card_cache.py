@@ -18,7 +18,7 @@ from streamer.pipeline.fraud import TransactionFeatures
 from streamer.settings import Settings
 from streamer.state.card_cache import CardCache
 from streamer.state.memory import InMemoryStateStore
-from streamer.state.store import CARD_ROWS_CAP, CardState, TimeRange
+from streamer.state.interface import CARD_ROWS_CAP, CardState, TimeRange
 
 T0 = 1533081600.0
 

@@ -28,7 +28,7 @@ from streamer.pipeline.recommend import RankingRequestPipeline, RecommendPipelin
 from streamer.records import SCORE_DECIMALS, SCORE_TOLERANCE, OutputRecord, SourceRecord, published_score
 from streamer.settings import Settings
 from streamer.state.memory import InMemoryStateStore
-from streamer.state.store import CachedEmbedding
+from streamer.state.interface import CachedEmbedding
 from streamer.worker.app import prepare_batch, process_batch, publish_batch
 from streamer.worker.batching import Finish, Infer, every_step
 from tests.support import DATA, load_jsonl, next_item_child_load

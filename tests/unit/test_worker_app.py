@@ -10,7 +10,7 @@ from faust.types import TP
 from streamer.output.sink import ListSink
 from streamer.settings import Settings
 from streamer.state.card_cache import CachedCard, CardCache
-from streamer.state.store import CardState
+from streamer.state.interface import CardState
 from streamer.worker.app import LeanMonitor, Runtime, build_app
 from streamer.worker.main import build_runtime
 from tests.support import NoOutputs, idle_app
