@@ -240,11 +240,19 @@ class WorkerSettings:
     """STREAMER_WORKER_JOBS: the jobs this worker runs, comma-separated (``fraud``,
     ``recommend``; both by default). A worker consumes only its jobs' input topics and
     loads only their models, so each job's workers can be scaled and deployed on their own."""
+    metrics_port: int = 0
+    """STREAMER_WORKER_METRICS_PORT: answer ``/health``, ``/ready`` and ``/metrics``
+    (Prometheus' text format) over HTTP on this port (``streamer.worker.metrics``); 0: off.
+    Workers that share a host need a port each."""
+    metrics_host: str = "0.0.0.0"
+    """STREAMER_WORKER_METRICS_HOST: the address those answers listen on."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.job_names) - set(JOBS))
         if unknown or not self.job_names:
             raise ConfigurationError(f"STREAMER_WORKER_JOBS={self.jobs!r}: name one or more of {', '.join(JOBS)}")
+        _require(0 <= self.metrics_port <= 65535, "worker", "metrics_port", self.metrics_port,
+                 "a port from 0 (off) to 65535")
 
     @property
     def job_names(self) -> tuple[str, ...]:

@@ -21,7 +21,9 @@ dead-letter, so the stream always moves on.
 
 Every ``STREAMER_BATCH_REPORT_S`` seconds each agent logs how many batches it took and
 how long their steps took (``streamer.worker.step_times``), and the worker how its
-high-watermark checks were answered (``streamer.worker.highwater``).
+high-watermark checks were answered (``streamer.worker.highwater``). With
+``STREAMER_WORKER_METRICS_PORT`` the worker also answers health and readiness probes and
+serves those counts since its start to Prometheus (``streamer.worker.metrics``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.worker.batching import Batcher, Finish, Infer, finished, inferred
 from streamer.worker.highwater import FetchedHighWatermarks
+from streamer.worker.metrics import WorkerMetrics, listening, serve
 from streamer.worker.step_times import BatchTimes, timed
 
 log = logging.getLogger(__name__)
@@ -287,14 +290,17 @@ def build_app(runtime: Runtime) -> faust.App:
     dead_letters = settings.topics.dead_letter
     report_s = settings.batch.report_s
     batch_times: list[BatchTimes] = []
+    metrics = WorkerMetrics() if settings.worker.metrics_port else None
 
     def run_topic(name: str) -> Any:
         return app.topic(name, schema=RecordRunSchema())
 
     def make_agent(topic_name: str, pipeline: Pipeline, name: str) -> None:
-        times = BatchTimes(name) if report_s > 0 else None
+        times = BatchTimes(name) if report_s > 0 or metrics is not None else None
         if times is not None:
             batch_times.append(times)
+            if metrics is not None:
+                metrics.agents.append(times)
 
         async def agent(stream: Any) -> None:
             held = HeldRuns()
@@ -305,6 +311,8 @@ def build_app(runtime: Runtime) -> faust.App:
             async def deliver(records: list[SourceRecord], outputs: list[OutputRecord]) -> None:
                 await publish_batch(runtime.sink, outputs)
                 held.release(records)  # their offsets may be committed
+                if metrics is not None:
+                    metrics.delivered(name, outputs)
 
             steps, delivery = (process, deliver) if times is None else timed(process, deliver, times)
             try:
@@ -314,7 +322,8 @@ def build_app(runtime: Runtime) -> faust.App:
                         held.hold(event)
                         await batcher.add(event.value)
             finally:
-                report(times)  # what was timed since the last report, as the worker stops
+                if report_s > 0:
+                    report(times)  # what was timed since the last report, as the worker stops
 
         agent.__name__ = name
         agent.__qualname__ = name
@@ -339,6 +348,18 @@ def build_app(runtime: Runtime) -> faust.App:
                                   (topics.recommend_requests, runtime.ranking_requests, "answer_ranking_requests")):
         if pipeline is not None:  # the consumer subscribes to the topics of the agents made
             make_agent(topic, pipeline, name)
+
+    if metrics is not None:
+        listener = listening(settings.worker.metrics_host, settings.worker.metrics_port)
+
+        async def count_assignment(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            metrics.assigned(len(assigned))
+
+        app.on_partitions_assigned.connect(count_assignment)  # type: ignore[arg-type]
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def answer_probes() -> None:
+            await serve(metrics, listener)
 
     if report_s > 0:
         @app.timer(interval=report_s)  # type: ignore[untyped-decorator]

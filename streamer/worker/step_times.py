@@ -56,15 +56,29 @@ class StepTime:
 
 @dataclass
 class BatchTimes:
-    """One agent's batches and their steps' durations since the last report."""
+    """One agent's batches and their steps' durations since the last report (and since
+    it started)."""
 
     name: str
     batches: int = 0
     events: int = 0
     steps: dict[str, StepTime] = field(default_factory=lambda: {step: StepTime() for step in STEPS})
+    all_batches: int = 0
+    """The batches, events and step seconds since the agent started, which a report does
+    not reset (``streamer.worker.metrics``)."""
+    all_events: int = 0
+    all_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STEPS, 0.0))
+
+    def started(self, events: int) -> None:
+        """A batch of ``events`` began its first step."""
+        self.batches += 1
+        self.events += events
+        self.all_batches += 1
+        self.all_events += events
 
     def took(self, step: str, seconds: float) -> None:
         self.steps[step].add(seconds)
+        self.all_seconds[step] += seconds
 
     def report(self) -> str | None:
         """What was timed since the last report, as one line (None when no batch
@@ -90,8 +104,7 @@ def timed(
     (a step that fails is not counted)."""
 
     async def timed_process(batch: list[T]) -> Infer[R]:
-        times.batches += 1
-        times.events += len(batch)
+        times.started(len(batch))
         started = clock()
         infer = await process(batch)
         times.took("first step", clock() - started)

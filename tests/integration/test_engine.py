@@ -11,6 +11,8 @@ import dataclasses
 import itertools
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
+from streamer.embedded import free_port
 from streamer.events import format_time
 from streamer.inference.fraud_scorer import FraudScorer
 from streamer.inference.next_item import NextItemRanker
@@ -133,6 +136,55 @@ def test_transactions_scores_alerts_and_dead_letters(settings: Settings, worker_
         original = by_position[(int(headers["dlq.partition"]), int(headers["dlq.offset"]))]
         assert (original.key, original.value) == (record.key, record.value)
         assert record.headers[0] == ("traceparent", original.key or b"")  # the original's headers, carried
+
+
+def scrape(port: int, path: str, wait_s: float, done: Callable[[int, str], bool] = lambda status, _: status == 200,
+           ) -> tuple[int, str]:
+    """A worker's answer to ``GET path`` on its metrics port, asked again until ``done``
+    says so or ``wait_s`` passed (until it listens, a connection is refused)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                status, body = answer.status, answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            status, body = refused.code, refused.read().decode()
+        except OSError:
+            status, body = 0, ""
+        if done(status, body) or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.2)
+
+
+def test_a_worker_answers_its_probes_and_counts_what_it_answered(settings: Settings, worker_log) -> None:  # type: ignore[no-untyped-def]
+    sample = load_jsonl(DATA / "transactions_sample.jsonl")
+    port = free_port()
+    settings = settings.replace(worker={"jobs": "fraud", "metrics_port": port, "metrics_host": "127.0.0.1"})
+    bootstrap, topics = settings.kafka.bootstrap_servers, settings.topics
+    scored = f'streamer_output_records_total{{agent="score_transactions",topic="{topics.fraud_scores}"}} {len(sample)}'
+    worker = WorkerProcess(settings, worker_log).start()
+    try:
+        ready = scrape(port, "/ready", wait_s=60)
+        asyncio.run(produce(bootstrap, topics.transactions,
+                            [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample] + BAD))
+        asyncio.run(read_topic(bootstrap, topics.fraud_scores, len(sample), timeout_s=90))
+        alerts = asyncio.run(read_topic(bootstrap, topics.fraud_alerts, 1, timeout_s=10, settle_s=1))
+        _, metrics = scrape(port, "/metrics", wait_s=10, done=lambda _, body: scored in body.splitlines())
+        health = scrape(port, "/health", wait_s=5)
+        assert worker.alive()
+    finally:
+        worker.stop()
+
+    assert ready == (200, "ready\n") and health == (200, "ok\n")
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#"))
+    agent = '{agent="score_transactions"}'
+    assert int(samples[f"streamer_input_records_total{agent}"]) == len(sample) + len(BAD)
+    assert int(samples[f"streamer_batches_total{agent}"]) >= 1
+    outputs = {topic: int(samples.get(f'streamer_output_records_total{{agent="score_transactions",topic="{topic}"}}', 0))
+               for topic in (topics.fraud_scores, topics.fraud_alerts, topics.dead_letter)}
+    assert outputs == {topics.fraud_scores: len(sample), topics.fraud_alerts: len(alerts), topics.dead_letter: len(BAD)}
+    assert float(samples['streamer_step_seconds_total{agent="score_transactions",step="models"}']) > 0
+    assert int(samples["streamer_assigned_partitions"]) == 2 * settings.kafka.partitions  # transactions and labels
 
 
 def step_time_reports(log: Path, agent: str, wait_s: float) -> list[str]:
