@@ -301,6 +301,7 @@ def build_app(runtime: Runtime) -> faust.App:
             batch_times.append(times)
             if metrics is not None:
                 metrics.agents.append(times)
+                metrics.input_topics.append(topic_name)
 
         async def agent(stream: Any) -> None:
             held = HeldRuns()
@@ -312,7 +313,7 @@ def build_app(runtime: Runtime) -> faust.App:
                 await publish_batch(runtime.sink, outputs)
                 held.release(records)  # their offsets may be committed
                 if metrics is not None:
-                    metrics.delivered(name, outputs)
+                    metrics.delivered(name, records, outputs)
 
             steps, delivery = (process, deliver) if times is None else timed(process, deliver, times)
             try:
@@ -351,6 +352,10 @@ def build_app(runtime: Runtime) -> faust.App:
 
     if metrics is not None:
         listener = listening(settings.worker.metrics_host, settings.worker.metrics_port)
+        metrics.high_watermarks = lambda topic: {
+            partition: end.high
+            for partition, end in app.consumer.fetched_ends(topic).items()  # type: ignore[attr-defined]
+        }
 
         async def count_assignment(sender: Any, assigned: Any, **kwargs: Any) -> None:
             metrics.assigned(len(assigned))

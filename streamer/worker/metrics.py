@@ -12,10 +12,11 @@ that port, on its own event loop:
 * ``GET /metrics``: counters in Prometheus' text format (version 0.0.4), per agent:
   the batches and input records it took, the wall time of each step of its batches
   (``streamer.worker.step_times``), and the output records it had acknowledged, per
-  topic (dead letters among them); and the worker's partitions and rebalances.
+  topic (dead letters among them); and the worker's partitions and rebalances, and per
+  input partition it holds, the records not answered yet (its lag).
 
-Counting costs a few additions per batch and one per output record; the text is made
-only when scraped.
+Counting costs a few additions per batch and one per input and per output record; the
+text is made only when scraped.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from streamer.errors import ConfigurationError
-from streamer.records import OutputRecord
+from streamer.records import OutputRecord, SourceRecord
 from streamer.worker.step_times import STEPS, BatchTimes
 
 log = logging.getLogger(__name__)
@@ -51,17 +52,40 @@ class WorkerMetrics:
     assigned_partitions: int = 0
     rebalances: int = 0
     joined: bool = False
+    input_topics: list[str] = field(default_factory=list)
+    high_watermarks: Callable[[str], Mapping[int, int | None]] = lambda topic: {}
+    """Per partition of an input topic the worker holds, the high watermark its latest
+    fetch response reported (None before the first)."""
+    answered: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(input topic, partition) -> the last offset whose batch's outputs were
+    acknowledged, since the last assignment."""
 
-    def delivered(self, agent: str, outputs: Sequence[OutputRecord]) -> None:
-        """Count a batch's outputs, once the broker acknowledged them."""
+    def delivered(self, agent: str, records: Sequence[SourceRecord], outputs: Sequence[OutputRecord]) -> None:
+        """Count a batch's outputs, once the broker acknowledged them, and note how far
+        its records' partitions are answered (a partition's records come in order)."""
         counts = self.outputs.setdefault(agent, {})
         for output in outputs:
             counts[output.topic] = counts.get(output.topic, 0) + 1
+        for record in records:
+            self.answered[(record.topic, record.partition)] = record.offset
 
     def assigned(self, partitions: int) -> None:
-        """The group gave this worker ``partitions`` input partitions."""
+        """The group gave this worker ``partitions`` input partitions; what it answered
+        before is no measure of them now (another worker may have answered more)."""
         self.assigned_partitions, self.joined = partitions, True
         self.rebalances += 1
+        self.answered.clear()
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """``(topic, partition, records not answered)`` for each input partition held
+        whose high watermark is known and of which a record was answered."""
+        lags = []
+        for topic in self.input_topics:
+            for partition, high in sorted(self.high_watermarks(topic).items()):
+                answered = self.answered.get((topic, partition))
+                if high is not None and answered is not None:
+                    lags.append((topic, partition, max(0, high - answered - 1)))
+        return lags
 
     def render(self) -> str:
         """The counters in Prometheus' text format."""
@@ -85,6 +109,10 @@ class WorkerMetrics:
         family("streamer_assigned_partitions", "gauge", "Input partitions the group gave this worker.",
                [("", self.assigned_partitions)])
         family("streamer_rebalances_total", "counter", "Assignments this worker was given.", [("", self.rebalances)])
+        family("streamer_partition_lag", "gauge",
+               "Records of an input partition held that are not answered yet (its latest fetch's high watermark "
+               "less the next offset to answer).",
+               [(_labels(topic=topic, partition=str(partition)), lag) for topic, partition, lag in self.lag()])
         return "\n".join(lines) + "\n"
 
     def answer(self, method: str, path: str) -> tuple[int, str, str]:

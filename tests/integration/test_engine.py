@@ -169,7 +169,9 @@ def test_a_worker_answers_its_probes_and_counts_what_it_answered(settings: Setti
                             [(tx["card_id"].encode(), orjson.dumps(tx)) for tx in sample] + BAD))
         asyncio.run(read_topic(bootstrap, topics.fraud_scores, len(sample), timeout_s=90))
         alerts = asyncio.run(read_topic(bootstrap, topics.fraud_alerts, 1, timeout_s=10, settle_s=1))
-        _, metrics = scrape(port, "/metrics", wait_s=10, done=lambda _, body: scored in body.splitlines())
+        caught_up = {scored} | {f'streamer_partition_lag{{topic="{topics.transactions}",partition="{p}"}} 0'
+                                for p in range(settings.kafka.partitions)}
+        _, metrics = scrape(port, "/metrics", wait_s=10, done=lambda _, body: caught_up <= set(body.splitlines()))
         health = scrape(port, "/health", wait_s=5)
         assert worker.alive()
     finally:
@@ -185,6 +187,7 @@ def test_a_worker_answers_its_probes_and_counts_what_it_answered(settings: Setti
     assert outputs == {topics.fraud_scores: len(sample), topics.fraud_alerts: len(alerts), topics.dead_letter: len(BAD)}
     assert float(samples['streamer_step_seconds_total{agent="score_transactions",step="models"}']) > 0
     assert int(samples["streamer_assigned_partitions"]) == 2 * settings.kafka.partitions  # transactions and labels
+    assert caught_up <= set(metrics.splitlines())  # every transaction answered: no lag
 
 
 def step_time_reports(log: Path, agent: str, wait_s: float) -> list[str]:

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from streamer.errors import ConfigurationError
-from streamer.records import OutputRecord
+from streamer.records import OutputRecord, SourceRecord
 from streamer.settings import Settings
 from streamer.worker.metrics import PROMETHEUS_TEXT, WorkerMetrics, listening, serve
 from streamer.worker.step_times import BatchTimes, timed
@@ -17,6 +17,10 @@ from tests.unit.test_step_times import Clock, steps_taking
 
 def output(topic: str) -> OutputRecord:
     return OutputRecord(topic, b"k", b"{}")
+
+
+def records(topic: str, partition: int, offsets: range) -> list[SourceRecord]:
+    return [SourceRecord(topic, partition, offset, b"k", b"{}") for offset in offsets]
 
 
 def counted_metrics() -> WorkerMetrics:
@@ -33,9 +37,12 @@ def counted_metrics() -> WorkerMetrics:
     asyncio.run(run([1, 2, 3], 30))
     asyncio.run(run([4], 50))
     times.report()  # a log report starts its own counts afresh, not the metrics'
-    metrics.delivered("score_transactions", [output("fraud-scores")] * 4 + [output("fraud-alerts")])
-    metrics.delivered("score_transactions", [output("dead-letter")])
     metrics.assigned(2)
+    metrics.delivered("score_transactions", records("transactions", 0, range(3)),
+                      [output("fraud-scores")] * 4 + [output("fraud-alerts")])
+    metrics.delivered("score_transactions", records("transactions", 0, range(3, 4)), [output("dead-letter")])
+    metrics.input_topics.append("transactions")
+    metrics.high_watermarks = lambda topic: {0: 10, 1: 7} if topic == "transactions" else {}
     return metrics
 
 
@@ -57,14 +64,30 @@ def test_the_counters_since_the_start_in_prometheus_text_format() -> None:
         'streamer_output_records_total{agent="score_transactions",topic="fraud-scores"} 4',
         "streamer_assigned_partitions 2",
         "streamer_rebalances_total 1",
+        'streamer_partition_lag{topic="transactions",partition="0"} 6',  # offsets 4 to 9; none of 1 answered yet
     ]
     assert "# TYPE streamer_batches_total counter" in text and "# TYPE streamer_assigned_partitions gauge" in text
     assert text.endswith("\n")
 
 
+def test_lag_is_the_records_past_the_last_answered_and_starts_afresh_on_an_assignment() -> None:
+    metrics = WorkerMetrics(input_topics=["transactions", "fraud-labels"])
+    highs: dict[str, dict[int, int | None]] = {"transactions": {0: 100, 1: None}, "fraud-labels": {0: 5}}
+    metrics.high_watermarks = lambda topic: highs[topic]
+    metrics.assigned(3)
+    assert metrics.lag() == []  # nothing answered yet
+    answered = records("transactions", 0, range(40, 60)) + records("transactions", 1, range(5))
+    metrics.delivered("score_transactions", answered, [])
+    assert metrics.lag() == [("transactions", 0, 40)]  # partition 1's high watermark not fetched yet
+    highs["transactions"] = {0: 60, 1: 5}
+    assert metrics.lag() == [("transactions", 0, 0), ("transactions", 1, 0)]
+    metrics.assigned(3)  # partitions given back may have been answered further elsewhere meanwhile
+    assert metrics.lag() == []
+
+
 def test_a_label_value_is_escaped() -> None:
     metrics = WorkerMetrics()
-    metrics.delivered('odd"name\\', [output('a"b\nc')])
+    metrics.delivered('odd"name\\', [], [output('a"b\nc')])
     assert 'streamer_output_records_total{agent="odd\\"name\\\\",topic="a\\"b\\nc"} 1' in metrics.render()
 
 
