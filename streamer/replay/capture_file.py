@@ -12,7 +12,8 @@ missing key, value or header value), so a record round-trips byte for byte;
 ``timestamp`` is the record's Kafka timestamp in milliseconds. Records are stored in the
 order they were read: offset order within each partition. A capture is written beside
 its path (``<name>.partial``) and takes the path only once complete: a capture that
-failed midway never reads as a whole one.
+failed midway never reads as a whole one. ``merged`` reads several captures as one
+stream in timestamp order, for a replay through a broker or without one.
 """
 
 from __future__ import annotations
