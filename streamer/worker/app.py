@@ -222,8 +222,9 @@ class HeldRuns:
         event.message.incref()
         self.runs.setdefault(event.message.partition, deque()).append(event)
 
-    def release(self, delivered: Sequence[SourceRecord]) -> None:
-        """Let go of the runs whose records are all in ``delivered`` or delivered before."""
+    def release(self, delivered: Sequence[SourceRecord]) -> dict[int, int]:
+        """Let go of the runs whose records are all in ``delivered`` or delivered before;
+        returns each partition's last offset delivered."""
         last: dict[int, int] = {}
         for record in delivered:
             last[record.partition] = record.offset
@@ -231,6 +232,7 @@ class HeldRuns:
             runs = self.runs.get(partition)
             while runs and runs[0].message.offset <= offset:
                 runs.popleft().ack()
+        return last
 
 
 class RecordRunSchema(faust.Schema):  # type: ignore[type-arg]
@@ -311,9 +313,9 @@ def build_app(runtime: Runtime) -> faust.App:
 
             async def deliver(records: list[SourceRecord], outputs: list[OutputRecord]) -> None:
                 await publish_batch(runtime.sink, outputs)
-                held.release(records)  # their offsets may be committed
+                answered = held.release(records)  # their offsets may be committed
                 if metrics is not None:
-                    metrics.delivered(name, records, outputs)
+                    metrics.delivered(name, topic_name, answered, outputs)
 
             steps, delivery = (process, deliver) if times is None else timed(process, deliver, times)
             try:

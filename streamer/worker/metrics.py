@@ -15,8 +15,8 @@ that port, on its own event loop:
   topic (dead letters among them); and the worker's partitions and rebalances, and per
   input partition it holds, the records not answered yet (its lag).
 
-Counting costs a few additions per batch and one per input and per output record; the
-text is made only when scraped.
+Counting costs a few additions per batch and one per output record; the text is made
+only when scraped.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from streamer.errors import ConfigurationError
-from streamer.records import OutputRecord, SourceRecord
+from streamer.records import OutputRecord
 from streamer.worker.step_times import STEPS, BatchTimes
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,18 @@ class WorkerMetrics:
     high_watermarks: Callable[[str], Mapping[int, int | None]] = lambda topic: {}
     """Per partition of an input topic the worker holds, the high watermark its latest
     fetch response reported (None before the first)."""
-    answered: dict[tuple[str, int], int] = field(default_factory=dict)
-    """(input topic, partition) -> the last offset whose batch's outputs were
+    answered: dict[str, dict[int, int]] = field(default_factory=dict)
+    """input topic -> partition -> the last offset whose batch's outputs were
     acknowledged, since the last assignment."""
 
-    def delivered(self, agent: str, records: Sequence[SourceRecord], outputs: Sequence[OutputRecord]) -> None:
+    def delivered(self, agent: str, topic: str, answered: Mapping[int, int], outputs: Sequence[OutputRecord]) -> None:
         """Count a batch's outputs, once the broker acknowledged them, and note how far
-        its records' partitions are answered (a partition's records come in order)."""
+        its input ``topic``'s partitions are answered: per partition, its last offset
+        in the batch (``HeldRuns.release``)."""
         counts = self.outputs.setdefault(agent, {})
         for output in outputs:
             counts[output.topic] = counts.get(output.topic, 0) + 1
-        for record in records:
-            self.answered[(record.topic, record.partition)] = record.offset
+        self.answered.setdefault(topic, {}).update(answered)
 
     def assigned(self, partitions: int) -> None:
         """The group gave this worker ``partitions`` input partitions; what it answered
@@ -82,7 +82,7 @@ class WorkerMetrics:
         lags = []
         for topic in self.input_topics:
             for partition, high in sorted(self.high_watermarks(topic).items()):
-                answered = self.answered.get((topic, partition))
+                answered = self.answered.get(topic, {}).get(partition)
                 if high is not None and answered is not None:
                     lags.append((topic, partition, max(0, high - answered - 1)))
         return lags

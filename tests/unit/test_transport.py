@@ -193,8 +193,9 @@ def test_a_run_is_let_go_only_once_its_last_record_is_delivered() -> None:
     assert [r.refcount for r in runs] == [1, 1, 1]  # the stream's own step no longer lets go of them
     held.release(list(runs[0].records[:2]))
     assert acked == []  # record 2 of the first run is still in a later batch
-    held.release([runs[0].records[2], runs[1].records[0], *runs[2].records])
+    last = held.release([runs[0].records[2], runs[1].records[0], *runs[2].records])
     assert acked == [2, 0]
+    assert last == {0: 3, 1: 0}  # each partition's last offset delivered (what the metrics' lag reads)
     held.release(list(runs[1].records[1:]))
     assert acked == [2, 0, 4]
 

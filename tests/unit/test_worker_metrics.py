@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from streamer.errors import ConfigurationError
-from streamer.records import OutputRecord, SourceRecord
+from streamer.records import OutputRecord
 from streamer.settings import Settings
 from streamer.worker.metrics import PROMETHEUS_TEXT, WorkerMetrics, listening, serve
 from streamer.worker.step_times import BatchTimes, timed
@@ -17,10 +17,6 @@ from tests.unit.test_step_times import Clock, steps_taking
 
 def output(topic: str) -> OutputRecord:
     return OutputRecord(topic, b"k", b"{}")
-
-
-def records(topic: str, partition: int, offsets: range) -> list[SourceRecord]:
-    return [SourceRecord(topic, partition, offset, b"k", b"{}") for offset in offsets]
 
 
 def counted_metrics() -> WorkerMetrics:
@@ -38,9 +34,9 @@ def counted_metrics() -> WorkerMetrics:
     asyncio.run(run([4], 50))
     times.report()  # a log report starts its own counts afresh, not the metrics'
     metrics.assigned(2)
-    metrics.delivered("score_transactions", records("transactions", 0, range(3)),
+    metrics.delivered("score_transactions", "transactions", {0: 2},
                       [output("fraud-scores")] * 4 + [output("fraud-alerts")])
-    metrics.delivered("score_transactions", records("transactions", 0, range(3, 4)), [output("dead-letter")])
+    metrics.delivered("score_transactions", "transactions", {0: 3}, [output("dead-letter")])
     metrics.input_topics.append("transactions")
     metrics.high_watermarks = lambda topic: {0: 10, 1: 7} if topic == "transactions" else {}
     return metrics
@@ -76,8 +72,7 @@ def test_lag_is_the_records_past_the_last_answered_and_starts_afresh_on_an_assig
     metrics.high_watermarks = lambda topic: highs[topic]
     metrics.assigned(3)
     assert metrics.lag() == []  # nothing answered yet
-    answered = records("transactions", 0, range(40, 60)) + records("transactions", 1, range(5))
-    metrics.delivered("score_transactions", answered, [])
+    metrics.delivered("score_transactions", "transactions", {0: 59, 1: 4}, [])
     assert metrics.lag() == [("transactions", 0, 40)]  # partition 1's high watermark not fetched yet
     highs["transactions"] = {0: 60, 1: 5}
     assert metrics.lag() == [("transactions", 0, 0), ("transactions", 1, 0)]
@@ -87,7 +82,7 @@ def test_lag_is_the_records_past_the_last_answered_and_starts_afresh_on_an_assig
 
 def test_a_label_value_is_escaped() -> None:
     metrics = WorkerMetrics()
-    metrics.delivered('odd"name\\', [], [output('a"b\nc')])
+    metrics.delivered('odd"name\\', "transactions", {}, [output('a"b\nc')])
     assert 'streamer_output_records_total{agent="odd\\"name\\\\",topic="a\\"b\\nc"} 1' in metrics.render()
 
 
